@@ -1,0 +1,57 @@
+"""The `dermdiff` command line: one sub-command per job, each in `dermdiff/commands/<name>.py`.
+
+A command module defines `NAME`, `HELP` (one line), `EXAMPLES` (shown under `--help`),
+`configure(parser)` (adds its arguments) and `run(args) -> int`. Bad input (`ValueError`,
+`FileNotFoundError`) ends the command with exit status 2 and one clear line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# The order here is the order of `dermdiff --help`.
+COMMAND_MODULES = (
+    "dermdiff.commands.maps",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dermdiff",
+        description="Controllable dermatology image generation: semantic maps, diffusion and GANs, evaluation.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"dermdiff {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(
+            module.NAME,
+            help=module.HELP,
+            description=module.HELP,
+            epilog="examples:\n" + module.EXAMPLES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.configure(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError) as error:
+        print(f"dermdiff {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

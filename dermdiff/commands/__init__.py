@@ -1,0 +1,1 @@
+"""Sub-commands of the `dermdiff` console script (see `dermdiff.cli`)."""
