@@ -42,6 +42,7 @@ _EXPORTS = {
     "Region": ".semantic_map",
     "ConditionRegistry": ".conditions",
     "get_registry": ".conditions",
+    "SemanticUNet2DModel": ".models.semantic_unet",
 }
 
 
