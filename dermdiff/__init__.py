@@ -43,6 +43,13 @@ _EXPORTS = {
     "ConditionRegistry": ".conditions",
     "get_registry": ".conditions",
     "SemanticUNet2DModel": ".models.semantic_unet",
+    "DermGANGenerator": ".models.dermgan",
+    "PatchGANDiscriminator": ".models.dermgan",
+    "DCGANGenerator": ".models.dcgan",
+    "truncate_latents": ".models.dcgan",
+    "MultiScaleDiscriminator": ".models.multiscale_discriminator",
+    "TranslationGenerator": ".models.translation",
+    "SkinClassifier": ".classifier",
 }
 
 
