@@ -13,6 +13,7 @@ import sys
 
 # The order here is the order of `dermdiff --help`.
 COMMAND_MODULES = (
+    "dermdiff.commands.phantom",
     "dermdiff.commands.maps",
 )
 
