@@ -1,0 +1,118 @@
+"""One call for any supported dataset: recognise the layout of a path (or a known name) and load it.
+
+| layout        | recognised by                                                          | loader              |
+|---------------|------------------------------------------------------------------------|---------------------|
+| `imagefolder` | `metadata.csv` with a `file_name` column                               | `load_dataset_dir`  |
+| `ham10000`    | `metadata.csv` / `HAM10000_metadata.csv` with `image_id` and `dx`      | `load_ham10000`     |
+| `pad_ufes20`  | `metadata.csv` with `diagnostic` and `patient_id`                      | `load_pad_ufes20`   |
+| `dermamnist`  | a `.npz` with `{split}_images` (or a folder holding exactly one)       | `load_dermamnist`   |
+
+A bare name (`"ham10000"`, `"dermamnist"`, `"pad_ufes20"`) is looked up as a folder under `data_root`
+or the `DERMDIFF_DATA` environment variable; `"phantom"` (when no such path exists) builds the
+built-in phantom with `dermdiff.data.phantom_dataset(**kwargs)`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from .dermamnist import load_dermamnist
+from .folder import load_dataset_dir
+from .ham10000 import METADATA_NAMES as HAM_METADATA_NAMES
+from .ham10000 import load_ham10000
+from .pad_ufes20 import load_pad_ufes20
+
+LAYOUTS = ("imagefolder", "ham10000", "pad_ufes20", "dermamnist")
+KNOWN_NAMES = ("ham10000", "dermamnist", "pad_ufes20")
+DATA_ROOT_VARIABLE = "DERMDIFF_DATA"
+_LOADERS = {
+    "imagefolder": load_dataset_dir,
+    "ham10000": load_ham10000,
+    "pad_ufes20": load_pad_ufes20,
+    "dermamnist": load_dermamnist,
+}
+
+
+def load_any(path_or_name: str, data_root: str | None = None, **kwargs):
+    """Loads a dataset whatever its layout (see the module table); extra keywords go to the loader.
+
+    Args:
+        path_or_name (`str`): a folder, a DermaMNIST `.npz`, a known name, or `"phantom"`.
+        data_root (`str`, *optional*): where known names live (default: `$DERMDIFF_DATA`).
+        **kwargs: the chosen loader's options, e.g. `limit=100`, `size=64`, `skip_bad=True`, `split="val"`.
+
+    Returns:
+        `datasets.Dataset` with the dermdiff columns; `registry_of(dataset)` gives its registry.
+
+    Example:
+        >>> load_any("/data/ham10000", size=64)
+        >>> load_any("dermamnist", data_root="/data", split="val")
+    """
+    path = resolve_path(path_or_name, data_root)
+    if path is None:  # "phantom" with no folder of that name
+        from .phantom import phantom_dataset
+
+        return phantom_dataset(**kwargs)
+    layout, target = detect_layout(path)
+    return _LOADERS[layout](target, **kwargs)
+
+
+def resolve_path(path_or_name: str, data_root: str | None = None) -> str | None:
+    """The path to load; `None` means the built-in phantom."""
+    path = os.fspath(path_or_name)
+    if os.path.exists(path):
+        return path
+    if path in KNOWN_NAMES:
+        root = data_root or os.environ.get(DATA_ROOT_VARIABLE)
+        if not root:
+            raise FileNotFoundError(
+                f"{path!r} is a known dataset name but no data root is set; pass data_root= or set "
+                f"${DATA_ROOT_VARIABLE} to the folder that holds {path}/"
+            )
+        candidate = os.path.join(root, path)
+        if not os.path.exists(candidate):
+            raise FileNotFoundError(f"{candidate!r} does not exist (data root {root!r})")
+        return candidate
+    if path == "phantom":
+        return None
+    raise FileNotFoundError(f"{path!r} is neither an existing path nor a known name ({list(KNOWN_NAMES) + ['phantom']})")
+
+
+def detect_layout(path: str) -> tuple[str, str]:
+    """`(layout, what to pass the loader)` for a folder or file; `ValueError` if nothing fits."""
+    if os.path.isfile(path):
+        if path.endswith(".npz") and _is_medmnist(path):
+            return "dermamnist", path
+        raise ValueError(f"{path!r} is a file but not a MedMNIST npz; supported layouts: {list(LAYOUTS)}")
+    for name in ("metadata.csv",) + HAM_METADATA_NAMES:
+        csv_path = os.path.join(path, name)
+        if os.path.isfile(csv_path):
+            columns = set(pd.read_csv(csv_path, nrows=0).columns)
+            if "file_name" in columns:
+                return "imagefolder", path
+            if {"image_id", "dx"} <= columns:
+                return "ham10000", path
+            if {"diagnostic", "patient_id"} <= columns:
+                return "pad_ufes20", path
+            raise ValueError(
+                f"{csv_path} has columns {sorted(columns)}; expected file_name (image folder), image_id+dx "
+                "(HAM10000) or diagnostic+patient_id (PAD-UFES-20)"
+            )
+    npz_files = sorted(name for name in os.listdir(path) if name.endswith(".npz"))
+    medmnist = [os.path.join(path, name) for name in npz_files if _is_medmnist(os.path.join(path, name))]
+    if len(medmnist) == 1:
+        return "dermamnist", medmnist[0]
+    if len(medmnist) > 1:
+        raise ValueError(f"{path!r} holds several MedMNIST files {medmnist}; pass the one to load")
+    raise ValueError(
+        f"cannot tell the layout of {path!r}: no metadata.csv / HAM10000_metadata.csv and no MedMNIST npz "
+        f"(supported layouts: {list(LAYOUTS)})"
+    )
+
+
+def _is_medmnist(path: str) -> bool:
+    with np.load(path) as archive:
+        return any(key.endswith("_images") for key in archive.files)
