@@ -1,0 +1,5 @@
+"""Reusable training loops: shared plumbing (`common`) and the diffusion loop (`diffusion`).
+
+The scripts in `training/` are thin command-line faces of these functions, and the hard-case loop calls
+them directly (e.g. to fine-tune the diffusion model on mined cases).
+"""

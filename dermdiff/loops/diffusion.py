@@ -1,0 +1,498 @@
+"""The diffusion training loop: noise prediction under a semantic map, with classifier-free guidance.
+
+Seeds 002 and 004. For a clean image x_0, its map channels m and (optionally) its class c:
+
+    t ~ U{0, .., T-1},  eps ~ N(0, I),  x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps     (scheduler.add_noise)
+    with probability p_drop: m <- null map (zeros), c <- null class                        (CFG training)
+    loss = || f(x_t, t, m, c) - target ||^2,  target = eps | v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 | x_0
+
+`train_diffusion` is the library loop that `training/train_diffusion.py` exposes on the command line and
+that the hard-case loop calls to fine-tune a model. It owns the accelerate plumbing through
+`dermdiff.loops.common`: atomic checkpoints holding `save_pretrained` folders of the UNet and its EMA,
+resume at the exact data position, validation grids with EMA weights and a fixed generator, and a
+final `DermDiffPipeline` (EMA weights) in `output_dir`.
+
+A training example is a dict with `pixel_values` (3, H, W) in [-1, 1], `semantic_map` (1 + K, H, W)
+map channels (`SemanticMap.to_channels`) and, for a model with a class embedding, `class_labels`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate.logging import get_logger
+from diffusers import DDIMScheduler
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from PIL import Image
+
+from ..semantic_map import SemanticMap, validate_skin_type
+from . import common
+
+logger = get_logger(__name__)
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+@dataclass
+class DiffusionTrainingConfig:
+    """Settings of one diffusion training run (the command-line flags of `training/train_diffusion.py`).
+
+    Names and defaults follow diffusers' `train_unconditional.py` where the idea is the same. The
+    prediction type and noise schedule are not here: they belong to the noise scheduler passed in.
+
+    Args:
+        output_dir (`str`): run folder: checkpoints, logs, samples and the final pipeline.
+        train_batch_size (`int`, defaults to 16): images per process per micro-batch.
+        num_epochs (`int`, defaults to 100): used when `max_train_steps` is None.
+        max_train_steps (`int`, *optional*): optimiser updates; overrides `num_epochs`.
+        gradient_accumulation_steps (`int`, defaults to 1).
+        learning_rate (`float`, defaults to 1e-4); lr_scheduler (`str`, defaults to `"cosine"`, any name
+            of `diffusers.optimization.get_scheduler`); lr_warmup_steps (`int`, defaults to 500).
+        adam_beta1, adam_beta2, adam_weight_decay, adam_epsilon: AdamW settings.
+        max_grad_norm (`float`, defaults to 1.0): gradient clipping.
+        mixed_precision (`str`, defaults to `"no"`).
+        use_ema (`bool`, defaults to True); ema_max_decay, ema_inv_gamma, ema_power: `EMAModel` warm-up.
+        condition_dropout (`float`, defaults to 0.1): probability of training on the null map (and null
+            class); 0 disables classifier-free guidance.
+        random_flip (`bool`, defaults to False): flip image and map together horizontally.
+        checkpointing_steps (`int`, defaults to 500); checkpoints_total_limit (`int`, *optional*);
+            resume_from_checkpoint (`str`, *optional*): `"latest"` or a checkpoint folder.
+        validation_steps (`int`, defaults to 500): a sample grid every N updates (0 = never).
+        validation_skin_types (`tuple[int]`, defaults to (1, 3, 6)): grid columns; rows are conditions.
+        validation_inference_steps (`int`, defaults to 50): DDIM steps for the grid.
+        validation_guidance_scale (`float`, defaults to 1.0).
+        logging_dir (`str`, defaults to `"logs"`); report_to (`str`, defaults to `"tensorboard"`).
+        seed (`int`, defaults to 0); dataloader_num_workers (`int`, defaults to 0).
+    """
+
+    output_dir: str
+    train_batch_size: int = 16
+    num_epochs: int = 100
+    max_train_steps: int | None = None
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "cosine"
+    lr_warmup_steps: int = 500
+    adam_beta1: float = 0.95
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-6
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    use_ema: bool = True
+    ema_max_decay: float = 0.9999
+    ema_inv_gamma: float = 1.0
+    ema_power: float = 0.75
+    condition_dropout: float = 0.1
+    random_flip: bool = False
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int | None = None
+    resume_from_checkpoint: str | None = None
+    validation_steps: int = 500
+    validation_skin_types: Sequence[int] = (1, 3, 6)
+    validation_inference_steps: int = 50
+    validation_guidance_scale: float = 1.0
+    logging_dir: str = "logs"
+    report_to: str | None = "tensorboard"
+    seed: int = 0
+    dataloader_num_workers: int = 0
+    extra_tracker_config: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not 0.0 <= self.condition_dropout <= 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1], got {self.condition_dropout}")
+        for name in ("train_batch_size", "num_epochs", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_train_steps is not None and self.max_train_steps < 1:
+            raise ValueError(f"max_train_steps must be >= 1 or None, got {self.max_train_steps}")
+        if self.checkpointing_steps < 0 or self.validation_steps < 0:
+            raise ValueError("checkpointing_steps and validation_steps must be >= 0 (0 = never)")
+        self.validation_skin_types = tuple(validate_skin_type(t) for t in self.validation_skin_types)
+
+
+@dataclass
+class DiffusionRun:
+    """What `train_diffusion` returns: the trained pipeline (EMA weights) and where the run ended."""
+
+    pipeline: object
+    global_step: int
+    last_loss: float | None
+    metrics: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# dataset rows -> training examples
+# ----------------------------------------------------------------------------------------------------------------
+class DiffusionExamples:
+    """`datasets` transform: rows (image, semantic_map, label) -> training examples at `resolution`.
+
+    Images are resized bicubically and scaled to [-1, 1]; maps are decoded with the dataset's registry
+    and resized with nearest neighbours, so boxes and masks keep their codes. Use it as
+    `dataset.with_transform(DiffusionExamples(registry_of(dataset), 32))`.
+
+    Args:
+        registry (`ConditionRegistry`): the dataset's conditions (must match the model's).
+        resolution (`int`): the model's image side.
+    """
+
+    def __init__(self, registry, resolution: int):
+        if resolution < 8:
+            raise ValueError(f"resolution must be >= 8 pixels, got {resolution}")
+        self.registry, self.resolution = registry, resolution
+
+    def example(self, image, semantic_map, label) -> dict:
+        size = (self.resolution, self.resolution)
+        image = image.convert("RGB")
+        if image.size != size:
+            image = image.resize(size, resample=Image.BICUBIC)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).transpose(2, 0, 1).copy()) / 127.5 - 1.0
+        smap = SemanticMap.decode(semantic_map, self.registry)
+        if smap.size != size:
+            smap = smap.resize(size)
+        healthy = label is None or int(label) < 0  # class index K = healthy skin (see SemanticUNet2DModel)
+        class_label = len(self.registry) if healthy else int(label)
+        return {"pixel_values": pixels, "semantic_map": smap.to_channels(), "class_labels": class_label}
+
+    def __call__(self, rows: dict) -> dict:
+        examples = [self.example(*fields) for fields in zip(rows["image"], rows["semantic_map"], rows["label"])]
+        return {key: [example[key] for example in examples] for key in examples[0]} if examples else {}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# one training step
+# ----------------------------------------------------------------------------------------------------------------
+def drop_conditions(
+    semantic_map: torch.Tensor,
+    class_labels: torch.Tensor | None,
+    probability: float,
+    null_class: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Classifier-free guidance training: each example loses its map (and class) with `probability`.
+
+    The null map is all zeros (`SemanticMap.null_channels`); the map and the class are dropped
+    together, since sampling's unconditional branch passes both as null.
+    """
+    batch = semantic_map.shape[0]
+    drop = torch.rand(batch, generator=generator) < probability
+    if not drop.any():
+        return semantic_map, class_labels
+    drop = drop.to(semantic_map.device)
+    semantic_map = torch.where(drop[:, None, None, None], torch.zeros_like(semantic_map), semantic_map)
+    if class_labels is not None:
+        class_labels = torch.where(drop, torch.full_like(class_labels, null_class), class_labels)
+    return semantic_map, class_labels
+
+
+def flip_pairs(batch: dict, generator: torch.Generator) -> dict:
+    """Horizontally flips a random half of the images together with their maps."""
+    flip = torch.rand(batch["pixel_values"].shape[0], generator=generator) < 0.5
+    if not flip.any():
+        return batch
+    flip = flip.to(batch["pixel_values"].device)[:, None, None, None]
+    out = dict(batch)
+    for key in ("pixel_values", "semantic_map"):
+        out[key] = torch.where(flip, batch[key].flip(-1), batch[key])
+    return out
+
+
+def diffusion_loss(model, noise_scheduler, batch: dict, condition_dropout: float, null_class: int, generator):
+    """Mean-squared error of the model's prediction (epsilon, v or x_0, per the scheduler's config)."""
+    clean = batch["pixel_values"]
+    semantic_map, class_labels = drop_conditions(
+        batch["semantic_map"], batch.get("class_labels"), condition_dropout, null_class, generator
+    )
+    noise = torch.randn(clean.shape, generator=generator).to(clean.device, clean.dtype)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],), generator=generator)
+    timesteps = timesteps.to(clean.device)
+    noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+    prediction = model(noisy, timesteps, semantic_map, class_labels=class_labels).sample
+    prediction_type = noise_scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(clean, noise, timesteps)
+    elif prediction_type == "sample":
+        target = clean
+    else:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    return F.mse_loss(prediction.float(), target.float())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------------------------------------------
+def validation_maps(registry, resolution: int, skin_types: Sequence[int] = (1, 3, 6)) -> list[SemanticMap]:
+    """Fixed maps for the validation grid: one row per condition, one column per skin type.
+
+    Each map holds one centred box half the image wide, so rows differ only in condition and columns
+    only in skin type.
+    """
+    low, high = resolution // 4, resolution - resolution // 4
+    maps = []
+    for condition in registry.names:
+        for skin_type in skin_types:
+            maps.append(
+                SemanticMap.from_annotations(
+                    condition, skin_type, boxes=[(low, low, high, high)], size=resolution, registry=registry
+                )
+            )
+    return maps
+
+
+def sample_grid(pipeline, maps: Sequence[SemanticMap], cols: int, steps: int, guidance_scale: float, seed: int):
+    """Samples one image per map with DDIM and a fixed CPU generator; returns the grid image."""
+    scheduler = pipeline.scheduler
+    pipeline.scheduler = DDIMScheduler.from_config(scheduler.config)
+    try:
+        images = pipeline(
+            semantic_map=list(maps),
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="pil",
+        ).images
+    finally:
+        pipeline.scheduler = scheduler
+    return common.image_grid(images, cols)
+
+
+def _pipeline(unet, noise_scheduler):
+    from ..pipelines.pipeline_dermdiff import DermDiffPipeline
+
+    pipeline = DermDiffPipeline(unet=unet, scheduler=noise_scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+class _EMAWeights:
+    """Context manager: the EMA weights sit in `model` inside the block, the trained ones after."""
+
+    def __init__(self, ema: EMAModel | None, model):
+        self.ema, self.model = ema, model
+
+    def __enter__(self):
+        if self.ema is not None:
+            self.ema.store(self.model.parameters())
+            self.ema.copy_to(self.model.parameters())
+        return self.model
+
+    def __exit__(self, *exc):
+        if self.ema is not None:
+            self.ema.restore(self.model.parameters())
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the loop
+# ----------------------------------------------------------------------------------------------------------------
+def train_diffusion(
+    unet,
+    noise_scheduler,
+    train_dataset,
+    config: DiffusionTrainingConfig,
+    accelerator=None,
+    evaluate: Callable | None = None,
+    evaluate_every: int = 0,
+) -> DiffusionRun:
+    """Trains (or fine-tunes) `unet` to denoise `train_dataset` images under their semantic maps.
+
+    Args:
+        unet (`SemanticUNet2DModel`): the model, freshly built or loaded to fine-tune.
+        noise_scheduler: a diffusers noise scheduler (e.g. `DDPMScheduler`); its `prediction_type`
+            and schedule define the training target. It is saved with the final pipeline.
+        train_dataset: a map-style dataset of training examples (see the module docstring).
+        config (`DiffusionTrainingConfig`): run settings.
+        accelerator (`Accelerator`, *optional*): built from `config` when None.
+        evaluate (`Callable[[pipeline, int], dict]`, *optional*): called on the main process every
+            `evaluate_every` updates and at the end with the EMA pipeline and the step; its returned
+            numbers are logged and kept in `DiffusionRun.metrics`.
+
+    Returns:
+        `DiffusionRun`: the `DermDiffPipeline` with EMA weights (also saved in `config.output_dir`).
+
+    Example:
+        >>> config = DiffusionTrainingConfig(output_dir="runs/phantom", max_train_steps=3000)
+        >>> run = train_diffusion(SemanticUNet2DModel(), DDPMScheduler(), dataset, config)
+        >>> run.pipeline(condition="melanoma", skin_type=5).images[0]
+    """
+    if noise_scheduler.config.prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"noise scheduler prediction_type must be one of {PREDICTION_TYPES}")
+    # 1. accelerator, seeds, trackers
+    if accelerator is None:
+        accelerator = common.build_accelerator(
+            config.output_dir,
+            config.logging_dir,
+            config.mixed_precision,
+            config.gradient_accumulation_steps,
+            config.report_to,
+            config.seed,
+        )
+    rng = common.CheckpointedGenerator(config.seed, accelerator.process_index)
+    null_class = unet.null_class_label if unet.config.use_class_embedding else -1
+
+    # 2. data, optimiser, learning-rate schedule, EMA
+    dataloader = torch.utils.data.DataLoader(
+        train_dataset,
+        batch_size=config.train_batch_size,
+        shuffle=True,
+        num_workers=config.dataloader_num_workers,
+    )
+    optimizer = torch.optim.AdamW(
+        unet.parameters(),
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.adam_weight_decay,
+        eps=config.adam_epsilon,
+    )
+    per_epoch = common.updates_per_epoch(
+        math.ceil(len(dataloader) / accelerator.num_processes), config.gradient_accumulation_steps
+    )
+    max_steps = config.max_train_steps or config.num_epochs * per_epoch
+    lr_scheduler = get_scheduler(
+        config.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_steps * accelerator.num_processes,
+    )
+    # the pipeline reads it to refuse guidance_scale != 1 for a model that never saw the null map
+    unet.register_to_config(condition_dropout=config.condition_dropout)
+    ema = None
+    if config.use_ema:
+        ema = EMAModel(
+            unet.parameters(),
+            decay=config.ema_max_decay,
+            use_ema_warmup=True,
+            inv_gamma=config.ema_inv_gamma,
+            power=config.ema_power,
+            foreach=True,
+            model_cls=type(unet),
+            model_config=unet.config,
+        )
+        ema.to(accelerator.device)
+    common.register_pretrained_hooks(accelerator, ["unet"], {"unet_ema": ema} if ema else None)
+    unet, optimizer, dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler)
+    accelerator.register_for_checkpointing(rng)
+    per_epoch = common.updates_per_epoch(len(dataloader), config.gradient_accumulation_steps)
+    num_epochs = math.ceil(max_steps / per_epoch)
+    if accelerator.is_main_process:
+        run_config = {**common.tracker_config(asdict(config)), **config.extra_tracker_config}
+        accelerator.init_trackers("train_diffusion", config=run_config)
+
+    # 3. resume
+    position = common.resume(accelerator, config.output_dir, config.resume_from_checkpoint, per_epoch)
+    global_step = position.global_step
+    logger.info(
+        f"training {max_steps} updates ({num_epochs} epochs of {per_epoch}), {len(train_dataset)} examples, "
+        f"{accelerator.num_processes} process(es), batch {config.train_batch_size} per process, "
+        f"accumulation {config.gradient_accumulation_steps}; starting at step {global_step}",
+        main_process_only=True,
+    )
+    bar = common.progress_bar(accelerator, max_steps, global_step)
+    maps = validation_maps(accelerator.unwrap_model(unet).registry, unet_size(unet, accelerator),
+                           config.validation_skin_types)
+    metrics: dict = {}
+    last_loss = None
+    window_loss = 0.0
+
+    # 4. train
+    for epoch in range(position.epoch, num_epochs):
+        unet.train()
+        skip = position.batch_in_epoch if epoch == position.epoch else 0
+        for batch in common.epoch_batches(accelerator, dataloader, epoch, skip):
+            if global_step >= max_steps:  # resumed from the last checkpoint of a finished run
+                break
+            if config.random_flip:
+                batch = flip_pairs(batch, rng.generator)
+            with accelerator.accumulate(unet):
+                loss = diffusion_loss(unet, noise_scheduler, batch, config.condition_dropout, null_class, rng.generator)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            window_loss += loss.detach().item() / config.gradient_accumulation_steps
+            if not accelerator.sync_gradients:
+                continue
+            # 5. once per optimiser update: EMA, logs, checkpoint, samples
+            global_step += 1
+            if ema is not None:
+                ema.step(unet.parameters())
+            last_loss, window_loss = window_loss, 0.0
+            logs = {"loss": last_loss, "lr": lr_scheduler.get_last_lr()[0]}
+            if ema is not None:
+                logs["ema_decay"] = ema.cur_decay_value
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{logs['lr']:.2e}")
+            accelerator.log(logs, step=global_step)
+            if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
+                common.save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit)
+            if accelerator.is_main_process and config.validation_steps and global_step % config.validation_steps == 0:
+                log_validation(accelerator, unet, ema, noise_scheduler, maps, config, global_step)
+            if accelerator.is_main_process and evaluate and evaluate_every and global_step % evaluate_every == 0:
+                metrics = run_evaluation(accelerator, unet, ema, noise_scheduler, evaluate, global_step)
+            if global_step >= max_steps:
+                break
+        if global_step >= max_steps:
+            break
+
+    # 6. final pipeline with EMA weights
+    bar.close()
+    accelerator.wait_for_everyone()
+    pipeline = None
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(unet)
+        if ema is not None:
+            ema.copy_to(model.parameters())
+        pipeline = _pipeline(model, noise_scheduler)
+        if evaluate and evaluate_every and global_step % evaluate_every:
+            metrics = evaluate(pipeline, global_step)
+            accelerator.log(metrics, step=global_step)
+        pipeline.save_pretrained(config.output_dir)
+        logger.info(f"saved the pipeline (EMA weights) to {config.output_dir}")
+    accelerator.end_training()
+    return DiffusionRun(pipeline, global_step, last_loss, metrics)
+
+
+def unet_size(unet, accelerator) -> int:
+    """The model's image side (its `sample_size`)."""
+    size = accelerator.unwrap_model(unet).config.sample_size
+    return size if isinstance(size, int) else size[0]
+
+
+def log_validation(accelerator, unet, ema, noise_scheduler, maps, config: DiffusionTrainingConfig, step: int) -> str:
+    """Samples the fixed validation maps with EMA weights and logs the grid (tracker + PNG)."""
+    model = accelerator.unwrap_model(unet)
+    model.eval()
+    with _EMAWeights(ema, model):
+        grid = sample_grid(
+            _pipeline(model, noise_scheduler),
+            maps,
+            cols=len(config.validation_skin_types),
+            steps=config.validation_inference_steps,
+            guidance_scale=config.validation_guidance_scale,
+            seed=config.seed,
+        )
+    model.train()
+    return common.log_image_grid(accelerator, grid, "validation", step, config.output_dir)
+
+
+def run_evaluation(accelerator, unet, ema, noise_scheduler, evaluate: Callable, step: int) -> dict:
+    """Calls `evaluate(pipeline, step)` with EMA weights swapped in and logs what it returns."""
+    model = accelerator.unwrap_model(unet)
+    model.eval()
+    with _EMAWeights(ema, model):
+        metrics = dict(evaluate(_pipeline(model, noise_scheduler), step))
+    model.train()
+    accelerator.log(metrics, step=step)
+    logger.info(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return metrics

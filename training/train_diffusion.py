@@ -1,0 +1,216 @@
+"""Train the semantic-map-conditioned diffusion model (`DermDiffPipeline`) with accelerate.
+
+The command-line face of `dermdiff.loops.diffusion.train_diffusion`; flags follow diffusers'
+`examples/unconditional_image_generation/train_unconditional.py`.
+
+One CPU process (the shipped config), the default model on the built-in phantom at 32 px:
+
+    accelerate launch --config_file accelerate_config.yaml training/train_diffusion.py \\
+        --phantom --phantom_num_images 2000 --resolution 32 --train_batch_size 16 \\
+        --max_train_steps 3000 --lr_warmup_steps 200 --checkpointing_steps 500 --validation_steps 500 \\
+        --output_dir outputs/dermdiff-phantom-32
+
+Two CPU processes (gloo). `accelerate launch --cpu --num_processes 2` starts only ONE process; this starts two:
+
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \\
+        training/train_diffusion.py --phantom --resolution 32 --output_dir outputs/dermdiff-2proc
+
+Your own data (an image folder with metadata.csv) or a Hub dataset in dermdiff's columns:
+
+    accelerate launch training/train_diffusion.py --train_data_dir my_data --resolution 64 --output_dir out
+    accelerate launch training/train_diffusion.py --dataset_name user/derm-maps --output_dir out
+
+Resume after a crash or a kill: add `--resume_from_checkpoint latest` to the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from diffusers import DDPMScheduler
+
+from dermdiff.hub import ModelCardInfo, push_to_hub
+from dermdiff.loops.diffusion import DiffusionExamples, DiffusionTrainingConfig, train_diffusion
+from dermdiff.models.semantic_unet import SemanticUNet2DModel
+
+# flags that are DiffusionTrainingConfig fields of the same name
+CONFIG_FIELDS = tuple(DiffusionTrainingConfig.__dataclass_fields__)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    data = parser.add_argument_group("data (exactly one source)")
+    data.add_argument("--train_data_dir", default=None, help="Image folder with metadata.csv (dermdiff layout).")
+    data.add_argument("--dataset_name", default=None, help="Hub dataset with dermdiff columns (image, label, semantic_map).")
+    data.add_argument("--dataset_config_name", default=None, help="Config name of --dataset_name.")
+    data.add_argument("--cache_dir", default=None, help="Where Hub datasets are cached.")
+    data.add_argument("--phantom", action="store_true", help="Train on the built-in procedural phantom.")
+    data.add_argument("--phantom_num_images", type=int, default=2000, help="Phantom images to generate.")
+    data.add_argument("--phantom_seed", type=int, default=0, help="Seed of the phantom images.")
+    data.add_argument("--resolution", type=int, default=32, help="Image side in pixels (images are resized).")
+    data.add_argument("--random_flip", action="store_true", help="Flip image and map together horizontally.")
+    data.add_argument("--dataloader_num_workers", type=int, default=0, help="Data loading worker processes.")
+
+    model = parser.add_argument_group("model and noise")
+    model.add_argument("--model_config", default=None, help="JSON file of SemanticUNet2DModel hyperparameters.")
+    model.add_argument("--use_class_embedding", action="store_true", help="Also embed the image-level condition.")
+    model.add_argument("--prediction_type", default="epsilon", choices=["epsilon", "v_prediction"],
+                       help="What the model predicts.")
+    model.add_argument("--ddpm_num_steps", type=int, default=1000, help="Diffusion steps T of the noise schedule.")
+    model.add_argument("--ddpm_beta_schedule", default="linear",
+                       choices=["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"], help="Beta schedule.")
+    model.add_argument("--condition_dropout", type=float, default=0.1,
+                       help="Probability of training on the null map (classifier-free guidance); 0 disables it.")
+
+    train = parser.add_argument_group("optimisation")
+    train.add_argument("--output_dir", default="dermdiff-model", help="Checkpoints, logs and the final pipeline.")
+    train.add_argument("--seed", type=int, default=0, help="Seed for weights, noise and data order.")
+    train.add_argument("--train_batch_size", type=int, default=16, help="Images per process per micro-batch.")
+    train.add_argument("--num_epochs", type=int, default=100, help="Epochs (ignored when --max_train_steps is set).")
+    train.add_argument("--max_train_steps", type=int, default=None, help="Optimiser updates in total.")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per update.")
+    train.add_argument("--learning_rate", type=float, default=1e-4, help="Peak learning rate.")
+    train.add_argument("--lr_scheduler", default="cosine", help="Any diffusers get_scheduler name (cosine, constant, ...).")
+    train.add_argument("--lr_warmup_steps", type=int, default=500, help="Linear warm-up updates.")
+    train.add_argument("--adam_beta1", type=float, default=0.95, help="AdamW beta1.")
+    train.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2.")
+    train.add_argument("--adam_weight_decay", type=float, default=1e-6, help="AdamW weight decay.")
+    train.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
+    train.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm.")
+    train.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Mixed precision.")
+    train.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True,
+                       help="Keep an EMA of the weights (saved as the final model); --no-use_ema to disable.")
+    train.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up inverse gamma.")
+    train.add_argument("--ema_power", type=float, default=0.75, help="EMA warm-up power.")
+    train.add_argument("--ema_max_decay", type=float, default=0.9999, help="EMA maximum decay.")
+
+    runs = parser.add_argument_group("checkpoints, validation, logging, Hub")
+    runs.add_argument("--checkpointing_steps", type=int, default=500, help="Save the training state every N updates.")
+    runs.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
+    runs.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
+    runs.add_argument("--validation_steps", type=int, default=500, help="Sample a grid every N updates (0 = never).")
+    runs.add_argument("--validation_skin_types", type=int, nargs="+", default=[1, 3, 6],
+                      help="Skin types of the grid's columns (rows are conditions).")
+    runs.add_argument("--ddpm_num_inference_steps", type=int, default=50, help="DDIM steps for validation grids.")
+    runs.add_argument("--validation_guidance_scale", type=float, default=1.0, help="Guidance scale of the grid.")
+    runs.add_argument("--logging_dir", default="logs", help="Tracker folder inside --output_dir.")
+    runs.add_argument("--report_to", default="tensorboard", help="'tensorboard', 'wandb', 'all' or 'none'.")
+    runs.add_argument("--push_to_hub", action="store_true", help="Upload the final pipeline with a model card.")
+    runs.add_argument("--hub_model_id", default=None, help="Hub repo id (defaults to the output folder name).")
+    runs.add_argument("--hub_token", default=None, help="Hub token (never logged; default: cached login).")
+    runs.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
+    args = parser.parse_args(argv)
+
+    sources = [bool(args.train_data_dir), bool(args.dataset_name), args.phantom]
+    if sum(sources) != 1:
+        parser.error("give exactly one of --train_data_dir, --dataset_name, --phantom")
+    if args.resolution < 8:
+        parser.error(f"--resolution must be >= 8, got {args.resolution}")
+    if not 0.0 <= args.condition_dropout <= 1.0:
+        parser.error(f"--condition_dropout must be in [0, 1], got {args.condition_dropout}")
+    if args.phantom and args.phantom_num_images < 1:
+        parser.error(f"--phantom_num_images must be >= 1, got {args.phantom_num_images}")
+    if args.model_config and not os.path.isfile(args.model_config):
+        parser.error(f"--model_config {args.model_config!r} does not exist")
+    return args
+
+
+def is_train_split(split) -> bool:
+    """Rows without a split, or in "train", are training rows."""
+    return split in (None, "", "train")
+
+
+def load_train_dataset(args):
+    """The raw training dataset (dermdiff columns), its registry and a name for the model card."""
+    from dermdiff.data.folder import load_dataset_dir
+    from dermdiff.data.info import registry_of
+
+    if args.phantom:
+        from dermdiff.data.phantom import phantom_dataset
+
+        dataset = phantom_dataset(n=args.phantom_num_images, size=args.resolution, seed=args.phantom_seed)
+        name = "phantom"
+    elif args.train_data_dir:
+        dataset = load_dataset_dir(args.train_data_dir, size=args.resolution)
+        name = os.path.basename(os.path.normpath(args.train_data_dir))
+    else:
+        import datasets
+
+        dataset = datasets.load_dataset(
+            args.dataset_name, args.dataset_config_name, split="train", cache_dir=args.cache_dir
+        )
+        name = args.dataset_name
+    if "split" in dataset.column_names:  # never train on validation / test rows
+        dataset = dataset.filter(is_train_split, input_columns="split")
+    return dataset, registry_of(dataset), name
+
+
+def build_model(args, registry) -> SemanticUNet2DModel:
+    """The UNet from --model_config (if any), sized and labelled for this data."""
+    config = {}
+    if args.model_config:
+        with open(args.model_config, encoding="utf-8") as handle:
+            config = json.load(handle)
+    config.update(
+        sample_size=args.resolution,
+        conditions=list(registry.names),
+        registry_name=registry.name_,
+        use_class_embedding=args.use_class_embedding or config.get("use_class_embedding", False),
+    )
+    return SemanticUNet2DModel(**config)
+
+
+def training_config(args) -> DiffusionTrainingConfig:
+    values = {name: getattr(args, name) for name in CONFIG_FIELDS if hasattr(args, name)}
+    values["validation_inference_steps"] = args.ddpm_num_inference_steps
+    values["extra_tracker_config"] = {
+        "resolution": args.resolution,
+        "prediction_type": args.prediction_type,
+        "ddpm_beta_schedule": args.ddpm_beta_schedule,
+        "ddpm_num_steps": args.ddpm_num_steps,
+    }
+    return DiffusionTrainingConfig(**values)
+
+
+def main(args: argparse.Namespace) -> int:
+    dataset, registry, dataset_label = load_train_dataset(args)
+    unet = build_model(args, registry)
+    noise_scheduler = DDPMScheduler(
+        num_train_timesteps=args.ddpm_num_steps,
+        beta_schedule=args.ddpm_beta_schedule,
+        prediction_type=args.prediction_type,
+    )
+    examples = dataset.with_transform(DiffusionExamples(registry, args.resolution))
+    run = train_diffusion(unet, noise_scheduler, examples, training_config(args))
+    if args.push_to_hub and run.pipeline is not None:
+        info = ModelCardInfo(
+            model_type="DermDiffPipeline (semantic-map-conditioned diffusion)",
+            dataset=dataset_label,
+            resolution=args.resolution,
+            train_steps=run.global_step,
+            conditions=list(registry.names),
+            metrics=run.metrics,
+            hyperparameters={
+                "train_batch_size": args.train_batch_size,
+                "learning_rate": args.learning_rate,
+                "prediction_type": args.prediction_type,
+                "condition_dropout": args.condition_dropout,
+                "use_ema": args.use_ema,
+            },
+            usage=(
+                "from dermdiff import DermDiffPipeline\n"
+                f'pipe = DermDiffPipeline.from_pretrained("{args.hub_model_id or os.path.basename(args.output_dir)}")\n'
+                f'image = pipe(condition="{registry.names[0]}", skin_type=4).images[0]'
+            ),
+        )
+        repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+        repo_id = push_to_hub(args.output_dir, repo_id, info, token=args.hub_token, private=args.hub_private_repo)
+        print(f"pushed {args.output_dir} to https://huggingface.co/{repo_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
