@@ -43,6 +43,7 @@ _EXPORTS = {
     "ConditionRegistry": ".conditions",
     "get_registry": ".conditions",
     "SemanticUNet2DModel": ".models.semantic_unet",
+    "DermDiffPipeline": ".pipelines.pipeline_dermdiff",
     "DermGANGenerator": ".models.dermgan",
     "PatchGANDiscriminator": ".models.dermgan",
     "DCGANGenerator": ".models.dcgan",

@@ -5,7 +5,11 @@ Names load lazily so that importing the package does not import diffusers.
 
 import importlib
 
-_EXPORTS: dict[str, str] = {}
+_EXPORTS: dict[str, str] = {
+    "DermDiffPipeline": ".pipeline_dermdiff",
+    "skin_type_sweep": ".sweeps",
+    "size_sweep": ".sweeps",
+}
 
 
 def __getattr__(name: str):

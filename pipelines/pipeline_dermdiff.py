@@ -1,0 +1,302 @@
+"""`DermDiffPipeline`: sample skin images for a semantic map, vary an image, or grow a lesion into a photo."""
+
+import inspect
+from typing import Callable
+
+import numpy as np
+import torch
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from dermdiff.models.semantic_unet import SemanticUNet2DModel
+from dermdiff.pipelines.map_inputs import (
+    class_labels_from_channels,
+    map_channels,
+    resolve_semantic_maps,
+    to_mask_array,
+)
+from dermdiff.pipelines.portable import PortablePipelineMixin
+
+DEFAULT_GUIDANCE_SCALE = 2.0
+DEFAULT_VARIATION_STRENGTH = 0.8
+
+
+class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
+    r"""Semantic-map-conditioned pixel diffusion (seeds 002 and 004) as a diffusers pipeline.
+
+    Three uses, one denoising loop:
+
+    - **sample**: `pipe(condition="melanoma", skin_type=5, boxes=[(8, 8, 24, 24)])` or
+      `pipe(semantic_map=smap)`; no map at all samples unconditionally (the null map).
+    - **variation (SDEdit)**: `image=` + `strength=` in (0, 1] noises the image to `strength` of the
+      schedule and denoises it under its (or another) map — "more like this one" for the hard-case loop.
+    - **lesion transfer** (seeds 000, 003): `image=` a photo of healthy skin + `mask=` where the lesion goes +
+      `condition=`. At every step the region outside the mask is replaced by the photo noised to the
+      current level (blending known regions, as diffusers' inpainting pipelines do; no RePaint
+      resampling), and the final image equals the photo outside the mask exactly (hard mask, no feathering).
+
+    Classifier-free guidance runs the conditional and null-map predictions in one batched forward pass.
+    `guidance_scale` other than 1 needs a model trained with map dropout: a unet whose config records
+    `condition_dropout == 0` raises; a config without that field is taken as trained with dropout.
+
+    Any diffusers scheduler can be swapped in without retraining, e.g.
+    `pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)`; epsilon or v
+    prediction follows `scheduler.config.prediction_type`.
+
+    Loading: `DermDiffPipeline.from_pretrained(folder_or_hub_id)`. Through the generic loader, as
+    diffusers documents for custom pipelines (the saved folder carries a three-line `dermdiff_pipeline.py`
+    that imports this class; see `dermdiff.pipelines.portable`):
+    `DiffusionPipeline.from_pretrained(folder, custom_pipeline="dermdiff_pipeline", trust_remote_code=True)`.
+
+    Args:
+        unet ([`SemanticUNet2DModel`]): the denoiser; its config holds the condition registry and size.
+        scheduler ([`SchedulerMixin`]): any diffusers noise scheduler (DDPM, DDIM, DPM-Solver++, Euler, UniPC).
+
+    Example:
+        >>> pipe = DermDiffPipeline.from_pretrained("runs/phantom-32")
+        >>> images = pipe(condition="melanoma", skin_type=5, num_images_per_prompt=4, generator=torch.manual_seed(0)).images
+        >>> healed = pipe(image=photo, mask=lesion_mask, condition="psoriasis", skin_type=3).images[0]
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(self, unet: SemanticUNet2DModel, scheduler: SchedulerMixin):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False)
+
+    @property
+    def sample_size(self) -> tuple[int, int]:
+        size = self.unet.config.sample_size
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    @property
+    def trained_with_null_map(self) -> bool:
+        """Whether the unet learned the null map (condition dropout > 0, or not recorded)."""
+        dropout = getattr(self.unet.config, "condition_dropout", None)
+        return dropout is None or dropout > 0
+
+    def check_inputs(self, image, mask, strength, guidance_scale, num_inference_steps, output_type, callback_inputs):
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if strength is not None:
+            if image is None:
+                raise ValueError("strength only applies with image= (image variation or lesion transfer)")
+            if not 0 < strength <= 1:
+                raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {guidance_scale}")
+        if guidance_scale != 1 and not self.trained_with_null_map:
+            raise ValueError(
+                f"guidance_scale={guidance_scale} mixes in the null-map prediction, but this unet was trained with "
+                f"condition_dropout=0 and never learned the null map; use guidance_scale=1"
+            )
+        unknown = [name for name in callback_inputs if name not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs {unknown} not in {self._callback_tensor_inputs}")
+
+    def prepare_image(self, image, prompts: int) -> torch.Tensor:
+        """(P, 3, H, W) in [-1, 1] from PIL / numpy in [0, 1] / torch in [0, 1] (diffusers' image conventions)."""
+        if isinstance(image, Image.Image):
+            image = image.convert("RGB")
+        elif isinstance(image, list) and image and isinstance(image[0], Image.Image):
+            image = [item.convert("RGB") for item in image]
+        image = self.image_processor.preprocess(image)
+        if tuple(image.shape[-2:]) != self.sample_size or image.shape[1] != 3:
+            raise ValueError(
+                f"image is {tuple(image.shape[1:])} (C, H, W) but the model generates (3, {self.sample_size[0]}, "
+                f"{self.sample_size[1]}); resize or crop it first"
+            )
+        if image.shape[0] not in (1, prompts):
+            raise ValueError(f"got {image.shape[0]} images for {prompts} semantic maps; pass 1 or {prompts}")
+        return image.expand(prompts, -1, -1, -1)
+
+    def get_timesteps(self, num_inference_steps: int, strength: float) -> torch.Tensor:
+        """The tail of the schedule that starts at noise level `strength` (as diffusers' img2img pipelines)."""
+        init_steps = min(int(num_inference_steps * strength), num_inference_steps)
+        if init_steps < 1:
+            raise ValueError(
+                f"strength={strength} with num_inference_steps={num_inference_steps} leaves no denoising step; "
+                f"raise one of them so that strength * num_inference_steps >= 1"
+            )
+        t_start = num_inference_steps - init_steps
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(t_start * self.scheduler.order)
+        return self.scheduler.timesteps[t_start * self.scheduler.order :]
+
+    def prepare_class_labels(self, class_labels, channels, batch: int, device) -> torch.Tensor | None:
+        """Image-level labels for a unet with a class embedding: given, or read off the maps (null if none)."""
+        if not self.unet.config.use_class_embedding:
+            if class_labels is not None:
+                raise ValueError("class_labels given but this unet has no class embedding (use_class_embedding=False)")
+            return None
+        if class_labels is None:
+            if channels is None:
+                return torch.full((batch,), self.unet.null_class_label, dtype=torch.long, device=device)
+            return class_labels_from_channels(channels, self.unet.healthy_class_label)
+        labels = torch.as_tensor(class_labels, dtype=torch.long, device=device).reshape(-1)
+        if labels.numel() == 1:
+            labels = labels.expand(batch)
+        if labels.numel() != batch or labels.min() < 0 or labels.max() > self.unet.null_class_label:
+            raise ValueError(
+                f"class_labels must be 1 or {batch} values in 0..{self.unet.null_class_label} "
+                f"(conditions, {self.unet.healthy_class_label} = healthy, {self.unet.null_class_label} = null), "
+                f"got {class_labels}"
+            )
+        return labels
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        semantic_map=None,
+        condition=None,
+        skin_type=None,
+        boxes=None,
+        mask=None,
+        num_images_per_prompt: int = 1,
+        image=None,
+        strength: float | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+        class_labels=None,
+    ) -> ImagePipelineOutput | tuple:
+        r"""Generates images for semantic maps, optionally starting from `image` (variation / lesion transfer).
+
+        Args:
+            semantic_map (`SemanticMap`, PIL map, list of them, or `torch.Tensor` (B, C, H, W), *optional*):
+                the maps, at the model's size and registry. Or give `condition` (+ `skin_type`, `boxes` /
+                `mask`) instead; with neither, images are sampled unconditionally. See
+                `dermdiff.pipelines.map_inputs` for every accepted form.
+            condition (`str`, `int` or list, *optional*): condition name(s) or code(s) of the model's registry.
+            skin_type (`int` or list, *optional*): Fitzpatrick type(s) 1..6 (or I..VI); `None` = unknown.
+            boxes (`list[(x0, y0, x1, y1)]`, *optional*): lesion boxes; without boxes or mask a centred box.
+            mask (PIL / array / tensor (H, W), *optional*): lesion shape; with `image`, also the region to
+                regenerate (lesion transfer), everything outside it is kept.
+            num_images_per_prompt (`int`, defaults to 1): images per map.
+            image (PIL, numpy in [0, 1] or torch in [0, 1], *optional*): start image(s) at the model's size.
+            strength (`float`, *optional*): noise level to start `image` from, in (0, 1]; defaults to 0.8 for a
+                variation and 1.0 for lesion transfer.
+            num_inference_steps (`int`, defaults to 50): denoising steps of the full schedule.
+            guidance_scale (`float`, *optional*): classifier-free guidance weight w in
+                eps = eps_null + w (eps_map - eps_null); 1 disables guidance. Defaults to 2.0 for a model trained
+                with map dropout, else 1.0.
+            generator (`torch.Generator` or list, *optional*): makes sampling deterministic.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (B, H, W, 3) or `"pt"` (B, 3, H, W), in [0, 1].
+            return_dict (`bool`, defaults to `True`): return an `ImagePipelineOutput` instead of a tuple.
+            callback_on_step_end (`Callable`, *optional*): called as `fn(pipe, step, timestep, callback_kwargs)`
+                after each step; may return `{"latents": ...}` to replace them.
+            callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["latents"]`): tensors passed to it.
+            class_labels (`int`, list or tensor, *optional*): image-level labels for a unet with a class
+                embedding; by default the condition covering most of each map (healthy if none).
+
+        Returns:
+            [`~pipelines.ImagePipelineOutput`] or `tuple`: the images.
+        """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        if guidance_scale is None:
+            guidance_scale = DEFAULT_GUIDANCE_SCALE if self.trained_with_null_map else 1.0
+
+        # 1. Check inputs
+        self.check_inputs(
+            image, mask, strength, guidance_scale, num_inference_steps, output_type, callback_on_step_end_tensor_inputs
+        )
+        device, dtype = self._execution_device, self.unet.dtype
+        registry = self.unet.registry
+        size = self.sample_size
+
+        # 2. Semantic maps -> channels, built once. With `image`, `mask` is the region to regenerate; it also
+        #    shapes the lesion when the map is drawn from `condition`.
+        maps = resolve_semantic_maps(
+            semantic_map, condition, skin_type, boxes, mask if semantic_map is None else None, size=size, registry=registry
+        )
+        channels = None
+        if maps is not None:
+            channels = map_channels(maps, size=size, registry=registry, num_images_per_prompt=num_images_per_prompt,
+                                    dtype=dtype, device=device)
+        prompts = len(maps) if maps is not None else 1
+        init_image = None
+        if image is not None:
+            init_image = self.prepare_image(image, prompts if maps is not None else _batch_of(image))
+            prompts = init_image.shape[0]
+        batch = prompts * num_images_per_prompt
+        labels = self.prepare_class_labels(class_labels, channels, batch, device)
+
+        # 3. Guidance: null map and null label in the first half of one batched forward pass
+        do_guidance = guidance_scale != 1 and channels is not None
+        model_map, model_labels = channels, labels
+        if do_guidance:
+            model_map = torch.cat([torch.zeros_like(channels), channels])
+            if labels is not None:
+                model_labels = torch.cat([torch.full_like(labels, self.unet.null_class_label), labels])
+
+        # 4. Timesteps (the tail of the schedule for a start image)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        if init_image is not None:
+            if strength is None:
+                strength = 1.0 if mask is not None else DEFAULT_VARIATION_STRENGTH
+            timesteps = self.get_timesteps(num_inference_steps, strength)
+
+        # 5. Initial latents: noise, or the start image noised to the first timestep
+        shape = (batch, self.unet.config.in_channels) + size
+        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        keep = None
+        if init_image is None:
+            latents = noise * self.scheduler.init_noise_sigma
+        else:
+            init_image = init_image.to(device=device, dtype=dtype).repeat_interleave(num_images_per_prompt, dim=0)
+            latents = self.scheduler.add_noise(init_image, noise, timesteps[:1].repeat(batch))
+            if mask is not None:
+                regenerate = torch.from_numpy(to_mask_array(mask, size, what="mask")).to(device=device, dtype=dtype)
+                keep = 1.0 - regenerate[None, None]
+
+        # 6. Denoising loop
+        extra_step_kwargs = {}
+        if "generator" in inspect.signature(self.scheduler.step).parameters:
+            extra_step_kwargs["generator"] = generator
+        last = len(timesteps) - 1
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            model_input = torch.cat([latents, latents]) if do_guidance else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            prediction = self.unet(model_input, t, semantic_map=model_map, class_labels=model_labels).sample
+            if do_guidance:
+                null_prediction, map_prediction = prediction.chunk(2)
+                prediction = null_prediction + guidance_scale * (map_prediction - null_prediction)
+            latents = self.scheduler.step(prediction, t, latents, **extra_step_kwargs).prev_sample
+
+            if keep is not None:  # lesion transfer: the photo, noised to the next level, outside the mask
+                known = init_image if i == last else self.scheduler.add_noise(init_image, noise, timesteps[i + 1 : i + 2])
+                latents = keep * known + (1.0 - keep) * latents
+
+            if callback_on_step_end is not None:
+                tensors = {"latents": latents}
+                callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
+                latents = callback_on_step_end(self, i, t, callback_kwargs).pop("latents", latents)
+
+        # 7. Post-process
+        images = self.image_processor.postprocess(latents, output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+
+def _batch_of(image) -> int:
+    if isinstance(image, list):
+        return len(image)
+    if isinstance(image, (np.ndarray, torch.Tensor)) and image.ndim == 4:
+        return image.shape[0]
+    return 1
