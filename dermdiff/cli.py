@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES = (
     "dermdiff.commands.phantom",
     "dermdiff.commands.maps",
+    "dermdiff.commands.study",
 )
 
 

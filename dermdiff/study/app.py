@@ -1,0 +1,284 @@
+"""The study's web app (Flask): login, one page that drives the task, a small JSON API.
+
+Blinding: images are addressed by opaque random ids, re-encoded to PNG (no EXIF, no file format or
+name that could tell real from synthetic) and fitted into the same box; the page never contains a
+source, a path or a label other than the prompted condition. A rater only reaches the images of
+their own plan. Every request but login needs the rater's session cookie (HttpOnly, SameSite=Strict);
+answers must be JSON, which a cross-site form cannot send.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import io
+import os
+import re
+
+from flask import Flask, g, jsonify, redirect, render_template, request, send_file
+
+from .items import scan_folder
+from .plan import TASKS, plan_units
+from .store import TIMED_ANSWERS, StudyError, StudyStore
+
+COOKIE = "dermdiff_study"
+RATER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ITEM_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+_PROMPTS = {
+    "select": "Select every image that you believe is a real photograph, then submit the page.",
+    "condition": "Select every image that shows the condition below, then submit the page.",
+    "timed": "Each image is shown briefly. Was it a real photograph or a synthetic image?",
+}
+
+
+def parse_pairs(text: str | None) -> dict[str, str] | None:
+    """Read `key:value` pairs from a comma-separated string or from a file (one pair per line, `#` comments)."""
+    if not text:
+        return None
+    if os.path.isfile(text):
+        with open(text, encoding="utf-8") as handle:
+            entries = [line.strip() for line in handle if line.strip() and not line.lstrip().startswith("#")]
+    else:
+        entries = [entry.strip() for entry in text.split(",") if entry.strip()]
+    pairs = {}
+    for entry in entries:
+        key, sep, value = entry.partition(":")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"expected key:value pairs, got {entry!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def parse_access_codes(text: str | None) -> dict[str, str] | None:
+    """`rater:code` pairs (see `parse_pairs`); rater names as on the login form, codes of 4+ characters."""
+    codes = parse_pairs(text)
+    for rater, code in (codes or {}).items():
+        if not RATER_PATTERN.match(rater) or len(code) < 4:
+            raise ValueError(f"access codes are rater:code pairs (rater [A-Za-z0-9_.-], code >= 4 chars), got {rater!r}")
+    return codes
+
+
+@functools.lru_cache(maxsize=256)
+def _png_bytes(path: str, mtime: float, size: int) -> bytes:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if size:
+            image.thumbnail((size, size), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def create_app(
+    db: str,
+    real: str,
+    synthetic: str,
+    task: str = "select",
+    access_codes: dict[str, str] | None = None,
+    view_seconds: float = 2.5,
+    seed: int = 0,
+    grid: int = 12,
+    items_per_rater: int | None = None,
+    image_size: int = 384,
+    condition_names: dict[str, str] | None = None,
+) -> Flask:
+    """Build the study app for one task over the images of two folders.
+
+    Args:
+        db (`str`): SQLite file holding plans and answers (created if missing; reused to resume).
+        real (`str`), synthetic (`str`): image folders, labelled by their `metadata.csv` if present.
+        task (`str`, defaults to `"select"`): `"select"`, `"condition"` or `"timed"`.
+        access_codes (`dict`, *optional*): rater -> code; without it anyone may join under a name.
+        view_seconds (`float`, defaults to 2.5): how long the timed task shows each image (0.5..30).
+        seed (`int`, defaults to 0): seeds every rater's shuffle.
+        grid (`int`, defaults to 12): images per page in the grid tasks.
+        items_per_rater (`int`, *optional*): a random subset of this size per rater.
+        image_size (`int`, defaults to 384): longest side of the served images (0 keeps the size).
+        condition_names (`dict`, *optional*): label -> name shown in the `condition` prompt
+            (e.g. `{"mel": "Melanoma"}`); otherwise the label with `_` as spaces.
+
+    Example:
+        >>> app = create_app("study.sqlite", "data/real", "samples", task="timed")  # doctest: +SKIP
+        >>> app.test_client().get("/").status_code  # doctest: +SKIP
+        200
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if not 0.5 <= view_seconds <= 30:
+        raise ValueError(f"view_seconds must be between 0.5 and 30, got {view_seconds}")
+    if not 0 <= image_size <= 4096:
+        raise ValueError(f"image_size must be between 0 (keep) and 4096, got {image_size}")
+    images = scan_folder(real, "real") + scan_folder(synthetic, "synthetic")
+    with StudyStore(db) as store:
+        store.add_images(images)
+        study_items = store.items(paths={image.path for image in images})
+    plan_units(task, study_items, "check", seed=seed, grid=grid, items_per_rater=items_per_rater)  # fail early
+
+    app = Flask(__name__)
+    app.config.update(STUDY_DB=db, STUDY_TASK=task, MAX_CONTENT_LENGTH=64 * 1024)
+
+    def store() -> StudyStore:
+        if "study_store" not in g:
+            g.study_store = StudyStore(db)
+        return g.study_store
+
+    @app.teardown_appcontext
+    def close_store(_error=None):
+        opened = g.pop("study_store", None)
+        if opened is not None:
+            opened.close()
+
+    def current_rater() -> str | None:
+        rater = store().rater_for_token(request.cookies.get(COOKIE))
+        if rater is not None and access_codes is not None and rater not in access_codes:
+            return None
+        return rater
+
+    def fail(status: int, message: str):
+        return jsonify(error=message), status
+
+    def require_rater(view):
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            rater = current_rater()
+            if rater is None:
+                return fail(401, "log in first: no valid study session")
+            return view(rater, *args, **kwargs)
+
+        return wrapped
+
+    def make_units(rater: str):
+        return plan_units(task, study_items, rater, seed=seed, grid=grid, items_per_rater=items_per_rater)
+
+    @app.errorhandler(StudyError)
+    def study_error(error: StudyError):
+        return fail(error.status, str(error))
+
+    @app.after_request
+    def headers(response):
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.get("/")
+    def index():
+        rater = current_rater()
+        if rater is None:
+            return render_template("login.html", codes=access_codes is not None, error=None)
+        return render_template("study.html", rater=rater, task=task, intro=_PROMPTS[task], view_seconds=view_seconds)
+
+    @app.post("/login")
+    def login():
+        rater = (request.form.get("rater") or "").strip()
+        code = request.form.get("code") or ""
+        status, error = 200, None
+        if not RATER_PATTERN.match(rater):
+            status, error = 400, "Enter your rater name (letters, digits, . _ -)."
+        elif access_codes is not None and not code:
+            status, error = 401, "This study needs your access code."
+        elif access_codes is not None and not hmac.compare_digest(
+            access_codes.get(rater, "\0").encode("utf-8"), code.encode("utf-8")
+        ):
+            status, error = 403, "Unknown rater or wrong access code."
+        if error:
+            return render_template("login.html", codes=access_codes is not None, error=error, rater=rater), status
+        response = redirect("/", code=303)
+        response.set_cookie(COOKIE, store().create_session(rater), httponly=True, samesite="Strict", path="/")
+        return response
+
+    @app.post("/logout")
+    def logout():
+        token = request.cookies.get(COOKIE)
+        if token:
+            store().delete_session(token)
+        response = redirect("/", code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    def next_payload(rater: str) -> dict:
+        store().ensure_plan(rater, task, functools.partial(make_units, rater))
+        index, answered, total = store().progress(rater, task)
+        payload = {"task": task, "answered": answered, "total": total, "view_seconds": view_seconds}
+        if index is None:
+            return {**payload, "finished": True}
+        unit = store().unit(rater, task, index)
+        label = None
+        if unit.prompt is not None:
+            label = (condition_names or {}).get(unit.prompt, unit.prompt.replace("_", " "))
+        return {**payload, "finished": False, "unit": index, "prompt": unit.prompt, "prompt_label": label,
+                "items": list(unit.item_ids)}
+
+    @app.get("/favicon.ico")
+    def favicon():
+        return "", 204
+
+    @app.get("/api/next")
+    @require_rater
+    def api_next(rater: str):
+        return jsonify(next_payload(rater))
+
+    @app.post("/api/answer")
+    @require_rater
+    def api_answer(rater: str):
+        payload = request.get_json(silent=True)
+        if not isinstance(payload, dict):
+            return fail(400, "the body must be a JSON object")
+        index = payload.get("unit")
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            return fail(400, f"'unit' must be a non-negative integer, got {index!r}")
+        unit = store().unit(rater, task, index)
+        if unit is None:
+            return fail(404, f"no unit {index} in your plan")
+        response_ms = payload.get("response_ms")
+        if response_ms is not None and (not isinstance(response_ms, int) or not 0 <= response_ms <= 3_600_000):
+            return fail(400, f"'response_ms' must be an integer number of milliseconds, got {response_ms!r}")
+        if task == "timed":
+            item, answer = payload.get("item"), payload.get("answer")
+            if not isinstance(item, str) or answer not in TIMED_ANSWERS:
+                return fail(400, f"a timed answer needs 'item' (an image id) and 'answer' in {TIMED_ANSWERS}")
+            answers = {item: answer}
+        else:
+            selected = payload.get("selected")
+            if not isinstance(selected, list) or not all(isinstance(i, str) for i in selected):
+                return fail(400, "'selected' must be a list of image ids")
+            if len(set(selected)) != len(selected):
+                return fail(400, "'selected' lists an image twice")
+            answers = {item_id: "unselected" for item_id in unit.item_ids}
+            for item_id in selected:
+                answers[item_id] = "selected"
+        store().record_answer(rater, task, index, answers, response_ms=response_ms)
+        return jsonify(next_payload(rater)), 201
+
+    @app.get("/image/<item_id>")
+    @require_rater
+    def image(rater: str, item_id: str):
+        row = store().item(item_id) if ITEM_PATTERN.match(item_id) else None
+        if row is None or not store().rater_may_see(rater, item_id):
+            return fail(404, "unknown image")
+        data = _png_bytes(row["path"], os.path.getmtime(row["path"]), image_size)
+        response = send_file(io.BytesIO(data), mimetype="image/png", max_age=0)
+        response.headers["Cache-Control"] = "private, max-age=3600"
+        return response
+
+    return app
+
+
+def serve(app: Flask, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Run the app on a threaded WSGI server (one thread per request) until interrupted."""
+    from werkzeug.serving import make_server
+
+    server = make_server(host, port, app, threaded=True)
+    print(f"dermdiff study ({app.config['STUDY_TASK']}) on http://{host}:{server.server_port}/ "
+          f"- answers in {app.config['STUDY_DB']}; Ctrl+C stops", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
