@@ -9,6 +9,9 @@ _EXPORTS: dict[str, str] = {
     "DermDiffPipeline": ".pipeline_dermdiff",
     "skin_type_sweep": ".sweeps",
     "size_sweep": ".sweeps",
+    "DermGANPipeline": ".pipeline_dermgan",
+    "DCGANPipeline": ".pipeline_dcgan",
+    "LesionEditPipeline": ".pipeline_lesion_edit",
 }
 
 
