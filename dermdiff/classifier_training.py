@@ -1,0 +1,545 @@
+"""Train, evaluate and run a `SkinClassifier`: the loop the hard-case rounds and the scripts call.
+
+`train_classifier` is a plain function so the hard-case loop can call it once per round (fresh or
+fine-tuning a given model) and `training/train_classifier.py` is only its command-line face. The loop:
+
+1. wrap the data: any `datasets.Dataset` with `image` (PIL) and `label` (int) columns, or any torch
+   `Dataset` of `(image, label)` pairs (PIL or tensor), becomes `(tensor in [-1, 1], label)` with the
+   augmentations seed 002 used for its MobileNet (flips, colour jitter) on the training split only;
+2. balance the classes if asked (`balance="sampler"`: class-balanced `WeightedRandomSampler`;
+   `"loss"`: class-weighted cross-entropy, weight n / (K n_k));
+3. train with accelerate; after each epoch measure the validation balanced accuracy, keep the best
+   weights, stop after `patience` epochs without improvement, and save an atomic checkpoint
+   (`dermdiff.loops.common`: `checkpoint-<step>` with the model as a `save_pretrained` folder plus
+   this loop's early-stopping state), so `resume_from_checkpoint="latest"` continues where it stopped;
+4. write the best model to `output_dir` with `save_pretrained` (label names in its config) and the
+   per-epoch history to `output_dir/history.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from .classifier import SkinClassifier
+from .loops.common import (
+    build_accelerator,
+    epoch_batches,
+    progress_bar,
+    register_pretrained_hooks,
+    resume,
+    save_checkpoint,
+    tracker_config,
+    updates_per_epoch,
+)
+from .metrics.classification import classification_metrics
+
+BALANCE_MODES = (None, "sampler", "loss")
+TRAINER_STATE_FILE = "trainer_state.json"
+BEST_WEIGHTS_FILE = "best_model.safetensors"
+HISTORY_FILE = "history.json"
+
+
+@dataclass
+class ClassifierTrainingConfig:
+    """Settings of one classifier training run (every field has a default; see `train_classifier`).
+
+    Args:
+        backbone (`str`, defaults to `"resnet18"`): see [`SkinClassifier`]; ignored when a model is given.
+        backbone_config (`dict` or `str`, *optional*): transformers config (see [`SkinClassifier`]).
+        pretrained (`str`, *optional*): initial weights (a local file/folder, or a download request).
+        resolution (`int`, *optional*): image side; default the model's `image_size` (224 for a new model
+            unless set here).
+        num_epochs (`int`, defaults to 10): upper bound on epochs.
+        batch_size (`int`, defaults to 32): training batch size per process.
+        eval_batch_size (`int`, defaults to 128): batch size for validation and prediction.
+        learning_rate (`float`, defaults to 1e-3), weight_decay (`float`, defaults to 1e-4): AdamW.
+        lr_scheduler (`str`, defaults to `"cosine"`), lr_warmup_steps (`int`, defaults to 0): diffusers'
+            `get_scheduler` over all planned steps.
+        balance (`str`, *optional*): `None`, `"sampler"` or `"loss"`.
+        augment (`bool`, defaults to `True`): flips and colour jitter on training images.
+        patience (`int`, *optional*, defaults to 5): epochs without a better validation balanced
+            accuracy before stopping; `None` never stops early.
+        label_smoothing (`float`, defaults to 0.0): cross-entropy label smoothing.
+        seed (`int`, defaults to 0): seeds initialisation, data order, sampler and augmentation.
+        gradient_accumulation_steps (`int`, defaults to 1), mixed_precision (`str`, defaults to `"no"`).
+        checkpoints_total_limit (`int`, *optional*, defaults to 2): checkpoints kept.
+        resume_from_checkpoint (`str`, *optional*): `"latest"` or a `checkpoint-<step>` folder.
+        dataloader_num_workers (`int`, defaults to 0).
+        report_to (`str`, *optional*): accelerate tracker (e.g. `"tensorboard"`); `None` for none.
+    """
+
+    backbone: str = "resnet18"
+    backbone_config: Optional[Union[dict, str]] = None
+    pretrained: Optional[str] = None
+    resolution: Optional[int] = None
+    num_epochs: int = 10
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_scheduler: str = "cosine"
+    lr_warmup_steps: int = 0
+    balance: Optional[str] = None
+    augment: bool = True
+    patience: Optional[int] = 5
+    label_smoothing: float = 0.0
+    seed: int = 0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"
+    checkpoints_total_limit: Optional[int] = 2
+    resume_from_checkpoint: Optional[str] = None
+    dataloader_num_workers: int = 0
+    report_to: Optional[str] = None
+
+    def __post_init__(self):
+        if self.balance == "none":
+            self.balance = None
+        if self.balance not in BALANCE_MODES:
+            raise ValueError(f"balance must be None, 'sampler' or 'loss', got {self.balance!r}")
+        for name in ("num_epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.resolution is not None and self.resolution < 8:
+            raise ValueError(f"resolution must be >= 8, got {self.resolution}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------
+
+
+def dataset_labels(dataset) -> np.ndarray:
+    """The integer labels of a dataset without decoding its images where possible."""
+    if hasattr(dataset, "column_names") and "label" in dataset.column_names:
+        return np.asarray(dataset["label"], dtype=np.int64)
+    for attribute in ("targets", "labels"):
+        if hasattr(dataset, attribute):
+            return np.asarray(getattr(dataset, attribute), dtype=np.int64)
+    if hasattr(dataset, "tensors") and len(dataset.tensors) >= 2:
+        return dataset.tensors[1].cpu().numpy().astype(np.int64).reshape(-1)
+    return np.asarray([int(_split_item(dataset[i])[1]) for i in range(len(dataset))], dtype=np.int64)
+
+
+def dataset_label_names(dataset) -> Optional[list]:
+    """Class names carried by a dataset (dermdiff registry, `ClassLabel`, or torchvision `classes`)."""
+    features = getattr(dataset, "features", None)
+    if features is not None and "label" in features:
+        try:
+            from .data.info import registry_of
+
+            return list(registry_of(dataset).names)
+        except (ImportError, ValueError):
+            pass
+        names = getattr(features["label"], "names", None)
+        if names:
+            return list(names)
+    classes = getattr(dataset, "classes", None)
+    return list(classes) if classes else None
+
+
+def _split_item(item):
+    if isinstance(item, dict):
+        if "image" not in item or "label" not in item:
+            raise ValueError(f"dataset rows need 'image' and 'label', got columns {sorted(item)}")
+        return item["image"], item["label"]
+    if isinstance(item, (tuple, list)) and len(item) >= 2:
+        return item[0], item[1]
+    raise ValueError(f"dataset items must be (image, label) pairs or dicts with 'image' and 'label', got {type(item).__name__}")
+
+
+def image_transform(resolution: Optional[int], augment: bool):
+    """PIL or tensor image -> float tensor `(3, H, W)` in [-1, 1], resized, optionally augmented.
+
+    Tensors are taken as dermdiff images: uint8 in [0, 255] or float in [-1, 1].
+    """
+    from torchvision.transforms import v2
+
+    steps = []
+    if resolution is not None:
+        steps.append(v2.Resize((resolution, resolution), antialias=True))
+    if augment:
+        # seed 002's "flipping, saturation, jitters"; dermoscopic images have no canonical orientation
+        steps += [
+            v2.RandomHorizontalFlip(),
+            v2.RandomVerticalFlip(),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
+        ]
+    pipeline = v2.Compose(steps) if steps else None
+
+    def transform(image) -> torch.Tensor:
+        if isinstance(image, torch.Tensor):
+            unit = image.float() / 255.0 if image.dtype == torch.uint8 else (image.float() + 1.0) / 2.0
+        else:
+            unit = v2.functional.to_dtype(v2.functional.to_image(image.convert("RGB")), torch.float32, scale=True)
+        if unit.ndim != 3 or unit.shape[0] != 3:
+            raise ValueError(f"images must be RGB (3, H, W), got shape {tuple(unit.shape)}")
+        if pipeline is not None:
+            unit = pipeline(unit)
+        return unit.clamp(0.0, 1.0) * 2.0 - 1.0
+
+    return transform
+
+
+class ClassificationDataset(Dataset):
+    """`(image tensor in [-1, 1], label)` view of a `datasets.Dataset` or a torch `Dataset`."""
+
+    def __init__(self, dataset, resolution: Optional[int] = None, augment: bool = False):
+        if hasattr(dataset, "column_names"):
+            missing = {"image", "label"} - set(dataset.column_names)
+            if missing:
+                raise ValueError(f"the dataset lacks column(s) {sorted(missing)}; it has {dataset.column_names}")
+            dataset = dataset.select_columns(["image", "label"])
+        self.dataset = dataset
+        self.transform = image_transform(resolution, augment)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = _split_item(self.dataset[index])
+        return self.transform(image), int(label)
+
+
+class _EpochWeightedSampler(WeightedRandomSampler):
+    """Class-balanced sampling whose draw for epoch e depends only on (seed, e), so resumes repeat it."""
+
+    def __init__(self, weights, num_samples: int, seed: int):
+        super().__init__(weights, num_samples, replacement=True, generator=torch.Generator().manual_seed(seed))
+        self.seed = seed
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
+
+
+def class_weights(labels: np.ndarray, num_labels: int) -> np.ndarray:
+    """Per-class weights n / (K n_k) (1 for every class when balanced; 0 for a class with no images)."""
+    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
+    return np.where(counts > 0, labels.size / (num_labels * np.maximum(counts, 1)), 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Prediction and evaluation
+# ----------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict(model: SkinClassifier, dataset, batch_size: int = 128, resolution: Optional[int] = None) -> dict:
+    """Predictions of `model` on every item of `dataset`, in dataset order.
+
+    Args:
+        model (`SkinClassifier`): put in eval mode for the call and restored afterwards.
+        dataset: a `datasets.Dataset` (`image`, `label`) or a torch `Dataset` of `(image, label)`.
+        batch_size (`int`, defaults to 128).
+        resolution (`int`, *optional*): default the model's `image_size`.
+
+    Returns:
+        `dict` of numpy arrays: `labels` `(n,)`, `predictions` `(n,)`, `probabilities` `(n, K)`.
+    """
+    wrapped = ClassificationDataset(dataset, resolution or model.config.image_size, augment=False)
+    loader = DataLoader(wrapped, batch_size=batch_size, shuffle=False)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    labels, probabilities = [], []
+    try:
+        for images, batch_labels in loader:
+            probabilities.append(model.predict_proba(images.to(device)).cpu())
+            labels.append(batch_labels)
+    finally:
+        model.train(was_training)
+    probabilities = torch.cat(probabilities).numpy() if probabilities else np.zeros((0, model.config.num_labels))
+    labels = torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64)
+    return {"labels": labels, "predictions": probabilities.argmax(axis=1), "probabilities": probabilities}
+
+
+def evaluate_classifier(
+    model: SkinClassifier,
+    dataset,
+    batch_size: int = 128,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    resolution: Optional[int] = None,
+) -> dict:
+    """[`classification_metrics`] of `model` on `dataset` (with AUC and bootstrap CIs), class names from the model."""
+    output = predict(model, dataset, batch_size=batch_size, resolution=resolution)
+    return classification_metrics(
+        output["labels"],
+        output["predictions"],
+        output["probabilities"],
+        num_classes=model.config.num_labels,
+        label_names=model.config.label_names,
+        n_boot=n_boot,
+        confidence=confidence,
+        seed=seed,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------
+
+
+class _EarlyStopping:
+    """Best validation score, its epoch and weights, epochs since it, and the per-epoch history."""
+
+    def __init__(self, patience: Optional[int]):
+        self.patience = patience
+        self.best_score = -math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.stopped = False
+        self.history: list = []
+        self.best_weights: Optional[dict] = None
+
+    def update(self, score: float, epoch: int, model) -> bool:
+        """Records epoch `epoch`'s score; returns True when it is the best so far."""
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
+            self.best_weights = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+            return True
+        self.bad_epochs += 1
+        if self.patience is not None and self.bad_epochs >= self.patience:
+            self.stopped = True
+        return False
+
+    def save(self, folder: str) -> None:
+        from safetensors.torch import save_file
+
+        state = {key: getattr(self, key) for key in ("best_score", "best_epoch", "bad_epochs", "stopped", "history")}
+        with open(os.path.join(folder, TRAINER_STATE_FILE), "w") as handle:
+            json.dump(state, handle, indent=2)
+        if self.best_weights is not None:
+            save_file(self.best_weights, os.path.join(folder, BEST_WEIGHTS_FILE))
+
+    def load(self, folder: str) -> None:
+        from safetensors.torch import load_file
+
+        with open(os.path.join(folder, TRAINER_STATE_FILE)) as handle:
+            state = json.load(handle)
+        for key, value in state.items():
+            setattr(self, key, value)
+        path = os.path.join(folder, BEST_WEIGHTS_FILE)
+        self.best_weights = load_file(path) if os.path.isfile(path) else None
+
+
+def _resolve_label_names(label_names, model, train_dataset, labels: np.ndarray) -> list:
+    if label_names is not None:
+        return [str(name) for name in label_names]
+    if model is not None:
+        return list(model.config.label_names)
+    names = dataset_label_names(train_dataset)
+    if names is not None:
+        return names
+    return [f"class_{k}" for k in range(max(2, int(labels.max()) + 1))]
+
+
+def _build_model(config: ClassifierTrainingConfig, label_names: list) -> SkinClassifier:
+    return SkinClassifier(
+        backbone=config.backbone,
+        num_labels=len(label_names),
+        label_names=label_names,
+        image_size=config.resolution or 224,
+        pretrained=config.pretrained,
+        backbone_config=config.backbone_config,
+    )
+
+
+def _validation_scores(model, val_dataset, config, resolution) -> dict:
+    output = predict(model, val_dataset, batch_size=config.eval_batch_size, resolution=resolution)
+    result = classification_metrics(
+        output["labels"], output["predictions"], num_classes=model.config.num_labels, n_boot=0
+    )
+    return {f"val_{key}": entry["value"] for key, entry in result["overall"].items()}
+
+
+def train_classifier(
+    train_dataset,
+    val_dataset=None,
+    config: Optional[Union[ClassifierTrainingConfig, dict]] = None,
+    output_dir: str = "classifier-output",
+    model: Optional[SkinClassifier] = None,
+    label_names: Optional[Sequence[str]] = None,
+    **overrides,
+):
+    """Trains a [`SkinClassifier`] (a new one, or fine-tunes `model`) and saves the best weights.
+
+    Args:
+        train_dataset: `datasets.Dataset` with `image` (PIL) and `label` (int), or a torch `Dataset` of
+            `(image, label)` (PIL, uint8 tensor, or float tensor in [-1, 1]).
+        val_dataset (*optional*): same form; drives early stopping and best-weight selection (balanced
+            accuracy). Without it every epoch runs and the last weights are kept.
+        config (`ClassifierTrainingConfig` or `dict`, *optional*): run settings; `overrides` replace fields.
+        output_dir (`str`, defaults to `"classifier-output"`): the model (`save_pretrained`),
+            `history.json`, `checkpoint-<step>` folders and logs go here.
+        model (`SkinClassifier`, *optional*): fine-tune this model (trained in place) instead of building one.
+        label_names (`Sequence[str]`, *optional*): class names; default the model's, else the dataset's.
+
+    Returns:
+        `(model, history)`: the trained model on CPU/device with the best weights loaded, and a dict
+        with `epochs` (one dict per epoch: losses, accuracy, validation scores, lr, seconds),
+        `best_epoch`, `best_val_balanced_accuracy`, `stopped_early`, `global_step`, `config`.
+
+    Example:
+        >>> model, history = train_classifier(train, val, {"backbone": "resnet18", "resolution": 28,
+        ...                                   "num_epochs": 20, "balance": "sampler"}, output_dir="out/clf")
+        >>> evaluate_classifier(model, test)["overall"]["balanced_accuracy"]
+    """
+    if config is None:
+        config = ClassifierTrainingConfig()
+    elif isinstance(config, dict):
+        config = ClassifierTrainingConfig(**config)
+    known = {field.name for field in fields(ClassifierTrainingConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"unknown training setting(s) {sorted(unknown)}; allowed: {sorted(known)}")
+    config = replace(config, **overrides)
+    if len(train_dataset) == 0:
+        raise ValueError("train_dataset is empty")
+
+    # 1. accelerator, model, label bookkeeping
+    accelerator = build_accelerator(
+        output_dir,
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        report_to=config.report_to,
+        seed=config.seed,
+    )
+    labels = dataset_labels(train_dataset)
+    label_names = _resolve_label_names(label_names, model, train_dataset, labels)
+    if model is None:
+        model = _build_model(config, label_names)
+    num_labels = model.config.num_labels
+    if len(label_names) != num_labels or int(labels.max()) >= num_labels or int(labels.min()) < 0:
+        raise ValueError(
+            f"labels must lie in 0..{num_labels - 1} with {num_labels} label_names; got labels "
+            f"{int(labels.min())}..{int(labels.max())} and {len(label_names)} names"
+        )
+    resolution = config.resolution or model.config.image_size
+
+    # 2. data, balancing
+    train_data = ClassificationDataset(train_dataset, resolution, augment=config.augment)
+    sampler = None
+    if config.balance == "sampler":
+        per_image = class_weights(labels, num_labels)[labels]
+        sampler = _EpochWeightedSampler(torch.as_tensor(per_image, dtype=torch.double), len(labels), config.seed)
+    loader = DataLoader(
+        train_data,
+        batch_size=config.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=config.dataloader_num_workers,
+        drop_last=len(train_data) > config.batch_size,
+    )
+    loss_weights = None
+    if config.balance == "loss":
+        loss_weights = torch.as_tensor(class_weights(labels, num_labels), dtype=torch.float32, device=accelerator.device)
+
+    # 3. optimisation
+    from diffusers.optimization import get_scheduler
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = updates_per_epoch(len(loader), config.gradient_accumulation_steps)
+    lr_scheduler = get_scheduler(
+        config.lr_scheduler,
+        optimizer,
+        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=config.num_epochs * steps_per_epoch * accelerator.num_processes,
+    )
+    model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
+
+    # 4. checkpoint hooks (model as a save_pretrained folder + early-stopping state), resume
+    stopping = _EarlyStopping(config.patience)
+    register_pretrained_hooks(accelerator, ["classifier"])
+
+    def save_state_hook(models, weights, folder):
+        if accelerator.is_main_process:
+            stopping.save(folder)
+
+    def load_state_hook(models, folder):
+        stopping.load(folder)
+
+    accelerator.register_save_state_pre_hook(save_state_hook)
+    accelerator.register_load_state_pre_hook(load_state_hook)
+    position = resume(accelerator, output_dir, config.resume_from_checkpoint, steps_per_epoch)
+    global_step = position.global_step
+    if config.report_to:
+        accelerator.init_trackers("train_classifier", config=tracker_config(asdict(config)))
+
+    # 5. epochs
+    unwrapped = accelerator.unwrap_model(model)
+    bar = progress_bar(accelerator, config.num_epochs * steps_per_epoch, initial=global_step)
+    for epoch in range(position.epoch, config.num_epochs):
+        if stopping.stopped:
+            break
+        started = time.time()
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for images, batch_labels in epoch_batches(accelerator, loader, epoch, position.batch_in_epoch if epoch == position.epoch else 0):
+            with accelerator.accumulate(model):
+                logits = model(images).logits
+                loss = F.cross_entropy(logits, batch_labels, weight=loss_weights, label_smoothing=config.label_smoothing)
+                accelerator.backward(loss)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            loss_sum += loss.item() * batch_labels.shape[0]
+            correct += (logits.argmax(dim=1) == batch_labels).sum().item()
+            seen += batch_labels.shape[0]
+            if accelerator.sync_gradients:
+                global_step += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
+        record = {
+            "epoch": epoch,
+            "global_step": global_step,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "learning_rate": lr_scheduler.get_last_lr()[0],
+        }
+        if val_dataset is not None:
+            record.update(_validation_scores(unwrapped, val_dataset, config, resolution))
+            score = record.get("val_balanced_accuracy")
+            stopping.update(-math.inf if score is None else score, epoch, unwrapped)
+        else:
+            stopping.update(float(epoch), epoch, unwrapped)  # no validation: the latest epoch is the best
+        record["seconds"] = time.time() - started
+        stopping.history.append(record)
+        accelerator.log({key: value for key, value in record.items() if value is not None}, step=global_step)
+        save_checkpoint(accelerator, output_dir, global_step, config.checkpoints_total_limit)
+    bar.close()
+
+    # 6. best weights -> output_dir
+    if stopping.best_weights is not None:
+        unwrapped.load_state_dict(stopping.best_weights)
+    history = {
+        "epochs": stopping.history,
+        "best_epoch": stopping.best_epoch,
+        "best_val_balanced_accuracy": stopping.best_score if val_dataset is not None and stopping.best_epoch >= 0 else None,
+        "stopped_early": stopping.stopped,
+        "global_step": global_step,
+        "config": asdict(config),
+    }
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(output_dir)
+        with open(os.path.join(output_dir, HISTORY_FILE), "w") as handle:
+            json.dump(history, handle, indent=2)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return unwrapped, history
