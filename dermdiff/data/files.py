@@ -77,6 +77,17 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a bool mask to (height, width), sampled exactly as `SemanticMap.resize`
+    samples its regions, so a resized mask and a resized map stay pixel-for-pixel aligned."""
+    from ..semantic_map import Region, SemanticMap
+
+    mask = np.asarray(mask).astype(bool)
+    if not mask.any():
+        return np.zeros(tuple(size), dtype=bool)
+    return SemanticMap(None, [Region(1, mask)], mask.shape, registry=["lesion"]).resize(size).lesion_mask
+
+
 def mask_image(mask: np.ndarray) -> Image.Image:
     """A bool mask as the "L" image stored in datasets (lesion = 255)."""
     return Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255, mode="L")

@@ -41,6 +41,7 @@ def load_dataset_dir(
     The registry is, in order: the `registry` argument; the one in `path/dataset_info.json`; else a
     registry named after the folder holding the sorted distinct label names. An explicit argument
     wins so a user can load a folder into a larger registry; a label outside it is still an error.
+    An empty label is healthy skin (label -1), as in the phantom's `healthy/` folder.
 
     Args:
         path (`str`): the folder holding `metadata.csv`.
@@ -89,8 +90,6 @@ def resolve_registry(path: str, registry, labels) -> ConditionRegistry:
             raise ValueError(f"{info_path} has no 'registry' entry; expected {{'registry': {{'name', 'conditions'}}}}")
         return get_registry(stored)
     names = sorted({str(label).strip() for label in labels if str(label).strip()})
-    if not names:
-        raise ValueError(f"{os.path.join(path, METADATA_FILE)} has no labels to build a registry from")
     return ConditionRegistry(names, name=os.path.basename(os.path.abspath(path)) or "custom")
 
 

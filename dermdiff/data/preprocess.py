@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from ..semantic_map import SemanticMap
-from .files import mask_image
+from .files import mask_image, resize_mask
 from .info import registry_of
 
 
@@ -265,7 +265,7 @@ def _cut(image, semantic_map: SemanticMap, mask, box, output_size) -> Crop:
         height, width = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
         image = image.resize((width, height), Image.BICUBIC)
         smap = smap.resize((height, width))
-        mask = None if mask is None else np.asarray(mask_image(mask).resize((width, height), Image.NEAREST)) > 0
+        mask = None if mask is None else resize_mask(mask, (height, width))
     return Crop(image, smap, mask, tuple(int(v) for v in box))
 
 

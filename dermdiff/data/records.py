@@ -7,8 +7,8 @@ row, derives the semantic map through `SemanticMap` and fixes the schema:
 | column         | feature                     | meaning                                                    |
 |----------------|-----------------------------|------------------------------------------------------------|
 | `image`        | `Image(mode="RGB")`         | the picture (kept as a file path when unchanged, else PNG)  |
-| `label`        | `ClassLabel(registry.names)`| `registry.index(condition)`                                 |
-| `label_name`   | `string`                    | the registry's name of the condition                        |
+| `label`        | `ClassLabel(registry.names)`| `registry.index(condition)`; -1 for healthy skin (no label) |
+| `label_name`   | `string`, nullable          | the registry's name of the condition; `None` when healthy   |
 | `skin_type`    | `int8`, nullable            | Fitzpatrick 1..6, `None` when unknown                       |
 | `boxes`        | list of `[x0, y0, x1, y1]`  | lesion boxes (x1, y1 exclusive); derived when not given     |
 | `mask`         | `Image(mode="L")`, nullable | binary lesion mask (255 = lesion) or `None`                 |
@@ -17,7 +17,8 @@ row, derives the semantic map through `SemanticMap` and fixes the schema:
 | `lesion_id`, `patient_id`, `split` | `string` | only when the source has them                             |
 
 Fallbacks (issue 3): an unknown skin type is encoded as unknown; without a mask the map uses the
-boxes; without boxes the whole image is the lesion's region.
+boxes; without boxes the whole image is the lesion's region. An empty label means healthy skin
+(the phantom's `healthy/` folder): label -1, no boxes, a map with only the skin type.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import numpy as np
 from PIL import Image
 
 from ..conditions import ConditionRegistry
-from ..semantic_map import SemanticMap, validate_skin_type
-from .files import fit_mask, mask_image, png_bytes, read_image, read_mask, to_rgb
+from ..semantic_map import SemanticMap, _validate_box, validate_skin_type
+from .files import fit_mask, mask_image, png_bytes, read_image, read_mask, resize_mask, to_rgb
 from .info import dataset_info
 
 ID_COLUMNS = ("lesion_id", "patient_id", "split")
@@ -49,7 +50,7 @@ class Record:
     Args:
         where (`str`): how to find the row again, e.g. `"metadata.csv line 7 (file_name='a.png')"`.
         image (`str`, `np.ndarray` or `PIL.Image.Image`): a file path or the pixels.
-        label (`str`): the condition name (any spelling the registry knows).
+        label (`str`): the condition name (any spelling the registry knows); empty for healthy skin.
         image_id (`str`): a stable id.
         skin_type: 1..6, "I".."VI", a float like `3.0`, or empty / `None` / NaN for unknown.
         boxes (`list` of 4-int lists or a JSON string, *optional*): lesion boxes in pixels.
@@ -192,8 +193,9 @@ def _as_size(size) -> tuple[int, int] | None:
 
 
 def _row(record: Record, registry: ConditionRegistry, size: tuple[int, int] | None) -> dict:
-    # 1. label and skin type
-    name = registry.name(registry.code(str(record.label).strip()))
+    # 1. label (empty = healthy skin, label -1 as in datasets' ClassLabel) and skin type
+    text = "" if record.label is None else str(record.label).strip()
+    name = registry.name(registry.code(text)) if text else None
     skin_type = parse_skin_type(record.skin_type, record.where)
 
     # 2. pixels (a path is decoded once to prove it is readable and to learn its size)
@@ -207,12 +209,20 @@ def _row(record: Record, registry: ConditionRegistry, size: tuple[int, int] | No
 
     # 3. the semantic map: map file, else mask, else boxes, else the whole image
     given_boxes = parse_boxes(record.boxes, record.where)
+    for box in given_boxes or []:
+        _validate_box(box, (height, width))  # also when a mask or map file draws the region
     mask = None
     if record.mask is not None:
         raw = read_mask(record.mask, record.where) if isinstance(record.mask, str) else np.asarray(record.mask)
         mask = fit_mask(raw, (height, width), record.where)
     if record.map_file is not None:
         smap = _read_map(record.map_file, registry, (height, width), skin_type, record.where)
+        if (name is None) != (not smap.regions):
+            state = "healthy skin" if not smap.regions else f"regions of {smap.conditions}"
+            raise ValueError(f"label {text!r} contradicts the semantic map {record.map_file!r}, which shows {state}")
+    elif name is None:
+        smap = SemanticMap.from_annotations(None, skin_type, boxes=given_boxes, mask=mask, size=(height, width),
+                                            registry=registry)
     elif mask is not None:
         if not mask.any():
             raise ValueError("the lesion mask is empty (no lesion pixel)")
@@ -226,7 +236,7 @@ def _row(record: Record, registry: ConditionRegistry, size: tuple[int, int] | No
     resized = size is not None and size != (height, width)
     if resized:
         image = to_rgb(image).resize((size[1], size[0]), Image.BICUBIC)
-        mask = None if mask is None else np.asarray(mask_image(mask).resize((size[1], size[0]), Image.NEAREST)) > 0
+        mask = None if mask is None else resize_mask(mask, size)
         smap = smap.resize(size)
         boxes = [list(box) for box in smap.boxes]
 
@@ -236,7 +246,7 @@ def _row(record: Record, registry: ConditionRegistry, size: tuple[int, int] | No
         stored_image = {"path": None, "bytes": png_bytes(to_rgb(image))}
     return {
         "image": stored_image,
-        "label": registry.index(name),
+        "label": -1 if name is None else registry.index(name),
         "label_name": name,
         "skin_type": skin_type,
         "boxes": boxes,
