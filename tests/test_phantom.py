@@ -34,6 +34,11 @@ def _bytes(image):
     return buffer.getvalue()
 
 
+def _json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
 def _bbox(mask):
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     return (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
@@ -162,7 +167,8 @@ def test_exact_counts():
 def test_rare_classes_and_skin_types_and_healthy():
     weights = rare_class_weights(["melanoma", "VASCULAR"], 0.05)
     assert weights["melanoma"] == weights["vascular"] == 0.05 and weights["nevus"] == pytest.approx(0.3)
-    records = plan_phantom(400, seed=1, class_weights=weights, skin_type_weights={5: 1, "VI": 1}, healthy_fraction=0.25)
+    types_5_6 = {5: 1, "VI": 1}
+    records = plan_phantom(400, seed=1, class_weights=weights, skin_type_weights=types_5_6, healthy_fraction=0.25)
     lesions = [r for r in records if r.condition is not None]
     assert len(records) == 400 and len(lesions) == 300
     counts = {name: sum(r.condition == name for r in lesions) for name in PHANTOM_CONDITIONS}
@@ -191,7 +197,9 @@ def test_write_phantom_layout(tmp_path):
     out = write_phantom(str(tmp_path / "p"), n=20, size=32, seed=0, healthy_fraction=0.1, images_per_lesion=2)
     with open(os.path.join(out, "metadata.csv"), newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["file_name", "label", "skin_type", "boxes", "mask_file", "map_file", "lesion_id", "patient_id"]
+    assert list(rows[0]) == [
+        "file_name", "label", "skin_type", "boxes", "mask_file", "map_file", "lesion_id", "patient_id"
+    ]
     assert len(rows) == 18
     for row in rows:
         mask = np.asarray(Image.open(os.path.join(out, row["mask_file"]))) == 255
@@ -204,7 +212,7 @@ def test_write_phantom_layout(tmp_path):
     with open(os.path.join(out, "healthy", "metadata.csv"), newline="") as handle:
         healthy = list(csv.DictReader(handle))
     assert len(healthy) == 2 and all(row["label"] == "" and row["mask_file"] == "" for row in healthy)
-    info = json.load(open(os.path.join(out, "dataset_info.json")))
+    info = _json(os.path.join(out, "dataset_info.json"))
     assert info["registry"]["conditions"] == list(PHANTOM_CONDITIONS)
     assert info["counts"]["images"] == 18 and info["counts"]["healthy"] == 2 and info["seed"] == 0
     assert sum(info["counts"]["conditions"].values()) == 18
@@ -248,7 +256,7 @@ def test_cli_writes_folder_and_grid(tmp_path, capsys):
     argv = ["phantom", "--out", out, "--n", "12", "--size", "16", "--seed", "2", "--rare", "melanoma",
             "--rare-fraction", "0.1", "--skin-types", "1,6", "--healthy-fraction", "0.25", "--grid", grid, "--quiet"]
     assert main(argv) == 0
-    info = json.load(open(os.path.join(out, "dataset_info.json")))
+    info = _json(os.path.join(out, "dataset_info.json"))
     assert info["counts"]["images"] == 9 and info["counts"]["healthy"] == 3
     assert set(info["counts"]["skin_types"]) == {"1", "2", "3", "4", "5", "6"}
     assert info["counts"]["skin_types"]["3"] == 0 and info["skin_type_weights"][0] == 0.5

@@ -62,5 +62,5 @@ def run(args) -> int:
         types = sorted(_skin_type_weights(args.skin_types) or range(1, 7))
         os.makedirs(os.path.dirname(os.path.abspath(args.grid)), exist_ok=True)
         phantom_grid(size=args.size, seed=args.seed, skin_types=types).save(args.grid)
-        print(f"wrote grid (rows: conditions + healthy, each with its maps; columns: skin types {types}) to {args.grid}")
+        print(f"wrote grid to {args.grid} (rows: each condition and healthy skin, then their maps; types {types})")
     return 0

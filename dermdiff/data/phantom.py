@@ -49,9 +49,9 @@ import math
 import os
 import shutil
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -306,7 +306,8 @@ def _melanoma(spec, view, size, skin_lab, skin_type, tex):
         field = _smooth_noise(tex, size, 4)
         if i == 0:  # asymmetry: the first tone dominates one side
             direction = spec["asymmetry"] + view["angle"]
-            field = field + 1.5 * ((xs - centre[0]) * math.cos(direction) + (ys - centre[1]) * math.sin(direction)) / radius
+            along = (xs - centre[0]) * math.cos(direction) + (ys - centre[1]) * math.sin(direction)
+            field = field + 1.5 * along / radius
         logits.append(field / 0.35)
     weights = np.exp(np.stack(logits) - np.max(logits, axis=0))
     weights /= weights.sum(axis=0)
@@ -363,7 +364,7 @@ def _vascular(spec, view, size, skin_lab, skin_type, tex):
         closer = lobe_rho < rho
         rho = np.where(closer, lobe_rho, rho)
         border = np.where(closer, r, border)
-    L0, a0, b0 = skin_lab
+    L0 = skin_lab[0]
     red = np.array((0.55 * L0 + 12, 40 - 2.0 * (skin_type - 1), 22.0), dtype=np.float32)
     purple = np.array((0.45 * L0 + 10, 30 - 1.0 * (skin_type - 1), -6.0), dtype=np.float32)
     hue = min(1.0, spec["purple"] + 0.05 * (skin_type - 1))
@@ -589,13 +590,15 @@ def plan_phantom(
     seed = _check_seed(seed, "seed")
     if not 0.0 <= float(healthy_fraction) <= 1.0:
         raise ValueError(f"healthy_fraction must lie in [0, 1], got {healthy_fraction}")
-    if isinstance(images_per_lesion, bool) or not isinstance(images_per_lesion, (int, np.integer)) or images_per_lesion < 1:
+    if isinstance(images_per_lesion, bool) or not isinstance(images_per_lesion, (int, np.integer)):
+        raise ValueError(f"images_per_lesion must be an int >= 1, got {images_per_lesion!r}")
+    if images_per_lesion < 1:
         raise ValueError(f"images_per_lesion must be an int >= 1, got {images_per_lesion!r}")
     class_p = _normalised_weights(class_weights, list(PHANTOM_CONDITIONS), "class_weights", _check_condition)
     type_p = _normalised_weights(skin_type_weights, list(SKIN_TYPES), "skin_type_weights", validate_skin_type)
 
     rng = _rng(seed, 0, _PLAN)
-    n_healthy = int(round(n * float(healthy_fraction)))
+    n_healthy = round(n * float(healthy_fraction))
     group_sizes = [images_per_lesion] * ((n - n_healthy) // images_per_lesion)
     if (n - n_healthy) % images_per_lesion:
         group_sizes.append((n - n_healthy) % images_per_lesion)
@@ -622,6 +625,11 @@ HEALTHY_DIR = "healthy"
 _OWNED = ("images", "masks", "maps", HEALTHY_DIR, "metadata.csv", "dataset_info.json")
 
 
+def draw_record(record: PhantomRecord, size: int, seed: int) -> PhantomSample:
+    """The image a planned record stands for (what `write_phantom` and `phantom_dataset` store)."""
+    return generate_phantom_sample(record.condition, record.skin_type, size, seed, record.index, record.lesion_index)
+
+
 def _ids(record: PhantomRecord) -> dict[str, str | None]:
     # One lesion per (phantom) patient: the lesion's images share the patient's skin colour.
     return {
@@ -638,7 +646,9 @@ def _counts(records: Sequence[PhantomRecord]) -> dict:
         "lesions": len({r.lesion_index for r in lesions}),
         "conditions": {name: sum(r.condition == name for r in lesions) for name in PHANTOM_CONDITIONS},
         "skin_types": {str(t): sum(r.skin_type == t for r in lesions) for t in SKIN_TYPES},
-        "healthy_skin_types": {str(t): sum(r.skin_type == t for r in records if r.condition is None) for t in SKIN_TYPES},
+        "healthy_skin_types": {
+            str(t): sum(r.skin_type == t for r in records if r.condition is None) for t in SKIN_TYPES
+        },
     }
 
 
@@ -693,7 +703,7 @@ def write_phantom(
     digits = max(5, len(str(n - 1)))
     rows: dict[bool, list[dict]] = {False: [], True: []}
     for record in tqdm(records, desc="phantom", unit="img", disable=not progress):
-        sample = generate_phantom_sample(record.condition, record.skin_type, size, seed, record.index, record.lesion_index)
+        sample = draw_record(record, size, seed)
         healthy = record.condition is None
         root = os.path.join(out_dir, HEALTHY_DIR) if healthy else out_dir
         stem = f"{record.index:0{digits}d}.png"
@@ -771,7 +781,7 @@ def phantom_dataset(
              "lesion_id", "patient_id")
     columns: dict[str, list] = {name: [] for name in names}
     for record in records:
-        sample = generate_phantom_sample(record.condition, record.skin_type, size, seed, record.index, record.lesion_index)
+        sample = draw_record(record, size, seed)
         healthy = record.condition is None
         columns["image"].append({"path": None, "bytes": png_bytes(sample.image)})
         columns["label"].append(-1 if healthy else registry.index(record.condition))
@@ -785,10 +795,13 @@ def phantom_dataset(
             columns[key].append(value)
     features = dataset_features(registry, ("lesion_id", "patient_id"))
     source = f"phantom(n={n}, size={size}, seed={seed})"
-    return datasets.Dataset.from_dict(columns, features=features, info=dataset_info(registry, "phantom", source, features))
+    info = dataset_info(registry, "phantom", source, features)
+    return datasets.Dataset.from_dict(columns, features=features, info=info)
 
 
-def phantom_grid(size: int = 64, seed: int = 0, skin_types: Sequence[int] = SKIN_TYPES, conditions=None, maps: bool = True):
+def phantom_grid(
+    size: int = 64, seed: int = 0, skin_types: Sequence[int] = SKIN_TYPES, conditions=None, maps: bool = True
+):
     """A picture of phantom images (and their semantic maps) across skin types and conditions.
 
     One column per skin type; per condition one row of images followed, with `maps`, by a row of
