@@ -9,4 +9,5 @@ from .classification import (
     metrics_to_markdown,
     one_vs_rest_auc,
     plot_confusion_matrix,
+    save_metrics,
 )

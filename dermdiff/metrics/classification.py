@@ -632,3 +632,25 @@ def plot_confusion_matrix(
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         figure.savefig(path, dpi=120)
     return figure
+
+
+def save_metrics(result: dict, folder: str, stem: str = "metrics", title: Optional[str] = None) -> dict:
+    """Writes a [`classification_metrics`] result as `<stem>.json`, `<stem>.md` and `<stem>_confusion_matrix.png`.
+
+    Returns:
+        `dict` mapping `"json"`, `"markdown"`, `"confusion_matrix"` to the written paths.
+    """
+    import json
+
+    os.makedirs(folder, exist_ok=True)
+    paths = {
+        "json": os.path.join(folder, f"{stem}.json"),
+        "markdown": os.path.join(folder, f"{stem}.md"),
+        "confusion_matrix": os.path.join(folder, f"{stem}_confusion_matrix.png"),
+    }
+    with open(paths["json"], "w") as handle:
+        json.dump(result, handle, indent=2, allow_nan=False)
+    with open(paths["markdown"], "w") as handle:
+        handle.write((f"# {title}\n\n" if title else "") + metrics_to_markdown(result))
+    plot_confusion_matrix(result["confusion_matrix"], result["label_names"], paths["confusion_matrix"], title=title)
+    return paths

@@ -1,0 +1,171 @@
+"""Train a skin-condition classifier; the command-line face of `dermdiff.classifier_training`.
+
+    accelerate launch training/train_classifier.py \
+        --train_data_dir outputs/phantom --backbone resnet18 --resolution 32 \
+        --num_epochs 20 --balance sampler --output_dir outputs/classifier \
+        --resume_from_checkpoint latest
+
+The data is any layout `dermdiff.data.load_any` recognises (an image folder with `metadata.csv`,
+HAM10000, PAD-UFES-20, a DermaMNIST `.npz`). Without `--validation_data_dir` it is split with
+`dermdiff.data.make_splits` (an existing `split` column wins, e.g. DermaMNIST with
+`--loader_kwargs '{"split": "all"}'`). The output folder gets the model (`save_pretrained`, label names
+in its config), `history.json`, and for the validation split (and the test split, if there is one)
+`metrics.json` / `metrics.md` / `metrics_confusion_matrix.png` with bootstrap confidence intervals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from dermdiff.classifier import TORCHVISION_BACKBONES, TRANSFORMERS_BACKBONE
+from dermdiff.classifier_training import ClassifierTrainingConfig, evaluate_classifier, train_classifier
+from dermdiff.metrics.classification import metrics_to_markdown, save_metrics
+
+VALIDATION_NAMES = ("validation", "val", "valid")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    data = parser.add_argument_group("data")
+    data.add_argument("--train_data_dir", required=True, help="Training data: a folder, a DermaMNIST .npz or a known name.")
+    data.add_argument("--validation_data_dir", default=None, help="Validation data; default: split off the training data.")
+    data.add_argument("--test_data_dir", default=None, help="Optional test data, evaluated once with the best model.")
+    data.add_argument(
+        "--loader_kwargs", default="{}", help="JSON options for dermdiff.data.load_any, e.g. '{\"split\": \"all\", \"limit\": 500}'."
+    )
+    data.add_argument(
+        "--split_fractions",
+        default='{"train": 0.8, "validation": 0.1, "test": 0.1}',
+        help="JSON split name -> fraction used when the data has no split column and no --validation_data_dir.",
+    )
+    data.add_argument("--resolution", type=int, default=None, help="Image side in pixels (default 224).")
+
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--backbone", default="resnet18", choices=TORCHVISION_BACKBONES + (TRANSFORMERS_BACKBONE,), help="Classifier backbone."
+    )
+    model.add_argument(
+        "--backbone_config", default=None, help="transformers only: a JSON file, inline JSON, or a model_type name (e.g. vit)."
+    )
+    model.add_argument(
+        "--pretrained",
+        default=None,
+        help="Initial weights: a local .safetensors/.pth file (torchvision), a local checkpoint folder (transformers), "
+        "'imagenet' or a Hub id (needs network).",
+    )
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--output_dir", default="classifier-output", help="Model, metrics, checkpoints and logs go here.")
+    train.add_argument("--num_epochs", type=int, default=10, help="Maximum number of epochs.")
+    train.add_argument("--train_batch_size", type=int, default=32, help="Batch size per process.")
+    train.add_argument("--eval_batch_size", type=int, default=128, help="Batch size for validation and test.")
+    train.add_argument("--learning_rate", type=float, default=1e-3, help="AdamW learning rate.")
+    train.add_argument("--weight_decay", type=float, default=1e-4, help="AdamW weight decay.")
+    train.add_argument("--lr_scheduler", default="cosine", help="diffusers scheduler name (cosine, constant, linear, ...).")
+    train.add_argument("--lr_warmup_steps", type=int, default=0, help="Warm-up optimiser steps.")
+    train.add_argument("--balance", default="none", choices=("none", "sampler", "loss"), help="Class balancing.")
+    train.add_argument("--no_augment", action="store_true", help="Disable flips and colour jitter.")
+    train.add_argument("--patience", type=int, default=5, help="Early-stopping patience in epochs (0 disables).")
+    train.add_argument("--label_smoothing", type=float, default=0.0, help="Cross-entropy label smoothing.")
+    train.add_argument("--seed", type=int, default=0, help="Seed for initialisation, data order and augmentation.")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per update.")
+    train.add_argument("--mixed_precision", default="no", choices=("no", "fp16", "bf16"), help="accelerate mixed precision.")
+    train.add_argument("--checkpoints_total_limit", type=int, default=2, help="Checkpoints to keep.")
+    train.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-<step> folder.")
+    train.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
+    train.add_argument("--report_to", default="none", help="accelerate tracker ('tensorboard' or 'none').")
+
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--n_boot", type=int, default=1000, help="Bootstrap replicates for the confidence intervals.")
+
+    args = parser.parse_args(argv)
+    for name in ("loader_kwargs", "split_fractions"):
+        try:
+            setattr(args, name, json.loads(getattr(args, name)))
+        except json.JSONDecodeError as error:
+            parser.error(f"--{name} is not valid JSON: {error}")
+    if args.backbone_config is not None:
+        if args.backbone != TRANSFORMERS_BACKBONE:
+            parser.error("--backbone_config needs --backbone transformers")
+        args.backbone_config = _json_or_name(args.backbone_config)
+    if args.patience < 0 or args.n_boot < 0:
+        parser.error("--patience and --n_boot must be >= 0")
+    return args
+
+
+def _json_or_name(value: str):
+    if os.path.isfile(value):
+        with open(value) as handle:
+            return json.load(handle)
+    return json.loads(value) if value.lstrip().startswith("{") else value
+
+
+def load_splits(args) -> dict:
+    """`{"train": ..., "validation": ..., "test": ... (optional)}` datasets from the arguments."""
+    from dermdiff.data import load_any, make_splits
+
+    dataset = load_any(args.train_data_dir, **args.loader_kwargs)
+    if args.validation_data_dir is not None:
+        parts = {"train": dataset, "validation": load_any(args.validation_data_dir, **args.loader_kwargs)}
+    else:
+        splits = make_splits(dataset, fractions=args.split_fractions, seed=args.seed)
+        validation = next((name for name in VALIDATION_NAMES if name in splits), None)
+        if "train" not in splits or validation is None:
+            raise ValueError(f"need 'train' and a validation split ({'/'.join(VALIDATION_NAMES)}); got {list(splits)}")
+        parts = {"train": splits["train"], "validation": splits[validation]}
+        if "test" in splits and len(splits["test"]) > 0:
+            parts["test"] = splits["test"]
+    if args.test_data_dir is not None:
+        parts["test"] = load_any(args.test_data_dir, **args.loader_kwargs)
+    return parts
+
+
+def main(args: argparse.Namespace) -> dict:
+    parts = load_splits(args)
+    config = ClassifierTrainingConfig(
+        backbone=args.backbone,
+        backbone_config=args.backbone_config,
+        pretrained=args.pretrained,
+        resolution=args.resolution,
+        num_epochs=args.num_epochs,
+        batch_size=args.train_batch_size,
+        eval_batch_size=args.eval_batch_size,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        lr_scheduler=args.lr_scheduler,
+        lr_warmup_steps=args.lr_warmup_steps,
+        balance=args.balance,
+        augment=not args.no_augment,
+        patience=args.patience or None,
+        label_smoothing=args.label_smoothing,
+        seed=args.seed,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        checkpoints_total_limit=args.checkpoints_total_limit,
+        resume_from_checkpoint=args.resume_from_checkpoint,
+        dataloader_num_workers=args.dataloader_num_workers,
+        report_to=None if args.report_to == "none" else args.report_to,
+    )
+    model, history = train_classifier(parts["train"], parts["validation"], config, output_dir=args.output_dir)
+    results = {"sizes": {name: len(part) for name, part in parts.items()}, "best_epoch": history["best_epoch"]}
+    for name in ("validation", "test"):
+        if name not in parts:
+            continue
+        result = evaluate_classifier(model, parts[name], batch_size=args.eval_batch_size, n_boot=args.n_boot, seed=args.seed)
+        stem = "metrics" if name == "validation" else "metrics_test"
+        save_metrics(result, args.output_dir, stem=stem, title=f"{args.backbone} on the {name} split")
+        results[name] = result
+    if "test" not in parts:
+        print("note: no test split; metrics.json reports the validation split used for early stopping (optimistic)")
+    for name in ("validation", "test"):
+        if name in results:
+            print(f"\n## {name}\n\n{metrics_to_markdown(results[name])}")
+    return results
+
+
+if __name__ == "__main__":
+    main(parse_args())
+    sys.exit(0)
