@@ -31,7 +31,14 @@ from dermdiff.study import (
     scan_folder,
     summarize,
 )
-from dermdiff.study.stats import agreement, binary_scores, condition_recall, select_rates, spread, timed_scores
+from dermdiff.study.stats import (
+    agreement,
+    binary_scores,
+    condition_recall,
+    select_rates,
+    spread,
+    timed_scores,
+)
 
 CONDITIONS = ("mel", "nv")
 CODES = "ana:secret-ana,ben:secret-ben"
@@ -239,7 +246,7 @@ def test_store_records_refuses_replays_and_survives_reopening(folders, tmp_path)
         store.record_answer("ana", "select", 1, {item: "real" for item in other.item_ids})
     assert store.answer_rows() == before
     # a second plan request keeps the stored plan; ids stay stable when the folders are rescanned
-    store.ensure_plan("ana", "select", lambda: [])
+    store.ensure_plan("ana", "select", list)
     ids = store.items()
     store.add_images(scan_folder(folders[0], "real"))
     assert store.items() == ids
@@ -267,7 +274,7 @@ def test_store_concurrent_raters_lose_nothing(folders, tmp_path):
                     mine.record_answer(rater, "timed", index, {item: "real" if index % 3 else "synthetic"})
                     with pytest.raises(AlreadyAnsweredError):
                         mine.record_answer(rater, "timed", index, {item: "real"})
-        except Exception as error:  # pragma: no cover - reported below
+        except Exception as error:  # noqa: BLE001 - any failure in a thread is reported by the main thread
             errors.append(error)
 
     threads = [threading.Thread(target=rate, args=(rater,)) for rater in raters]
@@ -322,7 +329,9 @@ def test_login_refusals_store_nothing(app_factory, tmp_path):
 
 
 def test_page_and_api_never_reveal_the_source(app_factory, folders):
-    client = app_factory().test_client()
+    for image in scan_folder(folders[0], "real"):  # real photos 80x60 JPEG, synthetic 64x64 PNG
+        Image.open(image.path).resize((80, 60)).save(image.path)
+    client = app_factory(image_size=96).test_client()
     _login(client)
     page = client.get("/").get_data(as_text=True)
     state = client.get("/api/next").get_json()
@@ -331,9 +340,15 @@ def test_page_and_api_never_reveal_the_source(app_factory, folders):
     text = page + json.dumps(state)
     for word in (folders[0], folders[1], "real_", "synthetic_", ".jpg", "metadata"):
         assert word not in text
-    image = client.get(f"/image/{state['items'][0]}")
-    assert image.status_code == 200 and image.mimetype == "image/png"
-    assert Image.open(io.BytesIO(image.data)).format == "PNG"  # real JPEGs re-encoded too
+    for item in state["items"]:  # every image is served alike: a 96x96 PNG, whatever its file was
+        image = client.get(f"/image/{item}")
+        assert image.status_code == 200 and image.mimetype == "image/png"
+        served = Image.open(io.BytesIO(image.data))
+        assert served.format == "PNG" and served.size == (96, 96) and not served.info.get("exif")
+    contain = app_factory(image_size=96, fit="contain").test_client()
+    _login(contain)
+    sizes = {Image.open(io.BytesIO(contain.get(f"/image/{item}").data)).size for item in state["items"]}
+    assert sizes <= {(96, 72), (96, 96)}
 
 
 def test_bad_answers_get_4xx_and_change_nothing(app_factory, tmp_path):
@@ -349,20 +364,20 @@ def test_bad_answers_get_4xx_and_change_nothing(app_factory, tmp_path):
     with StudyStore(db) as store:  # an existing image that is on neither page
         foreign = next(item for item, *_ in store.items() if item not in items + second)
     bad_requests = [
-        (dict(data="{not json", content_type="application/json"), 400),
-        (dict(data="unit=1", content_type="application/x-www-form-urlencoded"), 400),
-        (dict(json=[1, 2]), 400),
-        (dict(json={"selected": []}), 400),
-        (dict(json={"unit": True, "selected": []}), 400),
-        (dict(json={"unit": -1, "selected": []}), 400),
-        (dict(json={"unit": 999, "selected": []}), 404),
-        (dict(json={"unit": unit + 1, "selected": ["f" * 16]}), 404),  # unknown image id
-        (dict(json={"unit": unit + 1, "selected": [foreign]}), 400),  # not on this page
-        (dict(json={"unit": unit + 1, "selected": "all"}), 400),
-        (dict(json={"unit": unit + 1, "selected": [items[0], items[0]]}), 400),
-        (dict(json={"unit": unit + 1, "selected": [], "response_ms": "slow"}), 400),
-        (dict(json={"unit": unit, "selected": items}), 409),  # replay with a different answer
-        (dict(json=good), 409),  # plain replay
+        ({"data": "{not json", "content_type": "application/json"}, 400),
+        ({"data": "unit=1", "content_type": "application/x-www-form-urlencoded"}, 400),
+        ({"json": [1, 2]}, 400),
+        ({"json": {"selected": []}}, 400),
+        ({"json": {"unit": True, "selected": []}}, 400),
+        ({"json": {"unit": -1, "selected": []}}, 400),
+        ({"json": {"unit": 999, "selected": []}}, 404),
+        ({"json": {"unit": unit + 1, "selected": ["f" * 16]}}, 404),  # unknown image id
+        ({"json": {"unit": unit + 1, "selected": [foreign]}}, 400),  # not on this page
+        ({"json": {"unit": unit + 1, "selected": "all"}}, 400),
+        ({"json": {"unit": unit + 1, "selected": [items[0], items[0]]}}, 400),
+        ({"json": {"unit": unit + 1, "selected": [], "response_ms": "slow"}}, 400),
+        ({"json": {"unit": unit, "selected": items}}, 409),  # replay with a different answer
+        ({"json": good}, 409),  # plain replay
     ]
     for kwargs, status in bad_requests:
         response = client.post("/api/answer", **kwargs)
@@ -401,6 +416,9 @@ def test_timed_task_and_resume_after_restart(app_factory, tmp_path):
     restarted.set_cookie("dermdiff_study", cookie)
     resumed = restarted.get("/api/next").get_json()
     assert resumed["answered"] == 1 and resumed["items"] == expected_next
+    again = app_factory(task="timed", view_seconds=2.0).test_client()  # logging in again also resumes
+    _login(again, "ben", "secret-ben")
+    assert again.get("/api/next").get_json()["items"] == expected_next
 
 
 def test_export_writes_answers_and_summary(app_factory, tmp_path):
@@ -459,6 +477,12 @@ def test_access_codes_from_text_or_file(tmp_path):
             parse_access_codes(bad)
 
 
+def test_browser_test_skips_cleanly_without_chromium(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", "/nonexistent/chromium")
+    with pytest.raises(pytest.skip.Exception, match="chromium"):
+        _chromium()
+
+
 def test_cli_refuses_public_host_without_codes(folders, tmp_path, capsys):
     code = cli_main(["study", "serve", "--real", folders[0], "--synthetic", folders[1],
                      "--db", str(tmp_path / "s.sqlite"), "--host", "0.0.0.0"])
@@ -482,11 +506,12 @@ class _Server:
     """`dermdiff study serve` in a subprocess on a loopback port; `kill()` simulates a crash."""
 
     def __init__(self, args: list[str], port: int, log_path: str):
-        self.port, self.log = port, open(log_path, "ab")
+        self.port = port
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen([sys.executable, "-m", "dermdiff.cli", "study", "serve", *args,
-                                         "--host", "127.0.0.1", "--port", str(port)],
-                                        stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        with open(log_path, "ab") as log:  # the child keeps its own copy of the file descriptor
+            self.process = subprocess.Popen([sys.executable, "-m", "dermdiff.cli", "study", "serve", *args,
+                                             "--host", "127.0.0.1", "--port", str(port)],
+                                            stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -505,7 +530,6 @@ class _Server:
         if self.process.poll() is None:
             self.process.send_signal(sig)
             self.process.wait(timeout=20)
-        self.log.close()
 
 
 def _chromium():

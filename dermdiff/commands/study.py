@@ -39,7 +39,9 @@ def configure(parser) -> None:
     serve.add_argument("--condition-names", dest="condition_names",
                        help="label:name pairs (or a file) for the condition prompt, e.g. mel:Melanoma,nv:Melanocytic nevus")
     serve.add_argument("--image-size", dest="image_size", type=int, default=384,
-                       help="longest side of the served images in pixels (0 keeps the original size)")
+                       help="side of the served images in pixels, the same for real and synthetic (0 = original)")
+    serve.add_argument("--fit", default="crop", choices=("crop", "contain"),
+                       help="crop = centred square; contain = keep the aspect ratio")
 
     export = actions.add_parser("export", help="write answers.csv, summary.json and summary.md")
     export.add_argument("--db", required=True, help="the study's SQLite file")
@@ -74,7 +76,7 @@ def run(args) -> int:
     app = create_app(
         args.db, args.real, args.synthetic, task=args.task, access_codes=codes, view_seconds=args.view_seconds,
         seed=args.seed, grid=args.grid, items_per_rater=args.items_per_rater, image_size=args.image_size,
-        condition_names=parse_pairs(args.condition_names),
+        condition_names=parse_pairs(args.condition_names), fit=args.fit,
     )
     serve(app, host=args.host, port=args.port)
     return 0

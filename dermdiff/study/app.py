@@ -58,14 +58,22 @@ def parse_access_codes(text: str | None) -> dict[str, str] | None:
     return codes
 
 
+FITS = ("crop", "contain")
+
+
 @functools.lru_cache(maxsize=256)
-def _png_bytes(path: str, mtime: float, size: int) -> bytes:
-    from PIL import Image
+def _png_bytes(path: str, mtime: float, size: int, fit: str) -> bytes:
+    """The image as served: RGB PNG, `size` pixels on its longest side (a centred square with `crop`)."""
+    from PIL import Image, ImageOps
 
     with Image.open(path) as image:
         image = image.convert("RGB")
-        if size:
-            image.thumbnail((size, size), Image.Resampling.LANCZOS)
+        if size and fit == "crop":
+            image = ImageOps.fit(image, (size, size), Image.Resampling.LANCZOS)
+        elif size:
+            scale = size / max(image.size)
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                 Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -83,6 +91,7 @@ def create_app(
     items_per_rater: int | None = None,
     image_size: int = 384,
     condition_names: dict[str, str] | None = None,
+    fit: str = "crop",
 ) -> Flask:
     """Build the study app for one task over the images of two folders.
 
@@ -95,7 +104,10 @@ def create_app(
         seed (`int`, defaults to 0): seeds every rater's shuffle.
         grid (`int`, defaults to 12): images per page in the grid tasks.
         items_per_rater (`int`, *optional*): a random subset of this size per rater.
-        image_size (`int`, defaults to 384): longest side of the served images (0 keeps the size).
+        image_size (`int`, defaults to 384): side of the served images, real and synthetic alike, so
+            their pixel size cannot give the source away (0 serves the original size).
+        fit (`str`, defaults to `"crop"`): `"crop"` = centred square crop (like ROI-centred study images),
+            `"contain"` = keep the aspect ratio, longest side = `image_size`.
         condition_names (`dict`, *optional*): label -> name shown in the `condition` prompt
             (e.g. `{"mel": "Melanoma"}`); otherwise the label with `_` as spaces.
 
@@ -110,6 +122,8 @@ def create_app(
         raise ValueError(f"view_seconds must be between 0.5 and 30, got {view_seconds}")
     if not 0 <= image_size <= 4096:
         raise ValueError(f"image_size must be between 0 (keep) and 4096, got {image_size}")
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
     images = scan_folder(real, "real") + scan_folder(synthetic, "synthetic")
     with StudyStore(db) as store:
         store.add_images(images)
@@ -261,7 +275,7 @@ def create_app(
         row = store().item(item_id) if ITEM_PATTERN.match(item_id) else None
         if row is None or not store().rater_may_see(rater, item_id):
             return fail(404, "unknown image")
-        data = _png_bytes(row["path"], os.path.getmtime(row["path"]), image_size)
+        data = _png_bytes(row["path"], os.path.getmtime(row["path"]), image_size, fit)
         response = send_file(io.BytesIO(data), mimetype="image/png", max_age=0)
         response.headers["Cache-Control"] = "private, max-age=3600"
         return response

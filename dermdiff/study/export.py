@@ -28,8 +28,14 @@ def _fmt(stat: dict) -> str:
     return f"{stat['mean']:.3f} ± {stat['std']:.3f} (n={stat['raters']})"
 
 
+_HEADERS = {
+    "tpr": "TPR (real selected)", "fpr": "FPR (synthetic selected)", "recall_real": "recall, real",
+    "recall_synthetic": "recall, synthetic", "false_alarm": "distractors selected", "f1": "F1", "accuracy": "accuracy",
+}
+
+
 def _rate_table(rates: dict, names: tuple[str, ...]) -> list[str]:
-    lines = ["| condition | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines = ["| condition | " + " | ".join(_HEADERS[name] for name in names) + " |", "|---" * (len(names) + 1) + "|"]
     for condition, stats in rates.items():
         lines.append(f"| {condition} | " + " | ".join(_fmt(stats[name]) for name in names) + " |")
     return lines
@@ -37,8 +43,9 @@ def _rate_table(rates: dict, names: tuple[str, ...]) -> list[str]:
 
 def summary_markdown(summary: dict) -> str:
     """A human-readable `summary.md` (mean ± sample std across raters; n = raters with data)."""
-    lines = ["# Human study summary", "", f"Raters: {', '.join(summary['raters']) or 'none'}; "
-             f"answers: {summary['answers']}.", ""]
+    overview = (f"Raters: {', '.join(summary['raters']) or 'none'}; answers: {summary['answers']}. "
+                "Rates are mean ± sample std across raters (n = raters with data).")
+    lines = ["# Human study summary", "", overview, ""]
     for task, result in summary["tasks"].items():
         lines += [f"## {_TASK_TITLES[task]}", "",
                   f"Raters: {len(result['raters'])}; images: {result['images']}; answers: {result['answers']}.", ""]
@@ -57,7 +64,8 @@ def summary_markdown(summary: dict) -> str:
             lines += _rate_table(rates["per_condition"], ("f1", "accuracy"))
         kappa = result["fleiss_kappa"]
         value = "undefined" if kappa["kappa"] is None else f"{kappa['kappa']:.3f}"
-        lines += ["", f"Fleiss' kappa: {value} over {kappa['items']} images rated by all {kappa['raters']} raters.", ""]
+        unit = "(image, prompt) pairs" if task == "condition" else "images"
+        lines += ["", f"Fleiss' kappa: {value} over {kappa['items']} {unit} rated by all {kappa['raters']} raters.", ""]
     return "\n".join(lines) + "\n"
 
 

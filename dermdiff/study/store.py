@@ -101,7 +101,7 @@ class StudyStore:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "StudyStore":
+    def __enter__(self) -> StudyStore:
         return self
 
     def __exit__(self, *exc) -> None:
