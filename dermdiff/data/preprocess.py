@@ -25,7 +25,8 @@ and its lesion fraction (lesion pixels / skin pixels) lies in `lesion_fraction`;
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import datasets
 import numpy as np
@@ -97,7 +98,7 @@ def roi_crop_box(
     group = [boxes[i] for i in groups[int(rng.integers(len(groups)))]]
     gx0, gy0 = min(b[0] for b in group), min(b[1] for b in group)
     gx1, gy1 = max(b[2] for b in group), max(b[3] for b in group)
-    side = int(round(max(gx1 - gx0, gy1 - gy0) * rng.uniform(low, high)))
+    side = round(max(gx1 - gx0, gy1 - gy0) * rng.uniform(low, high))
     side = max(1, min(side, limit))
     x0 = _place(gx0, gx1, side, width, rng)
     y0 = _place(gy0, gy1, side, height, rng)
