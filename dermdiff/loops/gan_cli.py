@@ -1,0 +1,152 @@
+"""Command-line pieces the three GAN scripts share (`training/train_dermgan.py`, `train_dcgan.py`,
+`train_lesion_edit.py`): the data and run flags, loading the data, the config, the Hub upload.
+
+Each script adds only its own model and loss flags; everything else is defined here once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from ..losses import GAN_LOSS_MODES
+from .gan import GANTrainingConfig
+
+CONFIG_FIELDS = tuple(GANTrainingConfig.__dataclass_fields__)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, default_resolution: int = 32) -> None:
+    data = parser.add_argument_group("data (exactly one source)")
+    data.add_argument("--train_data_dir", default=None, help="Image folder with metadata.csv (dermdiff layout).")
+    data.add_argument("--dataset_name", default=None, help="Hub dataset with dermdiff columns.")
+    data.add_argument("--dataset_config_name", default=None, help="Config name of --dataset_name.")
+    data.add_argument("--cache_dir", default=None, help="Where Hub datasets are cached.")
+    data.add_argument("--phantom", action="store_true", help="Train on the built-in procedural phantom.")
+    data.add_argument("--phantom_num_images", type=int, default=2000, help="Phantom images to generate.")
+    data.add_argument("--phantom_seed", type=int, default=0, help="Seed of the phantom images.")
+    data.add_argument("--phantom_healthy_fraction", type=float, default=0.0,
+                      help="Share of phantom images showing healthy skin (lesion editing needs some).")
+    data.add_argument("--resolution", type=int, default=default_resolution, help="Image side in pixels.")
+    data.add_argument("--heldout_fraction", type=float, default=0.1,
+                      help="Real images held out of training for the discriminator-overfitting monitor (0 = none).")
+    data.add_argument("--monitor_images", type=int, default=64,
+                      help="Images per side (training / held out) the overfitting monitor scores.")
+    data.add_argument("--dataloader_num_workers", type=int, default=0, help="Data loading worker processes.")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    train = parser.add_argument_group("optimisation")
+    train.add_argument("--model_config", default=None,
+                       help="JSON file: {\"generator\": {...}, \"discriminator\": {...}} hyperparameters.")
+    train.add_argument("--output_dir", required=True, help="Checkpoints, logs, samples and the final pipeline.")
+    train.add_argument("--seed", type=int, default=0, help="Seed for weights, latents, dropout and data order.")
+    train.add_argument("--train_batch_size", type=int, default=16, help="Images per update.")
+    train.add_argument("--num_epochs", type=int, default=100, help="Epochs (ignored when --max_train_steps is set).")
+    train.add_argument("--max_train_steps", type=int, default=None, help="Updates (one D + one G step each).")
+    train.add_argument("--learning_rate", type=float, default=5e-5, help="Adam learning rate (seed 003: 5e-5).")
+    train.add_argument("--adam_beta1", type=float, default=0.9, help="Adam beta1 (seed 003: default 0.9).")
+    train.add_argument("--adam_beta2", type=float, default=0.999, help="Adam beta2 (seed 003: default 0.999).")
+    train.add_argument("--gan_mode", default="vanilla", choices=GAN_LOSS_MODES, help="Adversarial loss.")
+    train.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Mixed precision.")
+
+    runs = parser.add_argument_group("checkpoints, validation, logging, Hub")
+    runs.add_argument("--checkpointing_steps", type=int, default=500, help="Save the training state every N updates.")
+    runs.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
+    runs.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
+    runs.add_argument("--validation_steps", type=int, default=500, help="Log a sample grid every N updates (0 = never).")
+    runs.add_argument("--monitor_steps", type=int, default=100,
+                      help="Log the discriminator train/held-out gap every N updates (0 = never).")
+    runs.add_argument("--logging_dir", default="logs", help="Tracker folder inside --output_dir.")
+    runs.add_argument("--report_to", default="tensorboard", help="'tensorboard', 'wandb', 'all' or 'none'.")
+    runs.add_argument("--push_to_hub", action="store_true", help="Upload the final pipeline with a model card.")
+    runs.add_argument("--hub_model_id", default=None, help="Hub repo id (defaults to the output folder name).")
+    runs.add_argument("--hub_token", default=None, help="Hub token (never logged; default: cached login).")
+    runs.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
+
+
+def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Cross-flag checks shared by the GAN scripts (argparse errors, exit 2)."""
+    if sum([bool(args.train_data_dir), bool(args.dataset_name), args.phantom]) != 1:
+        parser.error("give exactly one of --train_data_dir, --dataset_name, --phantom")
+    if args.resolution < 8:
+        parser.error(f"--resolution must be >= 8, got {args.resolution}")
+    if not 0.0 <= args.heldout_fraction < 1.0:
+        parser.error(f"--heldout_fraction must be in [0, 1), got {args.heldout_fraction}")
+    if not 0.0 <= args.phantom_healthy_fraction < 1.0:
+        parser.error(f"--phantom_healthy_fraction must be in [0, 1), got {args.phantom_healthy_fraction}")
+    if args.phantom and args.phantom_num_images < 2:
+        parser.error(f"--phantom_num_images must be >= 2, got {args.phantom_num_images}")
+    if args.model_config and not os.path.isfile(args.model_config):
+        parser.error(f"--model_config {args.model_config!r} does not exist")
+
+
+def is_train_split(split) -> bool:
+    """Rows without a split, or in "train", are training rows."""
+    return split in (None, "", "train")
+
+
+def load_train_images(args):
+    """The raw dataset (dermdiff columns), its registry and a name for the model card; validation/test rows dropped."""
+    from ..data.info import registry_of
+
+    if args.phantom:
+        from ..data.phantom import phantom_dataset
+
+        dataset = phantom_dataset(
+            n=args.phantom_num_images, size=args.resolution, seed=args.phantom_seed,
+            healthy_fraction=args.phantom_healthy_fraction,
+        )
+        name = "phantom"
+    elif args.train_data_dir:
+        from ..data.folder import load_dataset_dir
+
+        dataset = load_dataset_dir(args.train_data_dir, size=args.resolution)
+        name = os.path.basename(os.path.normpath(args.train_data_dir))
+    else:
+        import datasets
+
+        dataset = datasets.load_dataset(args.dataset_name, args.dataset_config_name, split="train", cache_dir=args.cache_dir)
+        name = args.dataset_name
+    if "split" in dataset.column_names:  # never train on validation / test rows
+        dataset = dataset.filter(is_train_split, input_columns="split")
+    return dataset, registry_of(dataset), name
+
+
+def model_configs(args) -> tuple[dict, dict]:
+    """(generator, discriminator) hyperparameters from --model_config (empty dicts without one)."""
+    if not args.model_config:
+        return {}, {}
+    with open(args.model_config, encoding="utf-8") as handle:
+        config = json.load(handle)
+    unknown = set(config) - {"generator", "discriminator"}
+    if unknown:
+        raise ValueError(f"--model_config keys must be 'generator' and 'discriminator', got {sorted(unknown)}")
+    return dict(config.get("generator", {})), dict(config.get("discriminator", {}))
+
+
+def training_config(args, extra: dict | None = None) -> GANTrainingConfig:
+    values = {name: getattr(args, name) for name in CONFIG_FIELDS if hasattr(args, name)}
+    values["extra_tracker_config"] = {"resolution": args.resolution, **(extra or {})}
+    return GANTrainingConfig(**values)
+
+
+def push(args, run, model_type: str, dataset_name: str, conditions, hyperparameters: dict, usage: str) -> None:
+    """Uploads `args.output_dir` with a model card when --push_to_hub was given."""
+    if not args.push_to_hub or run.pipeline is None:
+        return
+    from ..hub import ModelCardInfo, push_to_hub
+
+    info = ModelCardInfo(
+        model_type=model_type,
+        dataset=dataset_name,
+        resolution=args.resolution,
+        train_steps=run.global_step,
+        conditions=list(conditions),
+        hyperparameters={"train_batch_size": args.train_batch_size, "learning_rate": args.learning_rate,
+                         "gan_mode": args.gan_mode, **hyperparameters},
+        usage=usage,
+    )
+    repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+    repo_id = push_to_hub(args.output_dir, repo_id, info, token=args.hub_token, private=args.hub_private_repo)
+    print(f"pushed {args.output_dir} to https://huggingface.co/{repo_id}")
