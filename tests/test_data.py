@@ -177,6 +177,24 @@ def test_empty_label_is_healthy_skin(tmp_path):
     assert healthy.regions == [] and healthy.skin_type == 2
 
 
+def test_map_file_wins_and_must_agree_with_the_label(tmp_path):
+    rows = [{"file_name": "images/a.png", "label": "mel", "skin_type": ""}]
+    root = write_folder(tmp_path / "set", rows)
+    smap = SemanticMap.from_annotations("mel", 5, boxes=[(1, 1, 5, 5), (20, 10, 30, 20)], size=(24, 32))
+    os.makedirs(os.path.join(root, "maps"))
+    smap.to_pil().save(os.path.join(root, "maps", "a.png"))
+    table = open(os.path.join(root, "metadata.csv")).read().splitlines()
+    with open(os.path.join(root, "metadata.csv"), "w") as handle:
+        handle.write(f"{table[0]},map_file\n{table[1]},maps/a.png\n")
+    row = load_dataset_dir(root, registry="ham10000")[0]
+    assert row["skin_type"] == 5 and row["boxes"] == [[1, 1, 5, 5], [20, 10, 30, 20]]
+    assert _decoded(row, HAM) == smap
+    with open(os.path.join(root, "metadata.csv"), "w") as handle:
+        handle.write(f"{table[0]},map_file\n{table[1].replace('mel', '')},maps/a.png\n")
+    with pytest.raises(ValueError, match=r"line 2 .*label '' contradicts the semantic map .*regions of \['mel'\]"):
+        load_dataset_dir(root, registry="ham10000")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # bad input: one clear error naming the file, the row and the allowed values; or skip_bad
 # ----------------------------------------------------------------------------------------------------------------

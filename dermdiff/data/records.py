@@ -220,6 +220,10 @@ def _row(record: Record, registry: ConditionRegistry, size: tuple[int, int] | No
         if (name is None) != (not smap.regions):
             state = "healthy skin" if not smap.regions else f"regions of {smap.conditions}"
             raise ValueError(f"label {text!r} contradicts the semantic map {record.map_file!r}, which shows {state}")
+        if skin_type is None:  # the map knows the skin type the row left empty
+            skin_type = smap.skin_type
+        elif smap.skin_type is None:
+            smap = smap.with_skin_type(skin_type)
     elif name is None:
         smap = SemanticMap.from_annotations(None, skin_type, boxes=given_boxes, mask=mask, size=(height, width),
                                             registry=registry)
@@ -259,8 +263,12 @@ def _row(record: Record, registry: ConditionRegistry, size: tuple[int, int] | No
 def _read_map(path: str, registry, size, skin_type, where: str) -> SemanticMap:
     if not os.path.isfile(path):
         raise ValueError(f"{where}: semantic map file {path!r} does not exist")
-    with Image.open(path) as image:
-        smap = SemanticMap.decode(image.convert("RGB") if image.mode != "RGB" else image, registry, source=path)
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"{where}: cannot read semantic map {path!r} ({error})") from None
+    smap = SemanticMap.decode(image, registry, source=path)
     if smap.size != size:
         raise ValueError(f"{where}: semantic map {path!r} has size {smap.size}, the image {size} (height, width)")
     if skin_type is not None and smap.skin_type not in (None, skin_type):
