@@ -11,3 +11,45 @@ from .classification import (
     plot_confusion_matrix,
     save_metrics,
 )
+
+# Image-generation metrics load lazily (they import clean-fid, scikit-image, matplotlib): name -> module.
+_EXPORTS = {
+    "FeatureExtractor": ".features",
+    "InceptionFeatures": ".features",
+    "TorchvisionFeatures": ".features",
+    "ClassifierFeatures": ".features",
+    "load_extractor": ".features",
+    "find_inception_weights": ".features",
+    "FeatureSet": ".sources",
+    "FolderSource": ".sources",
+    "DatasetSource": ".sources",
+    "ImageListSource": ".sources",
+    "PipelineSource": ".sources",
+    "compute_fid_kid": ".fid",
+    "fid_with_ci": ".fid",
+    "kid_with_ci": ".fid",
+    "source_features": ".fid",
+    "segment_lesion": ".fidelity",
+    "placement_scores": ".fidelity",
+    "class_fidelity": ".fidelity",
+    "skin_tone_fidelity": ".fidelity",
+    "ita_by_skin_type": ".fidelity",
+    "nearest_neighbours": ".memorisation",
+    "plot_nearest_pairs": ".memorisation",
+    "plot_discriminator_gap": ".report",
+    "render_report": ".report",
+    "read_generated_set": ".generated",
+    "write_generated_set": ".generated",
+    "generate_evaluation_set": ".generated",
+    "evaluate": ".evaluation",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dermdiff.metrics' has no attribute {name!r}")

@@ -79,6 +79,8 @@ def nearest_neighbours(
     batch_size: int = 64,
     device: str = "cpu",
     verbose: bool = True,
+    generated_features: np.ndarray | None = None,
+    training_features: np.ndarray | None = None,
 ) -> dict:
     """For each generated image, its nearest training images under MSE, features and SSIM.
 
@@ -88,6 +90,8 @@ def nearest_neighbours(
         extractor (`nn.Module`, *optional*): feature extractor for the feature-space search.
         size (`int`, defaults to 64): side all images are resized to for comparison.
         ssim_threshold (`float`, defaults to 0.9): a pair with SSIM >= this is flagged as a possible copy.
+        generated_features, training_features (`np.ndarray`, *optional*): precomputed features (e.g. cached
+            reference features) used instead of running `extractor`.
 
     Returns:
         `dict`: `pairs` (one per generated image: `mse` / `feature` / `ssim` nearest as
@@ -105,9 +109,14 @@ def nearest_neighbours(
     mse = pairwise_mse(gen, train)
     mse_values, mse_index = mse.topk(k, dim=1, largest=False)
     feature_index = feature_values = None
-    if extractor is not None:
-        distances = pairwise_feature_distance(_features(generated, extractor, batch_size, device),
-                                              _features(training, extractor, batch_size, device))
+    if extractor is not None or (generated_features is not None and training_features is not None):
+        if generated_features is None:
+            generated_features = _features(generated, extractor, batch_size, device)
+        if training_features is None:
+            training_features = _features(training, extractor, batch_size, device)
+        if len(generated_features) != len(generated) or len(training_features) != len(training):
+            raise ValueError("precomputed features need one row per image")
+        distances = pairwise_feature_distance(generated_features, training_features)
         feature_values, feature_index = distances.topk(k, dim=1, largest=False)
     gen_np, train_np, pairs = gen.numpy(), train.numpy(), []
     for i in tqdm(range(len(gen)), desc="nearest neighbours (SSIM)", disable=not verbose):
@@ -152,28 +161,30 @@ def calibrate_ssim_threshold(heldout: Sequence, training: Sequence, quantile: fl
 
 
 def plot_nearest_pairs(result: dict, generated: Sequence, training: Sequence, path: str | None = None,
-                       top: int = 8):
-    """A figure of the `top` closest pairs by SSIM: generated | nearest by SSIM | by MSE | by features.
+                       top: int = 8, cell: int = 96) -> Image.Image:
+    """A picture of the `top` closest pairs by SSIM: generated | nearest by SSIM | by MSE | by features.
 
-    Flagged rows get a red title. Returns the matplotlib figure (and saves it as PNG when `path` is given).
+    Each cell is captioned with its distance; the SSIM caption of a flagged pair is red. Returns the PIL image
+    (and saves it as PNG when `path` is given).
     """
-    from matplotlib.figure import Figure
+    from PIL import ImageDraw
 
     pairs = sorted(result["pairs"], key=lambda p: -p["ssim"]["value"])[:top]
-    columns = [("generated", None), ("nearest SSIM", "ssim"), ("nearest MSE", "mse")]
+    columns = [("generated", None), ("SSIM", "ssim"), ("MSE", "mse")]
     if pairs and "feature" in pairs[0]:
-        columns.append(("nearest feature", "feature"))
-    figure = Figure(figsize=(2.2 * len(columns), 2.3 * max(1, len(pairs))))
-    axes = figure.subplots(max(1, len(pairs)), len(columns), squeeze=False)
+        columns.append(("feature", "feature"))
+    caption = 14
+    canvas = Image.new("RGB", (len(columns) * (cell + 4), max(1, len(pairs)) * (cell + caption + 4)), "white")
+    draw = ImageDraw.Draw(canvas)
     for row, pair in enumerate(pairs):
         for col, (title, key) in enumerate(columns):
-            ax = axes[row, col]
             image = generated[pair["index"]] if key is None else training[pair[key]["train_index"]]
-            ax.imshow(np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image))
-            label = f"gen #{pair['index']}" if key is None else f"{title}\n{pair[key]['value']:.3f}"
-            ax.set_title(label, fontsize=8, color="red" if pair["flagged"] and key == "ssim" else "black")
-            ax.axis("off")
-    figure.tight_layout()
+            pil = image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+            x, y = col * (cell + 4), row * (cell + caption + 4)
+            canvas.paste(pil.resize((cell, cell), Image.NEAREST), (x, y + caption))
+            text = f"gen #{pair['index']}" if key is None else f"{title} {pair[key]['value']:.3f}"
+            colour = (200, 0, 0) if key == "ssim" and pair["flagged"] else (0, 0, 0)
+            draw.text((x + 2, y + 1), text, fill=colour)
     if path:
-        figure.savefig(path, dpi=100)
-    return figure
+        canvas.save(path)
+    return canvas
