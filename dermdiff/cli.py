@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "dermdiff.commands.phantom",
     "dermdiff.commands.maps",
     "dermdiff.commands.study",
+    "dermdiff.commands.evaluate",
 )
 
 
