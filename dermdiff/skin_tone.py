@@ -27,10 +27,12 @@ The mapping is an approximation: Fitzpatrick types describe sun reactivity, ITA 
 measured type is an estimate for auditing skin-tone balance, not a clinical label.
 
 Example:
+    >>> from PIL import Image
     >>> from dermdiff.skin_tone import image_ita, ita_to_skin_type
-    >>> ita = image_ita(image, lesion_mask=mask)  # median ITA of the healthy skin pixels
-    >>> ita_to_skin_type(ita)
-    3
+    >>> round(image_ita(Image.new("RGB", (8, 8), (224, 172, 140))), 1)  # add lesion_mask= to skip a lesion
+    45.6
+    >>> ita_to_skin_type(45.6), ita_to_skin_type(image_ita(Image.new("RGB", (8, 8), (141, 85, 54))))
+    (2, 5)
 """
 
 from __future__ import annotations

@@ -223,12 +223,16 @@ def test_write_phantom_layout(tmp_path):
 
 
 def test_written_folder_loads_with_the_data_layer(tmp_path):
-    folder = pytest.importorskip("dermdiff.data.folder")
-    out = write_phantom(str(tmp_path / "p"), n=10, size=16, seed=3)
-    dataset = folder.load_dataset_dir(out)
-    assert len(dataset) == 10
-    registry = __import__("dermdiff.data.info", fromlist=["registry_of"]).registry_of(dataset)
-    assert registry.names == list(PHANTOM_CONDITIONS)
+    from dermdiff.data.folder import load_dataset_dir
+    from dermdiff.data.info import registry_of
+
+    out = write_phantom(str(tmp_path / "p"), n=10, size=16, seed=3, healthy_fraction=0.3)
+    dataset = load_dataset_dir(out)
+    assert len(dataset) == 7 and registry_of(dataset).names == list(PHANTOM_CONDITIONS)
+    assert dataset[0]["label_name"] in PHANTOM_CONDITIONS and dataset[0]["lesion_id"].startswith("L")
+    healthy = load_dataset_dir(os.path.join(out, "healthy"))
+    assert len(healthy) == 3 and set(healthy["label"]) == {-1} and registry_of(healthy).names == list(PHANTOM_CONDITIONS)
+    assert all(SemanticMap.decode(row["semantic_map"], "phantom").regions == [] for row in healthy)
 
 
 def test_phantom_dataset_in_memory_matches_files(tmp_path):

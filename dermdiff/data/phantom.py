@@ -36,7 +36,7 @@ Example:
     >>> from dermdiff.data.phantom import generate_phantom_sample, phantom_dataset, write_phantom
     >>> sample = generate_phantom_sample("melanoma", skin_type=5, size=64, seed=0)
     >>> sample.image.size, sample.box, sample.semantic_map.condition
-    ((64, 64), (17, 20, 44, 45), 'melanoma')
+    ((64, 64), (19, 39, 39, 64), 'melanoma')
     >>> write_phantom("outputs/phantom", n=2000, size=64, seed=0)  # images/, masks/, maps/, metadata.csv
     >>> dataset = phantom_dataset(n=200, size=32, seed=0)  # a datasets.Dataset in memory
 """
@@ -672,9 +672,9 @@ def write_phantom(
           images/00000.png  masks/00000.png (lesion = 255)  maps/00000.png (semantic map)
           metadata.csv       file_name,label,skin_type,boxes,mask_file,map_file,lesion_id,patient_id
           dataset_info.json  registry, seed, size, weights and the exact counts
-          healthy/           only with healthy_fraction > 0: images/, maps/ and a metadata.csv whose
-                             label is empty (no condition); kept apart so the main folder is a valid
-                             labelled dataset for classifiers
+          healthy/           only with healthy_fraction > 0: images/, maps/, dataset_info.json and a
+                             metadata.csv whose label is empty (healthy skin; label -1 once loaded);
+                             kept apart so the main folder is a labelled dataset for classifiers
 
     Args:
         out_dir (`str`): the folder to create.
@@ -740,9 +740,11 @@ def write_phantom(
         "images_per_lesion": int(images_per_lesion),
         "counts": _counts(records),
     }
-    with open(os.path.join(out_dir, "dataset_info.json"), "w", encoding="utf-8") as handle:
-        json.dump(info, handle, indent=2)
-        handle.write("\n")
+    # The healthy folder gets the same info, so `load_dataset_dir(out_dir/healthy)` finds the registry.
+    for root in [out_dir] + ([os.path.join(out_dir, HEALTHY_DIR)] if rows[True] else []):
+        with open(os.path.join(root, "dataset_info.json"), "w", encoding="utf-8") as handle:
+            json.dump(info, handle, indent=2)
+            handle.write("\n")
     return out_dir
 
 
