@@ -21,7 +21,8 @@ import argparse
 import math
 import sys
 
-from dermdiff.loops.diffusion import DiffusionExamples, validation_maps
+from dermdiff.data.transforms import model_transform
+from dermdiff.loops.diffusion import validation_maps
 from dermdiff.loops.gan import DermGANLossWeights, train_gan
 from dermdiff.loops.gan_cli import (
     add_data_arguments,
@@ -87,7 +88,7 @@ def build_models(args, registry) -> tuple[DermGANGenerator, PatchGANDiscriminato
 def main(args: argparse.Namespace) -> int:
     dataset, registry, dataset_name = load_train_images(args)
     train_rows, heldout_rows = split_heldout(dataset, args.heldout_fraction, args.seed)
-    transform = DiffusionExamples(registry, args.resolution)
+    transform = model_transform(args.resolution, registry)
     examples = train_rows.with_transform(transform)
     monitor = None
     if heldout_rows is not None:

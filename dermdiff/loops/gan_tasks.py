@@ -7,8 +7,8 @@
 | `edit_task`    | `add_model`, `remove_model`, `lesion_discriminator`,              | `healthy`, `lesion`, `lesion_mask` |
 |                | `healthy_discriminator` (both multi-scale)                        | (an `EditPairs` dataset)           |
 
-Training examples come from `dermdiff.loops.diffusion.DiffusionExamples` (images in [-1, 1], map
-channels), so every trainer reads data the same way.
+Training examples come from `dermdiff.data.transforms.model_transform` (`pixel_values` in [-1, 1],
+`semantic_map` channels), so every trainer reads data the same way.
 """
 
 from __future__ import annotations
