@@ -250,7 +250,7 @@ def _hair_alpha(rng, size) -> np.ndarray:
 
 
 def _lighting(rng, size) -> np.ndarray:
-    """(H, W) multiplicative light on L*: a gentle gradient (at most +-4 %) in a random direction."""
+    """(H, W) multiplicative light on L*: a gentle gradient (about +-4 %) in a random direction."""
     xs, ys = _pixel_grid(size)
     direction = rng.uniform(0, 2 * math.pi)
     slope = rng.uniform(0.0, 0.08)
