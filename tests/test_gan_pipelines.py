@@ -1,0 +1,203 @@
+"""DermGANPipeline, DCGANPipeline and LesionEditPipeline on tiny models: conformance, conveniences, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pipeline_conformance import PipelineConformanceMixin
+
+from dermdiff import (
+    DCGANGenerator,
+    DCGANPipeline,
+    DermGANGenerator,
+    DermGANPipeline,
+    LesionEditPipeline,
+    SemanticMap,
+    TranslationGenerator,
+)
+
+SIZE = 16
+
+
+def generator(seed=0) -> torch.Generator:
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def phantom_map(condition="melanoma", skin_type=4, box=(3, 4, 11, 12)) -> SemanticMap:
+    return SemanticMap.from_annotations(condition, skin_type, boxes=[box], size=SIZE, registry="phantom")
+
+
+def tiny_dermgan() -> DermGANGenerator:
+    torch.manual_seed(0)
+    return DermGANGenerator(sample_size=SIZE, block_out_channels=(8, 16, 32)).eval()
+
+
+def tiny_dcgan() -> DCGANGenerator:
+    torch.manual_seed(0)
+    return DCGANGenerator(sample_size=(SIZE, 2 * SIZE), num_upsamples=2, base_channels=16, dense_channels=8).eval()
+
+
+def tiny_editor(mask_channels=1, zero=False) -> TranslationGenerator:
+    torch.manual_seed(0)
+    return TranslationGenerator(
+        mask_channels=mask_channels, block_out_channels=(4, 8, 16), num_residual_blocks=2, zero_init_residual=zero
+    ).eval()
+
+
+# ---------------------------------------------------------------------------------------------------------- DermGAN
+class TestDermGANConformance(PipelineConformanceMixin):
+    pipeline_class = DermGANPipeline
+    batch_params = ("semantic_map",)
+    required_call_params = (
+        "semantic_map", "condition", "skin_type", "boxes", "mask", "num_images_per_prompt", "generator",
+        "output_type", "return_dict",
+    )
+
+    def get_dummy_components(self) -> dict:
+        return {"dermgan": tiny_dermgan()}
+
+    def get_dummy_inputs(self, seed: int = 0) -> dict:
+        return {
+            "semantic_map": phantom_map(skin_type=1 + seed % 6, box=(2 + seed, 3, 10 + seed, 12)),
+            "generator": generator(seed),
+            "output_type": "np",
+        }
+
+
+def test_dermgan_conveniences_equal_explicit_map():
+    pipe = DermGANPipeline(dermgan=tiny_dermgan())
+    smap = phantom_map("psoriasis", 2, (4, 4, 12, 12))
+    explicit = pipe(semantic_map=smap, generator=generator(3), output_type="np").images
+    drawn = pipe(condition="psoriasis", skin_type=2, boxes=[(4, 4, 12, 12)], generator=generator(3), output_type="np")
+    np.testing.assert_array_equal(explicit, drawn.images)
+    channels = smap.to_channels()[None]
+    as_channels = pipe(semantic_map=channels, generator=generator(3), output_type="np").images
+    np.testing.assert_array_equal(explicit, as_channels)
+
+
+def test_dermgan_num_images_per_prompt_and_dropout_variety():
+    pipe = DermGANPipeline(dermgan=tiny_dermgan())
+    images = pipe(condition="nevus", skin_type=3, num_images_per_prompt=3, generator=generator(0), output_type="np").images
+    assert images.shape == (3, SIZE, SIZE, 3)
+    assert np.abs(images[0] - images[1]).max() > 1e-3  # pix2pix dropout at inference gives variety
+    fixed = pipe(condition="nevus", skin_type=3, num_images_per_prompt=2, stochastic=False, output_type="np").images
+    np.testing.assert_array_equal(fixed[0], fixed[1])
+
+
+def test_dermgan_errors():
+    pipe = DermGANPipeline(dermgan=tiny_dermgan())
+    with pytest.raises(ValueError, match="semantic map"):
+        pipe()
+    with pytest.raises(ValueError, match="output_type"):
+        pipe(condition="nevus", output_type="latent")
+    with pytest.raises(ValueError):
+        pipe(condition="not-a-condition")
+    with pytest.raises(ValueError, match="generators"):
+        pipe(condition="nevus", num_images_per_prompt=2, generator=[generator(0)] * 3)
+
+
+# ------------------------------------------------------------------------------------------------------------ DCGAN
+class TestDCGANConformance(PipelineConformanceMixin):
+    pipeline_class = DCGANPipeline
+    batch_params = ()
+    required_call_params = ("num_images", "truncation", "generator", "latents", "output_type", "return_dict")
+
+    def get_dummy_components(self) -> dict:
+        return {"dcgan": tiny_dcgan()}
+
+    def get_dummy_inputs(self, seed: int = 0) -> dict:
+        return {"num_images": 1, "truncation": 1.0, "generator": generator(seed), "output_type": "np"}
+
+    def test_batch_vs_single(self):
+        """A list of generators gives each image exactly as a single call with that generator does."""
+        pipe = self.get_pipeline()
+        batch = pipe(num_images=3, truncation=0.5, generator=[generator(s) for s in (0, 1, 2)], output_type="np").images
+        for seed in (0, 1, 2):
+            alone = pipe(num_images=1, truncation=0.5, generator=generator(seed), output_type="np").images
+            np.testing.assert_allclose(batch[seed], alone[0], atol=self.tolerance)
+
+
+def test_dcgan_aspect_ratio_and_truncation_changes_only_outliers():
+    pipe = DCGANPipeline(dcgan=tiny_dcgan())
+    images = pipe(num_images=2, generator=generator(0), output_type="pt").images
+    assert images.shape == (2, 3, SIZE, 2 * SIZE)
+    latents = torch.zeros(2, 100)
+    latents[0, 0] = 3.0
+    plain = pipe(latents=latents.clone(), output_type="pt").images
+    truncated = pipe(latents=latents.clone(), truncation=0.5, generator=generator(0), output_type="pt").images
+    torch.testing.assert_close(plain[1], truncated[1])  # the all-inside latent is untouched
+    assert (plain[0] - truncated[0]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="truncation"):
+        pipe(truncation=0.0)
+    with pytest.raises(ValueError, match="latents"):
+        pipe(latents=torch.zeros(1, 7))
+
+
+# ------------------------------------------------------------------------------------------------------ lesion edit
+def photo(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+
+
+def lesion_mask(seed: int) -> Image.Image:
+    array = np.zeros((SIZE, SIZE), dtype=np.uint8)
+    array[3 + seed : 9 + seed, 4:12] = 255
+    return Image.fromarray(array)
+
+
+class TestLesionEditConformance(PipelineConformanceMixin):
+    pipeline_class = LesionEditPipeline
+    batch_params = ("image", "mask")
+    required_call_params = ("image", "mask", "direction", "generator", "output_type", "return_dict")
+
+    def get_dummy_components(self) -> dict:
+        return {"add_model": tiny_editor(), "remove_model": tiny_editor()}
+
+    def get_dummy_inputs(self, seed: int = 0) -> dict:
+        return {"image": photo(seed), "mask": lesion_mask(seed), "generator": generator(seed), "output_type": "np"}
+
+    def test_deterministic_with_generator(self):
+        """The edit is a deterministic function of photo and mask: the generator must not matter."""
+        pipe = self.get_pipeline()
+        first = pipe(**self.get_dummy_inputs(seed=0)).images
+        other_generator = pipe(**{**self.get_dummy_inputs(seed=0), "generator": generator(5)}).images
+        np.testing.assert_array_equal(first, other_generator)
+        other_photo = pipe(**self.get_dummy_inputs(seed=1)).images
+        assert np.abs(first - other_photo).max() > 1e-3
+
+
+def test_edit_keeps_the_photo_for_an_identity_model():
+    """A model trained to identity (residual 0) returns the photo: outside the mask within 1/255."""
+    pipe = LesionEditPipeline(add_model=tiny_editor(zero=True))
+    image = photo(0)
+    edited = pipe(image=image, mask=lesion_mask(0), direction="add", output_type="np").images[0]
+    original = np.asarray(image, dtype=np.float32) / 255.0
+    outside = np.asarray(lesion_mask(0)) == 0
+    assert np.abs(edited[outside] - original[outside]).max() <= 1.0 / 255.0 + 1e-6
+
+
+def test_cycle_models_take_no_mask_and_directions_pick_models():
+    add, remove = tiny_editor(0), tiny_editor(0)
+    torch.nn.init.constant_(remove.conv_out.bias, 0.5)  # a visible difference between the directions
+    pipe = LesionEditPipeline(add_model=add, remove_model=remove)
+    added = pipe(image=photo(0), direction="add", output_type="np").images
+    removed = pipe(image=photo(0), direction="remove", output_type="np").images
+    assert np.abs(added - removed).max() > 0.1
+    with pytest.raises(ValueError, match="untargeted"):
+        pipe(image=photo(0), mask=lesion_mask(0))
+
+
+def test_lesion_edit_errors():
+    with pytest.raises(ValueError, match="at least one"):
+        LesionEditPipeline()
+    pipe = LesionEditPipeline(add_model=tiny_editor())
+    with pytest.raises(ValueError, match="no remove_model"):
+        pipe(image=photo(0), mask=lesion_mask(0), direction="remove")
+    with pytest.raises(ValueError, match="direction"):
+        pipe(image=photo(0), mask=lesion_mask(0), direction="grow")
+    with pytest.raises(ValueError, match="targeted"):
+        pipe(image=photo(0))
+    with pytest.raises(ValueError, match="image"):
+        pipe(mask=lesion_mask(0))
