@@ -39,6 +39,12 @@ class HardCase:
     true_probability: float
     margin: float  # p(true) - max p(other); negative when misclassified
     reason: str  # "misclassified" or "low_margin"
+    runner_up: int = -1  # the most probable class other than the true one (-1: unknown)
+
+    @property
+    def confusion_target(self) -> int:
+        """The class the classifier confuses this case with: its prediction, or the runner-up when correct."""
+        return self.predicted if self.predicted != self.label else self.runner_up
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,6 +102,7 @@ def mine_hard_cases(
     others[rows, labels] = -np.inf
     margins = true_probability - others.max(axis=1) if num_classes > 1 else np.ones(len(labels))
     predicted = probabilities.argmax(axis=1)
+    runner_up = others.argmax(axis=1) if num_classes > 1 else np.full(len(labels), -1)
     misclassified = predicted != labels
     selected = misclassified | (margins < margin if margin is not None else False)
     if classes is not None:
@@ -112,6 +119,7 @@ def mine_hard_cases(
             true_probability=float(true_probability[i]),
             margin=float(margins[i]),
             reason="misclassified" if misclassified[i] else "low_margin",
+            runner_up=int(runner_up[i]),
         )
         for i in order
     ]

@@ -1,0 +1,509 @@
+"""The hard-case loop (seed 004): classify, mine what the classifier gets wrong, generate more like it, retrain.
+
+`run_hardcase_loop` reads top to bottom. Round 0 trains the baseline on the real training split. Then
+every round k = 1..`rounds`:
+
+1. the classifier of the current pool: the baseline in round 1, afterwards the model retrained in the
+   round before (it was trained on exactly the current pool);
+2. evaluate it on the **mining split** and mine the hard cases (misclassified, and with `margin` the
+   correct ones closer than `margin` to the decision boundary). Mining on the test split is refused
+   unless `allow_test_mining`, and then every report carries `dermdiff.mining.LEAKAGE_WARNING`;
+3. generate more like each hard case (`dermdiff.synthesis`: `map`, `sdedit`, `adversarial`), labelled
+   with the case's TRUE class;
+4. optionally filter: drop images the baseline (trained on real data only) does not recognise as their
+   label, and images too close to a training image;
+5. write them to `output_dir/synthetic/round_k/` (an image folder with metadata.csv), retrain on real +
+   all synthetic so far, evaluate on the untouched **test split** and compare with the model of step 1
+   (McNemar + paired bootstrap).
+
+Rounds stop at `rounds` or when the validation balanced accuracy has not improved for `patience`
+rounds. Every seed comes from `seed` through `dermdiff.synthesis.derive_seed`; every round appends its
+config, index, seeds, mined sample ids, what was generated from each case (file, strategy, seed), pool
+sizes and metrics with CIs to `output_dir/ledger.jsonl`. The end writes `report.md`, `report.json` (the
+before/after table per round) and `metrics_per_round.png`.
+
+Synthetic images never enter an evaluation split: they live in their own folders, only the training
+pool is concatenated with them, and `check_no_synthetic_in_evaluation` verifies (ids and pixel hashes)
+before every retraining.
+
+Example:
+    >>> splits = make_splits(phantom_dataset(n=600, size=32, class_weights=rare_class_weights(["melanoma", "vascular"])))
+    >>> pipe = DermDiffPipeline.from_pretrained("outputs/dermdiff-phantom-32")
+    >>> result = run_hardcase_loop(splits, pipe, {"rounds": 2, "strategies": ("map", "sdedit"),
+    ...                                          "classifier": {"resolution": 32, "num_epochs": 10}}, "out/loop")
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from .classifier_training import ClassifierTrainingConfig, predict, train_classifier
+from .metrics.classification import classification_metrics, compare_classifiers
+from .mining import Ledger, check_mining_split, mine_hard_cases
+from .synthesis import (
+    STRATEGIES,
+    case_source,
+    check_strategies,
+    derive_seed,
+    filter_by_distance,
+    filter_by_reference,
+    pipeline_registry,
+    synthesize_hard_cases,
+    write_synthetic,
+)
+
+EVALUATION_SPLITS = ("validation", "mining", "test")
+REPORT_METRICS = ("sensitivity", "specificity", "f1")
+
+
+@dataclass
+class HardCaseConfig:
+    """Settings of the hard-case loop (every field has a default; see `run_hardcase_loop`).
+
+    Args:
+        rounds (`int`, defaults to 3): upper bound on rounds.
+        patience (`int`, defaults to 1): rounds without a better validation balanced accuracy before stopping.
+        margin (`float`, *optional*): also mine correct cases with p(true) - max p(other) < margin.
+        max_cases (`int`, *optional*): at most this many hard cases per round (hardest first).
+        mining_classes (`list[int]`, *optional*): only mine cases of these classes.
+        mining_split (`str`, defaults to `"mining"`): where cases are mined; `"test"` needs `allow_test_mining`.
+        allow_test_mining (`bool`, defaults to `False`): accept mining on the test split (leakage warning).
+        strategies (`tuple[str]`, defaults to `("map",)`): any of `dermdiff.synthesis.STRATEGIES`.
+        per_case (`int`, defaults to 4): images per hard case and strategy.
+        strength (`float`, defaults to 0.6): SDEdit noise level.
+        adversarial_guidance_scale (`float`, defaults to 0.05), adversarial_start (`float`, defaults to 0.5):
+            see `dermdiff.synthesis.AdversarialGuidance`.
+        max_shift (`float`, defaults to 0.25): map jitter.
+        num_inference_steps (`int`, defaults to 50), guidance_scale (`float`, *optional*),
+            generation_batch_size (`int`, defaults to 16): generator settings.
+        reference_filter (`bool`, defaults to `False`): drop images the baseline does not recognise.
+        min_reference_probability (`float`, *optional*): recognised = p(label) >= this (default: top class).
+        min_mse (`float`, *optional*), min_feature_distance (`float`, *optional*): drop near-copies of
+            training images (pixel MSE in [0, 1] units / baseline-feature distance).
+        fine_tune (`bool`, defaults to `False`): step 5 fine-tunes the current model instead of training anew.
+        seed (`int`, defaults to 0): the one base seed.
+        n_boot (`int`, defaults to 1000): bootstrap replicates of the CIs and the paired test.
+        classifier (`dict`): `ClassifierTrainingConfig` fields (backbone, resolution, num_epochs, balance, ...).
+    """
+
+    rounds: int = 3
+    patience: int = 1
+    margin: Optional[float] = None
+    max_cases: Optional[int] = None
+    mining_classes: Optional[list] = None
+    mining_split: str = "mining"
+    allow_test_mining: bool = False
+    strategies: tuple = ("map",)
+    per_case: int = 4
+    strength: float = 0.6
+    adversarial_guidance_scale: float = 0.05
+    adversarial_start: float = 0.5
+    max_shift: float = 0.25
+    num_inference_steps: int = 50
+    guidance_scale: Optional[float] = None
+    generation_batch_size: int = 16
+    reference_filter: bool = False
+    min_reference_probability: Optional[float] = None
+    min_mse: Optional[float] = None
+    min_feature_distance: Optional[float] = None
+    fine_tune: bool = False
+    seed: int = 0
+    n_boot: int = 1000
+    classifier: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.strategies = tuple(self.strategies)
+        if self.rounds < 1 or self.patience < 1 or self.per_case < 1:
+            raise ValueError(f"rounds, patience and per_case must be >= 1, got {self.rounds}, {self.patience}, {self.per_case}")
+        unknown = [name for name in self.strategies if name not in STRATEGIES]
+        if unknown or not self.strategies:
+            raise ValueError(f"strategies must be a non-empty subset of {STRATEGIES}, got {list(self.strategies)}")
+        if self.margin is not None and not 0 <= self.margin <= 1:
+            raise ValueError(f"margin must be in [0, 1], got {self.margin}")
+        if not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if self.adversarial_guidance_scale < 0:
+            raise ValueError(f"adversarial_guidance_scale must be >= 0, got {self.adversarial_guidance_scale}")
+        known = {item.name for item in fields(ClassifierTrainingConfig)}
+        if set(self.classifier) - known:
+            raise ValueError(f"unknown classifier setting(s) {sorted(set(self.classifier) - known)}; allowed: {sorted(known)}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Helpers of the loop
+# ----------------------------------------------------------------------------------------------------
+
+
+def image_hash(image) -> str:
+    """Content hash of a picture (mode, size and pixels), to prove two splits share no image."""
+    image = image.convert("RGB")
+    return hashlib.sha1(repr(image.size).encode() + image.tobytes()).hexdigest()
+
+
+def evaluation_fingerprints(splits: dict) -> tuple[set, set]:
+    """(ids, pixel hashes) of every evaluation split present in `splits`."""
+    ids, hashes = set(), set()
+    for name in EVALUATION_SPLITS:
+        if name not in splits:
+            continue
+        part = splits[name]
+        if "image_id" in part.column_names:
+            ids.update(str(value) for value in part["image_id"])
+        hashes.update(image_hash(image) for image in part["image"])
+    return ids, hashes
+
+
+def check_no_synthetic_in_evaluation(fingerprints: tuple[set, set], synthetic: Sequence) -> None:
+    """Raises `RuntimeError` if any synthetic image's id or pixels belong to an evaluation split."""
+    ids, hashes = fingerprints
+    clashes = [item.image_id for item in synthetic if item.image_id in ids or image_hash(item.image) in hashes]
+    if clashes:
+        raise RuntimeError(f"synthetic images {clashes[:5]} are in an evaluation split; refusing to continue")
+
+
+def training_pool(real, synthetic_folders: Sequence[str], registry):
+    """Real training rows + every synthetic folder so far, as one `datasets.Dataset` of (image, label)."""
+    import datasets
+
+    from .data import load_dataset_dir
+
+    base = real.select_columns(["image", "label"])
+    parts = [base]
+    for folder in synthetic_folders:
+        part = load_dataset_dir(folder, registry=registry, with_masks=False).select_columns(["image", "label"])
+        parts.append(part.cast(base.features))
+    return datasets.concatenate_datasets(parts) if len(parts) > 1 else base
+
+
+def split_metrics(output: dict, label_names, n_boot: int, seed: int) -> dict:
+    return classification_metrics(
+        output["labels"], output["predictions"], output["probabilities"],
+        num_classes=len(label_names), label_names=label_names, n_boot=n_boot, seed=seed,
+    )
+
+
+def paired(before: dict, after: dict, label_names, n_boot: int, seed: int, names=("before", "after")) -> dict:
+    return compare_classifiers(
+        before["labels"], before["predictions"], after["predictions"], y_prob_a=before["probabilities"],
+        y_prob_b=after["probabilities"], num_classes=len(label_names), label_names=label_names,
+        names=names, n_boot=n_boot, seed=seed,
+    )
+
+
+def _train(pool, validation, classifier_config, output_dir, label_names, seed, model=None):
+    settings = dict(classifier_config, seed=seed)
+    model, history = train_classifier(pool, validation, settings, output_dir=output_dir, model=model, label_names=label_names)
+    model.eval()
+    return model, history
+
+
+def _val_score(model, validation, batch_size) -> float:
+    output = predict(model, validation, batch_size=batch_size)
+    result = classification_metrics(output["labels"], output["predictions"], num_classes=model.config.num_labels, n_boot=0)
+    return float(result["overall"]["balanced_accuracy"]["value"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------
+
+
+def run_hardcase_loop(
+    splits,
+    pipe,
+    config: Optional[Union[HardCaseConfig, dict]] = None,
+    output_dir: str = "hardcase-output",
+    **overrides,
+) -> dict:
+    """Runs the hard-case loop (module docstring) and writes ledger, synthetic folders and reports.
+
+    Args:
+        splits (`dict` or `datasets.DatasetDict`): `train`, `validation`, `test` and the mining split
+            (`config.mining_split`, default `mining`), each a dermdiff dataset (`image`, `label`,
+            `semantic_map`, `image_id`).
+        pipe: the generator, a map-conditioned pipeline (`DermDiffPipeline` or `DermGANPipeline`) of the
+            data's registry.
+        config (`HardCaseConfig` or `dict`, *optional*): settings; `overrides` replace fields.
+        output_dir (`str`, defaults to `"hardcase-output"`).
+
+    Returns:
+        `dict`: `rounds` (one summary per round, round 0 = the baseline), `stopped` (why),
+        `leakage_warning`, `paths`, and `models` (the baseline and the final classifier).
+    """
+    # -- 0. settings, checks, folders, ledger --------------------------------------------------------------
+    if config is None:
+        config = HardCaseConfig()
+    elif isinstance(config, dict):
+        config = HardCaseConfig(**config)
+    config = replace(config, **overrides)
+    for name in ("train", "validation", "test", config.mining_split):
+        if name not in splits or len(splits[name]) == 0:
+            raise ValueError(f"the loop needs a non-empty {name!r} split; got {[(k, len(v)) for k, v in splits.items()]}")
+    leakage_warning = check_mining_split(config.mining_split, config.allow_test_mining)
+    check_strategies(pipe, config.strategies)
+    registry = pipeline_registry(pipe)
+    label_names = list(registry.names)
+    from .data import registry_of
+
+    if list(registry_of(splits["train"]).names) != label_names:
+        raise ValueError(f"the generator's conditions {label_names} differ from the data's {registry_of(splits['train']).names}")
+    classifier_config = asdict(ClassifierTrainingConfig(**config.classifier))
+    batch_size = classifier_config["eval_batch_size"]
+    os.makedirs(output_dir, exist_ok=True)
+    ledger = Ledger(os.path.join(output_dir, "ledger.jsonl"))
+    fingerprints = evaluation_fingerprints(splits)
+    train, validation, test, mining = splits["train"], splits["validation"], splits["test"], splits[config.mining_split]
+    mining_ids = [str(value) for value in mining["image_id"]] if "image_id" in mining.column_names else [str(i) for i in range(len(mining))]
+    ledger.append({"event": "start", "config": asdict(config), "leakage_warning": leakage_warning,
+                   "sizes": {name: len(part) for name, part in splits.items()}, "label_names": label_names})
+
+    # -- 1. round 0: the baseline on real data only -------------------------------------------------------
+    baseline, _ = _train(train, validation, classifier_config, os.path.join(output_dir, "classifiers", "round_0"),
+                         label_names, derive_seed(config.seed, "classifier", 0))
+    current, current_test = baseline, predict(baseline, test, batch_size=batch_size)
+    baseline_test = current_test
+    best_val = _val_score(baseline, validation, batch_size)
+    summaries = [{
+        "round": 0, "pool": {"real": len(train), "synthetic": 0}, "validation_balanced_accuracy": best_val,
+        "test": split_metrics(current_test, label_names, config.n_boot, config.seed),
+    }]
+    ledger.append({"event": "round", "round": 0, "what": "baseline on real data", "leakage_warning": leakage_warning,
+                   **summaries[0]})
+    synthetic_folders: list[str] = []
+    synthetic_total, bad_rounds, stopped = 0, 0, f"reached --rounds {config.rounds}"
+
+    for k in range(1, config.rounds + 1):
+        round_seeds = {name: derive_seed(config.seed, name, k) for name in ("generate", "classifier", "bootstrap")}
+
+        # -- 2. mine the current classifier's hard cases on the mining split ----------------------------------
+        mined = predict(current, mining, batch_size=batch_size)
+        cases = mine_hard_cases(mining_ids, mined["labels"], mined["probabilities"], margin=config.margin,
+                                max_cases=config.max_cases, classes=config.mining_classes)
+        if not cases:
+            stopped = f"round {k}: no hard cases on the {config.mining_split!r} split"
+            ledger.append({"event": "stop", "round": k, "reason": stopped, "leakage_warning": leakage_warning})
+            break
+
+        # -- 3. generate more like each case, labelled with its true class -------------------------------------
+        sources = [case_source(mining[case.index], registry, case, size=pipe.sample_size) for case in cases]
+        current.eval()
+        generated = synthesize_hard_cases(
+            pipe, sources, strategies=config.strategies, per_case=config.per_case, seed=round_seeds["generate"],
+            num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
+            strength=config.strength, classifier=current, adversarial_guidance_scale=config.adversarial_guidance_scale,
+            adversarial_start=config.adversarial_start, max_shift=config.max_shift,
+            batch_size=config.generation_batch_size,
+        )
+
+        # -- 4. optional filters ----------------------------------------------------------------------------
+        dropped = []
+        if config.reference_filter:
+            generated, out = filter_by_reference(generated, baseline, config.min_reference_probability)
+            dropped += [dict(item.provenance(), dropped_by="reference") for item in out]
+        if config.min_mse is not None or config.min_feature_distance is not None:
+            generated, out = filter_by_distance(
+                generated, train["image"], config.min_mse, config.min_feature_distance, feature_model=baseline,
+                size=pipe.sample_size[0],
+            )
+            dropped += [dict(item.provenance(), dropped_by="distance") for item in out]
+
+        # -- 5. write, retrain on real + all synthetic, evaluate on the untouched test split ------------------
+        folder = os.path.join(output_dir, "synthetic", f"round_{k}")
+        write_synthetic(generated, folder, registry, prefix=f"syn-r{k}")
+        check_no_synthetic_in_evaluation(fingerprints, generated)
+        if generated:
+            synthetic_folders.append(folder)
+        synthetic_total += len(generated)
+        pool = training_pool(train, synthetic_folders, registry)
+        start_model = copy.deepcopy(current) if config.fine_tune else None
+        retrained, _ = _train(pool, validation, classifier_config, os.path.join(output_dir, "classifiers", f"round_{k}"),
+                              label_names, round_seeds["classifier"], model=start_model)
+        after_test = predict(retrained, test, batch_size=batch_size)
+        val_score = _val_score(retrained, validation, batch_size)
+        comparison = paired(current_test, after_test, label_names, config.n_boot, config.seed)
+        by_case = {case.sample_id: [] for case in cases}
+        for item in generated:
+            by_case[item.source_id].append({"file": os.path.join(folder, item.file_name), "strategy": item.strategy,
+                                            "seed": item.seed, "target": item.target})
+        summary = {
+            "round": k,
+            "seeds": round_seeds,
+            "pool": {"real": len(train), "synthetic": synthetic_total, "synthetic_this_round": len(generated),
+                     "dropped_this_round": len(dropped), "total": len(pool)},
+            "mined_ids": [case.sample_id for case in cases],
+            "hard_cases": [dict(case.to_dict(), generated=by_case[case.sample_id]) for case in cases],
+            "dropped": dropped,
+            "synthetic_folder": folder,
+            "validation_balanced_accuracy": val_score,
+            "test": comparison["b"],
+            "before_test": comparison["a"],
+            "comparison": {"mcnemar": comparison["mcnemar"], "difference": comparison["difference"]},
+        }
+        summaries.append(summary)
+        ledger.append({"event": "round", "config": asdict(config), "leakage_warning": leakage_warning, **summary})
+        current, current_test = retrained, after_test
+
+        # -- stop when the validation balanced accuracy stops improving --------------------------------------
+        if val_score > best_val:
+            best_val, bad_rounds = val_score, 0
+        else:
+            bad_rounds += 1
+            if bad_rounds >= config.patience:
+                stopped = f"round {k}: validation balanced accuracy {val_score:.4f} did not improve on {best_val:.4f}"
+                break
+
+    # -- final: baseline vs final on the test split, report, plot -------------------------------------------
+    final = paired(baseline_test, current_test, label_names, config.n_boot, config.seed, names=("baseline", "final"))
+    ledger.append({"event": "end", "stopped": stopped, "leakage_warning": leakage_warning,
+                   "baseline_vs_final": {"mcnemar": final["mcnemar"], "difference": final["difference"]}})
+    result = {"rounds": summaries, "stopped": stopped, "leakage_warning": leakage_warning,
+              "baseline_vs_final": final, "label_names": label_names}
+    paths = write_report(result, output_dir)
+    result["paths"] = dict(paths, ledger=ledger.path)
+    result["models"] = {"baseline": baseline, "final": current}
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------------
+
+
+def _cell(entry: Optional[dict], signed: bool = False) -> str:
+    if entry is None or entry.get("value") is None:
+        return "n/a"
+    sign = "+" if signed else ""
+    text = f"{entry['value']:{sign}.3f}"
+    ci = entry.get("ci")
+    if ci and ci[0] is not None:
+        text += f" [{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]"
+    return text
+
+
+def metric_rows(result: dict) -> list[tuple[str, dict]]:
+    """(row name, metric entry) for accuracy, balanced accuracy and sensitivity / specificity / F1 per class."""
+    rows = [(key, result["overall"][key]) for key in ("accuracy", "balanced_accuracy")]
+    for name, values in result["per_class"].items():
+        rows += [(f"{name} {key}", values.get(key)) for key in REPORT_METRICS]
+    return rows
+
+
+def before_after_markdown(before: dict, after: dict, comparison: Optional[dict] = None, names=("before", "after")) -> str:
+    """Markdown table: metric | before [CI] | after [CI] | after - before [CI] | p."""
+    lines = [f"| metric | {names[0]} | {names[1]} | {names[1]} - {names[0]} [95% CI] | p |", "|---|---|---|---|---|"]
+    difference = (comparison or {}).get("difference", {})
+    for (label, a), (_, b) in zip(metric_rows(before), metric_rows(after)):
+        if " " in label:
+            name, key = label.rsplit(" ", 1)
+            diff = difference.get("per_class", {}).get(name, {}).get(key)
+        else:
+            diff = difference.get("overall", {}).get(label)
+        p = "n/a" if not diff or diff.get("p_value") is None else f"{diff['p_value']:.3g}"
+        lines.append(f"| {label} | {_cell(a)} | {_cell(b)} | {_cell(diff, signed=True)} | {p} |")
+    mcnemar = (comparison or {}).get("mcnemar")
+    if mcnemar:
+        lines += ["", f"McNemar ({mcnemar['method']}) on accuracy: b = {mcnemar['b']} ({names[0]} right only), "
+                      f"c = {mcnemar['c']} ({names[1]} right only), p = {mcnemar['p_value']:.3g}."]
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(result: dict) -> str:
+    """The loop's report: leakage warning (if any), a per-round summary, and a before/after table per round."""
+    lines = ["# Hard-case loop report", ""]
+    if result.get("leakage_warning"):
+        lines += [f"> **{result['leakage_warning']}**", ""]
+    lines += [f"Stopped: {result['stopped']}.", "", "## Test split, per round (round 0 = baseline on real data)", ""]
+    names = result["label_names"]
+    header = ["round", "real", "synthetic", "hard cases", "val bal. acc.", "accuracy", "balanced accuracy"]
+    header += [f"{name} sensitivity" for name in names]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for summary in result["rounds"]:
+        test = summary["test"]
+        cells = [str(summary["round"]), str(summary["pool"]["real"]), str(summary["pool"]["synthetic"]),
+                 str(len(summary.get("mined_ids", []))) if summary["round"] else "-",
+                 f"{summary['validation_balanced_accuracy']:.3f}", _cell(test["overall"]["accuracy"]),
+                 _cell(test["overall"]["balanced_accuracy"])]
+        cells += [_cell(test["per_class"][name]["sensitivity"]) for name in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    for summary in result["rounds"][1:]:
+        lines += ["", f"## Round {summary['round']}: before / after on the test split", ""]
+        if result.get("leakage_warning"):
+            lines += [f"> **{result['leakage_warning']}**", ""]
+        lines.append(before_after_markdown(summary["before_test"], summary["test"], summary["comparison"]))
+    final = result["baseline_vs_final"]
+    lines += ["", "## Baseline vs final model on the test split", ""]
+    if result.get("leakage_warning"):
+        lines += [f"> **{result['leakage_warning']}**", ""]
+    lines.append(before_after_markdown(final["a"], final["b"], final, names=("baseline", "final")))
+    lines.append(f"n = {final['a']['n']} test images; {final['bootstrap']['n_boot']} bootstrap replicates, "
+                 f"seed {final['bootstrap']['seed']}; CIs are 95% percentile intervals.")
+    return "\n".join(lines) + "\n"
+
+
+def plot_rounds(result: dict, path: str):
+    """Accuracy, balanced accuracy and each class's sensitivity on the test split per round, with CIs (PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rounds = [summary["round"] for summary in result["rounds"]]
+    series = {"accuracy": [s["test"]["overall"]["accuracy"] for s in result["rounds"]],
+              "balanced accuracy": [s["test"]["overall"]["balanced_accuracy"] for s in result["rounds"]]}
+    for name in result["label_names"]:
+        series[f"{name} sensitivity"] = [s["test"]["per_class"][name]["sensitivity"] for s in result["rounds"]]
+    figure = Figure(figsize=(7.5, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    for index, (label, entries) in enumerate(series.items()):
+        values = np.array([np.nan if e is None or e["value"] is None else e["value"] for e in entries], dtype=float)
+        low = np.array([np.nan if not e or not e.get("ci") or e["ci"][0] is None else e["ci"][0] for e in entries], dtype=float)
+        high = np.array([np.nan if not e or not e.get("ci") or e["ci"][1] is None else e["ci"][1] for e in entries], dtype=float)
+        errors = np.nan_to_num(np.stack([values - low, high - values]), nan=0.0).clip(min=0)
+        offset = (index - len(series) / 2) * 0.02
+        axes.errorbar(np.array(rounds) + offset, values, yerr=errors, marker="o", capsize=2,
+                      linewidth=2.5 if index < 2 else 1.0, label=label)
+    axes.set_xticks(rounds)
+    axes.set_xlabel("round (0 = baseline on real data)")
+    axes.set_ylabel("test split (95% CI)")
+    axes.set_ylim(-0.02, 1.02)
+    title = "hard-case loop"
+    if result.get("leakage_warning"):
+        title += " — LEAKAGE: mined on the test split"
+    axes.set_title(title)
+    axes.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return figure
+
+
+def write_report(result: dict, output_dir: str) -> dict:
+    """`report.md`, `report.json` (before/after table per round) and `metrics_per_round.png`."""
+    paths = {name: os.path.join(output_dir, file) for name, file in
+             (("markdown", "report.md"), ("json", "report.json"), ("plot", "metrics_per_round.png"))}
+    with open(paths["markdown"], "w", encoding="utf-8") as handle:
+        handle.write(report_markdown(result))
+    table = []
+    for summary in result["rounds"]:
+        row = {"round": summary["round"], "pool": summary["pool"],
+               "validation_balanced_accuracy": summary["validation_balanced_accuracy"],
+               "after": dict(metric_rows(summary["test"]))}
+        if "before_test" in summary:
+            row["before"] = dict(metric_rows(summary["before_test"]))
+            row["mcnemar"] = summary["comparison"]["mcnemar"]
+            row["difference"] = summary["comparison"]["difference"]
+        table.append(row)
+    final = result["baseline_vs_final"]
+    payload = {"leakage_warning": result.get("leakage_warning"), "stopped": result["stopped"],
+               "label_names": result["label_names"], "rounds": table,
+               "baseline_vs_final": {"baseline": dict(metric_rows(final["a"])), "final": dict(metric_rows(final["b"])),
+                                     "mcnemar": final["mcnemar"], "difference": final["difference"]}}
+    with open(paths["json"], "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+    plot_rounds(result, paths["plot"])
+    return paths

@@ -1,0 +1,532 @@
+"""More images like a hard case: the generation strategies of the hard-case loop (seed 004) and DermGAN maps.
+
+A strategy turns one hard case (its image, its semantic map, its true class, the class the classifier
+confuses it with) into `per_case` synthetic images, all labelled with the case's TRUE class:
+
+| strategy      | what is generated                                                   | generator needs             |
+|---------------|---------------------------------------------------------------------|-----------------------------|
+| `map`         | the case's map jittered as DermGAN samples maps (`random_variation`) | `semantic_map=`             |
+| `sdedit`      | the case's image noised to `strength` and denoised under its map      | `image=` + `strength=`      |
+| `adversarial` | jittered maps, sampling pushed by the classifier's gradient towards  | `callback_on_step_end=`     |
+|               | the class it confuses the case with (`AdversarialGuidance`)          |                             |
+
+The generator is any map-conditioned pipeline (`DermDiffPipeline`, `DermGANPipeline`). Shared code asks
+what a pipeline can do by its call signature (`supported_strategies`), never by its class, and a
+strategy it cannot do raises `ValueError` before anything is generated.
+
+Every image carries its provenance (`SyntheticImage`: source case id, strategy, seed, target class). Seeds
+come from one base seed through `derive_seed`, so a run is repeatable image by image.
+
+Optional filters drop images a reference classifier trained on real data does not recognise as their
+label (`filter_by_reference`), and images too close to a training image (`filter_by_distance`).
+
+Example:
+    >>> images = synthesize_hard_cases(pipe, cases, strategies=("map", "sdedit"), per_case=4, seed=0,
+    ...                                num_inference_steps=50)
+    >>> images[0].source_id, images[0].strategy, images[0].seed, images[0].label_name
+    >>> write_synthetic(images, "out/synthetic/round_1", registry)
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import inspect
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .conditions import get_registry
+from .semantic_map import SemanticMap
+
+STRATEGIES = ("map", "sdedit", "adversarial")
+# the keyword arguments of a pipeline call each strategy relies on
+_NEEDS = {
+    "map": ("semantic_map",),
+    "sdedit": ("semantic_map", "image", "strength"),
+    "adversarial": ("semantic_map", "callback_on_step_end"),
+}
+METADATA_COLUMNS = (
+    "file_name", "label", "skin_type", "map_file", "image_id", "source_id", "strategy", "seed", "target",
+)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Seeds, capabilities, provenance
+# ----------------------------------------------------------------------------------------------------
+
+
+def derive_seed(base_seed: int, *keys) -> int:
+    """A 31-bit seed determined by `base_seed` and `keys` (strings or ints): independent streams, one base."""
+    text = json.dumps([int(base_seed)] + [str(key) for key in keys])
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def supported_strategies(pipe) -> tuple[str, ...]:
+    """The strategies `pipe` can run, read off the keyword arguments its `__call__` accepts."""
+    parameters = inspect.signature(pipe.__call__).parameters
+    return tuple(name for name in STRATEGIES if all(arg in parameters for arg in _NEEDS[name]))
+
+
+def check_strategies(pipe, strategies: Sequence[str]) -> tuple[str, ...]:
+    """Validates `strategies` for `pipe`; raises `ValueError` naming what is unknown or unsupported."""
+    strategies = tuple(strategies)
+    if not strategies:
+        raise ValueError(f"give at least one strategy of {STRATEGIES}")
+    unknown = [name for name in strategies if name not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategy {unknown}; allowed: {STRATEGIES}")
+    supported = supported_strategies(pipe)
+    missing = [name for name in strategies if name not in supported]
+    if missing:
+        needs = "; ".join(f"{name} needs {'/'.join(_NEEDS[name])}=" for name in missing)
+        raise ValueError(
+            f"{type(pipe).__name__} cannot run strategy {missing} ({needs}); it supports {list(supported)}. "
+            "sdedit and adversarial need a diffusion generator (DermDiffPipeline)."
+        )
+    return strategies
+
+
+def pipeline_registry(pipe):
+    """The condition registry of a map-conditioned pipeline (held by its model component)."""
+    for component in pipe.components.values():
+        registry = getattr(component, "registry", None)
+        if registry is not None:
+            return get_registry(registry)
+    raise ValueError(f"{type(pipe).__name__} has no component with a condition registry; is it map-conditioned?")
+
+
+@dataclass
+class SyntheticImage:
+    """One generated image and where it came from. `label` is the registry index of the TRUE class."""
+
+    image: Image.Image
+    label: int
+    label_name: str
+    semantic_map: SemanticMap
+    source_id: str
+    strategy: str
+    seed: int
+    target: Optional[int] = None  # adversarial: the class the classifier was pushed towards
+    image_id: str = ""
+    file_name: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+    def provenance(self) -> dict:
+        """JSON-ready record of this image (no pixels): what the ledger stores."""
+        return {
+            "image_id": self.image_id,
+            "file": self.file_name,
+            "source_id": self.source_id,
+            "strategy": self.strategy,
+            "seed": self.seed,
+            "label": self.label,
+            "label_name": self.label_name,
+            "target": self.target,
+            **self.extra,
+        }
+
+
+@dataclass(frozen=True)
+class CaseSource:
+    """What a strategy needs to know about one hard case."""
+
+    sample_id: str
+    label: int
+    semantic_map: SemanticMap
+    image: Optional[Image.Image] = None
+    target: Optional[int] = None  # the class the current classifier confuses it with
+
+
+def case_source(row: dict, registry, case=None, size=None) -> CaseSource:
+    """A `CaseSource` from a dermdiff dataset row (`image`, `label`, `semantic_map`, `image_id`), at `size`.
+
+    `case` (a `dermdiff.mining.HardCase`) supplies the id and the confusion target.
+    """
+    registry = get_registry(registry)
+    smap = SemanticMap.decode(row["semantic_map"], registry=registry, source=f"row {row.get('image_id')}")
+    image = row["image"].convert("RGB")
+    if size is not None:
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        if smap.size != size:
+            smap = smap.resize(size)
+        if image.size != (size[1], size[0]):
+            image = image.resize((size[1], size[0]), Image.BICUBIC)
+    sample_id = case.sample_id if case is not None else str(row.get("image_id"))
+    target = case.confusion_target if case is not None else None
+    return CaseSource(sample_id, int(row["label"]), smap, image, None if target is None or target < 0 else target)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Classifier guidance through the pipeline callback
+# ----------------------------------------------------------------------------------------------------
+
+
+class AdversarialGuidance:
+    r"""`callback_on_step_end` that pushes each sample towards a target class of a classifier.
+
+    After denoising step i (of `num_steps`), for the steps in the later part of sampling
+    (`start * num_steps <= i < num_steps - 1`), the current sample x is moved along the gradient of the
+    classifier's log-probability of the target class:
+
+        g = \nabla_x log p_\phi(y_target | x),    x <- x + s * g / rms(g)
+
+    with s = `scale`: each guided step changes the sample by an RMS of `scale` (in [-1, 1] image units),
+    whatever the classifier's gradient magnitude. Early steps are left alone because the classifier was
+    trained on clean images, not noisy ones; the last step is left to the denoiser, so the change is
+    carried by the model rather than pasted on as an adversarial perturbation. The semantic map stays
+    the hard case's, so the image keeps its true condition while looking more like the confusion.
+
+    Args:
+        classifier (`torch.nn.Module`): maps images (B, 3, H, W) in [-1, 1] to logits (or an output with
+            `.logits`); samples are resized (differentiably) to its `config.image_size` when it has one.
+            It runs in eval mode during the call.
+        targets (`Sequence[int]`): the target class of each image of the batch.
+        scale (`float`): RMS step per guided step; 0 disables guidance.
+        num_steps (`int`): denoising steps the pipeline will run (for SDEdit only the tail).
+        start (`float`, defaults to 0.5): fraction of the steps after which guidance starts.
+    """
+
+    tensor_inputs = ["latents"]
+
+    def __init__(self, classifier, targets: Sequence[int], scale: float, num_steps: int, start: float = 0.5):
+        if scale < 0:
+            raise ValueError(f"adversarial_guidance_scale must be >= 0, got {scale}")
+        if not 0.0 <= start <= 1.0:
+            raise ValueError(f"start must be in [0, 1], got {start}")
+        self.classifier = classifier
+        self.targets = torch.as_tensor(list(targets), dtype=torch.long)
+        self.scale = float(scale)
+        self.num_steps = int(num_steps)
+        self.start = float(start)
+        self.guided_steps: list[int] = []
+
+    def is_guided(self, step: int) -> bool:
+        last = self.num_steps - 1
+        return self.scale > 0 and step >= self.start * self.num_steps and (step < last or self.num_steps == 1)
+
+    def gradient(self, sample: torch.Tensor) -> torch.Tensor:
+        """\nabla_x of the summed target log-probabilities at `sample` (computed with gradients enabled)."""
+        targets = self.targets.to(sample.device)
+        if targets.numel() != sample.shape[0]:
+            raise ValueError(f"got {targets.numel()} targets for a batch of {sample.shape[0]} samples")
+        was_training = getattr(self.classifier, "training", False)
+        self.classifier.eval()  # batch-norm statistics of the training data, not of this batch
+        resolution = getattr(getattr(self.classifier, "config", None), "image_size", None)
+        try:
+            with torch.enable_grad():
+                x = sample.detach().float().requires_grad_(True)
+                pixels = x.clamp(-1.0, 1.0)
+                if resolution is not None and tuple(pixels.shape[-2:]) != (resolution, resolution):
+                    pixels = F.interpolate(pixels, size=(resolution, resolution), mode="bilinear", align_corners=False)
+                output = self.classifier(pixels)
+                logits = output.logits if hasattr(output, "logits") else output
+                selected = F.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None]).sum()
+                (grad,) = torch.autograd.grad(selected, x)
+        finally:
+            self.classifier.train(was_training)
+        return grad.to(sample.dtype)
+
+    def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        if not self.is_guided(step):
+            return callback_kwargs
+        latents = callback_kwargs["latents"]
+        grad = self.gradient(latents)
+        rms = grad.flatten(1).pow(2).mean(dim=1).sqrt().clamp_min(1e-12).view(-1, 1, 1, 1)
+        self.guided_steps.append(int(step))
+        return {"latents": latents + self.scale * grad / rms}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Generation
+# ----------------------------------------------------------------------------------------------------
+
+
+def _call_pipeline(pipe, maps, seeds, num_inference_steps, guidance_scale, images=None, strength=None,
+                   classifier=None, targets=None, adversarial_guidance_scale=0.0, adversarial_start=0.5):
+    """One batched pipeline call; only the keyword arguments the pipeline accepts are passed."""
+    parameters = inspect.signature(pipe.__call__).parameters
+    kwargs = {
+        "semantic_map": list(maps),
+        "generator": [torch.Generator().manual_seed(int(seed)) for seed in seeds],
+        "output_type": "pil",
+    }
+    if "num_inference_steps" in parameters:
+        kwargs["num_inference_steps"] = num_inference_steps
+    if guidance_scale is not None and "guidance_scale" in parameters:
+        kwargs["guidance_scale"] = guidance_scale
+    if images is not None:
+        kwargs["image"] = list(images)
+        kwargs["strength"] = strength
+    if classifier is not None:
+        steps_run = num_inference_steps if strength is None else min(int(num_inference_steps * strength), num_inference_steps)
+        kwargs["callback_on_step_end"] = AdversarialGuidance(
+            classifier, targets, adversarial_guidance_scale, steps_run, adversarial_start
+        )
+        kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
+    return pipe(**kwargs).images
+
+
+def generate_from_maps(
+    pipe,
+    maps: Sequence[SemanticMap],
+    labels: Sequence[int],
+    seeds: Sequence[int],
+    source_ids: Sequence[str],
+    strategy: str = "map",
+    num_inference_steps: int = 50,
+    guidance_scale: Optional[float] = None,
+    batch_size: int = 16,
+    images: Optional[Sequence[Image.Image]] = None,
+    strength: Optional[float] = None,
+    classifier=None,
+    targets: Optional[Sequence[int]] = None,
+    adversarial_guidance_scale: float = 0.0,
+    adversarial_start: float = 0.5,
+) -> list[SyntheticImage]:
+    """One image per map, in batches; the building block of every strategy and of the augmentation experiment.
+
+    Image i is drawn from its own `torch.Generator` seeded with `seeds[i]` and labelled `labels[i]`.
+    `images` + `strength` make it SDEdit; `classifier` + `targets` add `AdversarialGuidance`.
+    """
+    count = len(maps)
+    if not (len(labels) == len(seeds) == len(source_ids) == count):
+        raise ValueError(f"need one label, seed and source id per map; got {len(labels)}, {len(seeds)}, "
+                         f"{len(source_ids)} for {count} maps")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    registry = pipeline_registry(pipe)
+    out: list[SyntheticImage] = []
+    for start in range(0, count, batch_size):
+        part = slice(start, start + batch_size)
+        generated = _call_pipeline(
+            pipe, maps[part], seeds[part], num_inference_steps, guidance_scale,
+            images=None if images is None else images[part], strength=strength,
+            classifier=classifier, targets=None if targets is None else list(targets[part]),
+            adversarial_guidance_scale=adversarial_guidance_scale, adversarial_start=adversarial_start,
+        )
+        for offset, picture in enumerate(generated):
+            i = start + offset
+            out.append(SyntheticImage(
+                image=picture, label=int(labels[i]), label_name=registry.names[int(labels[i])],
+                semantic_map=maps[i], source_id=str(source_ids[i]), strategy=strategy, seed=int(seeds[i]),
+                target=None if targets is None else int(targets[i]),
+            ))
+    return out
+
+
+def synthesize_hard_cases(
+    pipe,
+    cases: Sequence[CaseSource],
+    strategies: Sequence[str] = ("map",),
+    per_case: int = 4,
+    seed: int = 0,
+    num_inference_steps: int = 50,
+    guidance_scale: Optional[float] = None,
+    strength: float = 0.6,
+    classifier=None,
+    adversarial_guidance_scale: float = 0.05,
+    adversarial_start: float = 0.5,
+    max_shift: float = 0.25,
+    batch_size: int = 16,
+) -> list[SyntheticImage]:
+    """`per_case` images per case and strategy, labelled with each case's TRUE class.
+
+    Args:
+        pipe: a map-conditioned pipeline (`DermDiffPipeline`, `DermGANPipeline`).
+        cases (`Sequence[CaseSource]`): the hard cases at the generator's size (see `case_source`).
+        strategies (`Sequence[str]`, defaults to `("map",)`): any of `STRATEGIES`; checked against `pipe`.
+        per_case (`int`, defaults to 4): images per case and strategy.
+        seed (`int`, defaults to 0): base seed; image k of case c and strategy s gets
+            `derive_seed(seed, c, s, k)` (also the seed of its map jitter).
+        num_inference_steps, guidance_scale: passed to the pipeline where it takes them.
+        strength (`float`, defaults to 0.6): SDEdit noise level in (0, 1].
+        classifier (*optional*): the current classifier; needed by `adversarial`.
+        adversarial_guidance_scale (`float`, defaults to 0.05): see `AdversarialGuidance`.
+        adversarial_start (`float`, defaults to 0.5): fraction of the steps before guidance starts.
+        max_shift (`float`, defaults to 0.25): map jitter (`SemanticMap.random_variation`).
+        batch_size (`int`, defaults to 16): images per pipeline call.
+    """
+    strategies = check_strategies(pipe, strategies)
+    if per_case < 1:
+        raise ValueError(f"per_case must be >= 1, got {per_case}")
+    if "sdedit" in strategies and not 0 < strength <= 1:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    if "adversarial" in strategies:
+        if classifier is None:
+            raise ValueError("strategy 'adversarial' needs the current classifier (classifier=)")
+        if adversarial_guidance_scale < 0:
+            raise ValueError(f"adversarial_guidance_scale must be >= 0, got {adversarial_guidance_scale}")
+    size = tuple(pipe.sample_size)
+    out: list[SyntheticImage] = []
+    for strategy in strategies:
+        jobs = []  # (case, seed, map, image, target)
+        for case in cases:
+            if case.semantic_map.size != size:
+                raise ValueError(f"case {case.sample_id}: map is {case.semantic_map.size}, generator makes {size}")
+            for k in range(per_case):
+                image_seed = derive_seed(seed, case.sample_id, strategy, k)
+                if strategy == "sdedit":
+                    smap = case.semantic_map  # the image and its own map: a variation of this very case
+                else:
+                    smap = case.semantic_map.random_variation(image_seed, max_shift=max_shift)
+                target = case.target if case.target is not None and case.target != case.label else None
+                if strategy == "adversarial" and target is None:
+                    continue  # nothing to push towards (a correct case without a runner-up)
+                jobs.append((case, image_seed, smap, case.image, target))
+        if not jobs:
+            continue
+        if strategy == "sdedit" and any(job[3] is None for job in jobs):
+            raise ValueError("strategy 'sdedit' needs the hard cases' images")
+        generated = generate_from_maps(
+            pipe,
+            maps=[job[2] for job in jobs],
+            labels=[job[0].label for job in jobs],
+            seeds=[job[1] for job in jobs],
+            source_ids=[job[0].sample_id for job in jobs],
+            strategy=strategy,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            batch_size=batch_size,
+            images=[job[3] for job in jobs] if strategy == "sdedit" else None,
+            strength=strength if strategy == "sdedit" else None,
+            classifier=classifier if strategy == "adversarial" else None,
+            targets=[job[4] for job in jobs] if strategy == "adversarial" else None,
+            adversarial_guidance_scale=adversarial_guidance_scale,
+            adversarial_start=adversarial_start,
+        )
+        if strategy == "sdedit":
+            for item in generated:
+                item.extra["strength"] = strength
+        if strategy == "adversarial":
+            for item in generated:
+                item.extra["adversarial_guidance_scale"] = adversarial_guidance_scale
+        out.extend(generated)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Filters
+# ----------------------------------------------------------------------------------------------------
+
+
+def _as_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
+    """(N, 3, size, size) float tensor in [-1, 1]."""
+    arrays = [np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) for image in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+@torch.no_grad()
+def filter_by_reference(
+    images: list[SyntheticImage], reference, min_probability: Optional[float] = None, batch_size: int = 64
+) -> tuple[list[SyntheticImage], list[SyntheticImage]]:
+    """Keeps images a reference classifier (trained on real data) recognises as their label.
+
+    Recognised = the reference's top class is the label, or, with `min_probability`, p(label) reaches it.
+    Returns `(kept, dropped)`; each image's `extra["reference_probability"]` records p(label).
+    """
+    if not images:
+        return [], []
+    reference.eval()
+    size = reference.config.image_size
+    device = next(reference.parameters()).device
+    kept, dropped = [], []
+    for start in range(0, len(images), batch_size):
+        part = images[start:start + batch_size]
+        probabilities = reference.predict_proba(_as_batch([item.image for item in part], size).to(device)).cpu()
+        for item, row in zip(part, probabilities):
+            p = float(row[item.label])
+            item.extra["reference_probability"] = p
+            ok = p >= min_probability if min_probability is not None else int(row.argmax()) == item.label
+            (kept if ok else dropped).append(item)
+    return kept, dropped
+
+
+def filter_by_distance(
+    images: list[SyntheticImage],
+    training_images: Sequence[Image.Image],
+    min_mse: Optional[float] = None,
+    min_feature_distance: Optional[float] = None,
+    feature_model=None,
+    size: int = 32,
+) -> tuple[list[SyntheticImage], list[SyntheticImage]]:
+    """Drops images closer than `min_mse` (pixels in [0, 1] at `size`) or `min_feature_distance` (Euclidean,
+    `feature_model.features`) to their nearest training image: near-copies add no new information.
+
+    Returns `(kept, dropped)`; `extra["nearest_mse"]` / `extra["nearest_feature_distance"]` record the distances.
+    """
+    from .metrics.memorisation import pairwise_feature_distance, pairwise_mse
+
+    if not images:
+        return [], []
+    if min_mse is None and min_feature_distance is None:
+        return list(images), []
+    if min_feature_distance is not None and feature_model is None:
+        raise ValueError("min_feature_distance needs feature_model (e.g. the reference SkinClassifier)")
+    generated = _as_batch([item.image for item in images], size)
+    training = _as_batch(list(training_images), size)
+    near = np.zeros(len(images), dtype=bool)
+    if min_mse is not None:
+        def to_uint8(batch):
+            return ((batch + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+        nearest = pairwise_mse(to_uint8(generated), to_uint8(training)).min(dim=1).values.numpy()
+        for item, value in zip(images, nearest):
+            item.extra["nearest_mse"] = float(value)
+        near |= nearest < min_mse
+    if min_feature_distance is not None:
+        with torch.no_grad():
+            device = next(feature_model.parameters()).device
+            resolution = feature_model.config.image_size
+            def embed(batch):
+                batch = F.interpolate(batch, size=(resolution, resolution), mode="bilinear", align_corners=False)
+                return torch.cat([feature_model.features(batch[i:i + 128].to(device)).cpu() for i in range(0, len(batch), 128)])
+            nearest = pairwise_feature_distance(embed(generated).numpy(), embed(training).numpy()).min(dim=1).values.numpy()
+        for item, value in zip(images, nearest):
+            item.extra["nearest_feature_distance"] = float(value)
+        near |= nearest < min_feature_distance
+    kept = [item for item, bad in zip(images, near) if not bad]
+    dropped = [item for item, bad in zip(images, near) if bad]
+    return kept, dropped
+
+
+# ----------------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------------
+
+
+def write_synthetic(images: list[SyntheticImage], folder: str, registry, prefix: str = "syn") -> str:
+    """Writes images, maps and `metadata.csv` (+ `dataset_info.json`) as a dermdiff image folder.
+
+    `dermdiff.data.load_dataset_dir(folder)` reads it back; provenance columns (`source_id`, `strategy`,
+    `seed`, `target`) travel in the CSV. Sets each image's `image_id` (`<prefix>-<n>`) and `file_name`.
+    """
+    registry = get_registry(registry)
+    os.makedirs(os.path.join(folder, "images"), exist_ok=True)
+    os.makedirs(os.path.join(folder, "maps"), exist_ok=True)
+    rows = []
+    for n, item in enumerate(images):
+        stem = f"{n:05d}.png"
+        item.image_id = f"{prefix}-{n:05d}"
+        item.file_name = f"images/{stem}"
+        item.image.save(os.path.join(folder, "images", stem), format="PNG")
+        item.semantic_map.to_pil().save(os.path.join(folder, "maps", stem), format="PNG")
+        rows.append({
+            "file_name": item.file_name, "label": item.label_name,
+            "skin_type": "" if item.semantic_map.skin_type is None else item.semantic_map.skin_type,
+            "map_file": f"maps/{stem}", "image_id": item.image_id, "source_id": item.source_id,
+            "strategy": item.strategy, "seed": item.seed, "target": "" if item.target is None else item.target,
+        })
+    with open(os.path.join(folder, "metadata.csv"), "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METADATA_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(os.path.join(folder, "dataset_info.json"), "w", encoding="utf-8") as handle:
+        json.dump({"generator": "dermdiff.synthesis", "registry": registry.to_dict(), "synthetic": True}, handle, indent=2)
+    return folder

@@ -1,0 +1,254 @@
+"""The hard-case loop end to end on tiny models, the synthesis strategies, provenance and the leakage guards."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from diffusers import DDIMScheduler
+
+from dermdiff.data import make_splits, phantom_dataset
+from dermdiff.hardcase import HardCaseConfig, check_no_synthetic_in_evaluation, image_hash, run_hardcase_loop
+from dermdiff.mining import LEAKAGE_WARNING, Ledger, mine_hard_cases
+from dermdiff.models.dermgan import DermGANGenerator
+from dermdiff.models.semantic_unet import SemanticUNet2DModel
+from dermdiff.pipelines.pipeline_dermdiff import DermDiffPipeline
+from dermdiff.pipelines.pipeline_dermgan import DermGANPipeline
+from dermdiff.synthesis import (
+    AdversarialGuidance,
+    CaseSource,
+    check_strategies,
+    derive_seed,
+    filter_by_distance,
+    generate_from_maps,
+    supported_strategies,
+    synthesize_hard_cases,
+    write_synthetic,
+)
+
+SIZE = 16
+TINY_CLASSIFIER = {"backbone": "resnet18", "resolution": SIZE, "num_epochs": 1, "batch_size": 16, "patience": None,
+                   "checkpoints_total_limit": 1}
+
+
+def tiny_diffusion() -> DermDiffPipeline:
+    torch.manual_seed(0)
+    unet = SemanticUNet2DModel(
+        sample_size=SIZE, block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
+    return DermDiffPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=100))
+
+
+def tiny_gan() -> DermGANPipeline:
+    torch.manual_seed(0)
+    return DermGANPipeline(dermgan=DermGANGenerator(sample_size=SIZE, block_out_channels=(8, 16, 32)))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    weights = {"nevus": 4, "melanoma": 1, "psoriasis": 4, "dermatofibroma": 4, "vascular": 1}
+    data = phantom_dataset(n=140, size=SIZE, seed=0, class_weights=weights)
+    return make_splits(data, seed=0)
+
+
+def phantom_case(label="melanoma", sample_id="case-0", target=None) -> CaseSource:
+    from dermdiff.data.phantom import generate_phantom_sample
+
+    sample = generate_phantom_sample(label, skin_type=3, size=SIZE, seed=1)
+    index = sample.semantic_map.registry.index(label)
+    return CaseSource(sample_id, index, sample.semantic_map, sample.image, target)
+
+
+class MeanColourClassifier(nn.Module):
+    """Toy classifier: logits linear in the mean of each colour channel; class 1 likes red, class 0 blue."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.tensor([[-1.0, 0.0, 1.0], [1.0, 0.0, -1.0]]))
+            self.linear.bias.zero_()
+
+    def forward(self, sample):
+        return self.linear(sample.mean(dim=(2, 3)))
+
+
+# -- strategies and capabilities -----------------------------------------------------------------------------------
+def test_capabilities_follow_the_call_signature():
+    assert supported_strategies(tiny_diffusion()) == ("map", "sdedit", "adversarial")
+    assert supported_strategies(tiny_gan()) == ("map",)
+    with pytest.raises(ValueError, match=r"DermGANPipeline cannot run strategy \['sdedit', 'adversarial'\]"):
+        check_strategies(tiny_gan(), ["map", "sdedit", "adversarial"])
+    with pytest.raises(ValueError, match="unknown strategy"):
+        check_strategies(tiny_diffusion(), ["inpaint"])
+    with pytest.raises(ValueError, match="cannot run strategy"):
+        synthesize_hard_cases(tiny_gan(), [phantom_case()], strategies=("sdedit",))
+
+
+@pytest.mark.parametrize("make_pipe", [tiny_diffusion, tiny_gan])
+def test_map_strategy_labels_with_the_true_class_and_records_provenance(make_pipe):
+    pipe = make_pipe()
+    case = phantom_case("melanoma", "m-7", target=0)
+    images = synthesize_hard_cases(pipe, [case], strategies=("map",), per_case=3, seed=5, num_inference_steps=2)
+    assert len(images) == 3
+    assert {item.label_name for item in images} == {"melanoma"} and {item.source_id for item in images} == {"m-7"}
+    assert [item.seed for item in images] == [derive_seed(5, "m-7", "map", k) for k in range(3)]
+    assert all(item.semantic_map.condition == "melanoma" for item in images)
+    assert len({item.semantic_map.boxes[0] for item in images}) > 1  # the map was jittered
+    again = synthesize_hard_cases(pipe, [case], strategies=("map",), per_case=3, seed=5, num_inference_steps=2)
+    assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(images, again))
+
+
+def test_sdedit_keeps_the_image_closer_at_low_strength():
+    pipe = tiny_diffusion()
+    case = phantom_case()
+    original = np.asarray(case.image, dtype=np.float64)
+    distance = {}
+    for strength in (0.5, 1.0):
+        item = synthesize_hard_cases(pipe, [case], strategies=("sdedit",), per_case=1, seed=0, strength=strength,
+                                     num_inference_steps=4)[0]
+        assert item.strategy == "sdedit" and item.extra["strength"] == strength
+        distance[strength] = np.mean((np.asarray(item.image, dtype=np.float64) - original) ** 2)
+    assert distance[0.5] < distance[1.0]
+
+
+def test_adversarial_gradient_points_towards_the_target_class():
+    classifier = MeanColourClassifier()
+    sample = torch.zeros(2, 3, 8, 8)
+    guidance = AdversarialGuidance(classifier, targets=[1, 0], scale=0.1, num_steps=4, start=0.0)
+    stepped = guidance(None, 0, None, {"latents": sample})["latents"]
+    probabilities = torch.softmax(classifier(stepped), dim=-1)
+    assert probabilities[0, 1] > 0.5 and probabilities[1, 0] > 0.5  # both moved towards their targets
+    # red up for target 1, blue up for target 0; the RMS of the change is the scale
+    assert stepped[0, 0].mean() > 0 > stepped[0, 2].mean() and stepped[1, 2].mean() > 0 > stepped[1, 0].mean()
+    assert torch.allclose((stepped - sample).flatten(1).pow(2).mean(1).sqrt(), torch.full((2,), 0.1), atol=1e-5)
+    # only the later part of sampling is guided and the last step is left to the denoiser
+    late = AdversarialGuidance(classifier, targets=[1, 0], scale=0.1, num_steps=4, start=0.5)
+    assert [late.is_guided(i) for i in range(4)] == [False, False, True, False]
+    assert late(None, 0, None, {"latents": sample})["latents"] is sample
+
+
+def test_adversarial_strategy_changes_samples_through_the_pipeline():
+    pipe = tiny_diffusion()
+    maps = [phantom_case().semantic_map] * 2
+    common = dict(labels=[1, 1], seeds=[3, 4], source_ids=["a", "b"], num_inference_steps=3)
+    plain = generate_from_maps(pipe, maps, **common)
+    classifier = MeanColourClassifier()
+    pushed = generate_from_maps(pipe, maps, strategy="adversarial", classifier=classifier, targets=[1, 0],
+                                adversarial_guidance_scale=0.5, adversarial_start=0.0, **common)
+    off = generate_from_maps(pipe, maps, strategy="adversarial", classifier=classifier, targets=[1, 0],
+                             adversarial_guidance_scale=0.0, adversarial_start=0.0, **common)
+    as_array = lambda items: np.stack([np.asarray(item.image, dtype=np.float64) / 255 for item in items])  # noqa: E731
+    assert np.array_equal(as_array(plain), as_array(off))
+    assert not np.array_equal(as_array(plain), as_array(pushed))
+    red_minus_blue = as_array(pushed)[..., 0].mean(axis=(1, 2)) - as_array(plain)[..., 0].mean(axis=(1, 2))
+    assert red_minus_blue[0] > red_minus_blue[1]  # target 1 (red) gained more red than target 0 (blue)
+    assert [item.target for item in pushed] == [1, 0] and pushed[0].label == 1
+
+
+def test_mining_records_the_confusion_target():
+    cases = mine_hard_cases(["a", "b"], [0, 0], [[0.3, 0.6, 0.1], [0.5, 0.1, 0.4]], margin=0.2)
+    assert [(c.sample_id, c.confusion_target) for c in cases] == [("a", 1), ("b", 2)]
+
+
+def test_distance_filter_drops_near_copies():
+    case = phantom_case()
+    images = generate_from_maps(tiny_gan(), [case.semantic_map] * 2, labels=[1, 1], seeds=[0, 1], source_ids=["x", "y"])
+    images[0].image = case.image.copy()  # a copy of a training image
+    kept, dropped = filter_by_distance(images, [case.image], min_mse=1e-4, size=SIZE)
+    assert [item.source_id for item in dropped] == ["x"] and [item.source_id for item in kept] == ["y"]
+    assert dropped[0].extra["nearest_mse"] == 0.0
+
+
+def test_written_folder_reads_back_with_provenance(tmp_path):
+    from dermdiff.data import load_dataset_dir
+
+    pipe = tiny_gan()
+    images = synthesize_hard_cases(pipe, [phantom_case("vascular", "v-1")], per_case=2, seed=0)
+    write_synthetic(images, str(tmp_path / "syn"), "phantom", prefix="syn-r1")
+    loaded = load_dataset_dir(str(tmp_path / "syn"))
+    assert loaded["label_name"] == ["vascular", "vascular"] and loaded["image_id"] == ["syn-r1-00000", "syn-r1-00001"]
+    rows = list(csv.DictReader(open(tmp_path / "syn" / "metadata.csv")))
+    assert rows[0]["source_id"] == "v-1" and rows[0]["strategy"] == "map" and int(rows[0]["seed"]) == images[0].seed
+
+
+def test_synthetic_in_an_evaluation_split_is_refused(splits):
+    images = synthesize_hard_cases(tiny_gan(), [phantom_case()], per_case=1, seed=0)
+    test_image = splits["test"][0]["image"]
+    fingerprints = ({"00001"}, {image_hash(test_image)})
+    check_no_synthetic_in_evaluation(fingerprints, images)
+    images[0].image = test_image.copy()
+    with pytest.raises(RuntimeError, match="evaluation split"):
+        check_no_synthetic_in_evaluation(fingerprints, images)
+
+
+# -- the loop -----------------------------------------------------------------------------------------------------
+def test_one_round_end_to_end(splits, tmp_path):
+    output_dir = str(tmp_path / "loop")
+    config = HardCaseConfig(rounds=1, margin=0.3, max_cases=3, strategies=("map", "sdedit", "adversarial"), per_case=1,
+                            num_inference_steps=2, strength=1.0, n_boot=50, seed=3, classifier=TINY_CLASSIFIER)
+    result = run_hardcase_loop(splits, tiny_diffusion(), config, output_dir)
+
+    # ledger: start, baseline, one round, end; the round records config, index, seeds and mined ids
+    records = Ledger(os.path.join(output_dir, "ledger.jsonl")).read()
+    assert [r["event"] for r in records] == ["start", "round", "round", "end"]
+    round_1 = records[2]
+    assert round_1["round"] == 1 and round_1["config"]["strategies"] == ["map", "sdedit", "adversarial"]
+    assert round_1["seeds"]["generate"] == derive_seed(3, "generate", 1)
+    assert 1 <= len(round_1["mined_ids"]) <= 3 and set(round_1["mined_ids"]) <= set(splits["mining"]["image_id"])
+    assert round_1["test"]["overall"]["balanced_accuracy"]["ci"] is not None
+
+    # provenance: every generated image names its case, strategy, seed and file; labels are the true class
+    folder = os.path.join(output_dir, "synthetic", "round_1")
+    rows = list(csv.DictReader(open(os.path.join(folder, "metadata.csv"))))
+    mined = {case["sample_id"]: case for case in round_1["hard_cases"]}
+    generated = [item for case in round_1["hard_cases"] for item in case["generated"]]
+    assert len(rows) == len(generated) == round_1["pool"]["synthetic_this_round"] >= len(mined)
+    names = result["label_names"]
+    for row in rows:
+        assert names.index(row["label"]) == mined[row["source_id"]]["label"]
+        assert os.path.isfile(os.path.join(folder, row["file_name"]))
+    assert {item["strategy"] for item in generated} >= {"map", "sdedit"}
+    assert round_1["pool"]["total"] == len(splits["train"]) + len(rows)
+
+    # synthetic images never appear in the test (or any evaluation) split
+    synthetic_hashes = {image_hash(__import__("PIL.Image").Image.open(os.path.join(folder, r["file_name"]))) for r in rows}
+    for name in ("validation", "mining", "test"):
+        assert not synthetic_hashes & {image_hash(image) for image in splits[name]["image"]}
+        assert not {r["image_id"] for r in rows} & set(splits[name]["image_id"])
+    assert round_1["test"]["n"] == len(splits["test"])
+
+    # reports: markdown with the before/after table, JSON, plot
+    report = open(os.path.join(output_dir, "report.md")).read()
+    assert "## Round 1: before / after on the test split" in report and "McNemar" in report
+    assert "LEAKAGE" not in report
+    payload = json.load(open(os.path.join(output_dir, "report.json")))
+    assert [row["round"] for row in payload["rounds"]] == [0, 1]
+    assert set(payload["rounds"][1]["before"]) == set(payload["rounds"][1]["after"])
+    assert "melanoma sensitivity" in payload["rounds"][1]["after"]
+    assert os.path.getsize(os.path.join(output_dir, "metrics_per_round.png")) > 1000
+
+
+def test_test_mining_is_refused_and_warned_in_every_report(splits, tmp_path):
+    config = dict(rounds=1, mining_split="test", strategies=("map",), per_case=1, max_cases=1, n_boot=20,
+                  classifier=TINY_CLASSIFIER)
+    with pytest.raises(ValueError, match="refusing to mine"):
+        run_hardcase_loop(splits, tiny_gan(), config, str(tmp_path / "refused"))
+    with pytest.warns(UserWarning, match="LEAKAGE"):
+        result = run_hardcase_loop(splits, tiny_gan(), dict(config, allow_test_mining=True), str(tmp_path / "leaky"))
+    report = open(result["paths"]["markdown"]).read()
+    rounds_run = len(result["rounds"]) - 1
+    assert report.count(LEAKAGE_WARNING) == 2 + rounds_run  # top, every round's table, baseline vs final
+    assert json.load(open(result["paths"]["json"]))["leakage_warning"] == LEAKAGE_WARNING
+    assert all(record["leakage_warning"] == LEAKAGE_WARNING for record in Ledger(result["paths"]["ledger"]).read())
+
+
+def test_loop_rejects_a_strategy_the_generator_cannot_do(splits, tmp_path):
+    with pytest.raises(ValueError, match="DermGANPipeline cannot run strategy"):
+        run_hardcase_loop(splits, tiny_gan(), {"strategies": ("adversarial",), "classifier": TINY_CLASSIFIER}, str(tmp_path))
+    with pytest.raises(ValueError, match="strategies must be"):
+        HardCaseConfig(strategies=("nope",))
