@@ -1,0 +1,295 @@
+"""SkinClassifier backbones, save/load, offline weight requests, the training loop and its script."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dermdiff.classifier import SkinClassifier, WeightsUnavailableError
+from dermdiff.classifier_training import (
+    ClassifierTrainingConfig,
+    class_weights,
+    evaluate_classifier,
+    predict,
+    train_classifier,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_HF_RESNET = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]}
+TINY_VIT = {
+    "model_type": "vit",
+    "hidden_size": 16,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "patch_size": 8,
+}
+FEATURE_SIZES = {
+    "resnet18": 512,
+    "mobilenet_v3_small": 1024,
+    "resnet50": 2048,
+    "mobilenet_v3_large": 1280,
+    "efficientnet_b0": 1280,
+    "densenet121": 1024,
+}
+
+
+def _sample(batch=2, size=32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, size, size, generator=generator) * 2 - 1
+
+
+def _model(**kwargs):
+    torch.manual_seed(0)
+    return SkinClassifier(**kwargs).eval()
+
+
+@pytest.mark.parametrize(
+    "backbone",
+    [
+        "resnet18",
+        "mobilenet_v3_small",
+        pytest.param("resnet50", marks=pytest.mark.slow),
+        pytest.param("mobilenet_v3_large", marks=pytest.mark.slow),
+        pytest.param("efficientnet_b0", marks=pytest.mark.slow),
+        pytest.param("densenet121", marks=pytest.mark.slow),
+    ],
+)
+def test_torchvision_backbones(backbone):
+    model = _model(backbone=backbone, num_labels=3, image_size=32)
+    sample = _sample()
+    logits = model(sample).logits
+    assert logits.shape == (2, 3)
+    assert model(sample, return_dict=False)[0].shape == (2, 3)
+    assert model.features(sample).shape == (2, FEATURE_SIZES[backbone])
+    probabilities = model.predict_proba(sample)
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(2))
+    assert torch.allclose(probabilities, torch.softmax(logits, dim=1), atol=1e-6)
+    assert model.label_names == ["class_0", "class_1", "class_2"]
+
+
+@pytest.mark.parametrize("backbone_config", [TINY_HF_RESNET, TINY_VIT])
+def test_transformers_backbone(backbone_config):
+    model = _model(backbone="transformers", num_labels=4, label_names=list("abcd"), image_size=16, backbone_config=backbone_config)
+    sample = _sample(size=16)
+    assert model(sample).logits.shape == (2, 4)
+    assert model.features(sample).shape == (2, 16)
+    assert model.model.config.id2label[2] == "c"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(backbone="mobilenet_v3_small", num_labels=2, label_names=["nevus", "melanoma"], image_size=32),
+        dict(backbone="transformers", num_labels=3, image_size=16, backbone_config=TINY_VIT),
+    ],
+)
+def test_save_load_round_trip(tmp_path, kwargs):
+    model = _model(**kwargs)
+    size = kwargs["image_size"]
+    model.save_pretrained(tmp_path)
+    assert os.path.isfile(tmp_path / "diffusion_pytorch_model.safetensors")
+    loaded = SkinClassifier.from_pretrained(tmp_path).eval()
+    sample = _sample(size=size, seed=1)
+    assert torch.equal(model(sample).logits, loaded(sample).logits)
+    assert loaded.config.label_names == model.config.label_names
+
+
+def test_local_torchvision_weights(tmp_path):
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    reference = torchvision.models.mobilenet_v3_small()
+    save_file(reference.state_dict(), str(tmp_path / "mobilenet.safetensors"))
+    torch.save(reference.state_dict(), str(tmp_path / "mobilenet.pth"))
+    for name in ("mobilenet.safetensors", "mobilenet.pth"):
+        model = SkinClassifier(backbone="mobilenet_v3_small", num_labels=2, pretrained=str(tmp_path / name))
+        assert torch.equal(model.model.features[0][0].weight, reference.features[0][0].weight)
+        assert model.model.classifier[3].out_features == 2
+    # the saved model rebuilds without the original weights file
+    model.save_pretrained(tmp_path / "saved")
+    os.remove(tmp_path / "mobilenet.pth")
+    loaded = SkinClassifier.from_pretrained(tmp_path / "saved")
+    assert torch.equal(loaded.model.features[0][0].weight, reference.features[0][0].weight)
+    with pytest.raises(ValueError, match="do not fit torchvision resnet18"):
+        SkinClassifier(backbone="resnet18", num_labels=2, pretrained=str(tmp_path / "mobilenet.safetensors"))
+
+
+def test_local_transformers_checkpoint(tmp_path):
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    config = AutoConfig.for_model(**TINY_HF_RESNET, num_labels=5)
+    torch.manual_seed(2)
+    AutoModelForImageClassification.from_config(config).save_pretrained(tmp_path / "hf")
+    model = SkinClassifier(backbone="transformers", num_labels=2, label_names=["x", "y"], pretrained=str(tmp_path / "hf"))
+    assert model.config.backbone_config["model_type"] == "resnet"
+    assert model.model.config.num_labels == 2
+    model.save_pretrained(tmp_path / "saved")
+    loaded = SkinClassifier.from_pretrained(tmp_path / "saved").eval()  # no access to tmp_path / "hf" needed
+    sample = _sample(size=16)
+    assert torch.equal(model.eval()(sample).logits, loaded(sample).logits)
+
+
+def test_download_requests_fail_clearly_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
+    with pytest.raises(WeightsUnavailableError, match=r"pass pretrained='/path/to/resnet18.pth'"):
+        SkinClassifier(backbone="resnet18", num_labels=2, pretrained="imagenet")
+    with pytest.raises(WeightsUnavailableError, match=r"offline mode.*pass pretrained="):
+        SkinClassifier(backbone="transformers", num_labels=2, pretrained="someone/some-vit")
+    with pytest.raises(FileNotFoundError, match="not a file"):
+        SkinClassifier(backbone="resnet18", num_labels=2, pretrained=str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(backbone="alexnet"), "unknown backbone"),
+        (dict(num_labels=1), "num_labels"),
+        (dict(num_labels=3, label_names=["a", "b"]), "label_names"),
+        (dict(backbone="resnet18", backbone_config=TINY_VIT), "backbone_config"),
+        (dict(backbone="transformers"), "backbone_config"),
+        (dict(backbone="transformers", backbone_config={"hidden_size": 8}), "model_type"),
+        (dict(image_size=4), "image_size"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SkinClassifier(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------------------------------
+
+
+def _colour_dataset(n, seed, size=16):
+    """Class k = channel k bright: learnable in a couple of epochs by a tiny network."""
+    import datasets
+
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for index in range(n):
+        label = index % 3
+        pixels = rng.integers(0, 60, size=(size, size, 3))
+        pixels[..., label] += 150
+        images.append(Image.fromarray(pixels.astype(np.uint8)))
+        labels.append(label)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["red", "green", "blue"])})
+    return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+
+
+def _tiny_config(**overrides):
+    settings = dict(
+        backbone="transformers",
+        backbone_config=TINY_HF_RESNET,
+        resolution=16,
+        num_epochs=2,
+        batch_size=8,
+        eval_batch_size=16,
+        learning_rate=1e-2,
+        balance="sampler",
+        seed=0,
+    )
+    settings.update(overrides)
+    return ClassifierTrainingConfig(**settings)
+
+
+def test_train_writes_outputs_and_resumes(tmp_path):
+    train, val = _colour_dataset(24, seed=0), _colour_dataset(12, seed=1)
+    output_dir = str(tmp_path / "run")
+    model, history = train_classifier(train, val, _tiny_config(), output_dir=output_dir)
+    assert [record["epoch"] for record in history["epochs"]] == [0, 1]
+    assert history["global_step"] == 6  # 24 images / batch 8
+    assert model.config.label_names == ["red", "green", "blue"]
+    for name in ("config.json", "diffusion_pytorch_model.safetensors", "history.json"):
+        assert os.path.isfile(os.path.join(output_dir, name))
+    checkpoints = sorted(name for name in os.listdir(output_dir) if name.startswith("checkpoint-"))
+    assert checkpoints == ["checkpoint-3", "checkpoint-6"]
+    assert os.path.isdir(os.path.join(output_dir, "checkpoint-6", "classifier"))
+    best = history["best_epoch"]
+    assert history["best_val_balanced_accuracy"] == history["epochs"][best]["val_balanced_accuracy"]
+    saved = SkinClassifier.from_pretrained(output_dir)
+    for key, value in saved.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key
+
+    # resume for one more epoch, switching to the class-weighted loss
+    resumed_model, resumed = train_classifier(
+        train, val, _tiny_config(num_epochs=3, balance="loss", resume_from_checkpoint="latest"), output_dir=output_dir
+    )
+    assert [record["epoch"] for record in resumed["epochs"]] == [0, 1, 2]
+    assert resumed["epochs"][:2] == history["epochs"]  # restored, not re-run
+    assert resumed["global_step"] == 9
+    assert not any(name.endswith(".tmp") for name in os.listdir(output_dir))
+    scores = [record["val_balanced_accuracy"] for record in resumed["epochs"]]
+    assert resumed["best_val_balanced_accuracy"] == max(scores) == scores[resumed["best_epoch"]]
+
+    metrics = evaluate_classifier(resumed_model, val, n_boot=50)
+    assert metrics["label_names"] == ["red", "green", "blue"] and metrics["n"] == 12
+    assert metrics["overall"]["balanced_accuracy"]["value"] == pytest.approx(resumed["best_val_balanced_accuracy"])
+
+
+def test_early_stopping_rule():
+    from dermdiff.classifier_training import _EarlyStopping
+
+    model = torch.nn.Linear(2, 2)
+    stopping = _EarlyStopping(patience=2)
+    improved = [stopping.update(score, epoch, model) for epoch, score in enumerate([0.5, 0.6, 0.55, 0.6])]
+    assert improved == [True, True, False, False]  # ties do not count as improvement
+    assert stopping.stopped and stopping.best_epoch == 1 and stopping.best_score == 0.6
+
+
+def test_torch_dataset_input_and_predict():
+    from torch.utils.data import TensorDataset
+
+    images = torch.rand(10, 3, 16, 16) * 2 - 1
+    labels = torch.arange(10) % 2
+    model = _model(backbone="transformers", num_labels=2, image_size=16, backbone_config=TINY_HF_RESNET)
+    output = predict(model, TensorDataset(images, labels), batch_size=4)
+    assert output["probabilities"].shape == (10, 2) and output["labels"].tolist() == labels.tolist()
+    with torch.no_grad():
+        direct = model.predict_proba(images).numpy()
+    assert np.allclose(output["probabilities"], direct, atol=1e-6)
+
+
+def test_class_weights_and_config_checks():
+    weights = class_weights(np.array([0, 0, 0, 1]), 3)
+    assert weights.tolist() == pytest.approx([4 / 9, 4 / 3, 0.0])
+    with pytest.raises(ValueError, match="balance"):
+        ClassifierTrainingConfig(balance="oversample")
+    with pytest.raises(ValueError, match="unknown training setting"):
+        train_classifier([(torch.zeros(3, 8, 8), 0)], config=_tiny_config(), output_dir="unused", epochs=3)
+
+
+def test_script_smoke(tmp_path, monkeypatch):
+    from dermdiff.data import write_phantom
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "training"))
+    import train_classifier as script
+
+    data = write_phantom(str(tmp_path / "phantom"), n=30, size=16, seed=0)
+    output_dir = str(tmp_path / "out")
+    argv = [
+        "--train_data_dir", data, "--backbone", "transformers", "--backbone_config", json.dumps(TINY_HF_RESNET),
+        "--resolution", "16", "--num_epochs", "1", "--train_batch_size", "8", "--n_boot", "20",
+        "--split_fractions", '{"train": 0.6, "validation": 0.2, "test": 0.2}', "--output_dir", output_dir,
+    ]  # fmt: skip
+    results = script.main(script.parse_args(argv))
+    for name in ("config.json", "metrics.json", "metrics.md", "metrics_confusion_matrix.png", "history.json"):
+        assert os.path.isfile(os.path.join(output_dir, name)), name
+    assert set(results["sizes"]) == {"train", "validation", "test"}
+    with open(os.path.join(output_dir, "metrics.json")) as handle:
+        assert json.load(handle)["n"] == results["sizes"]["validation"]
+
+    script.main(script.parse_args(argv + ["--num_epochs", "2", "--resume_from_checkpoint", "latest"]))
+    with open(os.path.join(output_dir, "history.json")) as handle:
+        assert [record["epoch"] for record in json.load(handle)["epochs"]] == [0, 1]
+    with pytest.raises(SystemExit):
+        script.parse_args(["--train_data_dir", data, "--backbone_config", "vit"])  # needs --backbone transformers
+    sys.modules.pop("train_classifier", None)
