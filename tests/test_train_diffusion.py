@@ -158,6 +158,13 @@ def test_resume_without_the_data_position_would_differ(tmp_path, model_config):
     assert any(not torch.equal(a[key], b[key]) for key in a)
 
 
+def test_same_seed_same_run(tmp_path, model_config):
+    """The seed fixes the initial weights too, so a resumed process rebuilds the same run."""
+    for name in ("a", "b"):
+        run(model_config, tmp_path / name, "--max_train_steps", "1", "--checkpointing_steps", "0")
+    assert_same_weights(tmp_path / "a" / "unet", tmp_path / "b" / "unet")
+
+
 def test_checkpoints_total_limit_keeps_the_newest(tmp_path, model_config):
     out = tmp_path / "run"
     run(model_config, out, "--max_train_steps", "4", "--checkpointing_steps", "1", "--checkpoints_total_limit", "2",

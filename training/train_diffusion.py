@@ -30,6 +30,7 @@ import json
 import os
 import sys
 
+from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
 
 from dermdiff.hub import ModelCardInfo, push_to_hub
@@ -177,6 +178,7 @@ def training_config(args) -> DiffusionTrainingConfig:
 
 def main(args: argparse.Namespace) -> int:
     dataset, registry, dataset_label = load_train_dataset(args)
+    set_seed(args.seed)  # the initial weights too
     unet = build_model(args, registry)
     noise_scheduler = DDPMScheduler(
         num_train_timesteps=args.ddpm_num_steps,

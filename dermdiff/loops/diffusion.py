@@ -363,8 +363,6 @@ def train_diffusion(
         num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=max_steps * accelerator.num_processes,
     )
-    # the pipeline reads it to refuse guidance_scale != 1 for a model that never saw the null map
-    unet.register_to_config(condition_dropout=config.condition_dropout)
     ema = None
     if config.use_ema:
         ema = EMAModel(
@@ -378,6 +376,9 @@ def train_diffusion(
             model_config=unet.config,
         )
         ema.to(accelerator.device)
+    # the pipeline reads it to refuse guidance_scale != 1 for a model that never saw the null map (recorded
+    # after the EMA copied the config, so EMA checkpoints rebuild the model without an unknown-key warning)
+    unet.register_to_config(condition_dropout=config.condition_dropout)
     common.register_pretrained_hooks(accelerator, ["unet"], {"unet_ema": ema} if ema else None)
     unet, optimizer, dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler)
     accelerator.register_for_checkpointing(rng)
