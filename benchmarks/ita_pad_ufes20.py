@@ -39,7 +39,8 @@ def main(args):
     print(f"{'type':>4} {'n':>4} {'median ITA':>11} {'q25':>7} {'q75':>7}   ITA band of the type")
     for skin_type, row in table.items():
         low, high = skin_type_ita_range(int(skin_type))
-        print(f"{skin_type:>4} {row['n']:>4} {row['median']:>11.1f} {row['q25']:>7.1f} {row['q75']:>7.1f}   ({low:g}, {high:g}]")
+        print(f"{skin_type:>4} {row['n']:>4} {row['median']:>11.1f} {row['q25']:>7.1f} {row['q75']:>7.1f}   "
+              f"({low:g}, {high:g}]")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(table, handle, indent=2)

@@ -25,12 +25,15 @@ def configure(parser) -> None:
     parser.add_argument("--out", required=True, help="output folder for report.html, metrics.json, figures/")
     parser.add_argument("--num-images", dest="num_images", type=int, default=64, help="samples to generate (pipeline)")
     parser.add_argument("--extractor", default="inception", help="feature extractor (see below); default inception")
+    parser.add_argument("--extractor-resolution", dest="extractor_resolution", type=int,
+                        help="input size of a torchvision/classifier extractor (default 224 / the classifier's)")
     parser.add_argument("--classifier", help="SkinClassifier folder trained on real data, for class fidelity")
     parser.add_argument("--resolution", type=int, help="evaluation size; default the samples' size")
     parser.add_argument("--reference-split", dest="reference_split", help="rows of --data used as FID reference")
     parser.add_argument("--train-split", dest="train_split", default="train", help="rows searched for memorisation")
     parser.add_argument("--cache-dir", dest="cache_dir", default="default",
-                        help="reference-feature cache (default $DERMDIFF_CACHE/fid_stats or ~/.cache/dermdiff/fid_stats)")
+                        help="reference-feature cache (default $DERMDIFF_CACHE/fid_stats, else "
+                        "~/.cache/dermdiff/fid_stats)")
     parser.add_argument("--no-cache", dest="no_cache", action="store_true", help="do not read or write the cache")
     parser.add_argument("--trials", type=int, default=50, help="FID subsamples for the 95%% intervals (default 50)")
     parser.add_argument("--num-inference-steps", dest="num_inference_steps", type=int, default=50)
@@ -52,7 +55,8 @@ def run(args) -> int:
         raise ValueError(f"--trials must be >= 2 for an interval, got {args.trials}")
     metrics = evaluate(
         data=args.data, out=args.out, pipeline=args.pipeline, generated=args.generated, num_images=args.num_images,
-        extractor=args.extractor, classifier=args.classifier, resolution=args.resolution,
+        extractor=args.extractor, extractor_resolution=args.extractor_resolution, classifier=args.classifier,
+        resolution=args.resolution,
         reference_split=args.reference_split, train_split=args.train_split,
         cache_dir=None if args.no_cache else args.cache_dir, trials=args.trials,
         num_inference_steps=args.num_inference_steps, batch_size=args.batch_size, seed=args.seed,

@@ -121,6 +121,7 @@ def evaluate(
     generated: str | None = None,
     num_images: int = 64,
     extractor="inception",
+    extractor_resolution: int | None = None,
     classifier=None,
     resolution: int | None = None,
     reference_split: str | None = None,
@@ -149,6 +150,7 @@ def evaluate(
             (`dermdiff.metrics.generated` layout).
         num_images (`int`, defaults to 64): samples to generate (pipeline only).
         extractor (`str` or `nn.Module`, defaults to `"inception"`): feature extractor (`features.EXTRACTOR_SPECS`).
+        extractor_resolution (`int`, *optional*): input side of a torchvision / classifier extractor spec.
         classifier (`str` or `SkinClassifier`, *optional*): a classifier trained on real data, for class fidelity.
         resolution (`int`, *optional*): evaluation resolution; default the pipeline's / generated images' size.
         reference_split (`str`, *optional*): rows of `data` used as FID reference (default: all rows).
@@ -179,7 +181,7 @@ def evaluate(
     os.makedirs(figures_dir, exist_ok=True)
     if cache_dir == "default":
         cache_dir = default_cache_dir()
-    extractor_module = load_extractor(extractor)
+    extractor_module = load_extractor(extractor, resolution=extractor_resolution)
 
     # 1. the generated set (and the resolution it fixes)
     if pipeline is not None:

@@ -58,25 +58,27 @@ def fast_fid(features1, features2) -> float:
     """FID = |mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2), computed without `sqrtm`.
 
     With centred features A (n1 x D) and B (n2 x D), S1 = A'A / (n1-1) and S2 = B'B / (n2-1); the non-zero
-    eigenvalues of S1 S2 are the squared singular values of A B' / sqrt((n1-1)(n2-1)), so
-    tr sqrt(S1 S2) = ||A B'||_* / sqrt((n1-1)(n2-1)). When min(n1, n2) > D, the D x D route is cheaper:
-    tr sqrt(S1 S2) = sum sqrt(eig(S1^1/2 S2 S1^1/2)).
+    eigenvalues of S1 S2 are the squared singular values of M = A B' / sqrt((n1-1)(n2-1)), so
+    tr sqrt(S1 S2) = sum sqrt(eig(M M')), an n x n symmetric eigenproblem when n < D. When min(n1, n2) > D,
+    the D x D route is cheaper: tr sqrt(S1 S2) = sum sqrt(eig(S1^1/2 S2 S1^1/2)). numpy, not torch: these
+    are many small products, where torch's thread pool costs more than the arithmetic.
     """
-    x = torch.as_tensor(np.asarray(features1), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(features2), dtype=torch.float64)
+    x, y = np.asarray(features1, dtype=np.float64), np.asarray(features2, dtype=np.float64)
     _check_pair(x, y)
     n1, n2, dim = x.shape[0], y.shape[0], x.shape[1]
     a, b = x - x.mean(0), y - y.mean(0)
     diff = x.mean(0) - y.mean(0)
-    trace1, trace2 = (a * a).sum() / (n1 - 1), (b * b).sum() / (n2 - 1)
+    trace1, trace2 = np.einsum("ij,ij->", a, a) / (n1 - 1), np.einsum("ij,ij->", b, b) / (n2 - 1)
     if min(n1, n2) <= dim:
-        cross = torch.linalg.svdvals(a @ b.T).sum() / np.sqrt((n1 - 1) * (n2 - 1))
+        cross = a @ b.T
+        gram = cross @ cross.T if n1 <= n2 else cross.T @ cross
+        root_trace = np.sqrt(np.clip(np.linalg.eigvalsh(gram), 0, None)).sum() / np.sqrt((n1 - 1) * (n2 - 1))
     else:
         sigma1, sigma2 = a.T @ a / (n1 - 1), b.T @ b / (n2 - 1)
-        values, vectors = torch.linalg.eigh(sigma1)
-        root1 = (vectors * values.clamp_min(0).sqrt()) @ vectors.T
-        cross = torch.linalg.eigvalsh(root1 @ sigma2 @ root1).clamp_min(0).sqrt().sum()
-    return float(diff @ diff + trace1 + trace2 - 2 * cross)
+        values, vectors = np.linalg.eigh(sigma1)
+        root1 = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+        root_trace = np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ sigma2 @ root1), 0, None)).sum()
+    return float(diff @ diff + trace1 + trace2 - 2 * root_trace)
 
 
 def _check_pair(features1, features2) -> None:

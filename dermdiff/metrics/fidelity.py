@@ -127,7 +127,8 @@ def placement_scores(images: Sequence, maps: Sequence, segmenter: Callable | Non
         target = _fit(smap.lesion_mask, size)
         predicted = np.asarray(segmenter(image), dtype=bool)
         rows.append({"condition": smap.condition, "skin_type": smap.skin_type or 0,
-                     "iou_mask": mask_iou(predicted, target), "iou_box": box_iou(mask_box(predicted), mask_box(target))})
+                     "iou_mask": mask_iou(predicted, target),
+                     "iou_box": box_iou(mask_box(predicted), mask_box(target))})
     return {"per_image": rows, "per_condition": _mean_by(rows, "condition", ("iou_mask", "iou_box")),
             "overall": _mean_by(rows, None, ("iou_mask", "iou_box")).get("all", {})}
 

@@ -120,7 +120,9 @@ def nearest_neighbours(
         feature_values, feature_index = distances.topk(k, dim=1, largest=False)
     gen_np, train_np, pairs = gen.numpy(), train.numpy(), []
     for i in tqdm(range(len(gen)), desc="nearest neighbours (SSIM)", disable=not verbose):
-        candidates = set(mse_index[i].tolist()) | (set(feature_index[i].tolist()) if feature_index is not None else set())
+        candidates = set(mse_index[i].tolist())
+        if feature_index is not None:
+            candidates |= set(feature_index[i].tolist())
         scored = sorted(((_ssim(gen_np[i], train_np[j]), j) for j in candidates), reverse=True)
         best_ssim, best_j = scored[0]
         pair = {

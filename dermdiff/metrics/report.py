@@ -161,7 +161,8 @@ with the same extractor and are not comparable with published numbers.</p>{% end
 <section id="distribution"><h2>Distribution metrics</h2>
 {% if distribution %}
 <p>Extractor <code>{{ distribution.extractor.name }}</code> ({{ distribution.extractor_text }}), resolution
-{{ distribution.resolution }}, {{ distribution.num_generated }} generated vs {{ distribution.num_reference }} real images.
+{{ distribution.resolution }}, {{ distribution.num_generated }} generated vs {{ distribution.num_reference }}
+real images.
 Intervals: ± 1.96 std over {{ distribution.fid.trials }} subsamples of {{ distribution.fid.subset_size }} images (FID)
 and over {{ distribution.kid.subsets }} subsets of {{ distribution.kid.subset_size }} (KID).
 Reference features: {{ distribution.cache_text }}.</p>
@@ -203,7 +204,8 @@ Reference features: {{ distribution.cache_text }}.</p>
 <th>error</th><th>mean |error|</th><th>in the type's ITA band</th></tr>
 {% for name, entry in fidelity.skin_tone.per_type.items() %}<tr><td>{{ name }}</td><td>{{ entry.n }}</td>
 <td>{{ fmt(entry.median_ita, 1) }}</td><td>{{ fmt(entry.reference_ita, 1) }}</td><td>{{ entry.reference }}</td>
-<td>{{ fmt(entry.error, 1) }}</td><td>{{ fmt(entry.mean_abs_error, 1) }}</td><td>{{ fmt(entry.band_accuracy) }}</td></tr>{% endfor %}
+<td>{{ fmt(entry.error, 1) }}</td><td>{{ fmt(entry.mean_abs_error, 1) }}</td>
+<td>{{ fmt(entry.band_accuracy) }}</td></tr>{% endfor %}
 </table>
 {% else %}<p>No sample asked for a known skin type.</p>{% endif %}
 </section>
@@ -213,7 +215,8 @@ Reference features: {{ distribution.cache_text }}.</p>
 <h3>Skin-type sweep {{ sweep.id }} (DermGAN figure 5)</h3><img src="{{ sweep.figure }}" alt="skin-type sweep">
 <table><tr><th>requested type</th>{% for row in sweep.scores.rows %}<td>{{ row.skin_type }}</td>{% endfor %}</tr>
 <tr><th>ITA</th>{% for row in sweep.scores.rows %}<td>{{ fmt(row.ita, 1) }}</td>{% endfor %}</tr>
-<tr><th>type read from ITA</th>{% for row in sweep.scores.rows %}<td>{{ row.measured_type }}</td>{% endfor %}</tr></table>
+<tr><th>type read from ITA</th>{% for row in sweep.scores.rows %}<td>{{ row.measured_type }}</td>{% endfor %}</tr>
+</table>
 <p>ITA falls with every darker type: {{ sweep.scores.monotonic }}</p>
 {% endfor %}
 {% for sweep in sweeps.size %}
@@ -231,7 +234,8 @@ Reference features: {{ distribution.cache_text }}.</p>
 {% if memorisation %}
 <p>{{ memorisation.num_flagged }} of {{ memorisation.pairs|length }} samples
 ({{ fmt(100 * memorisation.share_flagged, 1) }}%) have a training image with SSIM ≥ {{ memorisation.ssim_threshold }}
-(median nearest SSIM {{ fmt(memorisation.median_nearest_ssim) }}, median nearest MSE {{ fmt(memorisation.median_nearest_mse, 4) }};
+(median nearest SSIM {{ fmt(memorisation.median_nearest_ssim) }},
+median nearest MSE {{ fmt(memorisation.median_nearest_mse, 4) }};
 {{ memorisation.settings.num_training }} training images searched at {{ memorisation.settings.size }} px).</p>
 {% if figures.memorisation %}<img src="{{ figures.memorisation }}" alt="nearest pairs">{% endif %}
 {% else %}<p>Not computed: {{ skipped.memorisation }}</p>{% endif %}

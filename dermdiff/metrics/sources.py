@@ -116,7 +116,8 @@ class _ArrayDataset(torch.utils.data.Dataset):
 def _run_extractor(loader, extractor, device, description: str, verbose: bool) -> np.ndarray:
     from cleanfid.fid import get_batch_features
 
-    chunks = [get_batch_features(batch, extractor, device) for batch in tqdm(loader, desc=description, disable=not verbose)]
+    batches = tqdm(loader, desc=description, disable=not verbose)
+    chunks = [get_batch_features(batch, extractor, device) for batch in batches]
     if not chunks:
         raise ValueError(f"{description}: no images")
     return np.concatenate(chunks).astype(np.float64)
@@ -180,7 +181,7 @@ class FolderSource:
                     skin_types.append(_normalise_skin_type(row.get("skin_type")))
             return files, labels, skin_types
         if self.split:
-            raise ValueError(f"split {self.split!r} asked for, but {self.path} has no metadata.csv with a split column")
+            raise ValueError(f"split {self.split!r} asked for, but {self.path} has no metadata.csv (split column)")
         files = sorted(
             path
             for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS)
@@ -277,7 +278,8 @@ class ImageListSource:
             raise ValueError("no images given")
         self.images, self.name = list(images), name
         self.labels = [_normalise_label(v) for v in labels] if labels is not None else [""] * len(images)
-        self.skin_types = [_normalise_skin_type(v) for v in skin_types] if skin_types is not None else [0] * len(images)
+        skin_types = skin_types if skin_types is not None else [None] * len(images)
+        self.skin_types = [_normalise_skin_type(v) for v in skin_types]
         if len(self.labels) != len(images) or len(self.skin_types) != len(images):
             raise ValueError("labels and skin_types need one entry per image")
 
