@@ -5,6 +5,7 @@ from .classification import (
     compare_classifiers,
     comparison_to_markdown,
     confusion_matrix,
+    format_entry,
     mcnemar_test,
     metrics_to_markdown,
     one_vs_rest_auc,

@@ -528,7 +528,8 @@ def _difference_of(entry_a: dict, entry_b: dict) -> float:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _format(entry: dict, digits: int = 3, signed: bool = False) -> str:
+def format_entry(entry: Optional[dict], digits: int = 3, signed: bool = False) -> str:
+    """`{"value", "ci"}` -> `"0.812 [0.770, 0.851]"` (`"n/a"` for a missing value); `signed` adds `+`."""
     if entry is None or entry.get("value") is None:
         return "n/a"
     sign = "+" if signed else ""
@@ -544,11 +545,11 @@ def metrics_to_markdown(result: dict, digits: int = 3) -> str:
     level = int(round(result["bootstrap"]["confidence"] * 100))
     lines = [f"| metric | value [{level}% CI] |", "|---|---|"]
     for key, entry in result["overall"].items():
-        lines.append(f"| {key} | {_format(entry, digits)} |")
+        lines.append(f"| {key} | {format_entry(entry, digits)} |")
     columns = [key for key in PER_CLASS_METRICS if key in next(iter(result["per_class"].values()))]
     lines += ["", "| class | support | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for name, row in result["per_class"].items():
-        cells = " | ".join(_format(row[key], digits) for key in columns)
+        cells = " | ".join(format_entry(row[key], digits) for key in columns)
         lines.append(f"| {name} | {row['support']} | {cells} |")
     lines.append("")
     lines.append(f"n = {result['n']}; bootstrap: {result['bootstrap']['n_boot']} replicates, seed {result['bootstrap']['seed']}.")
@@ -564,7 +565,7 @@ def comparison_to_markdown(comparison: dict, digits: int = 3) -> str:
 
     def row(label, entry_a, entry_b, diff):
         p = "n/a" if diff["p_value"] is None else f"{diff['p_value']:.3g}"
-        return f"| {label} | {_format(entry_a, digits)} | {_format(entry_b, digits)} | {_format(diff, digits, True)} | {p} |"
+        return f"| {label} | {format_entry(entry_a, digits)} | {format_entry(entry_b, digits)} | {format_entry(diff, digits, True)} | {p} |"
 
     for key, diff in comparison["difference"]["overall"].items():
         lines.append(row(key, comparison["a"]["overall"][key], comparison["b"]["overall"][key], diff))
