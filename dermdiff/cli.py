@@ -15,8 +15,10 @@ import sys
 COMMAND_MODULES = (
     "dermdiff.commands.phantom",
     "dermdiff.commands.maps",
+    "dermdiff.commands.generate",
     "dermdiff.commands.study",
     "dermdiff.commands.evaluate",
+    "dermdiff.commands.demo",
 )
 
 
