@@ -18,7 +18,6 @@ COMMAND_MODULES = (
     "dermdiff.commands.generate",
     "dermdiff.commands.study",
     "dermdiff.commands.evaluate",
-    "dermdiff.commands.demo",
 )
 
 
