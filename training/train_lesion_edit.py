@@ -32,7 +32,14 @@ from dermdiff.loops.gan_cli import (
     push,
     training_config,
 )
-from dermdiff.loops.gan_tasks import EditPairs, edit_batches, edit_task, lesion_and_healthy_indices, split_heldout
+from dermdiff.loops.gan_tasks import (
+    EditPairs,
+    domain_monitor,
+    edit_batches,
+    edit_task,
+    lesion_and_healthy_indices,
+    split_heldout,
+)
 from dermdiff.models.multiscale_discriminator import MultiScaleDiscriminator
 from dermdiff.models.translation import TranslationGenerator
 
@@ -82,12 +89,9 @@ def main(args: argparse.Namespace) -> int:
     lesion, healthy = lesion_and_healthy_indices(train_rows)
     pairs = EditPairs(examples, healthy, lesion)
     monitor = None
-    if heldout_rows is not None and len(lesion_and_healthy_indices(heldout_rows)[0]) and len(
-        lesion_and_healthy_indices(heldout_rows)[1]
-    ):
-        held = edit_batches(heldout_rows.with_transform(transform), heldout_rows, args.monitor_images)
-        count = held["healthy"].shape[0]
-        monitor = (edit_batches(examples, train_rows, count), held)
+    if heldout_rows is not None:
+        heldout = heldout_rows.with_transform(transform)
+        monitor = domain_monitor(examples, train_rows, heldout, heldout_rows, args.monitor_images)
     validation = edit_batches(examples, train_rows, args.num_validation_images) if args.num_validation_images else None
     add_model, remove_model, lesion_disc, healthy_disc = build_models(args)
     task = edit_task(

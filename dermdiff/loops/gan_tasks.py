@@ -82,6 +82,20 @@ class EditPairs(torch.utils.data.Dataset):
         }
 
 
+def domain_monitor(examples, train_rows, heldout_examples, heldout_rows, limit: int) -> dict:
+    """Per domain, (training, held-out) real images for the overfitting monitor of `edit_task`."""
+    monitor = {}
+    train_domains, heldout_domains = lesion_and_healthy_indices(train_rows), lesion_and_healthy_indices(heldout_rows)
+    for domain, train_indices, heldout_indices in zip(("lesion", "healthy"), train_domains, heldout_domains):
+        count = min(limit, len(train_indices), len(heldout_indices))
+        if count:
+            monitor[domain] = (
+                stack_examples(examples, train_indices[:count], ("pixel_values",))["pixel_values"],
+                stack_examples(heldout_examples, heldout_indices[:count], ("pixel_values",))["pixel_values"],
+            )
+    return monitor
+
+
 def edit_batches(examples, dataset, limit: int) -> dict:
     """Fixed healthy / lesion / mask tensors of up to `limit` rows of each domain of `dataset`."""
     lesion, healthy = lesion_and_healthy_indices(dataset)
@@ -175,7 +189,7 @@ def edit_task(
     lambda_rel: float = 10.0,
     lambda_cyc: float = 10.0,
     validation_batch: dict | None = None,
-    monitor: tuple[dict, dict] | None = None,
+    monitor: dict[str, tuple] | None = None,
 ) -> GANTask:
     """Both lesion-edit directions: targeted (masks + relevancy loss) or cycle (CycleGAN, cycle loss).
 
@@ -186,7 +200,8 @@ def edit_task(
         lambda_rel, lambda_cyc (`float`, default 10): seed 003's weights.
         validation_batch (`dict`, *optional*): fixed `healthy`, `lesion`, `lesion_mask` tensors; the grid
             shows rows of (healthy, lesion added, lesion photo, lesion removed).
-        monitor (`(train, heldout)` batches from `edit_batches`, *optional*).
+        monitor (`dict`, *optional*): domain (`"lesion"` / `"healthy"`) -> (training, held-out) real images
+            scored by that domain's discriminator; a domain without held-out images is left out.
     """
     targeted = mode == "targeted"
     for name, model in (("add_model", add_model), ("remove_model", remove_model)):
@@ -215,13 +230,10 @@ def edit_task(
             rows += [originals[i], added[i], originals[healthy.shape[0] + i], removed[i]]
         return rows
 
-    monitor_spec = None
-    if monitor:
-        train, heldout = monitor
-        monitor_spec = {
-            "lesion_discriminator": ({"pixel_values": train["lesion"]}, {"pixel_values": heldout["lesion"]}, ("pixel_values",)),
-            "healthy_discriminator": ({"pixel_values": train["healthy"]}, {"pixel_values": heldout["healthy"]}, ("pixel_values",)),
-        }
+    monitor_spec = {
+        f"{domain}_discriminator": ({"pixel_values": train}, {"pixel_values": heldout}, ("pixel_values",))
+        for domain, (train, heldout) in (monitor or {}).items()
+    }
     return GANTask(
         name=f"train_lesion_edit_{mode}",
         generators={"add_model": add_model, "remove_model": remove_model},
@@ -230,5 +242,5 @@ def edit_task(
         make_pipeline=make_pipeline,
         validation=validation if validation_batch else None,
         validation_cols=4,
-        monitor=monitor_spec,
+        monitor=monitor_spec or None,
     )
