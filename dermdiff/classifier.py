@@ -122,7 +122,9 @@ class SkinClassifier(ModelMixin, ConfigMixin):
                 raise ValueError(f"backbone_config is for backbone='transformers', not {backbone!r}")
             self.model = _torchvision_model(backbone, num_labels, pretrained if load else None)
         elif backbone == TRANSFORMERS_BACKBONE:
-            self.model = _transformers_model(backbone_config, num_labels, label_names, image_size, pretrained if load else None)
+            self.model = _transformers_model(
+                backbone_config, num_labels, label_names, image_size, pretrained if load else None
+            )
             # the full config, so that the model rebuilds later without the checkpoint folder or the Hub
             self.register_to_config(backbone_config=json.loads(self.model.config.to_json_string(use_diff=False)))
         else:
@@ -230,7 +232,9 @@ def _torchvision_state_dict(name: str, pretrained: str) -> dict:
     import torchvision
 
     weights_enum = torchvision.models.get_model_weights(name)
-    weights = weights_enum.DEFAULT if pretrained.lower() in ("imagenet", "default") else weights_enum[pretrained.upper()]
+    weights = (
+        weights_enum.DEFAULT if pretrained.lower() in ("imagenet", "default") else weights_enum[pretrained.upper()]
+    )
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(weights.url).path))
     if os.path.isfile(cached):
         return load_state_dict_file(cached)
@@ -271,11 +275,15 @@ def _transformers_model(backbone_config, num_labels: int, label_names, image_siz
     if pretrained is not None:
         return _transformers_pretrained(pretrained, labels)
     if backbone_config is None:
-        raise ValueError("backbone='transformers' needs backbone_config (a config dict or a model_type name) or pretrained")
+        raise ValueError(
+            "backbone='transformers' needs backbone_config (a config dict or a model_type name) or pretrained"
+        )
     if isinstance(backbone_config, str):
         backbone_config = {"model_type": backbone_config}
     if not isinstance(backbone_config, dict) or "model_type" not in backbone_config:
-        raise ValueError(f"backbone_config must be a dict with 'model_type' or a model_type name, got {backbone_config!r}")
+        raise ValueError(
+            f"backbone_config must be a dict with 'model_type' or a model_type name, got {backbone_config!r}"
+        )
     settings = {"image_size": image_size, **backbone_config, **labels}
     model_type = settings.pop("model_type")
     for key in ("architectures", "transformers_version", "_name_or_path"):
@@ -295,7 +303,9 @@ def _transformers_pretrained(pretrained: str, labels: dict):
     if os.path.isdir(pretrained):
         return AutoModelForImageClassification.from_pretrained(pretrained, local_files_only=True, **load)
     if os.path.exists(pretrained) or pretrained.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"pretrained={pretrained!r}: a transformers checkpoint must be a folder (config.json + weights)")
+        raise FileNotFoundError(
+            f"pretrained={pretrained!r}: a transformers checkpoint must be a folder (config.json + weights)"
+        )
     try:
         return AutoModelForImageClassification.from_pretrained(pretrained, local_files_only=True, **load)
     except OSError:

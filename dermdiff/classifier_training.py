@@ -160,7 +160,9 @@ def _split_item(item):
         return item["image"], item["label"]
     if isinstance(item, (tuple, list)) and len(item) >= 2:
         return item[0], item[1]
-    raise ValueError(f"dataset items must be (image, label) pairs or dicts with 'image' and 'label', got {type(item).__name__}")
+    raise ValueError(
+        f"dataset items must be (image, label) pairs or dicts with 'image' and 'label', got {type(item).__name__}"
+    )
 
 
 def image_transform(resolution: Optional[int], augment: bool):
@@ -449,7 +451,9 @@ def train_classifier(
     )
     loss_weights = None
     if config.balance == "loss":
-        loss_weights = torch.as_tensor(class_weights(labels, num_labels), dtype=torch.float32, device=accelerator.device)
+        loss_weights = torch.as_tensor(
+            class_weights(labels, num_labels), dtype=torch.float32, device=accelerator.device
+        )
 
     # 3. optimisation
     from diffusers.optimization import get_scheduler
@@ -491,10 +495,14 @@ def train_classifier(
         started = time.time()
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        for images, batch_labels in epoch_batches(accelerator, loader, epoch, position.batch_in_epoch if epoch == position.epoch else 0):
+        for images, batch_labels in epoch_batches(
+            accelerator, loader, epoch, position.batch_in_epoch if epoch == position.epoch else 0
+        ):
             with accelerator.accumulate(model):
                 logits = model(images).logits
-                loss = F.cross_entropy(logits, batch_labels, weight=loss_weights, label_smoothing=config.label_smoothing)
+                loss = F.cross_entropy(
+                    logits, batch_labels, weight=loss_weights, label_smoothing=config.label_smoothing
+                )
                 accelerator.backward(loss)
                 optimizer.step()
                 lr_scheduler.step()
@@ -531,7 +539,9 @@ def train_classifier(
     history = {
         "epochs": stopping.history,
         "best_epoch": stopping.best_epoch,
-        "best_val_balanced_accuracy": stopping.best_score if val_dataset is not None and stopping.best_epoch >= 0 else None,
+        "best_val_balanced_accuracy": stopping.best_score
+        if val_dataset is not None and stopping.best_epoch >= 0
+        else None,
         "stopped_early": stopping.stopped,
         "global_step": global_step,
         "config": asdict(config),

@@ -190,7 +190,8 @@ def test_paired_comparison():
     for name, metrics in comparison["difference"]["per_class"].items():
         entry = metrics["sensitivity"]
         assert entry["value"] == pytest.approx(
-            comparison["b"]["per_class"][name]["sensitivity"]["value"] - comparison["a"]["per_class"][name]["sensitivity"]["value"]
+            comparison["b"]["per_class"][name]["sensitivity"]["value"]
+            - comparison["a"]["per_class"][name]["sensitivity"]["value"]
         )
     text = comparison_to_markdown(comparison)
     assert "| metric | baseline | augmented | augmented - baseline [CI] | p |" in text

@@ -74,7 +74,9 @@ def test_torchvision_backbones(backbone):
 
 @pytest.mark.parametrize("backbone_config", [TINY_HF_RESNET, TINY_VIT])
 def test_transformers_backbone(backbone_config):
-    model = _model(backbone="transformers", num_labels=4, label_names=list("abcd"), image_size=16, backbone_config=backbone_config)
+    model = _model(
+        backbone="transformers", num_labels=4, label_names=list("abcd"), image_size=16, backbone_config=backbone_config
+    )
     sample = _sample(size=16)
     assert model(sample).logits.shape == (2, 4)
     assert model.features(sample).shape == (2, 16)
@@ -126,7 +128,9 @@ def test_local_transformers_checkpoint(tmp_path):
     config = AutoConfig.for_model(**TINY_HF_RESNET, num_labels=5)
     torch.manual_seed(2)
     AutoModelForImageClassification.from_config(config).save_pretrained(tmp_path / "hf")
-    model = SkinClassifier(backbone="transformers", num_labels=2, label_names=["x", "y"], pretrained=str(tmp_path / "hf"))
+    model = SkinClassifier(
+        backbone="transformers", num_labels=2, label_names=["x", "y"], pretrained=str(tmp_path / "hf")
+    )
     assert model.config.backbone_config["model_type"] == "resnet"
     assert model.model.config.num_labels == 2
     model.save_pretrained(tmp_path / "saved")
@@ -181,7 +185,9 @@ def _colour_dataset(n, seed, size=16):
         pixels[..., label] += 150
         images.append(Image.fromarray(pixels.astype(np.uint8)))
         labels.append(label)
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["red", "green", "blue"])})
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=["red", "green", "blue"])}
+    )
     return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
 
 

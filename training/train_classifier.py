@@ -30,11 +30,17 @@ VALIDATION_NAMES = ("validation", "val", "valid")
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     data = parser.add_argument_group("data")
-    data.add_argument("--train_data_dir", required=True, help="Training data: a folder, a DermaMNIST .npz or a known name.")
-    data.add_argument("--validation_data_dir", default=None, help="Validation data; default: split off the training data.")
+    data.add_argument(
+        "--train_data_dir", required=True, help="Training data: a folder, a DermaMNIST .npz or a known name."
+    )
+    data.add_argument(
+        "--validation_data_dir", default=None, help="Validation data; default: split off the training data."
+    )
     data.add_argument("--test_data_dir", default=None, help="Optional test data, evaluated once with the best model.")
     data.add_argument(
-        "--loader_kwargs", default="{}", help="JSON options for dermdiff.data.load_any, e.g. '{\"split\": \"all\", \"limit\": 500}'."
+        "--loader_kwargs",
+        default="{}",
+        help='JSON options for dermdiff.data.load_any, e.g. \'{"split": "all", "limit": 500}\'.',
     )
     data.add_argument(
         "--split_fractions",
@@ -45,26 +51,35 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     model = parser.add_argument_group("model")
     model.add_argument(
-        "--backbone", default="resnet18", choices=TORCHVISION_BACKBONES + (TRANSFORMERS_BACKBONE,), help="Classifier backbone."
+        "--backbone",
+        default="resnet18",
+        choices=TORCHVISION_BACKBONES + (TRANSFORMERS_BACKBONE,),
+        help="Classifier backbone.",
     )
     model.add_argument(
-        "--backbone_config", default=None, help="transformers only: a JSON file, inline JSON, or a model_type name (e.g. vit)."
+        "--backbone_config",
+        default=None,
+        help="transformers only: a JSON file, inline JSON, or a model_type name (e.g. vit).",
     )
     model.add_argument(
         "--pretrained",
         default=None,
-        help="Initial weights: a local .safetensors/.pth file (torchvision), a local checkpoint folder (transformers), "
-        "'imagenet' or a Hub id (needs network).",
+        help="Initial weights: a local .safetensors/.pth file (torchvision), a local checkpoint folder "
+        "(transformers), 'imagenet' or a Hub id (needs network).",
     )
 
     train = parser.add_argument_group("training")
-    train.add_argument("--output_dir", default="classifier-output", help="Model, metrics, checkpoints and logs go here.")
+    train.add_argument(
+        "--output_dir", default="classifier-output", help="Model, metrics, checkpoints and logs go here."
+    )
     train.add_argument("--num_epochs", type=int, default=10, help="Maximum number of epochs.")
     train.add_argument("--train_batch_size", type=int, default=32, help="Batch size per process.")
     train.add_argument("--eval_batch_size", type=int, default=128, help="Batch size for validation and test.")
     train.add_argument("--learning_rate", type=float, default=1e-3, help="AdamW learning rate.")
     train.add_argument("--weight_decay", type=float, default=1e-4, help="AdamW weight decay.")
-    train.add_argument("--lr_scheduler", default="cosine", help="diffusers scheduler name (cosine, constant, linear, ...).")
+    train.add_argument(
+        "--lr_scheduler", default="cosine", help="diffusers scheduler name (cosine, constant, linear, ...)."
+    )
     train.add_argument("--lr_warmup_steps", type=int, default=0, help="Warm-up optimiser steps.")
     train.add_argument("--balance", default="none", choices=("none", "sampler", "loss"), help="Class balancing.")
     train.add_argument("--no_augment", action="store_true", help="Disable flips and colour jitter.")
@@ -72,14 +87,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--label_smoothing", type=float, default=0.0, help="Cross-entropy label smoothing.")
     train.add_argument("--seed", type=int, default=0, help="Seed for initialisation, data order and augmentation.")
     train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per update.")
-    train.add_argument("--mixed_precision", default="no", choices=("no", "fp16", "bf16"), help="accelerate mixed precision.")
+    train.add_argument(
+        "--mixed_precision", default="no", choices=("no", "fp16", "bf16"), help="accelerate mixed precision."
+    )
     train.add_argument("--checkpoints_total_limit", type=int, default=2, help="Checkpoints to keep.")
     train.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-<step> folder.")
     train.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
     train.add_argument("--report_to", default="none", help="accelerate tracker ('tensorboard' or 'none').")
 
     evaluation = parser.add_argument_group("evaluation")
-    evaluation.add_argument("--n_boot", type=int, default=1000, help="Bootstrap replicates for the confidence intervals.")
+    evaluation.add_argument(
+        "--n_boot", type=int, default=1000, help="Bootstrap replicates for the confidence intervals."
+    )
 
     args = parser.parse_args(argv)
     for name in ("loader_kwargs", "split_fractions"):
@@ -154,7 +173,9 @@ def main(args: argparse.Namespace) -> dict:
     for name in ("validation", "test"):
         if name not in parts:
             continue
-        result = evaluate_classifier(model, parts[name], batch_size=args.eval_batch_size, n_boot=args.n_boot, seed=args.seed)
+        result = evaluate_classifier(
+            model, parts[name], batch_size=args.eval_batch_size, n_boot=args.n_boot, seed=args.seed
+        )
         stem = "metrics" if name == "validation" else "metrics_test"
         save_metrics(result, args.output_dir, stem=stem, title=f"{args.backbone} on the {name} split")
         results[name] = result

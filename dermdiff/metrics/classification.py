@@ -83,7 +83,9 @@ def _check_inputs(y_true, y_pred, y_prob, num_classes, label_names):
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     largest = max(int(y_true.max()), int(y_pred.max()))
     if largest >= num_classes:
-        raise ValueError(f"label {largest} is out of range for num_classes={num_classes} (allowed 0..{num_classes - 1})")
+        raise ValueError(
+            f"label {largest} is out of range for num_classes={num_classes} (allowed 0..{num_classes - 1})"
+        )
     if y_prob is not None and y_prob.shape[1] != num_classes:
         raise ValueError(f"y_prob has {y_prob.shape[1]} columns but num_classes is {num_classes}")
     if label_names is None:
@@ -272,7 +274,7 @@ def _bootstrap(arrays_list, num_classes, n_boot, seed):
     n = arrays_list[0][0].size
     collected = [dict() for _ in arrays_list]
     for weights in bootstrap_weights(n, n_boot, seed):
-        for store, (y_true, y_pred, y_prob) in zip(collected, arrays_list):
+        for store, (y_true, y_pred, y_prob) in zip(collected, arrays_list, strict=True):
             for key, value in _replicate_metrics(y_true, y_pred, y_prob, num_classes, weights).items():
                 store.setdefault(key, []).append(value)
     return [{key: np.concatenate(value, axis=0) for key, value in store.items()} for store in collected]
@@ -481,11 +483,16 @@ def compare_classifiers(
         raise ValueError("give probabilities for both classifiers or for neither")
     if num_classes is None:
         num_classes = max(
-            _check_inputs(y_true, pred, prob, None, label_names)[3] for pred, prob in ((y_pred_a, y_prob_a), (y_pred_b, y_prob_b))
+            _check_inputs(y_true, pred, prob, None, label_names)[3]
+            for pred, prob in ((y_pred_a, y_prob_a), (y_pred_b, y_prob_b))
         )
-    y_true, y_pred_a, y_prob_a, num_classes, label_names = _check_inputs(y_true, y_pred_a, y_prob_a, num_classes, label_names)
+    y_true, y_pred_a, y_prob_a, num_classes, label_names = _check_inputs(
+        y_true, y_pred_a, y_prob_a, num_classes, label_names
+    )
     _, y_pred_b, y_prob_b, _, _ = _check_inputs(y_true, y_pred_b, y_prob_b, num_classes, label_names)
-    reps_a, reps_b = _bootstrap([(y_true, y_pred_a, y_prob_a), (y_true, y_pred_b, y_prob_b)], num_classes, n_boot, seed)
+    reps_a, reps_b = _bootstrap(
+        [(y_true, y_pred_a, y_prob_a), (y_true, y_pred_b, y_prob_b)], num_classes, n_boot, seed
+    )
     settings = (n_boot, confidence, seed)
     result_a = _summarise(y_true, y_pred_a, y_prob_a, num_classes, label_names, reps_a, *settings)
     result_b = _summarise(y_true, y_pred_b, y_prob_b, num_classes, label_names, reps_b, *settings)
@@ -552,7 +559,8 @@ def metrics_to_markdown(result: dict, digits: int = 3) -> str:
         cells = " | ".join(format_entry(row[key], digits) for key in columns)
         lines.append(f"| {name} | {row['support']} | {cells} |")
     lines.append("")
-    lines.append(f"n = {result['n']}; bootstrap: {result['bootstrap']['n_boot']} replicates, seed {result['bootstrap']['seed']}.")
+    settings = result["bootstrap"]
+    lines.append(f"n = {result['n']}; bootstrap: {settings['n_boot']} replicates, seed {settings['seed']}.")
     lines += [f"- {note}" for note in result["notes"]]
     return "\n".join(lines) + "\n"
 
@@ -565,13 +573,21 @@ def comparison_to_markdown(comparison: dict, digits: int = 3) -> str:
 
     def row(label, entry_a, entry_b, diff):
         p = "n/a" if diff["p_value"] is None else f"{diff['p_value']:.3g}"
-        return f"| {label} | {format_entry(entry_a, digits)} | {format_entry(entry_b, digits)} | {format_entry(diff, digits, True)} | {p} |"
+        cells = [format_entry(entry_a, digits), format_entry(entry_b, digits), format_entry(diff, digits, True), p]
+        return f"| {label} | " + " | ".join(cells) + " |"
 
     for key, diff in comparison["difference"]["overall"].items():
         lines.append(row(key, comparison["a"]["overall"][key], comparison["b"]["overall"][key], diff))
     for name, metrics in comparison["difference"]["per_class"].items():
         for key, diff in metrics.items():
-            lines.append(row(f"{name} {key}", comparison["a"]["per_class"][name][key], comparison["b"]["per_class"][name][key], diff))
+            lines.append(
+                row(
+                    f"{name} {key}",
+                    comparison["a"]["per_class"][name][key],
+                    comparison["b"]["per_class"][name][key],
+                    diff,
+                )
+            )
     mcnemar = comparison["mcnemar"]
     lines += [
         "",
