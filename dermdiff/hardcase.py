@@ -197,14 +197,14 @@ def paired(before: dict, after: dict, label_names, n_boot: int, seed: int, names
     )
 
 
-def _train(pool, validation, classifier_config, output_dir, label_names, seed, model=None):
+def fit_classifier(pool, validation, classifier_config, output_dir, label_names, seed, model=None):
     settings = dict(classifier_config, seed=seed)
     model, history = train_classifier(pool, validation, settings, output_dir=output_dir, model=model, label_names=label_names)
     model.eval()
     return model, history
 
 
-def _val_score(model, validation, batch_size) -> float:
+def validation_score(model, validation, batch_size) -> float:
     output = predict(model, validation, batch_size=batch_size)
     result = classification_metrics(output["labels"], output["predictions"], num_classes=model.config.num_labels, n_boot=0)
     return float(result["overall"]["balanced_accuracy"]["value"])
@@ -265,11 +265,11 @@ def run_hardcase_loop(
                    "sizes": {name: len(part) for name, part in splits.items()}, "label_names": label_names})
 
     # -- 1. round 0: the baseline on real data only -------------------------------------------------------
-    baseline, _ = _train(train, validation, classifier_config, os.path.join(output_dir, "classifiers", "round_0"),
+    baseline, _ = fit_classifier(train, validation, classifier_config, os.path.join(output_dir, "classifiers", "round_0"),
                          label_names, derive_seed(config.seed, "classifier", 0))
     current, current_test = baseline, predict(baseline, test, batch_size=batch_size)
     baseline_test = current_test
-    best_val = _val_score(baseline, validation, batch_size)
+    best_val = validation_score(baseline, validation, batch_size)
     summaries = [{
         "round": 0, "pool": {"real": len(train), "synthetic": 0}, "validation_balanced_accuracy": best_val,
         "test": split_metrics(current_test, label_names, config.n_boot, config.seed),
@@ -323,10 +323,10 @@ def run_hardcase_loop(
         synthetic_total += len(generated)
         pool = training_pool(train, synthetic_folders, registry)
         start_model = copy.deepcopy(current) if config.fine_tune else None
-        retrained, _ = _train(pool, validation, classifier_config, os.path.join(output_dir, "classifiers", f"round_{k}"),
+        retrained, _ = fit_classifier(pool, validation, classifier_config, os.path.join(output_dir, "classifiers", f"round_{k}"),
                               label_names, round_seeds["classifier"], model=start_model)
         after_test = predict(retrained, test, batch_size=batch_size)
-        val_score = _val_score(retrained, validation, batch_size)
+        val_score = validation_score(retrained, validation, batch_size)
         comparison = paired(current_test, after_test, label_names, config.n_boot, config.seed)
         by_case = {case.sample_id: [] for case in cases}
         for item in generated:

@@ -30,7 +30,7 @@ from dermdiff.synthesis import (
 )
 
 SIZE = 16
-TINY_CLASSIFIER = {"backbone": "resnet18", "resolution": SIZE, "num_epochs": 1, "batch_size": 16, "patience": None,
+TINY_CLASSIFIER = {"backbone": "mobilenet_v3_small", "resolution": SIZE, "num_epochs": 1, "batch_size": 16, "patience": None,
                    "checkpoints_total_limit": 1}
 
 
@@ -46,6 +46,15 @@ def tiny_diffusion() -> DermDiffPipeline:
 def tiny_gan() -> DermGANPipeline:
     torch.manual_seed(0)
     return DermGANPipeline(dermgan=DermGANGenerator(sample_size=SIZE, block_out_channels=(8, 16, 32)))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared CPU, two threads contending with other processes run 10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
