@@ -261,3 +261,29 @@ def test_loop_rejects_a_strategy_the_generator_cannot_do(splits, tmp_path):
         run_hardcase_loop(splits, tiny_gan(), {"strategies": ("adversarial",), "classifier": TINY_CLASSIFIER}, str(tmp_path))
     with pytest.raises(ValueError, match="strategies must be"):
         HardCaseConfig(strategies=("nope",))
+
+
+# -- the augmentation experiment (seed 002) ------------------------------------------------------------------------
+def test_rare_classes_rule():
+    from dermdiff.augmentation import rare_classes
+
+    assert rare_classes([0] * 30 + [1] * 2 + [2] * 30 + [3] * 3, 4) == [1, 3]
+    assert rare_classes([0] * 10 + [1] * 9, 2) == [1]  # none under half the mean: the rarest
+
+
+def test_augmentation_experiment_end_to_end(splits, tmp_path):
+    from dermdiff.augmentation import run_augmentation_experiment
+
+    result = run_augmentation_experiment(
+        splits, tiny_gan(), {"num_images": 3, "n_boot": 30, "classifier": TINY_CLASSIFIER}, str(tmp_path / "aug")
+    )
+    assert result["classes"] == ["melanoma", "vascular"] and result["synthetic"] == {"melanoma": 3, "vascular": 3}
+    payload = json.load(open(result["paths"]["json"]))
+    assert payload["pool"] == {"real": len(splits["train"]), "synthetic": 6}
+    assert all(item["source_id"].startswith("validation:") for item in payload["provenance"])
+    validation_ids = set(splits["validation"]["image_id"])
+    assert {item["source_id"].split(":", 1)[1] for item in payload["provenance"]} <= validation_ids
+    assert payload["mcnemar"]["p_value"] <= 1 and "sensitivity" in payload["difference"]["per_class"]["melanoma"]
+    report = open(result["paths"]["markdown"]).read()
+    assert "| balanced_accuracy |" in report and "McNemar" in report
+    assert result["comparison"]["a"]["n"] == len(splits["test"])
