@@ -151,6 +151,24 @@ def test_download_requests_fail_clearly_offline(tmp_path, monkeypatch):
         SkinClassifier(backbone="resnet18", num_labels=2, pretrained=str(tmp_path / "missing.pth"))
 
 
+def test_download_without_connection_fails_fast(tmp_path, monkeypatch):
+    import dermdiff.classifier as classifier_module
+
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DERMDIFF_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
+    calls = []
+
+    def unreachable(address, timeout=None):
+        calls.append((address, timeout))
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(classifier_module.socket, "create_connection", unreachable)
+    with pytest.raises(WeightsUnavailableError, match="no network connection to download.pytorch.org"):
+        SkinClassifier(backbone="mobilenet_v3_small", num_labels=2, pretrained="imagenet")
+    assert calls and calls[0][1] <= 5  # a short timeout, never a hang
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
