@@ -188,6 +188,55 @@ def test_v_prediction_and_class_embedding_train(tmp_path, model_config):
     assert config["use_class_embedding"] is True and scheduler["prediction_type"] == "v_prediction"
 
 
+def test_evaluate_hook_sees_the_ema_pipeline_every_n_steps_and_at_the_end(tmp_path, model_config):
+    from diffusers import DDPMScheduler
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dermdiff.data.info import registry_of
+    from dermdiff.data.phantom import phantom_dataset
+    from dermdiff.loops.diffusion import DiffusionExamples, train_diffusion
+    from dermdiff.models.semantic_unet import SemanticUNet2DModel
+
+    reset_accelerate()
+    rows = phantom_dataset(n=8, size=16, seed=0)
+    unet = SemanticUNet2DModel(sample_size=16, **TINY_MODEL)
+    seen = []
+
+    def evaluate(pipeline, step):
+        ema = [p.detach().clone() for p in pipeline.unet.parameters()]
+        seen.append((step, pipeline.unet.training, ema))
+        return {"score": float(step)}
+
+    config = DiffusionTrainingConfig(output_dir=str(tmp_path), train_batch_size=4, max_train_steps=3, lr_warmup_steps=1,
+                                     checkpointing_steps=3, validation_steps=0, report_to="tensorboard")
+    run_result = train_diffusion(unet, DDPMScheduler(num_train_timesteps=100),
+                                 rows.with_transform(DiffusionExamples(registry_of(rows), 16)), config,
+                                 evaluate=evaluate, evaluate_every=2)
+    assert [step for step, _, _ in seen] == [2, 3] and run_result.metrics == {"score": 3.0}
+    assert not any(training for _, training, _ in seen)  # evaluated in eval mode
+    ema = weights(tmp_path / "checkpoint-3" / "unet_ema")
+    names = [name for name, _ in SemanticUNet2DModel(sample_size=16, **TINY_MODEL).named_parameters()]
+    for name, value in zip(names, seen[-1][2]):  # the final evaluation saw the EMA weights
+        torch.testing.assert_close(value, ema[name], rtol=0, atol=1e-7)
+    events = EventAccumulator(str(tmp_path / "logs" / "train_diffusion")).Reload()
+    assert [event.step for event in events.Scalars("score")] == [2, 3]
+
+
+@pytest.mark.slow
+def test_compute_fid_every_logs_fid_and_kid_from_the_script(tmp_path, model_config):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    run(model_config, out, "--max_train_steps", "2", "--checkpointing_steps", "0", "--report_to", "tensorboard",
+        "--compute_fid_every", "2", "--fid_num_images", "4", "--fid_extractor", "torchvision:resnet18:random",
+        "--ddpm_num_inference_steps", "2")
+    events = EventAccumulator(str(out / "logs" / "train_diffusion")).Reload()
+    for tag in ("fid", "fid_ci95", "kid", "loss"):
+        assert tag in events.Tags()["scalars"], tag
+    assert [event.step for event in events.Scalars("fid")] == [2]
+    assert all(event.value >= 0 for event in events.Scalars("fid"))
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -34,8 +34,9 @@ from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
 
 from dermdiff.hub import ModelCardInfo, push_to_hub
-from dermdiff.loops.diffusion import DiffusionExamples, DiffusionTrainingConfig, train_diffusion
+from dermdiff.loops.diffusion import DiffusionExamples, DiffusionTrainingConfig, FIDEvaluation, train_diffusion
 from dermdiff.models.semantic_unet import SemanticUNet2DModel
+from dermdiff.semantic_map import SemanticMap
 
 # flags that are DiffusionTrainingConfig fields of the same name
 CONFIG_FIELDS = tuple(DiffusionTrainingConfig.__dataclass_fields__)
@@ -97,6 +98,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="Skin types of the grid's columns (rows are conditions).")
     runs.add_argument("--ddpm_num_inference_steps", type=int, default=50, help="DDIM steps for validation grids.")
     runs.add_argument("--validation_guidance_scale", type=float, default=1.0, help="Guidance scale of the grid.")
+    runs.add_argument("--compute_fid_every", type=int, default=0,
+                      help="Every N updates (and at the end) log FID/KID of EMA samples vs held-out images (0 = never).")
+    runs.add_argument("--fid_num_images", type=int, default=200, help="Held-out images (and samples) for FID/KID.")
+    runs.add_argument("--fid_extractor", default="inception",
+                      help="Feature extractor spec of dermdiff.metrics.load_extractor (inception, torchvision:ARCH:FILE, ...).")
     runs.add_argument("--logging_dir", default="logs", help="Tracker folder inside --output_dir.")
     runs.add_argument("--report_to", default="tensorboard", help="'tensorboard', 'wandb', 'all' or 'none'.")
     runs.add_argument("--push_to_hub", action="store_true", help="Upload the final pipeline with a model card.")
@@ -114,39 +120,65 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--condition_dropout must be in [0, 1], got {args.condition_dropout}")
     if args.phantom and args.phantom_num_images < 1:
         parser.error(f"--phantom_num_images must be >= 1, got {args.phantom_num_images}")
+    if args.compute_fid_every < 0 or args.fid_num_images < 2:
+        parser.error("--compute_fid_every must be >= 0 and --fid_num_images >= 2")
     if args.model_config and not os.path.isfile(args.model_config):
         parser.error(f"--model_config {args.model_config!r} does not exist")
     return args
 
 
-def is_train_split(split) -> bool:
-    """Rows without a split, or in "train", are training rows."""
-    return split in (None, "", "train")
+HELDOUT_SPLITS = ("val", "validation")
 
 
-def load_train_dataset(args):
-    """The raw training dataset (dermdiff columns), its registry and a name for the model card."""
+def in_splits(names):
+    """A `datasets.filter` predicate on the `split` column; rows without a split count as training rows."""
+
+    def keep(split) -> bool:
+        return (split or "train") in names
+
+    return keep
+
+
+def load_datasets(args):
+    """Training rows, held-out rows (None unless FID is computed), the registry and a name for the card."""
     from dermdiff.data.folder import load_dataset_dir
     from dermdiff.data.info import registry_of
 
+    heldout = None
     if args.phantom:
         from dermdiff.data.phantom import phantom_dataset
 
-        dataset = phantom_dataset(n=args.phantom_num_images, size=args.resolution, seed=args.phantom_seed)
-        name = "phantom"
-    elif args.train_data_dir:
-        dataset = load_dataset_dir(args.train_data_dir, size=args.resolution)
+        train = phantom_dataset(n=args.phantom_num_images, size=args.resolution, seed=args.phantom_seed)
+        if args.compute_fid_every:  # a phantom drawn from another seed: images and maps never trained on
+            heldout = phantom_dataset(n=args.fid_num_images, size=args.resolution, seed=args.phantom_seed + 1)
+        return train, heldout, registry_of(train), "phantom"
+    if args.train_data_dir:
+        rows = load_dataset_dir(args.train_data_dir, size=args.resolution)
         name = os.path.basename(os.path.normpath(args.train_data_dir))
     else:
         import datasets
 
-        dataset = datasets.load_dataset(
-            args.dataset_name, args.dataset_config_name, split="train", cache_dir=args.cache_dir
-        )
-        name = args.dataset_name
-    if "split" in dataset.column_names:  # never train on validation / test rows
-        dataset = dataset.filter(is_train_split, input_columns="split")
-    return dataset, registry_of(dataset), name
+        rows = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
+        if args.compute_fid_every:
+            split = next((s for s in HELDOUT_SPLITS if s in rows), None)
+            heldout = rows[split] if split else None
+        rows, name = rows["train"], args.dataset_name
+    if "split" in rows.column_names:  # never train on validation / test rows
+        if args.compute_fid_every:
+            heldout = rows.filter(in_splits(HELDOUT_SPLITS), input_columns="split")
+        rows = rows.filter(in_splits(("train",)), input_columns="split")
+    if args.compute_fid_every and not heldout:
+        raise ValueError(f"--compute_fid_every needs held-out rows (split {' or '.join(HELDOUT_SPLITS)}) in {name}")
+    if heldout is not None:
+        heldout = heldout.select(range(min(len(heldout), args.fid_num_images)))
+    return rows, heldout, registry_of(rows), name
+
+
+def fid_evaluation(args, heldout, registry) -> FIDEvaluation:
+    """Samples the held-out images' own maps and compares the samples with those images."""
+    maps = [SemanticMap.decode(image, registry).resize(args.resolution) for image in heldout["semantic_map"]]
+    return FIDEvaluation(heldout, maps, args.resolution, extractor=args.fid_extractor,
+                         num_inference_steps=args.ddpm_num_inference_steps, seed=args.seed)
 
 
 def build_model(args, registry) -> SemanticUNet2DModel:
@@ -177,7 +209,7 @@ def training_config(args) -> DiffusionTrainingConfig:
 
 
 def main(args: argparse.Namespace) -> int:
-    dataset, registry, dataset_label = load_train_dataset(args)
+    dataset, heldout, registry, dataset_label = load_datasets(args)
     set_seed(args.seed)  # the initial weights too
     unet = build_model(args, registry)
     noise_scheduler = DDPMScheduler(
@@ -186,7 +218,9 @@ def main(args: argparse.Namespace) -> int:
         prediction_type=args.prediction_type,
     )
     examples = dataset.with_transform(DiffusionExamples(registry, args.resolution))
-    run = train_diffusion(unet, noise_scheduler, examples, training_config(args))
+    evaluate = fid_evaluation(args, heldout, registry) if args.compute_fid_every else None
+    run = train_diffusion(unet, noise_scheduler, examples, training_config(args), evaluate=evaluate,
+                          evaluate_every=args.compute_fid_every)
     if args.push_to_hub and run.pipeline is not None:
         info = ModelCardInfo(
             model_type="DermDiffPipeline (semantic-map-conditioned diffusion)",

@@ -273,6 +273,47 @@ def _pipeline(unet, noise_scheduler):
     return pipeline
 
 
+class FIDEvaluation:
+    """`evaluate` hook for `train_diffusion`: FID and KID of samples against held-out real images.
+
+    Samples one image per held-out map (with DDIM, a fixed seed per image), so generated and reference
+    sets request the same conditions, places and skin types; `dermdiff.metrics.compute_fid_kid` does
+    the rest. The feature extractor is loaded once.
+
+    Args:
+        reference: held-out real images (a `datasets` split with dermdiff columns, or a folder).
+        maps (`Sequence[SemanticMap]`): the maps to sample, e.g. the held-out images' own maps.
+        extractor (`str` or `nn.Module`, defaults to `"inception"`): a `dermdiff.metrics.load_extractor` spec.
+        resolution (`int`): images of both sets are compared at this side.
+        num_inference_steps (`int`, defaults to 50); batch_size (`int`, defaults to 8); seed (`int`, defaults to 0).
+    """
+
+    def __init__(self, reference, maps, resolution: int, extractor="inception", num_inference_steps: int = 50,
+                 batch_size: int = 8, seed: int = 0):
+        from ..metrics.features import load_extractor
+
+        if len(maps) < 2:
+            raise ValueError(f"FID needs at least 2 held-out maps, got {len(maps)}")
+        self.reference, self.maps, self.resolution = reference, list(maps), resolution
+        self.extractor = load_extractor(extractor)
+        self.num_inference_steps, self.batch_size, self.seed = num_inference_steps, batch_size, seed
+
+    def __call__(self, pipeline, step: int) -> dict:
+        from ..metrics.fid import compute_fid_kid
+        from ..metrics.sources import PipelineSource
+
+        scheduler = pipeline.scheduler
+        pipeline.scheduler = DDIMScheduler.from_config(scheduler.config)
+        try:
+            source = PipelineSource(pipeline, len(self.maps), maps=self.maps, batch_size=self.batch_size,
+                                    seed=self.seed, num_inference_steps=self.num_inference_steps)
+            result = compute_fid_kid(source, self.reference, self.extractor, resolution=self.resolution,
+                                     registry=pipeline.unet.registry, cache_dir=None, per_group=False, verbose=False)
+        finally:
+            pipeline.scheduler = scheduler
+        return {"fid": result["fid"]["value"], "fid_ci95": result["fid"]["ci95"], "kid": result["kid"]["value"]}
+
+
 class _EMAWeights:
     """Context manager: the EMA weights sit in `model` inside the block, the trained ones after."""
 
@@ -451,7 +492,7 @@ def train_diffusion(
     accelerator.wait_for_everyone()
     pipeline = None
     if accelerator.is_main_process:
-        model = accelerator.unwrap_model(unet)
+        model = accelerator.unwrap_model(unet).eval()
         if ema is not None:
             ema.copy_to(model.parameters())
         pipeline = _pipeline(model, noise_scheduler)
