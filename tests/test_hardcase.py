@@ -287,3 +287,41 @@ def test_augmentation_experiment_end_to_end(splits, tmp_path):
     report = open(result["paths"]["markdown"]).read()
     assert "| balanced_accuracy |" in report and "McNemar" in report
     assert result["comparison"]["a"]["n"] == len(splits["test"])
+
+
+# -- the scripts ---------------------------------------------------------------------------------------------------
+def load_script(name):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "training", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY_FLAGS = ["--phantom", "--phantom_num_images", "120", "--phantom_size", str(SIZE), "--backbone", "mobilenet_v3_small",
+              "--num_epochs", "1", "--train_batch_size", "16", "--patience", "0", "--n_boot", "20", "--num_threads", "1"]
+
+
+def test_adversarial_loop_script(tmp_path):
+    tiny_diffusion().save_pretrained(str(tmp_path / "generator"))
+    script = load_script("adversarial_loop")
+    with pytest.raises(SystemExit):
+        script.parse_args(["--phantom", "--generator", "g", "--strategies", "map,warp"])
+    args = script.parse_args(TINY_FLAGS + ["--generator", str(tmp_path / "generator"), "--rounds", "1",
+                                           "--strategies", "map,adversarial", "--per_case", "1", "--max_cases", "2",
+                                           "--margin", "0.5", "--num_inference_steps", "2", "--output_dir", str(tmp_path / "out")])
+    result = script.main(args)
+    assert os.path.isfile(tmp_path / "out" / "ledger.jsonl") and os.path.isfile(tmp_path / "out" / "report.md")
+    assert set(result["rounds"][0]["test"]["per_class"]) == {"nevus", "melanoma", "psoriasis", "dermatofibroma", "vascular"}
+
+
+def test_augment_experiment_script(tmp_path):
+    tiny_gan().save_pretrained(str(tmp_path / "generator"))
+    script = load_script("augment_experiment")
+    args = script.parse_args(TINY_FLAGS + ["--generator", str(tmp_path / "generator"), "--classes", "vascular",
+                                           "--num_images", "2", "--output_dir", str(tmp_path / "out")])
+    result = script.main(args)
+    assert result["synthetic"] == {"vascular": 2}
+    assert len(os.listdir(tmp_path / "out" / "synthetic" / "images")) == 2

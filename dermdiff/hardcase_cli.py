@@ -1,0 +1,128 @@
+"""Command-line plumbing shared by `training/adversarial_loop.py` and `training/augment_experiment.py`.
+
+Both scripts take the same data flags (`--data_dir` or `--phantom`), the same generator flag
+(`--generator PIPELINE_DIR`) and the same classifier flags; they are defined once here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from .classifier import TORCHVISION_BACKBONES
+
+SPLIT_NAMES = ("train", "validation", "mining", "test")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data (one of --data_dir / --phantom)")
+    data.add_argument("--data_dir", default=None, help="Any layout dermdiff.data.load_any reads (folder, HAM10000, .npz).")
+    data.add_argument("--loader_kwargs", default="{}", help="JSON options for load_any, e.g. '{\"size\": 64, \"limit\": 2000}'.")
+    data.add_argument("--phantom", action="store_true", help="Use the built-in phantom (made imbalanced with --phantom_rare).")
+    data.add_argument("--phantom_num_images", type=int, default=1000, help="Phantom images.")
+    data.add_argument("--phantom_size", type=int, default=32, help="Phantom image side in pixels.")
+    data.add_argument("--phantom_seed", type=int, default=0, help="Seed of the phantom images.")
+    data.add_argument("--phantom_rare", default="melanoma,vascular", help="Comma-separated phantom classes made rare ('' for balanced).")
+    data.add_argument("--phantom_rare_fraction", type=float, default=0.05, help="Share of each rare class.")
+    data.add_argument(
+        "--split_fractions", default=None,
+        help="JSON split -> fraction (train/validation/mining/test); default 0.6/0.1/0.15/0.15. Replaces a split column.",
+    )
+    data.add_argument("--split_seed", type=int, default=0, help="Seed of the train/validation/mining/test split.")
+
+
+def add_classifier_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("classifier (dermdiff.classifier_training)")
+    group.add_argument("--backbone", default="resnet18", choices=TORCHVISION_BACKBONES, help="Classifier backbone.")
+    group.add_argument("--pretrained", default=None, help="Local weights file for the backbone (never downloaded).")
+    group.add_argument("--resolution", type=int, default=None, help="Classifier input side (default: the generator's).")
+    group.add_argument("--num_epochs", type=int, default=10, help="Epochs per classifier training.")
+    group.add_argument("--train_batch_size", type=int, default=32, help="Classifier batch size.")
+    group.add_argument("--learning_rate", type=float, default=1e-3, help="AdamW learning rate.")
+    group.add_argument("--balance", default="none", choices=("none", "sampler", "loss"), help="Class balancing.")
+    group.add_argument("--patience", type=int, default=5, help="Early-stopping patience in epochs (0 disables).")
+    group.add_argument("--n_boot", type=int, default=1000, help="Bootstrap replicates of the CIs and the paired test.")
+    group.add_argument("--num_threads", type=int, default=None, help="torch intra-op threads (1 is fastest on a shared CPU).")
+
+
+def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("generator")
+    group.add_argument("--generator", required=True, help="A saved DermDiffPipeline or DermGANPipeline folder.")
+    group.add_argument("--num_inference_steps", type=int, default=50, help="Denoising steps (diffusion only).")
+    group.add_argument("--guidance_scale", type=float, default=None, help="Classifier-free guidance weight (diffusion only).")
+    group.add_argument("--generation_batch_size", type=int, default=16, help="Images per generator call.")
+
+
+def parse_json_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Decodes the JSON flags in place and checks the data source (one of --data_dir / --phantom)."""
+    for name in ("loader_kwargs", "split_fractions"):
+        value = getattr(args, name)
+        if value is not None:
+            try:
+                setattr(args, name, json.loads(value))
+            except json.JSONDecodeError as error:
+                parser.error(f"--{name} is not valid JSON: {error}")
+    if (args.data_dir is None) == (not args.phantom):
+        parser.error("give exactly one of --data_dir and --phantom")
+    if args.patience < 0 or args.n_boot < 1:
+        parser.error("--patience must be >= 0 and --n_boot >= 1")
+
+
+def classifier_settings(args: argparse.Namespace, resolution: int) -> dict:
+    """`ClassifierTrainingConfig` fields from the classifier flags."""
+    return {
+        "backbone": args.backbone, "pretrained": args.pretrained, "resolution": args.resolution or resolution,
+        "num_epochs": args.num_epochs, "batch_size": args.train_batch_size, "learning_rate": args.learning_rate,
+        "balance": args.balance, "patience": args.patience or None, "checkpoints_total_limit": 1,
+    }
+
+
+def load_generator(path: str):
+    """A saved dermdiff pipeline, its class read from `model_index.json` (`_class_name`)."""
+    from . import pipelines
+
+    index_path = os.path.join(path, "model_index.json")
+    if not os.path.isfile(index_path):
+        raise FileNotFoundError(f"{index_path} not found; --generator must be a saved pipeline folder (save_pretrained)")
+    with open(index_path) as handle:
+        name = json.load(handle).get("_class_name")
+    if name not in ("DermDiffPipeline", "DermGANPipeline"):
+        raise ValueError(f"{path} holds a {name!r}; the generator must be a DermDiffPipeline or a DermGANPipeline")
+    pipe = getattr(pipelines, name).from_pretrained(path)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_splits(args: argparse.Namespace):
+    """`DatasetDict` with train / validation / mining / test from the data flags.
+
+    An existing split column (e.g. DermaMNIST's train/val) is used unless `--split_fractions` is given;
+    `val` is renamed `validation`, and a missing mining (or test) split is carved out of train, whole
+    groups at a time (`make_splits` on the train part).
+    """
+    import datasets
+
+    from .data import load_any, make_splits, phantom_dataset
+    from .data.phantom import rare_class_weights
+
+    if args.phantom:
+        rare = [name for name in args.phantom_rare.split(",") if name]
+        weights = rare_class_weights(rare, args.phantom_rare_fraction) if rare else None
+        dataset = phantom_dataset(n=args.phantom_num_images, size=args.phantom_size, seed=args.phantom_seed,
+                                  class_weights=weights)
+    else:
+        dataset = load_any(args.data_dir, **args.loader_kwargs)
+    use_column = args.split_fractions is None
+    parts = dict(make_splits(dataset, fractions=args.split_fractions, seed=args.split_seed, use_split_column=use_column))
+    if "val" in parts and "validation" not in parts:
+        parts["validation"] = parts.pop("val")
+    missing = [name for name in ("mining", "test") if name not in parts]
+    if missing:
+        share = {"mining": 0.15, "test": 0.15}
+        fractions = {"train": 1.0 - sum(share[name] for name in missing), **{name: share[name] for name in missing}}
+        parts.update(make_splits(parts["train"], fractions=fractions, seed=args.split_seed, use_split_column=False))
+    unknown = [name for name in parts if name not in SPLIT_NAMES]
+    if unknown:
+        raise ValueError(f"unexpected split names {unknown}; expected {SPLIT_NAMES}")
+    return datasets.DatasetDict({name: parts[name] for name in SPLIT_NAMES})
