@@ -103,8 +103,10 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
             raise ValueError(f"callback_on_step_end_tensor_inputs {unknown} not in {self._callback_tensor_inputs}")
 
     def prepare_image(self, image, prompts: int) -> torch.Tensor:
-        """(P, 3, H, W) in [-1, 1] from PIL / numpy in [0, 1] / torch in [0, 1] (diffusers' image conventions)."""
-        if isinstance(image, Image.Image):
+        """(P, 3, H, W) in [-1, 1] from PIL, numpy (uint8, or float in [0, 1]) or torch in [0, 1] (diffusers' conventions)."""
+        if isinstance(image, np.ndarray) and image.dtype == np.uint8:
+            image = image.astype(np.float32) / 255.0
+        elif isinstance(image, Image.Image):
             image = image.convert("RGB")
         elif isinstance(image, list) and image and isinstance(image[0], Image.Image):
             image = [item.convert("RGB") for item in image]
@@ -218,10 +220,10 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
         size = self.sample_size
 
         # 2. Semantic maps -> channels, built once. With `image`, `mask` is the region to regenerate; it also
-        #    shapes the lesion when the map is drawn from `condition`.
-        maps = resolve_semantic_maps(
-            semantic_map, condition, skin_type, boxes, mask if semantic_map is None else None, size=size, registry=registry
-        )
+        #    shapes the lesion when the map is drawn from `condition` (without one, the region is regenerated
+        #    as healthy skin of `skin_type`, or unconditionally).
+        lesion_mask = mask if semantic_map is None and (image is None or condition is not None) else None
+        maps = resolve_semantic_maps(semantic_map, condition, skin_type, boxes, lesion_mask, size=size, registry=registry)
         channels = None
         if maps is not None:
             channels = map_channels(maps, size=size, registry=registry, num_images_per_prompt=num_images_per_prompt,
@@ -232,6 +234,8 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
             init_image = self.prepare_image(image, prompts if maps is not None else _batch_of(image))
             prompts = init_image.shape[0]
         batch = prompts * num_images_per_prompt
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(f"got {len(generator)} generators for {batch} images; pass one generator or {batch}")
         labels = self.prepare_class_labels(class_labels, channels, batch, device)
 
         # 3. Guidance: null map and null label in the first half of one batched forward pass

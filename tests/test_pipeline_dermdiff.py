@@ -276,6 +276,26 @@ def test_lesion_transfer_with_pil_inputs_and_a_given_map():
     np.testing.assert_array_equal(np.asarray(out)[keep], np.asarray(picture)[keep])
 
 
+def test_lesion_removal_regenerates_the_mask_as_healthy_skin():
+    pipe = tiny_pipeline()
+    seen = []
+    forward = pipe.unet.forward
+
+    def record(sample, timestep, semantic_map=None, class_labels=None, return_dict=True):
+        seen.append(semantic_map)
+        return forward(sample, timestep, semantic_map=semantic_map, class_labels=class_labels)
+
+    pipe.unet.forward = record
+    mask = np.zeros((SIZE, SIZE), dtype=bool)
+    mask[2:6, 2:6] = True
+    picture = (photo(3) * 255).astype(np.uint8)
+    out = pipe(image=picture, mask=mask, skin_type=4, num_inference_steps=2, guidance_scale=1.0,
+               generator=generator(0), output_type="np").images[0]
+    np.testing.assert_allclose(out[~mask], picture[~mask] / 255.0, atol=1e-6)
+    healthy = SemanticMap.from_annotations(None, 4, size=SIZE, registry="phantom").to_channels()
+    torch.testing.assert_close(seen[0][0], healthy)
+
+
 def test_variation_stays_closer_to_the_image_at_low_strength():
     pipe = tiny_pipeline()
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -334,6 +354,8 @@ BAD_INPUTS = {
     "class labels without a class embedding": dict(condition="nevus", class_labels=1),
     "unknown callback tensor": dict(callback_on_step_end=lambda *a: {}, callback_on_step_end_tensor_inputs=["noise"]),
     "boxes without a condition": dict(skin_type=3, boxes=[(1, 1, 4, 4)]),
+    "generators not matching the batch": dict(condition="nevus", num_images_per_prompt=2,
+                                              generator=[torch.Generator().manual_seed(0)] * 3),
 }
 
 
