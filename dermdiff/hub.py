@@ -62,7 +62,8 @@ def data_licence(dataset: str, given: str | None = None) -> str:
     """The licence to state for `dataset`: the given one, a known one, or an explicit "unknown"."""
     if given:
         return given
-    return KNOWN_DATA_LICENCES.get(_dataset_key(dataset), "unknown: check the licence of the training data before reuse")
+    unknown = "unknown: check the licence of the training data before reuse"
+    return KNOWN_DATA_LICENCES.get(_dataset_key(dataset), unknown)
 
 
 def model_card(info: ModelCardInfo) -> str:

@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     data = parser.add_argument_group("data (exactly one source)")
     data.add_argument("--train_data_dir", default=None, help="Image folder with metadata.csv (dermdiff layout).")
-    data.add_argument("--dataset_name", default=None, help="Hub dataset with dermdiff columns (image, label, semantic_map).")
+    data.add_argument("--dataset_name", default=None, help="Hub dataset with dermdiff columns.")
     data.add_argument("--dataset_config_name", default=None, help="Config name of --dataset_name.")
     data.add_argument("--cache_dir", default=None, help="Where Hub datasets are cached.")
     data.add_argument("--phantom", action="store_true", help="Train on the built-in procedural phantom.")
@@ -75,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--max_train_steps", type=int, default=None, help="Optimiser updates in total.")
     train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per update.")
     train.add_argument("--learning_rate", type=float, default=1e-4, help="Peak learning rate.")
-    train.add_argument("--lr_scheduler", default="cosine", help="Any diffusers get_scheduler name (cosine, constant, ...).")
+    train.add_argument("--lr_scheduler", default="cosine", help="A diffusers get_scheduler name.")
     train.add_argument("--lr_warmup_steps", type=int, default=500, help="Linear warm-up updates.")
     train.add_argument("--adam_beta1", type=float, default=0.95, help="AdamW beta1.")
     train.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2.")
@@ -99,10 +99,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     runs.add_argument("--ddpm_num_inference_steps", type=int, default=50, help="DDIM steps for validation grids.")
     runs.add_argument("--validation_guidance_scale", type=float, default=1.0, help="Guidance scale of the grid.")
     runs.add_argument("--compute_fid_every", type=int, default=0,
-                      help="Every N updates (and at the end) log FID/KID of EMA samples vs held-out images (0 = never).")
+                      help="Log FID/KID of EMA samples vs held-out images every N updates (0 = never).")
     runs.add_argument("--fid_num_images", type=int, default=200, help="Held-out images (and samples) for FID/KID.")
     runs.add_argument("--fid_extractor", default="inception",
-                      help="Feature extractor spec of dermdiff.metrics.load_extractor (inception, torchvision:ARCH:FILE, ...).")
+                      help="dermdiff.metrics.load_extractor spec (inception, ...).")
     runs.add_argument("--logging_dir", default="logs", help="Tracker folder inside --output_dir.")
     runs.add_argument("--report_to", default="tensorboard", help="'tensorboard', 'wandb', 'all' or 'none'.")
     runs.add_argument("--push_to_hub", action="store_true", help="Upload the final pipeline with a model card.")
@@ -208,6 +208,34 @@ def training_config(args) -> DiffusionTrainingConfig:
     return DiffusionTrainingConfig(**values)
 
 
+def push(args, run, registry, dataset_label: str) -> str:
+    """Uploads the output folder (pipeline + generated model card) to the Hub; the token goes nowhere else."""
+    repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+    info = ModelCardInfo(
+        model_type="DermDiffPipeline (semantic-map-conditioned diffusion)",
+        dataset=dataset_label,
+        resolution=args.resolution,
+        train_steps=run.global_step,
+        conditions=list(registry.names),
+        metrics=run.metrics,
+        hyperparameters={
+            "train_batch_size": args.train_batch_size,
+            "learning_rate": args.learning_rate,
+            "prediction_type": args.prediction_type,
+            "condition_dropout": args.condition_dropout,
+            "use_ema": args.use_ema,
+        },
+        usage=(
+            "from dermdiff import DermDiffPipeline\n"
+            f'pipe = DermDiffPipeline.from_pretrained("{repo_id}")\n'
+            f'image = pipe(condition="{registry.names[0]}", skin_type=4).images[0]'
+        ),
+    )
+    repo_id = push_to_hub(args.output_dir, repo_id, info, token=args.hub_token, private=args.hub_private_repo)
+    print(f"pushed {args.output_dir} to https://huggingface.co/{repo_id}")
+    return repo_id
+
+
 def main(args: argparse.Namespace) -> int:
     dataset, heldout, registry, dataset_label = load_datasets(args)
     set_seed(args.seed)  # the initial weights too
@@ -222,29 +250,7 @@ def main(args: argparse.Namespace) -> int:
     run = train_diffusion(unet, noise_scheduler, examples, training_config(args), evaluate=evaluate,
                           evaluate_every=args.compute_fid_every)
     if args.push_to_hub and run.pipeline is not None:
-        info = ModelCardInfo(
-            model_type="DermDiffPipeline (semantic-map-conditioned diffusion)",
-            dataset=dataset_label,
-            resolution=args.resolution,
-            train_steps=run.global_step,
-            conditions=list(registry.names),
-            metrics=run.metrics,
-            hyperparameters={
-                "train_batch_size": args.train_batch_size,
-                "learning_rate": args.learning_rate,
-                "prediction_type": args.prediction_type,
-                "condition_dropout": args.condition_dropout,
-                "use_ema": args.use_ema,
-            },
-            usage=(
-                "from dermdiff import DermDiffPipeline\n"
-                f'pipe = DermDiffPipeline.from_pretrained("{args.hub_model_id or os.path.basename(args.output_dir)}")\n'
-                f'image = pipe(condition="{registry.names[0]}", skin_type=4).images[0]'
-            ),
-        )
-        repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
-        repo_id = push_to_hub(args.output_dir, repo_id, info, token=args.hub_token, private=args.hub_private_repo)
-        print(f"pushed {args.output_dir} to https://huggingface.co/{repo_id}")
+        push(args, run, registry, dataset_label)
     return 0
 
 

@@ -207,7 +207,9 @@ def prune_checkpoints(output_dir: str, total_limit: int | None) -> list[str]:
     return doomed
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: str, global_step: int, total_limit: int | None = None) -> str:
+def save_checkpoint(
+    accelerator: Accelerator, output_dir: str, global_step: int, total_limit: int | None = None
+) -> str:
     """Saves the full training state atomically as `output_dir/checkpoint-<global_step>`.
 
     1. every process writes into `checkpoint-<step>.tmp` (the main process clears a stale one first);

@@ -455,7 +455,9 @@ def train_diffusion(
             if config.random_flip:
                 batch = flip_pairs(batch, rng.generator)
             with accelerator.accumulate(unet):
-                loss = diffusion_loss(unet, noise_scheduler, batch, config.condition_dropout, null_class, rng.generator)
+                loss = diffusion_loss(
+                    unet, noise_scheduler, batch, config.condition_dropout, null_class, rng.generator
+                )
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
