@@ -1,0 +1,143 @@
+"""Does the hard-case loop help the rare classes? Measured on a phantom made imbalanced on purpose.
+
+Two classes (default melanoma, vascular) at 5% of the images each, the other three sharing the rest.
+The claim to check (issue 6): after the loop, the rare classes' recall on the test split is higher than
+the baseline's with a 95% CI of the difference that excludes zero, and balanced accuracy is not lower.
+
+The generator must not have seen the evaluation images. Step 1 writes the benchmark's TRAINING split as
+an image folder; train the diffusion model on exactly that folder; step 2 runs the loop with it:
+
+    python benchmarks/hardcase_phantom.py --export_train outputs/phantom-imbalanced-train
+    accelerate launch training/train_diffusion.py --train_data_dir outputs/phantom-imbalanced-train \\
+        --resolution 32 --max_train_steps 3000 --output_dir outputs/dermdiff-phantom-imbalanced
+    python benchmarks/hardcase_phantom.py --generator outputs/dermdiff-phantom-imbalanced \\
+        --output_dir outputs/bench-hardcase-phantom --strategies map,sdedit,adversarial --rounds 2
+
+It prints the per-round table, the baseline-vs-final table with CIs and the paired test (McNemar +
+paired bootstrap), and a verdict line per claim. With `--augment` it also runs seed 002's augmentation
+experiment (same data, same classifier settings) for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+
+import torch
+
+from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop
+from dermdiff.hardcase_cli import load_generator, load_splits
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--phantom_num_images", type=int, default=4000, help="Phantom images (all splits).")
+    parser.add_argument("--phantom_size", type=int, default=32, help="Image side.")
+    parser.add_argument("--phantom_seed", type=int, default=0, help="Phantom seed.")
+    parser.add_argument("--phantom_rare", default="melanoma,vascular", help="The rare classes.")
+    parser.add_argument("--phantom_rare_fraction", type=float, default=0.05, help="Share of each rare class.")
+    parser.add_argument("--split_seed", type=int, default=0, help="Split seed.")
+    parser.add_argument("--export_train", default=None, help="Write the training split here (for train_diffusion.py) and exit.")
+    parser.add_argument("--generator", default=None, help="Saved DermDiffPipeline / DermGANPipeline trained on --export_train.")
+    parser.add_argument("--output_dir", default="outputs/bench-hardcase-phantom", help="Where the loop writes.")
+    parser.add_argument("--strategies", default="map,sdedit,adversarial", help="Generation strategies.")
+    parser.add_argument("--rounds", type=int, default=2, help="Rounds of the loop.")
+    parser.add_argument("--margin", type=float, default=0.2, help="Low-margin mining threshold.")
+    parser.add_argument("--max_cases", type=int, default=None, help="Hard cases per round.")
+    parser.add_argument("--per_case", type=int, default=4, help="Images per case and strategy.")
+    parser.add_argument("--strength", type=float, default=0.6, help="SDEdit strength.")
+    parser.add_argument("--adversarial_guidance_scale", type=float, default=0.05, help="Classifier-guidance RMS step.")
+    parser.add_argument("--num_inference_steps", type=int, default=25, help="Denoising steps.")
+    parser.add_argument("--backbone", default="resnet18", help="Classifier backbone.")
+    parser.add_argument("--num_epochs", type=int, default=10, help="Classifier epochs.")
+    parser.add_argument("--patience", type=int, default=3, help="Classifier early-stopping patience.")
+    parser.add_argument("--balance", default="none", choices=("none", "sampler", "loss"), help="Classifier balancing.")
+    parser.add_argument("--n_boot", type=int, default=1000, help="Bootstrap replicates.")
+    parser.add_argument("--augment", action="store_true", help="Also run the augmentation experiment.")
+    parser.add_argument("--augment_num_images", type=int, default=200, help="Synthetic images per rare class (--augment).")
+    parser.add_argument("--num_threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU).")
+    parser.add_argument("--seed", type=int, default=0, help="Base seed.")
+    args = parser.parse_args(argv)
+    # the fields hardcase_cli.load_splits reads
+    args.phantom, args.data_dir, args.split_fractions, args.loader_kwargs = True, None, None, {}
+    if args.export_train is None and args.generator is None:
+        parser.error("give --export_train DIR (step 1) or --generator DIR (step 2)")
+    return args
+
+
+def export_split(dataset, folder: str) -> str:
+    """Writes a dermdiff dataset (image, semantic_map, label_name, skin_type) as an image folder."""
+    from dermdiff.data import registry_of
+
+    for sub in ("images", "maps"):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    rows = []
+    for row in dataset:
+        stem = f"{row['image_id']}.png"
+        row["image"].save(os.path.join(folder, "images", stem))
+        row["semantic_map"].save(os.path.join(folder, "maps", stem))
+        rows.append({"file_name": f"images/{stem}", "label": row["label_name"], "skin_type": row["skin_type"] or "",
+                     "boxes": json.dumps(row["boxes"]), "map_file": f"maps/{stem}", "image_id": row["image_id"]})
+    with open(os.path.join(folder, "metadata.csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(os.path.join(folder, "dataset_info.json"), "w") as handle:
+        json.dump({"registry": registry_of(dataset).to_dict()}, handle)
+    return folder
+
+
+def verdict(result: dict, rare: list) -> list[str]:
+    final = result["baseline_vs_final"]
+    lines = []
+    for name in rare:
+        diff = final["difference"]["per_class"][name]["sensitivity"]
+        low, high = diff["ci"]
+        ok = low is not None and low > 0
+        lines.append(f"{name} recall: {final['a']['per_class'][name]['sensitivity']['value']:.3f} -> "
+                     f"{final['b']['per_class'][name]['sensitivity']['value']:.3f}, difference {diff['value']:+.3f} "
+                     f"[{low:+.3f}, {high:+.3f}] -> CI excludes zero: {'YES' if ok else 'NO'}")
+    diff = final["difference"]["overall"]["balanced_accuracy"]
+    lines.append(f"balanced accuracy difference {diff['value']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}] -> "
+                 f"not lower (point estimate >= 0): {'YES' if diff['value'] >= 0 else 'NO'}")
+    return lines
+
+
+def main(args) -> dict:
+    torch.set_num_threads(args.num_threads)
+    started = time.time()
+    splits = load_splits(args)
+    print("split sizes:", {name: len(part) for name, part in splits.items()})
+    if args.export_train:
+        print("wrote", export_split(splits["train"], args.export_train))
+        return {}
+    pipe = load_generator(args.generator)
+    classifier = {"backbone": args.backbone, "resolution": args.phantom_size, "num_epochs": args.num_epochs,
+                  "patience": args.patience, "balance": args.balance, "checkpoints_total_limit": 1}
+    config = HardCaseConfig(
+        rounds=args.rounds, margin=args.margin, max_cases=args.max_cases,
+        strategies=tuple(args.strategies.split(",")), per_case=args.per_case, strength=args.strength,
+        adversarial_guidance_scale=args.adversarial_guidance_scale, num_inference_steps=args.num_inference_steps,
+        seed=args.seed, n_boot=args.n_boot, classifier=classifier,
+    )
+    result = run_hardcase_loop(splits, pipe, config, args.output_dir)
+    print(report_markdown(result))
+    rare = args.phantom_rare.split(",")
+    print("\n".join(["## Verdict (baseline vs final, test split)"] + verdict(result, rare)))
+    if args.augment:
+        from dermdiff.augmentation import run_augmentation_experiment
+
+        augment = run_augmentation_experiment(
+            splits, pipe, {"classes": rare, "num_images": args.augment_num_images, "seed": args.seed,
+                           "num_inference_steps": args.num_inference_steps, "n_boot": args.n_boot,
+                           "classifier": classifier}, os.path.join(args.output_dir, "augment"))
+        print(open(augment["paths"]["markdown"]).read())
+    print(f"total time {time.time() - started:.0f} s")
+    return result
+
+
+if __name__ == "__main__":
+    main(parse_args())
