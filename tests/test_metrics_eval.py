@@ -24,6 +24,15 @@ from dermdiff.metrics.fid import (
 )
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny convolutions run faster on one thread than fighting for a shared CPU; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class TinyFeatures(FeatureExtractor):
     """A small random conv net (seeded) with a counter of images seen, to prove cache hits."""
 
@@ -269,6 +278,32 @@ def test_report_renders_all_sections(tmp_path):
     assert metrics["sweeps"]["skin_type"][0]["monotonic"] is True
     assert metrics["memorisation"]["num_flagged"] == 0
     assert metrics["discriminator_gap"] == pytest.approx(0.6)  # last step 80: 0.9 - 0.3
+
+
+def test_evaluate_samples_from_a_saved_pipeline(tmp_path):
+    from diffusers import DDPMScheduler
+
+    from dermdiff import DermDiffPipeline, SemanticUNet2DModel
+    from dermdiff.data.phantom import write_phantom
+    from dermdiff.metrics.evaluation import evaluate
+    from dermdiff.metrics.generated import read_generated_set
+
+    torch.manual_seed(0)
+    unet = SemanticUNet2DModel(sample_size=16, block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=4,
+                               down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                               up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+    pipe = DermDiffPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100))
+    pipe.save_pretrained(str(tmp_path / "pipe"))
+    real = write_phantom(str(tmp_path / "real"), n=16, size=16, seed=0)
+    metrics = evaluate(data=real, out=str(tmp_path / "out"), pipeline=str(tmp_path / "pipe"), num_images=8,
+                       num_inference_steps=2, extractor=TinyFeatures(16), cache_dir=None, trials=3, min_group_size=2,
+                       verbose=False)
+    assert metrics["settings"]["resolution"] == 16 and metrics["distribution"]["num_generated"] == 8
+    written = read_generated_set(str(tmp_path / "out" / "generated"))
+    assert len(written.samples()[0]) == 8
+    assert [sweep["values"] for sweep in written.sweeps("skin_type")] == [[1, 2, 3, 4, 5, 6]]
+    assert len(metrics["sweeps"]["size"][0]["rows"]) == 5
+    assert (tmp_path / "out" / "report.html").is_file()
 
 
 def test_discriminator_gap_plot_checks_its_log():

@@ -186,6 +186,8 @@ def evaluate(
     # 1. the generated set (and the resolution it fixes)
     if pipeline is not None:
         pipe = load_pipeline(pipeline, device) if isinstance(pipeline, (str, os.PathLike)) else pipeline
+        if not verbose and hasattr(pipe, "set_progress_bar_config"):
+            pipe.set_progress_bar_config(disable=True)
         resolution = resolution or _pipeline_resolution(pipe)
     else:
         gen_set = read_generated_set(generated)
@@ -275,7 +277,8 @@ def evaluate(
             extractor_module, resolution=resolution, cache_dir=cache_dir, device=device, verbose=verbose)
         generated_features, _ = source_features(generated_source, extractor_module, resolution=resolution,
                                                 device=device, verbose=False)
-        memorisation = nearest_neighbours(images, train_images, ssim_threshold=ssim_threshold, size=resolution,
+        memorisation = nearest_neighbours(images, train_images, ssim_threshold=ssim_threshold,
+                                          size=min(resolution, 128),
                                           generated_features=generated_features.features,
                                           training_features=train_features.features, verbose=verbose)
         memorisation["settings"]["extractor"] = describe_extractor(extractor_module)

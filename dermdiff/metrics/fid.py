@@ -17,6 +17,16 @@ description is stored in every result.
   cross-product when there are fewer images than feature dimensions), which is exact for rank-deficient
   covariances and far faster than `scipy.linalg.sqrtm`; the tests check both agree.
 
+In training (`train_diffusion.py --compute_fid_every N`), with EMA weights swapped into the pipeline:
+
+    >>> result = compute_fid_kid(
+    ...     PipelineSource(pipe, num_images=64, maps=validation_maps, num_inference_steps=25, seed=0),
+    ...     validation_dataset, extractor=extractor, resolution=args.resolution,
+    ...     cache_dir=os.path.join(args.output_dir, "fid_stats"), trials=0, per_group=False, verbose=False)
+    >>> accelerator.log({"fid": result["fid"]["value"], "kid": result["kid"]["value"]}, step=global_step)
+
+(`trials=0` skips the FID interval; the reference pass runs once and is cached for later evaluations.)
+
 Example:
     >>> from dermdiff.metrics import compute_fid_kid, PipelineSource, load_extractor
     >>> result = compute_fid_kid(PipelineSource(pipe, num_images=500, maps=val_maps), "/data/ham/val",

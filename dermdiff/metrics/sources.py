@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import io
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -229,7 +230,7 @@ class DatasetSource:
         if "image" not in dataset.column_names:
             raise ValueError(f"the dataset needs an 'image' column; it has {dataset.column_names}")
         self.dataset, self.split = dataset, split or getattr(dataset, "split", None) or "all"
-        self.name = name or getattr(getattr(dataset, "info", None), "dataset_name", None) or "dataset"
+        self.name = name or _dataset_name(dataset)
         columns = dataset.column_names
         if "label_name" in columns:
             labels = [_normalise_label(v) for v in dataset["label_name"]]
@@ -244,6 +245,7 @@ class DatasetSource:
             labels = [""] * len(dataset)
         skin = dataset["skin_type"] if "skin_type" in columns else [None] * len(dataset)
         self.labels, self.skin_types = labels, [_normalise_skin_type(v) for v in skin]
+        self._images = None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -255,7 +257,12 @@ class DatasetSource:
         return {"kind": "datasets", "dataset": self.name, "split": str(self.split), "files": fingerprint}
 
     def _image(self, index: int):
-        return self.dataset[int(index)]["image"]
+        if self._images is None:
+            self._images = _raw_image_column(self.dataset)
+        item = self._images[int(index)]
+        if isinstance(item, dict):
+            return Image.open(io.BytesIO(item["bytes"])) if item.get("bytes") else Image.open(item["path"])
+        return item
 
     def features(self, options: ExtractOptions) -> FeatureSet:
         fn_resize = options.extractor.resizer() if hasattr(options.extractor, "resizer") else _default_resizer()
@@ -370,6 +377,35 @@ class PipelineSource:
         labels, skin_types = self.labels_and_skin_types()
         return FeatureSet(np.concatenate(chunks).astype(np.float64), np.array(labels, dtype=str),
                           np.array(skin_types, dtype=np.int64), describe_extractor(options.extractor), "pipeline")
+
+
+def _raw_image_column(dataset) -> list:
+    """The `image` column as stored ({"path", "bytes"} per row), read once.
+
+    Decoding rows through `dataset[i]` costs an Arrow round trip per image and decodes every image column
+    of the row (a dermdiff row also holds its mask and map); opening the stored file or bytes directly is
+    what clean-fid does with a folder, so both paths cost the same per image.
+    """
+    import datasets
+
+    if not isinstance(dataset.features.get("image"), datasets.Image):
+        return dataset["image"]  # not an Image feature (e.g. arrays): as it is
+    column = dataset.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
+    return column.with_format("arrow")[:]["image"].to_pylist()  # respects a select()/filter() index mapping
+
+
+def _dataset_name(dataset) -> str:
+    """The folder a dermdiff loader read (stored in `info.description`), else the dataset's name."""
+    import json
+
+    info = getattr(dataset, "info", None)
+    try:
+        source = json.loads(info.description or "{}").get("dermdiff", {}).get("source")
+    except (AttributeError, ValueError):
+        source = None
+    if source:
+        return os.path.basename(os.path.normpath(source))
+    return getattr(info, "dataset_name", None) or "dataset"
 
 
 def _default_resizer():
