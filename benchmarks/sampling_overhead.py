@@ -7,9 +7,11 @@ we report images/s at 32 and 64 px for DDPM-1000, DDIM-50 and DPM-Solver++-20 on
 
 Both sides get the same maps, batch, steps, seed and scheduler config, run interleaved (pipeline, loop,
 pipeline, ...) so that load from other processes hits both alike, and must produce the same pixels: the
-script checks that, so the comparison is of equal work. Reported times are the best of the repeats. The
+script checks that, so the comparison is of equal work; the order alternates between repeats. Reported
+times are the best of the repeats. The
 overhead ratio is given on process CPU time (one torch thread, so it counts our work and not the time spent
-waiting for a CPU that other jobs hold) and on wall clock; images/s are wall clock.
+waiting for a CPU that other jobs hold) and on wall clock. Images/s are given on wall clock (what this
+machine delivered while shared) and per CPU-second (what one uncontended core of it would deliver).
 
 DDPM-1000 is timed over its first `--ddpm-steps` steps (default 100) of the 1000-step schedule and scaled
 to 1000 (marked "extrapolated"); pass `--ddpm-steps 1000` for the full run. Untrained weights: speed only.
@@ -134,8 +136,8 @@ def compare(pipe, scheduler_name: str, maps, steps: int, repeats: int, stop_afte
     outputs = {}
     pipeline_run(pipe, maps[:1], 2, seed=0)  # warm-up: first-call allocations and lazy imports, untimed
     hand_loop(pipe.unet, loop_scheduler, maps[:1], 2, seed=0)
-    for _ in range(repeats):
-        for name in ("pipeline", "loop"):
+    for repeat in range(repeats):
+        for name in ("pipeline", "loop") if repeat % 2 == 0 else ("loop", "pipeline"):
             start, start_cpu = time.perf_counter(), time.process_time()
             if name == "pipeline":
                 outputs[name] = pipeline_run(pipe, maps, steps, seed=0, stop_after=stop_after)
@@ -148,6 +150,24 @@ def compare(pipe, scheduler_name: str, maps, steps: int, repeats: int, stop_afte
         if difference > 1e-4:
             raise RuntimeError(f"pipeline and hand loop disagree by {difference}: not the same work")
     return Timing(min(times["pipeline"]), min(times["loop"]), min(cpu["pipeline"]), min(cpu["loop"]))
+
+
+class _StubOutput:
+    def __init__(self, sample):
+        self.sample = sample
+
+
+def _stub_forward(sample, timestep, semantic_map=None, class_labels=None, return_dict=True):
+    """A near-zero-cost denoiser: what is left of a step's time is the sampling loop's own overhead."""
+    return _StubOutput(sample * 0.1)
+
+
+def loop_overhead_per_step(size: int, batch: int, scheduler_name: str, steps: int, repeats: int) -> tuple:
+    """CPU ms per step of pipeline and hand loop around a stub unet (the overhead, free of UNet noise)."""
+    pipe = make_pipeline(size)
+    pipe.unet.forward = _stub_forward  # instance attribute: nn.Module.__call__ dispatches to it
+    timing = compare(pipe, scheduler_name, maps_for(size, batch), steps, repeats)
+    return 1000 * timing.pipeline_cpu / steps, 1000 * timing.loop_cpu / steps
 
 
 def main(args) -> None:
@@ -171,9 +191,20 @@ def main(args) -> None:
           f"({timing.pipeline_cpu:.2f} s vs {timing.loop_cpu:.2f} s), wall clock {timing.wall_ratio:.3f} "
           f"({timing.pipeline_wall:.2f} s vs {timing.loop_wall:.2f} s)")
 
+    # 1b. The same loops around a stub unet: the per-step overhead itself, measured without UNet jitter, and the
+    #     ratio it implies against the real UNet's per-step CPU time from step 1
+    unet_ms = 1000 * timing.loop_cpu / overhead_steps
+    for label, scheduler_name, _, _ in plan:
+        stub_steps = 20 if args.quick else 200
+        pipe_ms, loop_ms = loop_overhead_per_step(args.sizes[0], args.batch, scheduler_name, stub_steps,
+                                                  args.overhead_repeats)
+        print(f"  loop overhead per step, stub unet, {label.split('-')[0]:<13}: pipeline {pipe_ms:.3f} ms vs hand "
+              f"loop {loop_ms:.3f} ms CPU -> implied ratio with the real UNet ({unet_ms:.1f} ms/step): "
+              f"{(unet_ms + pipe_ms) / (unet_ms + loop_ms):.4f}")
+
     # 2. Throughput table (images/s from wall clock; ratios from CPU time and wall clock)
     print(f"\n{'size':>4}  {'sampler':<16} {'batch':>5}  {'pipeline img/s':>14}  {'loop img/s':>10}  "
-          f"{'cpu ratio':>9}  {'wall ratio':>10}  note")
+          f"{'pipeline img/CPU-s':>18}  {'cpu ratio':>9}  {'wall ratio':>10}  note")
     for size in args.sizes:
         pipe = make_pipeline(size)
         for label, scheduler_name, steps, batch in plan:
@@ -183,7 +214,8 @@ def main(args) -> None:
             scale = steps / stop_after if stop_after else 1.0
             note = f"extrapolated from {stop_after} steps" if stop_after else ""
             print(f"{size:>4}  {label:<16} {batch:>5}  {batch / (timing.pipeline_wall * scale):>14.4f}  "
-                  f"{batch / (timing.loop_wall * scale):>10.4f}  {timing.cpu_ratio:>9.3f}  {timing.wall_ratio:>10.3f}  "
+                  f"{batch / (timing.loop_wall * scale):>10.4f}  {batch / (timing.pipeline_cpu * scale):>18.4f}  "
+                  f"{timing.cpu_ratio:>9.3f}  {timing.wall_ratio:>10.3f}  "
                   f"{note}", flush=True)
 
 

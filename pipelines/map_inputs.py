@@ -86,7 +86,8 @@ def _decode(item, size, registry, index: int) -> SemanticMap:
             f"semantic map {index} is a {type(item).__name__}; expected a SemanticMap, an RGB PIL image, an "
             f"(H, W, 3) uint8 array or a (B, C, H, W) channel tensor"
         )
-    return _check_map(SemanticMap.decode(item, registry=registry, source=f"semantic map {index}"), size, registry, index)
+    decoded = SemanticMap.decode(item, registry=registry, source=f"semantic map {index}")
+    return _check_map(decoded, size, registry, index)
 
 
 def resolve_semantic_maps(
@@ -137,9 +138,8 @@ def resolve_semantic_maps(
         where = boxes
         if cond is not None and boxes is None and lesion_mask is None:
             where = [default_box(size)]
-        maps.append(
-            SemanticMap.from_annotations(cond, skin_type=skin, boxes=where, mask=lesion_mask, size=size, registry=registry)
-        )
+        smap = SemanticMap.from_annotations(cond, skin, boxes=where, mask=lesion_mask, size=size, registry=registry)
+        maps.append(smap)
     return maps
 
 

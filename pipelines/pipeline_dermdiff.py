@@ -58,7 +58,8 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
 
     Example:
         >>> pipe = DermDiffPipeline.from_pretrained("runs/phantom-32")
-        >>> images = pipe(condition="melanoma", skin_type=5, num_images_per_prompt=4, generator=torch.manual_seed(0)).images
+        >>> images = pipe(condition="melanoma", skin_type=5, num_images_per_prompt=4,
+        ...               generator=torch.manual_seed(0)).images
         >>> healed = pipe(image=photo, mask=lesion_mask, condition="psoriasis", skin_type=3).images[0]
     """
 
@@ -81,7 +82,7 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
         dropout = getattr(self.unet.config, "condition_dropout", None)
         return dropout is None or dropout > 0
 
-    def check_inputs(self, image, mask, strength, guidance_scale, num_inference_steps, output_type, callback_inputs):
+    def check_inputs(self, image, strength, guidance_scale, num_inference_steps, output_type, callback_inputs):
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         if output_type not in ("pil", "np", "pt"):
@@ -103,7 +104,7 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
             raise ValueError(f"callback_on_step_end_tensor_inputs {unknown} not in {self._callback_tensor_inputs}")
 
     def prepare_image(self, image, prompts: int) -> torch.Tensor:
-        """(P, 3, H, W) in [-1, 1] from PIL, numpy (uint8, or float in [0, 1]) or torch in [0, 1] (diffusers' conventions)."""
+        """(P, 3, H, W) in [-1, 1] from PIL, numpy (uint8 or float in [0, 1]) or torch in [0, 1] (as diffusers)."""
         if isinstance(image, np.ndarray) and image.dtype == np.uint8:
             image = image.astype(np.float32) / 255.0
         elif isinstance(image, Image.Image):
@@ -213,7 +214,7 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
 
         # 1. Check inputs
         self.check_inputs(
-            image, mask, strength, guidance_scale, num_inference_steps, output_type, callback_on_step_end_tensor_inputs
+            image, strength, guidance_scale, num_inference_steps, output_type, callback_on_step_end_tensor_inputs
         )
         device, dtype = self._execution_device, self.unet.dtype
         registry = self.unet.registry
@@ -223,7 +224,9 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
         #    shapes the lesion when the map is drawn from `condition` (without one, the region is regenerated
         #    as healthy skin of `skin_type`, or unconditionally).
         lesion_mask = mask if semantic_map is None and (image is None or condition is not None) else None
-        maps = resolve_semantic_maps(semantic_map, condition, skin_type, boxes, lesion_mask, size=size, registry=registry)
+        maps = resolve_semantic_maps(
+            semantic_map, condition, skin_type, boxes, lesion_mask, size=size, registry=registry
+        )
         channels = None
         if maps is not None:
             channels = map_channels(maps, size=size, registry=registry, num_images_per_prompt=num_images_per_prompt,
@@ -282,7 +285,9 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
             latents = self.scheduler.step(prediction, t, latents, **extra_step_kwargs).prev_sample
 
             if keep is not None:  # lesion transfer: the photo, noised to the next level, outside the mask
-                known = init_image if i == last else self.scheduler.add_noise(init_image, noise, timesteps[i + 1 : i + 2])
+                known = init_image
+                if i < last:
+                    known = self.scheduler.add_noise(init_image, noise, timesteps[i + 1 : i + 2])
                 latents = keep * known + (1.0 - keep) * latents
 
             if callback_on_step_end is not None:

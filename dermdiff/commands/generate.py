@@ -8,7 +8,8 @@ import os
 NAME = "generate"
 HELP = "Generate skin images with a DermDiffPipeline (folder or Hub id) for a condition, skin type and lesion place."
 EXAMPLES = """\
-  dermdiff generate --pipeline runs/phantom-32 --condition melanoma --skin-type 5 --box 8,8,24,24 --num-images 8 --out gen/
+  dermdiff generate --pipeline runs/phantom-32 --condition melanoma --skin-type 5 --box 8,8,24,24 \
+      --num-images 8 --out gen/
   dermdiff generate --pipeline runs/phantom-32 --map map.png --scheduler dpm --steps 20 --guidance-scale 2 --out gen/
   dermdiff generate --pipeline runs/phantom-32 --image healthy.png --mask spot.png --condition psoriasis --out gen/
 
