@@ -189,6 +189,13 @@ def load_generator(out: str, config: DemoConfig):
     return pipe
 
 
+def fresh_folder(path: str) -> str:
+    """An empty `path`: what an interrupted run of an unfinished step left there is partial, so it goes."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
+
+
 def _generator(seed: int):
     import torch
 
@@ -206,8 +213,7 @@ def write_data(out: str, config: DemoConfig) -> dict:
     write_phantom(folder, n=config.num_images, size=config.size, seed=config.seed,
                   class_weights=rare_class_weights(RARE_CONDITIONS, config.rare_fraction),
                   healthy_fraction=config.healthy_fraction, overwrite=True, progress=True)
-    grid = os.path.join(paths(out)["pictures"], "phantom_examples.png")
-    os.makedirs(os.path.dirname(grid), exist_ok=True)
+    grid = os.path.join(folder, "examples.png")
     phantom_grid(size=config.size, seed=config.seed).save(grid)
     with open(os.path.join(folder, "dataset_info.json"), encoding="utf-8") as handle:
         counts = json.load(handle)["counts"]
@@ -288,8 +294,7 @@ def make_pictures(out: str, config: DemoConfig) -> dict:
 
     pipe = load_generator(out, config)
     registry = pipe.unet.registry
-    folder = paths(out)["pictures"]
-    os.makedirs(folder, exist_ok=True)
+    folder = fresh_folder(paths(out)["pictures"])
     size, third = config.size, config.size // 3
     sampling = {"num_inference_steps": config.inference_steps, "guidance_scale": config.guidance_scale}
     smap = SemanticMap.from_annotations("melanoma", skin_type=3, boxes=[(third, third, size - third, size - third)],
@@ -325,7 +330,7 @@ def hard_case_round(out: str, config: DemoConfig) -> dict:
     from .metrics.classification import plot_confusion_matrix
     from .metrics.report import to_jsonable
 
-    folder = paths(out)["hardcase"]
+    folder = fresh_folder(paths(out)["hardcase"])
     loop = HardCaseConfig(
         rounds=1, strategies=("map", "sdedit"), per_case=config.per_case, max_cases=config.max_cases,
         num_inference_steps=config.inference_steps, guidance_scale=config.guidance_scale, seed=config.seed,
@@ -361,7 +366,7 @@ def evaluate_generator(out: str, config: DemoConfig) -> dict:
     from .metrics.evaluation import evaluate
 
     classifier = read_marker(out, "classifiers")["outputs"]["baseline_classifier"]
-    folder = paths(out)["evaluation"]
+    folder = fresh_folder(paths(out)["evaluation"])
     metrics = evaluate(
         data=paths(out)["data"], out=folder, pipeline=load_generator(out, config), num_images=config.eval_images,
         extractor=f"classifier:{classifier}", classifier=classifier, cache_dir=os.path.join(folder, "cache"),
