@@ -40,8 +40,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--phantom_rare", default="melanoma,vascular", help="The rare classes.")
     parser.add_argument("--phantom_rare_fraction", type=float, default=0.05, help="Share of each rare class.")
     parser.add_argument("--split_seed", type=int, default=0, help="Split seed.")
-    parser.add_argument("--export_train", default=None, help="Write the training split here (for train_diffusion.py) and exit.")
-    parser.add_argument("--generator", default=None, help="Saved DermDiffPipeline / DermGANPipeline trained on --export_train.")
+    parser.add_argument(
+        "--export_train", default=None, help="Write the training split here (for train_diffusion.py) and exit."
+    )
+    parser.add_argument(
+        "--generator", default=None, help="Saved DermDiffPipeline / DermGANPipeline trained on --export_train."
+    )
     parser.add_argument("--output_dir", default="outputs/bench-hardcase-phantom", help="Where the loop writes.")
     parser.add_argument("--strategies", default="map,sdedit,adversarial", help="Generation strategies.")
     parser.add_argument("--rounds", type=int, default=2, help="Rounds of the loop.")
@@ -57,7 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--balance", default="none", choices=("none", "sampler", "loss"), help="Classifier balancing.")
     parser.add_argument("--n_boot", type=int, default=1000, help="Bootstrap replicates.")
     parser.add_argument("--augment", action="store_true", help="Also run the augmentation experiment.")
-    parser.add_argument("--augment_num_images", type=int, default=200, help="Synthetic images per rare class (--augment).")
+    parser.add_argument(
+        "--augment_num_images", type=int, default=200, help="Synthetic images per rare class (--augment)."
+    )
     parser.add_argument("--num_threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU).")
     parser.add_argument("--seed", type=int, default=0, help="Base seed.")
     args = parser.parse_args(argv)
@@ -79,8 +85,16 @@ def export_split(dataset, folder: str) -> str:
         stem = f"{row['image_id']}.png"
         row["image"].save(os.path.join(folder, "images", stem))
         row["semantic_map"].save(os.path.join(folder, "maps", stem))
-        rows.append({"file_name": f"images/{stem}", "label": row["label_name"], "skin_type": row["skin_type"] or "",
-                     "boxes": json.dumps(row["boxes"]), "map_file": f"maps/{stem}", "image_id": row["image_id"]})
+        rows.append(
+            {
+                "file_name": f"images/{stem}",
+                "label": row["label_name"],
+                "skin_type": row["skin_type"] or "",
+                "boxes": json.dumps(row["boxes"]),
+                "map_file": f"maps/{stem}",
+                "image_id": row["image_id"],
+            }
+        )
     with open(os.path.join(folder, "metadata.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
@@ -97,12 +111,16 @@ def verdict(result: dict, rare: list) -> list[str]:
         diff = final["difference"]["per_class"][name]["sensitivity"]
         low, high = diff["ci"]
         ok = low is not None and low > 0
-        lines.append(f"{name} recall: {final['a']['per_class'][name]['sensitivity']['value']:.3f} -> "
-                     f"{final['b']['per_class'][name]['sensitivity']['value']:.3f}, difference {diff['value']:+.3f} "
-                     f"[{low:+.3f}, {high:+.3f}] -> CI excludes zero: {'YES' if ok else 'NO'}")
+        lines.append(
+            f"{name} recall: {final['a']['per_class'][name]['sensitivity']['value']:.3f} -> "
+            f"{final['b']['per_class'][name]['sensitivity']['value']:.3f}, difference {diff['value']:+.3f} "
+            f"[{low:+.3f}, {high:+.3f}] -> CI excludes zero: {'YES' if ok else 'NO'}"
+        )
     diff = final["difference"]["overall"]["balanced_accuracy"]
-    lines.append(f"balanced accuracy difference {diff['value']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}] -> "
-                 f"not lower (point estimate >= 0): {'YES' if diff['value'] >= 0 else 'NO'}")
+    lines.append(
+        f"balanced accuracy difference {diff['value']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}] -> "
+        f"not lower (point estimate >= 0): {'YES' if diff['value'] >= 0 else 'NO'}"
+    )
     return lines
 
 
@@ -115,13 +133,26 @@ def main(args) -> dict:
         print("wrote", export_split(splits["train"], args.export_train))
         return {}
     pipe = load_generator(args.generator)
-    classifier = {"backbone": args.backbone, "resolution": args.phantom_size, "num_epochs": args.num_epochs,
-                  "patience": args.patience, "balance": args.balance, "checkpoints_total_limit": 1}
+    classifier = {
+        "backbone": args.backbone,
+        "resolution": args.phantom_size,
+        "num_epochs": args.num_epochs,
+        "patience": args.patience,
+        "balance": args.balance,
+        "checkpoints_total_limit": 1,
+    }
     config = HardCaseConfig(
-        rounds=args.rounds, margin=args.margin, max_cases=args.max_cases,
-        strategies=tuple(args.strategies.split(",")), per_case=args.per_case, strength=args.strength,
-        adversarial_guidance_scale=args.adversarial_guidance_scale, num_inference_steps=args.num_inference_steps,
-        seed=args.seed, n_boot=args.n_boot, classifier=classifier,
+        rounds=args.rounds,
+        margin=args.margin,
+        max_cases=args.max_cases,
+        strategies=tuple(args.strategies.split(",")),
+        per_case=args.per_case,
+        strength=args.strength,
+        adversarial_guidance_scale=args.adversarial_guidance_scale,
+        num_inference_steps=args.num_inference_steps,
+        seed=args.seed,
+        n_boot=args.n_boot,
+        classifier=classifier,
     )
     result = run_hardcase_loop(splits, pipe, config, args.output_dir)
     print(report_markdown(result))
@@ -131,10 +162,20 @@ def main(args) -> dict:
         from dermdiff.augmentation import run_augmentation_experiment
 
         augment = run_augmentation_experiment(
-            splits, pipe, {"classes": rare, "num_images": args.augment_num_images, "seed": args.seed,
-                           "num_inference_steps": args.num_inference_steps, "n_boot": args.n_boot,
-                           "classifier": classifier}, os.path.join(args.output_dir, "augment"))
-        print(open(augment["paths"]["markdown"]).read())
+            splits,
+            pipe,
+            {
+                "classes": rare,
+                "num_images": args.augment_num_images,
+                "seed": args.seed,
+                "num_inference_steps": args.num_inference_steps,
+                "n_boot": args.n_boot,
+                "classifier": classifier,
+            },
+            os.path.join(args.output_dir, "augment"),
+        )
+        with open(augment["paths"]["markdown"], encoding="utf-8") as handle:
+            print(handle.read())
     print(f"total time {time.time() - started:.0f} s")
     return result
 

@@ -30,8 +30,12 @@ from dermdiff.metrics.classification import metrics_to_markdown
 
 DATA_ROOT = os.environ.get("DERMDIFF_DATA", "/work/shared/data")
 DATASETS = {
-    "dermamnist": {"path": "dermamnist/dermamnist_28_from_jpeg.npz", "loader_kwargs": {"split": "all"}, "size": 28,
-                   "medmnist_resnet18_accuracy": 0.73},
+    "dermamnist": {
+        "path": "dermamnist/dermamnist_28_from_jpeg.npz",
+        "loader_kwargs": {"split": "all"},
+        "size": 28,
+        "medmnist_resnet18_accuracy": 0.73,
+    },
     "ham10000": {"path": "ham10000", "loader_kwargs": {"size": 64}, "size": 64, "medmnist_resnet18_accuracy": 0.76},
 }
 
@@ -40,7 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="dermamnist", help="Which real data set.")
     parser.add_argument("--limit", type=int, default=None, help="Read only this many images (quick looks).")
-    parser.add_argument("--generator", default=None, help="Saved pipeline for one loop round (default: baseline only).")
+    parser.add_argument(
+        "--generator", default=None, help="Saved pipeline for one loop round (default: baseline only)."
+    )
     parser.add_argument("--rounds", type=int, default=1, help="Loop rounds (with --generator).")
     parser.add_argument("--strategies", default="map,sdedit", help="Generation strategies (with --generator).")
     parser.add_argument("--per_case", type=int, default=2, help="Images per hard case and strategy.")
@@ -57,7 +63,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="Seed of splits, classifier and loop.")
     args = parser.parse_args(argv)
     spec = DATASETS[args.dataset]
-    args.phantom, args.data_dir, args.split_fractions, args.split_seed = False, os.path.join(DATA_ROOT, spec["path"]), None, args.seed
+    args.phantom, args.data_dir, args.split_fractions, args.split_seed = (
+        False,
+        os.path.join(DATA_ROOT, spec["path"]),
+        None,
+        args.seed,
+    )
     args.loader_kwargs = dict(spec["loader_kwargs"], **({"limit": args.limit} if args.limit else {}))
     args.output_dir = args.output_dir or f"outputs/bench-hardcase-{args.dataset}"
     return args
@@ -70,29 +81,49 @@ def main(args) -> dict:
         raise FileNotFoundError(f"{args.data_dir} not found; set DERMDIFF_DATA to the folder holding {spec['path']}")
     started = time.time()
     splits = load_splits(args)
-    print(f"# {args.dataset} at {spec['size']} px; split sizes {({name: len(part) for name, part in splits.items()})}; "
-          f"loaded in {time.time() - started:.0f} s")
-    classifier = {"backbone": args.backbone, "resolution": spec["size"], "num_epochs": args.num_epochs,
-                  "batch_size": args.batch_size, "patience": args.patience, "balance": args.balance,
-                  "checkpoints_total_limit": 1, "seed": args.seed}
+    sizes = {name: len(part) for name, part in splits.items()}
+    print(f"# {args.dataset} at {spec['size']} px; split sizes {sizes}; loaded in {time.time() - started:.0f} s")
+    classifier = {
+        "backbone": args.backbone,
+        "resolution": spec["size"],
+        "num_epochs": args.num_epochs,
+        "batch_size": args.batch_size,
+        "patience": args.patience,
+        "balance": args.balance,
+        "checkpoints_total_limit": 1,
+        "seed": args.seed,
+    }
     if args.generator is None:
-        model, history = train_classifier(splits["train"], splits["validation"], classifier,
-                                          output_dir=os.path.join(args.output_dir, "baseline"))
+        model, history = train_classifier(
+            splits["train"], splits["validation"], classifier, output_dir=os.path.join(args.output_dir, "baseline")
+        )
         result = evaluate_classifier(model, splits["test"], n_boot=args.n_boot, seed=args.seed)
-        print(f"\n## Baseline {args.backbone}, {len(history['epochs'])} epochs (best {history['best_epoch']}), test split\n")
+        print(
+            f"\n## Baseline {args.backbone}, {len(history['epochs'])} epochs "
+            f"(best {history['best_epoch']}), test split\n"
+        )
         print(metrics_to_markdown(result))
         accuracy = result["overall"]["accuracy"]
     else:
-        config = HardCaseConfig(rounds=args.rounds, max_cases=args.max_cases, strategies=tuple(args.strategies.split(",")),
-                                per_case=args.per_case, num_inference_steps=args.num_inference_steps, seed=args.seed,
-                                n_boot=args.n_boot, classifier=classifier)
+        config = HardCaseConfig(
+            rounds=args.rounds,
+            max_cases=args.max_cases,
+            strategies=tuple(args.strategies.split(",")),
+            per_case=args.per_case,
+            num_inference_steps=args.num_inference_steps,
+            seed=args.seed,
+            n_boot=args.n_boot,
+            classifier=classifier,
+        )
         result = run_hardcase_loop(splits, load_generator(args.generator), config, args.output_dir)
         print(report_markdown(result))
         accuracy = result["rounds"][0]["test"]["overall"]["accuracy"]
     reference = spec["medmnist_resnet18_accuracy"]
-    print(f"\nMedMNIST+ ResNet-18 reference: ~{reference:.0%} accuracy on the official test split. Our baseline: "
-          f"{accuracy['value']:.3f} [{accuracy['ci'][0]:.3f}, {accuracy['ci'][1]:.3f}] on our own test split "
-          f"({args.num_epochs} epochs max, not the official split; see the module docstring).")
+    print(
+        f"\nMedMNIST+ ResNet-18 reference: ~{reference:.0%} accuracy on the official test split. Our baseline: "
+        f"{accuracy['value']:.3f} [{accuracy['ci'][0]:.3f}, {accuracy['ci'][1]:.3f}] on our own test split "
+        f"({args.num_epochs} epochs max, not the official split; see the module docstring)."
+    )
     print(f"total time {time.time() - started:.0f} s")
     return result
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -56,13 +56,13 @@ class AugmentationConfig:
         classifier (`dict`): `ClassifierTrainingConfig` fields, shared by both runs.
     """
 
-    classes: Optional[list] = None
+    classes: list | None = None
     num_images: int = 100
     map_split: str = "validation"
     max_shift: float = 0.25
-    skin_types: Optional[list] = None
+    skin_types: list | None = None
     num_inference_steps: int = 50
-    guidance_scale: Optional[float] = None
+    guidance_scale: float | None = None
     generation_batch_size: int = 16
     seed: int = 0
     n_boot: int = 1000
@@ -104,8 +104,9 @@ def _class_indices(classes, names: list) -> list[int]:
     return sorted(set(out))
 
 
-def sample_varied_maps(dataset, label: int, count: int, size, registry, seed: int, max_shift: float = 0.25,
-                       skin_types=None) -> tuple[list, list]:
+def sample_varied_maps(
+    dataset, label: int, count: int, size, registry, seed: int, max_shift: float = 0.25, skin_types=None
+) -> tuple[list, list]:
     """`count` maps of class `label` drawn (with replacement) from `dataset`'s maps and varied; with source ids."""
     rows = np.flatnonzero(dataset_labels(dataset) == label)
     if rows.size == 0:
@@ -119,13 +120,19 @@ def sample_varied_maps(dataset, label: int, count: int, size, registry, seed: in
         smap = SemanticMap.decode(maps_column[int(row)]["semantic_map"], registry=registry)
         if smap.size != tuple(size):
             smap = smap.resize(tuple(size))
-        maps.append(smap.random_variation(derive_seed(seed, "map", label, n), max_shift=max_shift, skin_types=skin_types))
+        maps.append(
+            smap.random_variation(derive_seed(seed, "map", label, n), max_shift=max_shift, skin_types=skin_types)
+        )
         sources.append(str(ids[int(row)]))
     return maps, sources
 
 
 def run_augmentation_experiment(
-    splits, pipe, config: Optional[Union[AugmentationConfig, dict]] = None, output_dir: str = "augment-output", **overrides
+    splits,
+    pipe,
+    config: AugmentationConfig | dict | None = None,
+    output_dir: str = "augment-output",
+    **overrides,
 ) -> dict:
     """Runs the experiment (module docstring); writes `report.md`, `report.json`, metrics files and the images.
 
@@ -149,30 +156,48 @@ def run_augmentation_experiment(
     classifier_seed = derive_seed(config.seed, "classifier")
     os.makedirs(output_dir, exist_ok=True)
     train, validation, test = splits["train"], splits["validation"], splits["test"]
-    classes = (_class_indices(config.classes, names) if config.classes
-               else rare_classes(dataset_labels(train), len(names)))
+    classes = (
+        _class_indices(config.classes, names) if config.classes else rare_classes(dataset_labels(train), len(names))
+    )
 
     # 1. baseline on real data
-    baseline, _ = fit_classifier(train, validation, classifier_config, os.path.join(output_dir, "baseline"),
-                                 names, classifier_seed)
+    baseline, _ = fit_classifier(
+        train, validation, classifier_config, os.path.join(output_dir, "baseline"), names, classifier_seed
+    )
 
     # 2. synthetic images of the chosen classes from varied validation maps
     synthetic = []
     for label in classes:
-        maps, sources = sample_varied_maps(splits[config.map_split], label, config.num_images, pipe.sample_size,
-                                           registry, derive_seed(config.seed, "maps", label), config.max_shift,
-                                           config.skin_types)
+        maps, sources = sample_varied_maps(
+            splits[config.map_split],
+            label,
+            config.num_images,
+            pipe.sample_size,
+            registry,
+            derive_seed(config.seed, "maps", label),
+            config.max_shift,
+            config.skin_types,
+        )
         seeds = [derive_seed(config.seed, "image", label, n) for n in range(len(maps))]
-        synthetic += generate_from_maps(pipe, maps, [label] * len(maps), seeds, [f"{config.map_split}:{s}" for s in sources],
-                                        strategy="map", num_inference_steps=config.num_inference_steps,
-                                        guidance_scale=config.guidance_scale, batch_size=config.generation_batch_size)
+        synthetic += generate_from_maps(
+            pipe,
+            maps,
+            [label] * len(maps),
+            seeds,
+            [f"{config.map_split}:{s}" for s in sources],
+            strategy="map",
+            num_inference_steps=config.num_inference_steps,
+            guidance_scale=config.guidance_scale,
+            batch_size=config.generation_batch_size,
+        )
     folder = write_synthetic(synthetic, os.path.join(output_dir, "synthetic"), registry, prefix="syn-aug")
     check_no_synthetic_in_evaluation(evaluation_fingerprints(splits), synthetic)
 
     # 3. the same training on real + synthetic
     pool = training_pool(train, [folder], registry)
-    augmented, _ = fit_classifier(pool, validation, classifier_config, os.path.join(output_dir, "augmented"),
-                                  names, classifier_seed)
+    augmented, _ = fit_classifier(
+        pool, validation, classifier_config, os.path.join(output_dir, "augmented"), names, classifier_seed
+    )
 
     # 4. both on the test split, paired
     before, after = predict(baseline, test, batch_size=batch_size), predict(augmented, test, batch_size=batch_size)
@@ -180,21 +205,37 @@ def run_augmentation_experiment(
     counts = {names[label]: sum(item.label == label for item in synthetic) for label in classes}
     paths = {"markdown": os.path.join(output_dir, "report.md"), "json": os.path.join(output_dir, "report.json")}
     lines = [
-        "# Augmentation experiment (seed 002)", "",
-        f"Augmented classes: {', '.join(f'{name} (+{count})' for name, count in counts.items())}; maps sampled from the "
-        f"{config.map_split!r} split and varied. Training pool: {len(train)} real + {len(synthetic)} synthetic. "
-        f"Test split: {len(test)} real images (no synthetic image in any evaluation split).", "",
+        "# Augmentation experiment (seed 002)",
+        "",
+        (
+            f"Augmented classes: {', '.join(f'{name} (+{count})' for name, count in counts.items())}; maps "
+            f"sampled from the {config.map_split!r} split and varied. Training pool: {len(train)} real + "
+            f"{len(synthetic)} synthetic. Test split: {len(test)} real images (no synthetic image in any "
+            "evaluation split)."
+        ),
+        "",
         before_after_markdown(comparison["a"], comparison["b"], comparison, names=("baseline", "augmented")),
         f"95% percentile-bootstrap CIs, {config.n_boot} replicates; differences by paired bootstrap.",
     ]
     with open(paths["markdown"], "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
-    payload = {"config": asdict(config), "classes": [names[k] for k in classes], "synthetic": counts,
-               "pool": {"real": len(train), "synthetic": len(synthetic)},
-               "baseline": dict(metric_rows(comparison["a"])), "augmented": dict(metric_rows(comparison["b"])),
-               "mcnemar": comparison["mcnemar"], "difference": comparison["difference"],
-               "provenance": [item.provenance() for item in synthetic]}
+    payload = {
+        "config": asdict(config),
+        "classes": [names[k] for k in classes],
+        "synthetic": counts,
+        "pool": {"real": len(train), "synthetic": len(synthetic)},
+        "baseline": dict(metric_rows(comparison["a"])),
+        "augmented": dict(metric_rows(comparison["b"])),
+        "mcnemar": comparison["mcnemar"],
+        "difference": comparison["difference"],
+        "provenance": [item.provenance() for item in synthetic],
+    }
     with open(paths["json"], "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2)
-    return {"classes": [names[k] for k in classes], "synthetic": counts, "comparison": comparison, "paths": paths,
-            "models": {"baseline": baseline, "augmented": augmented}}
+    return {
+        "classes": [names[k] for k in classes],
+        "synthetic": counts,
+        "comparison": comparison,
+        "paths": paths,
+        "models": {"baseline": baseline, "augmented": augmented},
+    }

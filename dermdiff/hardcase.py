@@ -27,7 +27,8 @@ pool is concatenated with them, and `check_no_synthetic_in_evaluation` verifies 
 before every retraining.
 
 Example:
-    >>> splits = make_splits(phantom_dataset(n=600, size=32, class_weights=rare_class_weights(["melanoma", "vascular"])))
+    >>> weights = rare_class_weights(["melanoma", "vascular"])
+    >>> splits = make_splits(phantom_dataset(n=600, size=32, class_weights=weights))
     >>> pipe = DermDiffPipeline.from_pretrained("outputs/dermdiff-phantom-32")
     >>> result = run_hardcase_loop(splits, pipe, {"rounds": 2, "strategies": ("map", "sdedit"),
     ...                                          "classifier": {"resolution": 32, "num_epochs": 10}}, "out/loop")
@@ -39,8 +40,8 @@ import copy
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -95,9 +96,9 @@ class HardCaseConfig:
 
     rounds: int = 3
     patience: int = 1
-    margin: Optional[float] = None
-    max_cases: Optional[int] = None
-    mining_classes: Optional[list] = None
+    margin: float | None = None
+    max_cases: int | None = None
+    mining_classes: list | None = None
     mining_split: str = "mining"
     allow_test_mining: bool = False
     strategies: tuple = ("map",)
@@ -107,12 +108,12 @@ class HardCaseConfig:
     adversarial_start: float = 0.5
     max_shift: float = 0.25
     num_inference_steps: int = 50
-    guidance_scale: Optional[float] = None
+    guidance_scale: float | None = None
     generation_batch_size: int = 16
     reference_filter: bool = False
-    min_reference_probability: Optional[float] = None
-    min_mse: Optional[float] = None
-    min_feature_distance: Optional[float] = None
+    min_reference_probability: float | None = None
+    min_mse: float | None = None
+    min_feature_distance: float | None = None
     fine_tune: bool = False
     seed: int = 0
     n_boot: int = 1000
@@ -121,7 +122,9 @@ class HardCaseConfig:
     def __post_init__(self):
         self.strategies = tuple(self.strategies)
         if self.rounds < 1 or self.patience < 1 or self.per_case < 1:
-            raise ValueError(f"rounds, patience and per_case must be >= 1, got {self.rounds}, {self.patience}, {self.per_case}")
+            raise ValueError(
+                f"rounds, patience and per_case must be >= 1, got {self.rounds}, {self.patience}, {self.per_case}"
+            )
         unknown = [name for name in self.strategies if name not in STRATEGIES]
         if unknown or not self.strategies:
             raise ValueError(f"strategies must be a non-empty subset of {STRATEGIES}, got {list(self.strategies)}")
@@ -133,7 +136,9 @@ class HardCaseConfig:
             raise ValueError(f"adversarial_guidance_scale must be >= 0, got {self.adversarial_guidance_scale}")
         known = {item.name for item in fields(ClassifierTrainingConfig)}
         if set(self.classifier) - known:
-            raise ValueError(f"unknown classifier setting(s) {sorted(set(self.classifier) - known)}; allowed: {sorted(known)}")
+            raise ValueError(
+                f"unknown classifier setting(s) {sorted(set(self.classifier) - known)}; allowed: {sorted(known)}"
+            )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -184,29 +189,45 @@ def training_pool(real, synthetic_folders: Sequence[str], registry):
 
 def split_metrics(output: dict, label_names, n_boot: int, seed: int) -> dict:
     return classification_metrics(
-        output["labels"], output["predictions"], output["probabilities"],
-        num_classes=len(label_names), label_names=label_names, n_boot=n_boot, seed=seed,
+        output["labels"],
+        output["predictions"],
+        output["probabilities"],
+        num_classes=len(label_names),
+        label_names=label_names,
+        n_boot=n_boot,
+        seed=seed,
     )
 
 
 def paired(before: dict, after: dict, label_names, n_boot: int, seed: int, names=("before", "after")) -> dict:
     return compare_classifiers(
-        before["labels"], before["predictions"], after["predictions"], y_prob_a=before["probabilities"],
-        y_prob_b=after["probabilities"], num_classes=len(label_names), label_names=label_names,
-        names=names, n_boot=n_boot, seed=seed,
+        before["labels"],
+        before["predictions"],
+        after["predictions"],
+        y_prob_a=before["probabilities"],
+        y_prob_b=after["probabilities"],
+        num_classes=len(label_names),
+        label_names=label_names,
+        names=names,
+        n_boot=n_boot,
+        seed=seed,
     )
 
 
 def fit_classifier(pool, validation, classifier_config, output_dir, label_names, seed, model=None):
     settings = dict(classifier_config, seed=seed)
-    model, history = train_classifier(pool, validation, settings, output_dir=output_dir, model=model, label_names=label_names)
+    model, history = train_classifier(
+        pool, validation, settings, output_dir=output_dir, model=model, label_names=label_names
+    )
     model.eval()
     return model, history
 
 
 def validation_score(model, validation, batch_size) -> float:
     output = predict(model, validation, batch_size=batch_size)
-    result = classification_metrics(output["labels"], output["predictions"], num_classes=model.config.num_labels, n_boot=0)
+    result = classification_metrics(
+        output["labels"], output["predictions"], num_classes=model.config.num_labels, n_boot=0
+    )
     return float(result["overall"]["balanced_accuracy"]["value"])
 
 
@@ -218,7 +239,7 @@ def validation_score(model, validation, batch_size) -> float:
 def run_hardcase_loop(
     splits,
     pipe,
-    config: Optional[Union[HardCaseConfig, dict]] = None,
+    config: HardCaseConfig | dict | None = None,
     output_dir: str = "hardcase-output",
     **overrides,
 ) -> dict:
@@ -245,7 +266,9 @@ def run_hardcase_loop(
     config = replace(config, **overrides)
     for name in ("train", "validation", "test", config.mining_split):
         if name not in splits or len(splits[name]) == 0:
-            raise ValueError(f"the loop needs a non-empty {name!r} split; got {[(k, len(v)) for k, v in splits.items()]}")
+            raise ValueError(
+                f"the loop needs a non-empty {name!r} split; got {[(k, len(v)) for k, v in splits.items()]}"
+            )
     leakage_warning = check_mining_split(config.mining_split, config.allow_test_mining)
     check_strategies(pipe, config.strategies)
     registry = pipeline_registry(pipe)
@@ -253,29 +276,64 @@ def run_hardcase_loop(
     from .data import registry_of
 
     if list(registry_of(splits["train"]).names) != label_names:
-        raise ValueError(f"the generator's conditions {label_names} differ from the data's {registry_of(splits['train']).names}")
+        raise ValueError(
+            f"the generator's conditions {label_names} differ from the data's {registry_of(splits['train']).names}"
+        )
     classifier_config = asdict(ClassifierTrainingConfig(**config.classifier))
     batch_size = classifier_config["eval_batch_size"]
     os.makedirs(output_dir, exist_ok=True)
     ledger = Ledger(os.path.join(output_dir, "ledger.jsonl"))
     fingerprints = evaluation_fingerprints(splits)
-    train, validation, test, mining = splits["train"], splits["validation"], splits["test"], splits[config.mining_split]
-    mining_ids = [str(value) for value in mining["image_id"]] if "image_id" in mining.column_names else [str(i) for i in range(len(mining))]
-    ledger.append({"event": "start", "config": asdict(config), "leakage_warning": leakage_warning,
-                   "sizes": {name: len(part) for name, part in splits.items()}, "label_names": label_names})
+    train, validation, test, mining = (
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+        splits[config.mining_split],
+    )
+    mining_ids = (
+        [str(value) for value in mining["image_id"]]
+        if "image_id" in mining.column_names
+        else [str(i) for i in range(len(mining))]
+    )
+    ledger.append(
+        {
+            "event": "start",
+            "config": asdict(config),
+            "leakage_warning": leakage_warning,
+            "sizes": {name: len(part) for name, part in splits.items()},
+            "label_names": label_names,
+        }
+    )
 
     # -- 1. round 0: the baseline on real data only -------------------------------------------------------
-    baseline, _ = fit_classifier(train, validation, classifier_config, os.path.join(output_dir, "classifiers", "round_0"),
-                         label_names, derive_seed(config.seed, "classifier", 0))
+    baseline, _ = fit_classifier(
+        train,
+        validation,
+        classifier_config,
+        os.path.join(output_dir, "classifiers", "round_0"),
+        label_names,
+        derive_seed(config.seed, "classifier", 0),
+    )
     current, current_test = baseline, predict(baseline, test, batch_size=batch_size)
     baseline_test = current_test
     best_val = validation_score(baseline, validation, batch_size)
-    summaries = [{
-        "round": 0, "pool": {"real": len(train), "synthetic": 0}, "validation_balanced_accuracy": best_val,
-        "test": split_metrics(current_test, label_names, config.n_boot, config.seed),
-    }]
-    ledger.append({"event": "round", "round": 0, "what": "baseline on real data", "leakage_warning": leakage_warning,
-                   **summaries[0]})
+    summaries = [
+        {
+            "round": 0,
+            "pool": {"real": len(train), "synthetic": 0},
+            "validation_balanced_accuracy": best_val,
+            "test": split_metrics(current_test, label_names, config.n_boot, config.seed),
+        }
+    ]
+    ledger.append(
+        {
+            "event": "round",
+            "round": 0,
+            "what": "baseline on real data",
+            "leakage_warning": leakage_warning,
+            **summaries[0],
+        }
+    )
     synthetic_folders: list[str] = []
     synthetic_total, bad_rounds, stopped = 0, 0, f"reached --rounds {config.rounds}"
 
@@ -284,8 +342,14 @@ def run_hardcase_loop(
 
         # -- 2. mine the current classifier's hard cases on the mining split ----------------------------------
         mined = predict(current, mining, batch_size=batch_size)
-        cases = mine_hard_cases(mining_ids, mined["labels"], mined["probabilities"], margin=config.margin,
-                                max_cases=config.max_cases, classes=config.mining_classes)
+        cases = mine_hard_cases(
+            mining_ids,
+            mined["labels"],
+            mined["probabilities"],
+            margin=config.margin,
+            max_cases=config.max_cases,
+            classes=config.mining_classes,
+        )
         if not cases:
             stopped = f"round {k}: no hard cases on the {config.mining_split!r} split"
             ledger.append({"event": "stop", "round": k, "reason": stopped, "leakage_warning": leakage_warning})
@@ -295,10 +359,18 @@ def run_hardcase_loop(
         sources = [case_source(mining[case.index], registry, case, size=pipe.sample_size) for case in cases]
         current.eval()
         generated = synthesize_hard_cases(
-            pipe, sources, strategies=config.strategies, per_case=config.per_case, seed=round_seeds["generate"],
-            num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
-            strength=config.strength, classifier=current, adversarial_guidance_scale=config.adversarial_guidance_scale,
-            adversarial_start=config.adversarial_start, max_shift=config.max_shift,
+            pipe,
+            sources,
+            strategies=config.strategies,
+            per_case=config.per_case,
+            seed=round_seeds["generate"],
+            num_inference_steps=config.num_inference_steps,
+            guidance_scale=config.guidance_scale,
+            strength=config.strength,
+            classifier=current,
+            adversarial_guidance_scale=config.adversarial_guidance_scale,
+            adversarial_start=config.adversarial_start,
+            max_shift=config.max_shift,
             batch_size=config.generation_batch_size,
         )
 
@@ -309,7 +381,11 @@ def run_hardcase_loop(
             dropped += [dict(item.provenance(), dropped_by="reference") for item in out]
         if config.min_mse is not None or config.min_feature_distance is not None:
             generated, out = filter_by_distance(
-                generated, train["image"], config.min_mse, config.min_feature_distance, feature_model=baseline,
+                generated,
+                train["image"],
+                config.min_mse,
+                config.min_feature_distance,
+                feature_model=baseline,
                 size=pipe.sample_size[0],
             )
             dropped += [dict(item.provenance(), dropped_by="distance") for item in out]
@@ -323,20 +399,38 @@ def run_hardcase_loop(
         synthetic_total += len(generated)
         pool = training_pool(train, synthetic_folders, registry)
         start_model = copy.deepcopy(current) if config.fine_tune else None
-        retrained, _ = fit_classifier(pool, validation, classifier_config, os.path.join(output_dir, "classifiers", f"round_{k}"),
-                              label_names, round_seeds["classifier"], model=start_model)
+        retrained, _ = fit_classifier(
+            pool,
+            validation,
+            classifier_config,
+            os.path.join(output_dir, "classifiers", f"round_{k}"),
+            label_names,
+            round_seeds["classifier"],
+            model=start_model,
+        )
         after_test = predict(retrained, test, batch_size=batch_size)
         val_score = validation_score(retrained, validation, batch_size)
         comparison = paired(current_test, after_test, label_names, config.n_boot, config.seed)
         by_case = {case.sample_id: [] for case in cases}
         for item in generated:
-            by_case[item.source_id].append({"file": os.path.join(folder, item.file_name), "strategy": item.strategy,
-                                            "seed": item.seed, "target": item.target})
+            by_case[item.source_id].append(
+                {
+                    "file": os.path.join(folder, item.file_name),
+                    "strategy": item.strategy,
+                    "seed": item.seed,
+                    "target": item.target,
+                }
+            )
         summary = {
             "round": k,
             "seeds": round_seeds,
-            "pool": {"real": len(train), "synthetic": synthetic_total, "synthetic_this_round": len(generated),
-                     "dropped_this_round": len(dropped), "total": len(pool)},
+            "pool": {
+                "real": len(train),
+                "synthetic": synthetic_total,
+                "synthetic_this_round": len(generated),
+                "dropped_this_round": len(dropped),
+                "total": len(pool),
+            },
             "mined_ids": [case.sample_id for case in cases],
             "hard_cases": [dict(case.to_dict(), generated=by_case[case.sample_id]) for case in cases],
             "dropped": dropped,
@@ -361,10 +455,21 @@ def run_hardcase_loop(
 
     # -- final: baseline vs final on the test split, report, plot -------------------------------------------
     final = paired(baseline_test, current_test, label_names, config.n_boot, config.seed, names=("baseline", "final"))
-    ledger.append({"event": "end", "stopped": stopped, "leakage_warning": leakage_warning,
-                   "baseline_vs_final": {"mcnemar": final["mcnemar"], "difference": final["difference"]}})
-    result = {"rounds": summaries, "stopped": stopped, "leakage_warning": leakage_warning,
-              "baseline_vs_final": final, "label_names": label_names}
+    ledger.append(
+        {
+            "event": "end",
+            "stopped": stopped,
+            "leakage_warning": leakage_warning,
+            "baseline_vs_final": {"mcnemar": final["mcnemar"], "difference": final["difference"]},
+        }
+    )
+    result = {
+        "rounds": summaries,
+        "stopped": stopped,
+        "leakage_warning": leakage_warning,
+        "baseline_vs_final": final,
+        "label_names": label_names,
+    }
     paths = write_report(result, output_dir)
     result["paths"] = dict(paths, ledger=ledger.path)
     result["models"] = {"baseline": baseline, "final": current}
@@ -376,7 +481,7 @@ def run_hardcase_loop(
 # ----------------------------------------------------------------------------------------------------
 
 
-def _cell(entry: Optional[dict], signed: bool = False) -> str:
+def _cell(entry: dict | None, signed: bool = False) -> str:
     if entry is None or entry.get("value") is None:
         return "n/a"
     sign = "+" if signed else ""
@@ -395,7 +500,7 @@ def metric_rows(result: dict) -> list[tuple[str, dict]]:
     return rows
 
 
-def before_after_markdown(before: dict, after: dict, comparison: Optional[dict] = None, names=("before", "after")) -> str:
+def before_after_markdown(before: dict, after: dict, comparison: dict | None = None, names=("before", "after")) -> str:
     """Markdown table: metric | before [CI] | after [CI] | after - before [CI] | p."""
     lines = [f"| metric | {names[0]} | {names[1]} | {names[1]} - {names[0]} [95% CI] | p |", "|---|---|---|---|---|"]
     difference = (comparison or {}).get("difference", {})
@@ -409,8 +514,13 @@ def before_after_markdown(before: dict, after: dict, comparison: Optional[dict] 
         lines.append(f"| {label} | {_cell(a)} | {_cell(b)} | {_cell(diff, signed=True)} | {p} |")
     mcnemar = (comparison or {}).get("mcnemar")
     if mcnemar:
-        lines += ["", f"McNemar ({mcnemar['method']}) on accuracy: b = {mcnemar['b']} ({names[0]} right only), "
-                      f"c = {mcnemar['c']} ({names[1]} right only), p = {mcnemar['p_value']:.3g}."]
+        lines += [
+            "",
+            (
+                f"McNemar ({mcnemar['method']}) on accuracy: b = {mcnemar['b']} ({names[0]} right only), "
+                f"c = {mcnemar['c']} ({names[1]} right only), p = {mcnemar['p_value']:.3g}."
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -426,10 +536,15 @@ def report_markdown(result: dict) -> str:
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for summary in result["rounds"]:
         test = summary["test"]
-        cells = [str(summary["round"]), str(summary["pool"]["real"]), str(summary["pool"]["synthetic"]),
-                 str(len(summary.get("mined_ids", []))) if summary["round"] else "-",
-                 f"{summary['validation_balanced_accuracy']:.3f}", _cell(test["overall"]["accuracy"]),
-                 _cell(test["overall"]["balanced_accuracy"])]
+        cells = [
+            str(summary["round"]),
+            str(summary["pool"]["real"]),
+            str(summary["pool"]["synthetic"]),
+            str(len(summary.get("mined_ids", []))) if summary["round"] else "-",
+            f"{summary['validation_balanced_accuracy']:.3f}",
+            _cell(test["overall"]["accuracy"]),
+            _cell(test["overall"]["balanced_accuracy"]),
+        ]
         cells += [_cell(test["per_class"][name]["sensitivity"]) for name in names]
         lines.append("| " + " | ".join(cells) + " |")
     for summary in result["rounds"][1:]:
@@ -442,8 +557,10 @@ def report_markdown(result: dict) -> str:
     if result.get("leakage_warning"):
         lines += [f"> **{result['leakage_warning']}**", ""]
     lines.append(before_after_markdown(final["a"], final["b"], final, names=("baseline", "final")))
-    lines.append(f"n = {final['a']['n']} test images; {final['bootstrap']['n_boot']} bootstrap replicates, "
-                 f"seed {final['bootstrap']['seed']}; CIs are 95% percentile intervals.")
+    lines.append(
+        f"n = {final['a']['n']} test images; {final['bootstrap']['n_boot']} bootstrap replicates, "
+        f"seed {final['bootstrap']['seed']}; CIs are 95% percentile intervals."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -453,8 +570,10 @@ def plot_rounds(result: dict, path: str):
     from matplotlib.figure import Figure
 
     rounds = [summary["round"] for summary in result["rounds"]]
-    series = {"accuracy": [s["test"]["overall"]["accuracy"] for s in result["rounds"]],
-              "balanced accuracy": [s["test"]["overall"]["balanced_accuracy"] for s in result["rounds"]]}
+    series = {
+        "accuracy": [s["test"]["overall"]["accuracy"] for s in result["rounds"]],
+        "balanced accuracy": [s["test"]["overall"]["balanced_accuracy"] for s in result["rounds"]],
+    }
     for name in result["label_names"]:
         series[f"{name} sensitivity"] = [s["test"]["per_class"][name]["sensitivity"] for s in result["rounds"]]
     figure = Figure(figsize=(7.5, 4.5))
@@ -462,12 +581,23 @@ def plot_rounds(result: dict, path: str):
     axes = figure.add_subplot(1, 1, 1)
     for index, (label, entries) in enumerate(series.items()):
         values = np.array([np.nan if e is None or e["value"] is None else e["value"] for e in entries], dtype=float)
-        low = np.array([np.nan if not e or not e.get("ci") or e["ci"][0] is None else e["ci"][0] for e in entries], dtype=float)
-        high = np.array([np.nan if not e or not e.get("ci") or e["ci"][1] is None else e["ci"][1] for e in entries], dtype=float)
+        low = np.array(
+            [np.nan if not e or not e.get("ci") or e["ci"][0] is None else e["ci"][0] for e in entries], dtype=float
+        )
+        high = np.array(
+            [np.nan if not e or not e.get("ci") or e["ci"][1] is None else e["ci"][1] for e in entries], dtype=float
+        )
         errors = np.nan_to_num(np.stack([values - low, high - values]), nan=0.0).clip(min=0)
         offset = (index - len(series) / 2) * 0.02
-        axes.errorbar(np.array(rounds) + offset, values, yerr=errors, marker="o", capsize=2,
-                      linewidth=2.5 if index < 2 else 1.0, label=label)
+        axes.errorbar(
+            np.array(rounds) + offset,
+            values,
+            yerr=errors,
+            marker="o",
+            capsize=2,
+            linewidth=2.5 if index < 2 else 1.0,
+            label=label,
+        )
     axes.set_xticks(rounds)
     axes.set_xlabel("round (0 = baseline on real data)")
     axes.set_ylabel("test split (95% CI)")
@@ -484,25 +614,38 @@ def plot_rounds(result: dict, path: str):
 
 def write_report(result: dict, output_dir: str) -> dict:
     """`report.md`, `report.json` (before/after table per round) and `metrics_per_round.png`."""
-    paths = {name: os.path.join(output_dir, file) for name, file in
-             (("markdown", "report.md"), ("json", "report.json"), ("plot", "metrics_per_round.png"))}
+    paths = {
+        name: os.path.join(output_dir, file)
+        for name, file in (("markdown", "report.md"), ("json", "report.json"), ("plot", "metrics_per_round.png"))
+    }
     with open(paths["markdown"], "w", encoding="utf-8") as handle:
         handle.write(report_markdown(result))
     table = []
     for summary in result["rounds"]:
-        row = {"round": summary["round"], "pool": summary["pool"],
-               "validation_balanced_accuracy": summary["validation_balanced_accuracy"],
-               "after": dict(metric_rows(summary["test"]))}
+        row = {
+            "round": summary["round"],
+            "pool": summary["pool"],
+            "validation_balanced_accuracy": summary["validation_balanced_accuracy"],
+            "after": dict(metric_rows(summary["test"])),
+        }
         if "before_test" in summary:
             row["before"] = dict(metric_rows(summary["before_test"]))
             row["mcnemar"] = summary["comparison"]["mcnemar"]
             row["difference"] = summary["comparison"]["difference"]
         table.append(row)
     final = result["baseline_vs_final"]
-    payload = {"leakage_warning": result.get("leakage_warning"), "stopped": result["stopped"],
-               "label_names": result["label_names"], "rounds": table,
-               "baseline_vs_final": {"baseline": dict(metric_rows(final["a"])), "final": dict(metric_rows(final["b"])),
-                                     "mcnemar": final["mcnemar"], "difference": final["difference"]}}
+    payload = {
+        "leakage_warning": result.get("leakage_warning"),
+        "stopped": result["stopped"],
+        "label_names": result["label_names"],
+        "rounds": table,
+        "baseline_vs_final": {
+            "baseline": dict(metric_rows(final["a"])),
+            "final": dict(metric_rows(final["b"])),
+            "mcnemar": final["mcnemar"],
+            "difference": final["difference"],
+        },
+    }
     with open(paths["json"], "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2)
     plot_rounds(result, paths["plot"])

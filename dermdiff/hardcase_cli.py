@@ -17,17 +17,29 @@ SPLIT_NAMES = ("train", "validation", "mining", "test")
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data (one of --data_dir / --phantom)")
-    data.add_argument("--data_dir", default=None, help="Any layout dermdiff.data.load_any reads (folder, HAM10000, .npz).")
-    data.add_argument("--loader_kwargs", default="{}", help="JSON options for load_any, e.g. '{\"size\": 64, \"limit\": 2000}'.")
-    data.add_argument("--phantom", action="store_true", help="Use the built-in phantom (made imbalanced with --phantom_rare).")
+    data.add_argument(
+        "--data_dir", default=None, help="Any layout dermdiff.data.load_any reads (folder, HAM10000, .npz)."
+    )
+    data.add_argument(
+        "--loader_kwargs", default="{}", help='JSON options for load_any, e.g. \'{"size": 64, "limit": 2000}\'.'
+    )
+    data.add_argument(
+        "--phantom", action="store_true", help="Use the built-in phantom (made imbalanced with --phantom_rare)."
+    )
     data.add_argument("--phantom_num_images", type=int, default=1000, help="Phantom images.")
     data.add_argument("--phantom_size", type=int, default=32, help="Phantom image side in pixels.")
     data.add_argument("--phantom_seed", type=int, default=0, help="Seed of the phantom images.")
-    data.add_argument("--phantom_rare", default="melanoma,vascular", help="Comma-separated phantom classes made rare ('' for balanced).")
+    data.add_argument(
+        "--phantom_rare",
+        default="melanoma,vascular",
+        help="Comma-separated phantom classes made rare ('' for balanced).",
+    )
     data.add_argument("--phantom_rare_fraction", type=float, default=0.05, help="Share of each rare class.")
     data.add_argument(
-        "--split_fractions", default=None,
-        help="JSON split -> fraction (train/validation/mining/test); default 0.6/0.1/0.15/0.15. Replaces a split column.",
+        "--split_fractions",
+        default=None,
+        help="JSON split -> fraction (train/validation/mining/test); default 0.6/0.1/0.15/0.15. "
+        "Replaces a split column.",
     )
     data.add_argument("--split_seed", type=int, default=0, help="Seed of the train/validation/mining/test split.")
 
@@ -36,21 +48,27 @@ def add_classifier_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("classifier (dermdiff.classifier_training)")
     group.add_argument("--backbone", default="resnet18", choices=TORCHVISION_BACKBONES, help="Classifier backbone.")
     group.add_argument("--pretrained", default=None, help="Local weights file for the backbone (never downloaded).")
-    group.add_argument("--resolution", type=int, default=None, help="Classifier input side (default: the generator's).")
+    group.add_argument(
+        "--resolution", type=int, default=None, help="Classifier input side (default: the generator's)."
+    )
     group.add_argument("--num_epochs", type=int, default=10, help="Epochs per classifier training.")
     group.add_argument("--train_batch_size", type=int, default=32, help="Classifier batch size.")
     group.add_argument("--learning_rate", type=float, default=1e-3, help="AdamW learning rate.")
     group.add_argument("--balance", default="none", choices=("none", "sampler", "loss"), help="Class balancing.")
     group.add_argument("--patience", type=int, default=5, help="Early-stopping patience in epochs (0 disables).")
     group.add_argument("--n_boot", type=int, default=1000, help="Bootstrap replicates of the CIs and the paired test.")
-    group.add_argument("--num_threads", type=int, default=None, help="torch intra-op threads (1 is fastest on a shared CPU).")
+    group.add_argument(
+        "--num_threads", type=int, default=None, help="torch intra-op threads (1 is fastest on a shared CPU)."
+    )
 
 
 def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generator")
     group.add_argument("--generator", required=True, help="A saved DermDiffPipeline or DermGANPipeline folder.")
     group.add_argument("--num_inference_steps", type=int, default=50, help="Denoising steps (diffusion only).")
-    group.add_argument("--guidance_scale", type=float, default=None, help="Classifier-free guidance weight (diffusion only).")
+    group.add_argument(
+        "--guidance_scale", type=float, default=None, help="Classifier-free guidance weight (diffusion only)."
+    )
     group.add_argument("--generation_batch_size", type=int, default=16, help="Images per generator call.")
 
 
@@ -72,9 +90,15 @@ def parse_json_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 def classifier_settings(args: argparse.Namespace, resolution: int) -> dict:
     """`ClassifierTrainingConfig` fields from the classifier flags."""
     return {
-        "backbone": args.backbone, "pretrained": args.pretrained, "resolution": args.resolution or resolution,
-        "num_epochs": args.num_epochs, "batch_size": args.train_batch_size, "learning_rate": args.learning_rate,
-        "balance": args.balance, "patience": args.patience or None, "checkpoints_total_limit": 1,
+        "backbone": args.backbone,
+        "pretrained": args.pretrained,
+        "resolution": args.resolution or resolution,
+        "num_epochs": args.num_epochs,
+        "batch_size": args.train_batch_size,
+        "learning_rate": args.learning_rate,
+        "balance": args.balance,
+        "patience": args.patience or None,
+        "checkpoints_total_limit": 1,
     }
 
 
@@ -84,7 +108,9 @@ def load_generator(path: str):
 
     index_path = os.path.join(path, "model_index.json")
     if not os.path.isfile(index_path):
-        raise FileNotFoundError(f"{index_path} not found; --generator must be a saved pipeline folder (save_pretrained)")
+        raise FileNotFoundError(
+            f"{index_path} not found; --generator must be a saved pipeline folder (save_pretrained)"
+        )
     with open(index_path) as handle:
         name = json.load(handle).get("_class_name")
     if name not in ("DermDiffPipeline", "DermGANPipeline"):
@@ -109,12 +135,15 @@ def load_splits(args: argparse.Namespace):
     if args.phantom:
         rare = [name for name in args.phantom_rare.split(",") if name]
         weights = rare_class_weights(rare, args.phantom_rare_fraction) if rare else None
-        dataset = phantom_dataset(n=args.phantom_num_images, size=args.phantom_size, seed=args.phantom_seed,
-                                  class_weights=weights)
+        dataset = phantom_dataset(
+            n=args.phantom_num_images, size=args.phantom_size, seed=args.phantom_seed, class_weights=weights
+        )
     else:
         dataset = load_any(args.data_dir, **args.loader_kwargs)
     use_column = args.split_fractions is None
-    parts = dict(make_splits(dataset, fractions=args.split_fractions, seed=args.split_seed, use_split_column=use_column))
+    parts = dict(
+        make_splits(dataset, fractions=args.split_fractions, seed=args.split_seed, use_split_column=use_column)
+    )
     if "val" in parts and "validation" not in parts:
         parts["validation"] = parts.pop("val")
     missing = [name for name in ("mining", "test") if name not in parts]

@@ -34,8 +34,9 @@ import hashlib
 import inspect
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -53,7 +54,15 @@ _NEEDS = {
     "adversarial": ("semantic_map", "callback_on_step_end"),
 }
 METADATA_COLUMNS = (
-    "file_name", "label", "skin_type", "map_file", "image_id", "source_id", "strategy", "seed", "target",
+    "file_name",
+    "label",
+    "skin_type",
+    "map_file",
+    "image_id",
+    "source_id",
+    "strategy",
+    "seed",
+    "target",
 )
 
 
@@ -113,9 +122,9 @@ class SyntheticImage:
     source_id: str
     strategy: str
     seed: int
-    target: Optional[int] = None  # adversarial: the class the classifier was pushed towards
+    target: int | None = None  # adversarial: the class the classifier was pushed towards
     image_id: str = ""
-    file_name: Optional[str] = None
+    file_name: str | None = None
     extra: dict = field(default_factory=dict)
 
     def provenance(self) -> dict:
@@ -140,8 +149,8 @@ class CaseSource:
     sample_id: str
     label: int
     semantic_map: SemanticMap
-    image: Optional[Image.Image] = None
-    target: Optional[int] = None  # the class the current classifier confuses it with
+    image: Image.Image | None = None
+    target: int | None = None  # the class the current classifier confuses it with
 
 
 def case_source(row: dict, registry, case=None, size=None) -> CaseSource:
@@ -193,7 +202,7 @@ class AdversarialGuidance:
         start (`float`, defaults to 0.5): fraction of the steps after which guidance starts.
     """
 
-    tensor_inputs = ["latents"]
+    tensor_inputs: ClassVar[list] = ["latents"]
 
     def __init__(self, classifier, targets: Sequence[int], scale: float, num_steps: int, start: float = 0.5):
         if scale < 0:
@@ -248,8 +257,19 @@ class AdversarialGuidance:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _call_pipeline(pipe, maps, seeds, num_inference_steps, guidance_scale, images=None, strength=None,
-                   classifier=None, targets=None, adversarial_guidance_scale=0.0, adversarial_start=0.5):
+def _call_pipeline(
+    pipe,
+    maps,
+    seeds,
+    num_inference_steps,
+    guidance_scale,
+    images=None,
+    strength=None,
+    classifier=None,
+    targets=None,
+    adversarial_guidance_scale=0.0,
+    adversarial_start=0.5,
+):
     """One batched pipeline call; only the keyword arguments the pipeline accepts are passed."""
     parameters = inspect.signature(pipe.__call__).parameters
     kwargs = {
@@ -265,7 +285,9 @@ def _call_pipeline(pipe, maps, seeds, num_inference_steps, guidance_scale, image
         kwargs["image"] = list(images)
         kwargs["strength"] = strength
     if classifier is not None:
-        steps_run = num_inference_steps if strength is None else min(int(num_inference_steps * strength), num_inference_steps)
+        steps_run = (
+            num_inference_steps if strength is None else min(int(num_inference_steps * strength), num_inference_steps)
+        )
         kwargs["callback_on_step_end"] = AdversarialGuidance(
             classifier, targets, adversarial_guidance_scale, steps_run, adversarial_start
         )
@@ -281,12 +303,12 @@ def generate_from_maps(
     source_ids: Sequence[str],
     strategy: str = "map",
     num_inference_steps: int = 50,
-    guidance_scale: Optional[float] = None,
+    guidance_scale: float | None = None,
     batch_size: int = 16,
-    images: Optional[Sequence[Image.Image]] = None,
-    strength: Optional[float] = None,
+    images: Sequence[Image.Image] | None = None,
+    strength: float | None = None,
     classifier=None,
-    targets: Optional[Sequence[int]] = None,
+    targets: Sequence[int] | None = None,
     adversarial_guidance_scale: float = 0.0,
     adversarial_start: float = 0.5,
 ) -> list[SyntheticImage]:
@@ -297,8 +319,10 @@ def generate_from_maps(
     """
     count = len(maps)
     if not (len(labels) == len(seeds) == len(source_ids) == count):
-        raise ValueError(f"need one label, seed and source id per map; got {len(labels)}, {len(seeds)}, "
-                         f"{len(source_ids)} for {count} maps")
+        raise ValueError(
+            f"need one label, seed and source id per map; got {len(labels)}, {len(seeds)}, "
+            f"{len(source_ids)} for {count} maps"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     registry = pipeline_registry(pipe)
@@ -306,18 +330,32 @@ def generate_from_maps(
     for start in range(0, count, batch_size):
         part = slice(start, start + batch_size)
         generated = _call_pipeline(
-            pipe, maps[part], seeds[part], num_inference_steps, guidance_scale,
-            images=None if images is None else images[part], strength=strength,
-            classifier=classifier, targets=None if targets is None else list(targets[part]),
-            adversarial_guidance_scale=adversarial_guidance_scale, adversarial_start=adversarial_start,
+            pipe,
+            maps[part],
+            seeds[part],
+            num_inference_steps,
+            guidance_scale,
+            images=None if images is None else images[part],
+            strength=strength,
+            classifier=classifier,
+            targets=None if targets is None else list(targets[part]),
+            adversarial_guidance_scale=adversarial_guidance_scale,
+            adversarial_start=adversarial_start,
         )
         for offset, picture in enumerate(generated):
             i = start + offset
-            out.append(SyntheticImage(
-                image=picture, label=int(labels[i]), label_name=registry.names[int(labels[i])],
-                semantic_map=maps[i], source_id=str(source_ids[i]), strategy=strategy, seed=int(seeds[i]),
-                target=None if targets is None else int(targets[i]),
-            ))
+            out.append(
+                SyntheticImage(
+                    image=picture,
+                    label=int(labels[i]),
+                    label_name=registry.names[int(labels[i])],
+                    semantic_map=maps[i],
+                    source_id=str(source_ids[i]),
+                    strategy=strategy,
+                    seed=int(seeds[i]),
+                    target=None if targets is None else int(targets[i]),
+                )
+            )
     return out
 
 
@@ -328,7 +366,7 @@ def synthesize_hard_cases(
     per_case: int = 4,
     seed: int = 0,
     num_inference_steps: int = 50,
-    guidance_scale: Optional[float] = None,
+    guidance_scale: float | None = None,
     strength: float = 0.6,
     classifier=None,
     adversarial_guidance_scale: float = 0.05,
@@ -418,13 +456,15 @@ def synthesize_hard_cases(
 
 def _as_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
     """(N, 3, size, size) float tensor in [-1, 1]."""
-    arrays = [np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) for image in images]
+    arrays = [
+        np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) for image in images
+    ]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
 @torch.no_grad()
 def filter_by_reference(
-    images: list[SyntheticImage], reference, min_probability: Optional[float] = None, batch_size: int = 64
+    images: list[SyntheticImage], reference, min_probability: float | None = None, batch_size: int = 64
 ) -> tuple[list[SyntheticImage], list[SyntheticImage]]:
     """Keeps images a reference classifier (trained on real data) recognises as their label.
 
@@ -438,7 +478,7 @@ def filter_by_reference(
     device = next(reference.parameters()).device
     kept, dropped = [], []
     for start in range(0, len(images), batch_size):
-        part = images[start:start + batch_size]
+        part = images[start : start + batch_size]
         probabilities = reference.predict_proba(_as_batch([item.image for item in part], size).to(device)).cpu()
         for item, row in zip(part, probabilities):
             p = float(row[item.label])
@@ -451,8 +491,8 @@ def filter_by_reference(
 def filter_by_distance(
     images: list[SyntheticImage],
     training_images: Sequence[Image.Image],
-    min_mse: Optional[float] = None,
-    min_feature_distance: Optional[float] = None,
+    min_mse: float | None = None,
+    min_feature_distance: float | None = None,
     feature_model=None,
     size: int = 32,
 ) -> tuple[list[SyntheticImage], list[SyntheticImage]]:
@@ -473,6 +513,7 @@ def filter_by_distance(
     training = _as_batch(list(training_images), size)
     near = np.zeros(len(images), dtype=bool)
     if min_mse is not None:
+
         def to_uint8(batch):
             return ((batch + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
@@ -484,10 +525,16 @@ def filter_by_distance(
         with torch.no_grad():
             device = next(feature_model.parameters()).device
             resolution = feature_model.config.image_size
+
             def embed(batch):
                 batch = F.interpolate(batch, size=(resolution, resolution), mode="bilinear", align_corners=False)
-                return torch.cat([feature_model.features(batch[i:i + 128].to(device)).cpu() for i in range(0, len(batch), 128)])
-            nearest = pairwise_feature_distance(embed(generated).numpy(), embed(training).numpy()).min(dim=1).values.numpy()
+                return torch.cat(
+                    [feature_model.features(batch[i : i + 128].to(device)).cpu() for i in range(0, len(batch), 128)]
+                )
+
+            nearest = (
+                pairwise_feature_distance(embed(generated).numpy(), embed(training).numpy()).min(dim=1).values.numpy()
+            )
         for item, value in zip(images, nearest):
             item.extra["nearest_feature_distance"] = float(value)
         near |= nearest < min_feature_distance
@@ -517,16 +564,25 @@ def write_synthetic(images: list[SyntheticImage], folder: str, registry, prefix:
         item.file_name = f"images/{stem}"
         item.image.save(os.path.join(folder, "images", stem), format="PNG")
         item.semantic_map.to_pil().save(os.path.join(folder, "maps", stem), format="PNG")
-        rows.append({
-            "file_name": item.file_name, "label": item.label_name,
-            "skin_type": "" if item.semantic_map.skin_type is None else item.semantic_map.skin_type,
-            "map_file": f"maps/{stem}", "image_id": item.image_id, "source_id": item.source_id,
-            "strategy": item.strategy, "seed": item.seed, "target": "" if item.target is None else item.target,
-        })
+        rows.append(
+            {
+                "file_name": item.file_name,
+                "label": item.label_name,
+                "skin_type": "" if item.semantic_map.skin_type is None else item.semantic_map.skin_type,
+                "map_file": f"maps/{stem}",
+                "image_id": item.image_id,
+                "source_id": item.source_id,
+                "strategy": item.strategy,
+                "seed": item.seed,
+                "target": "" if item.target is None else item.target,
+            }
+        )
     with open(os.path.join(folder, "metadata.csv"), "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=METADATA_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     with open(os.path.join(folder, "dataset_info.json"), "w", encoding="utf-8") as handle:
-        json.dump({"generator": "dermdiff.synthesis", "registry": registry.to_dict(), "synthetic": True}, handle, indent=2)
+        json.dump(
+            {"generator": "dermdiff.synthesis", "registry": registry.to_dict(), "synthetic": True}, handle, indent=2
+        )
     return folder

@@ -7,16 +7,17 @@ import os
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+from dermdiff.pipelines.pipeline_dermdiff import DermDiffPipeline
+from dermdiff.pipelines.pipeline_dermgan import DermGANPipeline
 from diffusers import DDIMScheduler
+from PIL import Image
+from torch import nn
 
 from dermdiff.data import make_splits, phantom_dataset
 from dermdiff.hardcase import HardCaseConfig, check_no_synthetic_in_evaluation, image_hash, run_hardcase_loop
 from dermdiff.mining import LEAKAGE_WARNING, Ledger, mine_hard_cases
 from dermdiff.models.dermgan import DermGANGenerator
 from dermdiff.models.semantic_unet import SemanticUNet2DModel
-from dermdiff.pipelines.pipeline_dermdiff import DermDiffPipeline
-from dermdiff.pipelines.pipeline_dermgan import DermGANPipeline
 from dermdiff.synthesis import (
     AdversarialGuidance,
     CaseSource,
@@ -30,15 +31,25 @@ from dermdiff.synthesis import (
 )
 
 SIZE = 16
-TINY_CLASSIFIER = {"backbone": "mobilenet_v3_small", "resolution": SIZE, "num_epochs": 1, "batch_size": 16, "patience": None,
-                   "checkpoints_total_limit": 1}
+TINY_CLASSIFIER = {
+    "backbone": "mobilenet_v3_small",
+    "resolution": SIZE,
+    "num_epochs": 1,
+    "batch_size": 16,
+    "patience": None,
+    "checkpoints_total_limit": 1,
+}
 
 
 def tiny_diffusion() -> DermDiffPipeline:
     torch.manual_seed(0)
     unet = SemanticUNet2DModel(
-        sample_size=SIZE, block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=4,
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        sample_size=SIZE,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        attention_head_dim=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
     )
     return DermDiffPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=100))
 
@@ -70,6 +81,15 @@ def phantom_case(label="melanoma", sample_id="case-0", target=None) -> CaseSourc
     sample = generate_phantom_sample(label, skin_type=3, size=SIZE, seed=1)
     index = sample.semantic_map.registry.index(label)
     return CaseSource(sample_id, index, sample.semantic_map, sample.image, target)
+
+
+def read_text(path) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def as_array(items) -> np.ndarray:
+    return np.stack([np.asarray(item.image, dtype=np.float64) / 255 for item in items])
 
 
 class MeanColourClassifier(nn.Module):
@@ -118,8 +138,9 @@ def test_sdedit_keeps_the_image_closer_at_low_strength():
     original = np.asarray(case.image, dtype=np.float64)
     distance = {}
     for strength in (0.5, 1.0):
-        item = synthesize_hard_cases(pipe, [case], strategies=("sdedit",), per_case=1, seed=0, strength=strength,
-                                     num_inference_steps=4)[0]
+        item = synthesize_hard_cases(
+            pipe, [case], strategies=("sdedit",), per_case=1, seed=0, strength=strength, num_inference_steps=4
+        )[0]
         assert item.strategy == "sdedit" and item.extra["strength"] == strength
         distance[strength] = np.mean((np.asarray(item.image, dtype=np.float64) - original) ** 2)
     assert distance[0.5] < distance[1.0]
@@ -144,14 +165,30 @@ def test_adversarial_gradient_points_towards_the_target_class():
 def test_adversarial_strategy_changes_samples_through_the_pipeline():
     pipe = tiny_diffusion()
     maps = [phantom_case().semantic_map] * 2
-    common = dict(labels=[1, 1], seeds=[3, 4], source_ids=["a", "b"], num_inference_steps=3)
+    common = {"labels": [1, 1], "seeds": [3, 4], "source_ids": ["a", "b"], "num_inference_steps": 3}
     plain = generate_from_maps(pipe, maps, **common)
     classifier = MeanColourClassifier()
-    pushed = generate_from_maps(pipe, maps, strategy="adversarial", classifier=classifier, targets=[1, 0],
-                                adversarial_guidance_scale=0.5, adversarial_start=0.0, **common)
-    off = generate_from_maps(pipe, maps, strategy="adversarial", classifier=classifier, targets=[1, 0],
-                             adversarial_guidance_scale=0.0, adversarial_start=0.0, **common)
-    as_array = lambda items: np.stack([np.asarray(item.image, dtype=np.float64) / 255 for item in items])  # noqa: E731
+    pushed = generate_from_maps(
+        pipe,
+        maps,
+        strategy="adversarial",
+        classifier=classifier,
+        targets=[1, 0],
+        adversarial_guidance_scale=0.5,
+        adversarial_start=0.0,
+        **common,
+    )
+    off = generate_from_maps(
+        pipe,
+        maps,
+        strategy="adversarial",
+        classifier=classifier,
+        targets=[1, 0],
+        adversarial_guidance_scale=0.0,
+        adversarial_start=0.0,
+        **common,
+    )
+    as_array = lambda items: np.stack([np.asarray(item.image, dtype=np.float64) / 255 for item in items])
     assert np.array_equal(as_array(plain), as_array(off))
     assert not np.array_equal(as_array(plain), as_array(pushed))
     red_minus_blue = as_array(pushed)[..., 0].mean(axis=(1, 2)) - as_array(plain)[..., 0].mean(axis=(1, 2))
@@ -166,11 +203,13 @@ def test_mining_records_the_confusion_target():
 
 def test_distance_filter_drops_near_copies():
     case = phantom_case()
-    images = generate_from_maps(tiny_gan(), [case.semantic_map] * 2, labels=[1, 1], seeds=[0, 1], source_ids=["x", "y"])
+    images = generate_from_maps(
+        tiny_gan(), [case.semantic_map] * 2, labels=[1, 1], seeds=[0, 1], source_ids=["x", "y"]
+    )
     images[0].image = case.image.copy()  # a copy of a training image
     kept, dropped = filter_by_distance(images, [case.image], min_mse=1e-4, size=SIZE)
     assert [item.source_id for item in dropped] == ["x"] and [item.source_id for item in kept] == ["y"]
-    assert dropped[0].extra["nearest_mse"] == 0.0
+    assert dropped[0].extra["nearest_mse"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_written_folder_reads_back_with_provenance(tmp_path):
@@ -181,7 +220,7 @@ def test_written_folder_reads_back_with_provenance(tmp_path):
     write_synthetic(images, str(tmp_path / "syn"), "phantom", prefix="syn-r1")
     loaded = load_dataset_dir(str(tmp_path / "syn"))
     assert loaded["label_name"] == ["vascular", "vascular"] and loaded["image_id"] == ["syn-r1-00000", "syn-r1-00001"]
-    rows = list(csv.DictReader(open(tmp_path / "syn" / "metadata.csv")))
+    rows = list(csv.DictReader(read_text(tmp_path / "syn" / "metadata.csv").splitlines()))
     assert rows[0]["source_id"] == "v-1" and rows[0]["strategy"] == "map" and int(rows[0]["seed"]) == images[0].seed
 
 
@@ -198,8 +237,18 @@ def test_synthetic_in_an_evaluation_split_is_refused(splits):
 # -- the loop -----------------------------------------------------------------------------------------------------
 def test_one_round_end_to_end(splits, tmp_path):
     output_dir = str(tmp_path / "loop")
-    config = HardCaseConfig(rounds=1, margin=0.3, max_cases=3, strategies=("map", "sdedit", "adversarial"), per_case=1,
-                            num_inference_steps=2, strength=1.0, n_boot=50, seed=3, classifier=TINY_CLASSIFIER)
+    config = HardCaseConfig(
+        rounds=1,
+        margin=0.3,
+        max_cases=3,
+        strategies=("map", "sdedit", "adversarial"),
+        per_case=1,
+        num_inference_steps=2,
+        strength=1.0,
+        n_boot=50,
+        seed=3,
+        classifier=TINY_CLASSIFIER,
+    )
     result = run_hardcase_loop(splits, tiny_diffusion(), config, output_dir)
 
     # ledger: start, baseline, one round, end; the round records config, index, seeds and mined ids
@@ -213,7 +262,7 @@ def test_one_round_end_to_end(splits, tmp_path):
 
     # provenance: every generated image names its case, strategy, seed and file; labels are the true class
     folder = os.path.join(output_dir, "synthetic", "round_1")
-    rows = list(csv.DictReader(open(os.path.join(folder, "metadata.csv"))))
+    rows = list(csv.DictReader(read_text(os.path.join(folder, "metadata.csv")).splitlines()))
     mined = {case["sample_id"]: case for case in round_1["hard_cases"]}
     generated = [item for case in round_1["hard_cases"] for item in case["generated"]]
     assert len(rows) == len(generated) == round_1["pool"]["synthetic_this_round"] >= len(mined)
@@ -225,17 +274,17 @@ def test_one_round_end_to_end(splits, tmp_path):
     assert round_1["pool"]["total"] == len(splits["train"]) + len(rows)
 
     # synthetic images never appear in the test (or any evaluation) split
-    synthetic_hashes = {image_hash(__import__("PIL.Image").Image.open(os.path.join(folder, r["file_name"]))) for r in rows}
+    synthetic_hashes = {image_hash(Image.open(os.path.join(folder, r["file_name"]))) for r in rows}
     for name in ("validation", "mining", "test"):
         assert not synthetic_hashes & {image_hash(image) for image in splits[name]["image"]}
         assert not {r["image_id"] for r in rows} & set(splits[name]["image_id"])
     assert round_1["test"]["n"] == len(splits["test"])
 
     # reports: markdown with the before/after table, JSON, plot
-    report = open(os.path.join(output_dir, "report.md")).read()
+    report = read_text(os.path.join(output_dir, "report.md"))
     assert "## Round 1: before / after on the test split" in report and "McNemar" in report
     assert "LEAKAGE" not in report
-    payload = json.load(open(os.path.join(output_dir, "report.json")))
+    payload = json.loads(read_text(os.path.join(output_dir, "report.json")))
     assert [row["round"] for row in payload["rounds"]] == [0, 1]
     assert set(payload["rounds"][1]["before"]) == set(payload["rounds"][1]["after"])
     assert "melanoma sensitivity" in payload["rounds"][1]["after"]
@@ -243,22 +292,31 @@ def test_one_round_end_to_end(splits, tmp_path):
 
 
 def test_test_mining_is_refused_and_warned_in_every_report(splits, tmp_path):
-    config = dict(rounds=1, mining_split="test", strategies=("map",), per_case=1, max_cases=1, n_boot=20,
-                  classifier=TINY_CLASSIFIER)
+    config = {
+        "rounds": 1,
+        "mining_split": "test",
+        "strategies": ("map",),
+        "per_case": 1,
+        "max_cases": 1,
+        "n_boot": 20,
+        "classifier": TINY_CLASSIFIER,
+    }
     with pytest.raises(ValueError, match="refusing to mine"):
         run_hardcase_loop(splits, tiny_gan(), config, str(tmp_path / "refused"))
     with pytest.warns(UserWarning, match="LEAKAGE"):
         result = run_hardcase_loop(splits, tiny_gan(), dict(config, allow_test_mining=True), str(tmp_path / "leaky"))
-    report = open(result["paths"]["markdown"]).read()
+    report = read_text(result["paths"]["markdown"])
     rounds_run = len(result["rounds"]) - 1
     assert report.count(LEAKAGE_WARNING) == 2 + rounds_run  # top, every round's table, baseline vs final
-    assert json.load(open(result["paths"]["json"]))["leakage_warning"] == LEAKAGE_WARNING
+    assert json.loads(read_text(result["paths"]["json"]))["leakage_warning"] == LEAKAGE_WARNING
     assert all(record["leakage_warning"] == LEAKAGE_WARNING for record in Ledger(result["paths"]["ledger"]).read())
 
 
 def test_loop_rejects_a_strategy_the_generator_cannot_do(splits, tmp_path):
     with pytest.raises(ValueError, match="DermGANPipeline cannot run strategy"):
-        run_hardcase_loop(splits, tiny_gan(), {"strategies": ("adversarial",), "classifier": TINY_CLASSIFIER}, str(tmp_path))
+        run_hardcase_loop(
+            splits, tiny_gan(), {"strategies": ("adversarial",), "classifier": TINY_CLASSIFIER}, str(tmp_path)
+        )
     with pytest.raises(ValueError, match="strategies must be"):
         HardCaseConfig(strategies=("nope",))
 
@@ -278,13 +336,13 @@ def test_augmentation_experiment_end_to_end(splits, tmp_path):
         splits, tiny_gan(), {"num_images": 3, "n_boot": 30, "classifier": TINY_CLASSIFIER}, str(tmp_path / "aug")
     )
     assert result["classes"] == ["melanoma", "vascular"] and result["synthetic"] == {"melanoma": 3, "vascular": 3}
-    payload = json.load(open(result["paths"]["json"]))
+    payload = json.loads(read_text(result["paths"]["json"]))
     assert payload["pool"] == {"real": len(splits["train"]), "synthetic": 6}
     assert all(item["source_id"].startswith("validation:") for item in payload["provenance"])
     validation_ids = set(splits["validation"]["image_id"])
     assert {item["source_id"].split(":", 1)[1] for item in payload["provenance"]} <= validation_ids
     assert payload["mcnemar"]["p_value"] <= 1 and "sensitivity" in payload["difference"]["per_class"]["melanoma"]
-    report = open(result["paths"]["markdown"]).read()
+    report = read_text(result["paths"]["markdown"])
     assert "| balanced_accuracy |" in report and "McNemar" in report
     assert result["comparison"]["a"]["n"] == len(splits["test"])
 
@@ -300,8 +358,25 @@ def load_script(name):
     return module
 
 
-TINY_FLAGS = ["--phantom", "--phantom_num_images", "120", "--phantom_size", str(SIZE), "--backbone", "mobilenet_v3_small",
-              "--num_epochs", "1", "--train_batch_size", "16", "--patience", "0", "--n_boot", "20", "--num_threads", "1"]
+TINY_FLAGS = [
+    "--phantom",
+    "--phantom_num_images",
+    "120",
+    "--phantom_size",
+    str(SIZE),
+    "--backbone",
+    "mobilenet_v3_small",
+    "--num_epochs",
+    "1",
+    "--train_batch_size",
+    "16",
+    "--patience",
+    "0",
+    "--n_boot",
+    "20",
+    "--num_threads",
+    "1",
+]
 
 
 def test_adversarial_loop_script(tmp_path):
@@ -309,19 +384,54 @@ def test_adversarial_loop_script(tmp_path):
     script = load_script("adversarial_loop")
     with pytest.raises(SystemExit):
         script.parse_args(["--phantom", "--generator", "g", "--strategies", "map,warp"])
-    args = script.parse_args(TINY_FLAGS + ["--generator", str(tmp_path / "generator"), "--rounds", "1",
-                                           "--strategies", "map,adversarial", "--per_case", "1", "--max_cases", "2",
-                                           "--margin", "0.5", "--num_inference_steps", "2", "--output_dir", str(tmp_path / "out")])
+    args = script.parse_args(
+        TINY_FLAGS
+        + [
+            "--generator",
+            str(tmp_path / "generator"),
+            "--rounds",
+            "1",
+            "--strategies",
+            "map,adversarial",
+            "--per_case",
+            "1",
+            "--max_cases",
+            "2",
+            "--margin",
+            "0.5",
+            "--num_inference_steps",
+            "2",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     result = script.main(args)
     assert os.path.isfile(tmp_path / "out" / "ledger.jsonl") and os.path.isfile(tmp_path / "out" / "report.md")
-    assert set(result["rounds"][0]["test"]["per_class"]) == {"nevus", "melanoma", "psoriasis", "dermatofibroma", "vascular"}
+    assert set(result["rounds"][0]["test"]["per_class"]) == {
+        "nevus",
+        "melanoma",
+        "psoriasis",
+        "dermatofibroma",
+        "vascular",
+    }
 
 
 def test_augment_experiment_script(tmp_path):
     tiny_gan().save_pretrained(str(tmp_path / "generator"))
     script = load_script("augment_experiment")
-    args = script.parse_args(TINY_FLAGS + ["--generator", str(tmp_path / "generator"), "--classes", "vascular",
-                                           "--num_images", "2", "--output_dir", str(tmp_path / "out")])
+    args = script.parse_args(
+        TINY_FLAGS
+        + [
+            "--generator",
+            str(tmp_path / "generator"),
+            "--classes",
+            "vascular",
+            "--num_images",
+            "2",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     result = script.main(args)
     assert result["synthetic"] == {"vascular": 2}
     assert len(os.listdir(tmp_path / "out" / "synthetic" / "images")) == 2

@@ -48,21 +48,52 @@ def parse_args(argv=None) -> argparse.Namespace:
     loop = parser.add_argument_group("loop")
     loop.add_argument("--output_dir", default="hardcase-output", help="Ledger, synthetic images, models and reports.")
     loop.add_argument("--rounds", type=int, default=3, help="Maximum number of rounds.")
-    loop.add_argument("--round_patience", type=int, default=1, help="Rounds without a better validation balanced accuracy before stopping.")
-    loop.add_argument("--margin", type=float, default=None, help="Also mine correct cases with p(true) - max p(other) < margin.")
-    loop.add_argument("--max_cases", type=int, default=None, help="At most this many hard cases per round (hardest first).")
+    loop.add_argument(
+        "--round_patience",
+        type=int,
+        default=1,
+        help="Rounds without a better validation balanced accuracy before stopping.",
+    )
+    loop.add_argument(
+        "--margin", type=float, default=None, help="Also mine correct cases with p(true) - max p(other) < margin."
+    )
+    loop.add_argument(
+        "--max_cases", type=int, default=None, help="At most this many hard cases per round (hardest first)."
+    )
     loop.add_argument("--mining_classes", default=None, help="Comma-separated class names to mine (default: all).")
-    loop.add_argument("--allow_test_mining", action="store_true", help="Mine on the TEST split (leakage; every report warns).")
+    loop.add_argument(
+        "--allow_test_mining", action="store_true", help="Mine on the TEST split (leakage; every report warns)."
+    )
     loop.add_argument("--strategies", default="map", help=f"Comma-separated generation strategies of {STRATEGIES}.")
     loop.add_argument("--per_case", type=int, default=4, help="Images per hard case and strategy.")
     loop.add_argument("--strength", type=float, default=0.6, help="SDEdit noise level in (0, 1].")
-    loop.add_argument("--adversarial_guidance_scale", type=float, default=0.05, help="RMS step of classifier guidance per guided step.")
-    loop.add_argument("--adversarial_start", type=float, default=0.5, help="Fraction of the steps before classifier guidance starts.")
-    loop.add_argument("--max_shift", type=float, default=0.25, help="Map jitter: largest region shift, as a fraction of the side.")
-    loop.add_argument("--reference_filter", action="store_true", help="Drop images the real-data baseline does not recognise.")
-    loop.add_argument("--min_reference_probability", type=float, default=None, help="Recognised = p(label) >= this (default: top class).")
-    loop.add_argument("--min_mse", type=float, default=None, help="Drop images closer than this pixel MSE to a training image.")
-    loop.add_argument("--fine_tune", action="store_true", help="Retrain by fine-tuning the current model instead of from scratch.")
+    loop.add_argument(
+        "--adversarial_guidance_scale",
+        type=float,
+        default=0.05,
+        help="RMS step of classifier guidance per guided step.",
+    )
+    loop.add_argument(
+        "--adversarial_start", type=float, default=0.5, help="Fraction of the steps before classifier guidance starts."
+    )
+    loop.add_argument(
+        "--max_shift", type=float, default=0.25, help="Map jitter: largest region shift, as a fraction of the side."
+    )
+    loop.add_argument(
+        "--reference_filter", action="store_true", help="Drop images the real-data baseline does not recognise."
+    )
+    loop.add_argument(
+        "--min_reference_probability",
+        type=float,
+        default=None,
+        help="Recognised = p(label) >= this (default: top class).",
+    )
+    loop.add_argument(
+        "--min_mse", type=float, default=None, help="Drop images closer than this pixel MSE to a training image."
+    )
+    loop.add_argument(
+        "--fine_tune", action="store_true", help="Retrain by fine-tuning the current model instead of from scratch."
+    )
     loop.add_argument("--seed", type=int, default=0, help="The one base seed of every round.")
     args = parser.parse_args(argv)
     parse_json_flags(parser, args)
@@ -89,15 +120,29 @@ def main(args: argparse.Namespace) -> dict:
             raise ValueError(f"--mining_classes {unknown} are not conditions of the generator: {names}")
         mining_classes = [names.index(name) for name in wanted]
     config = HardCaseConfig(
-        rounds=args.rounds, patience=args.round_patience, margin=args.margin, max_cases=args.max_cases,
-        mining_classes=mining_classes, mining_split="test" if args.allow_test_mining else "mining",
-        allow_test_mining=args.allow_test_mining, strategies=args.strategies, per_case=args.per_case,
-        strength=args.strength, adversarial_guidance_scale=args.adversarial_guidance_scale,
-        adversarial_start=args.adversarial_start, max_shift=args.max_shift,
-        num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
-        generation_batch_size=args.generation_batch_size, reference_filter=args.reference_filter,
-        min_reference_probability=args.min_reference_probability, min_mse=args.min_mse, fine_tune=args.fine_tune,
-        seed=args.seed, n_boot=args.n_boot, classifier=classifier_settings(args, pipe.sample_size[0]),
+        rounds=args.rounds,
+        patience=args.round_patience,
+        margin=args.margin,
+        max_cases=args.max_cases,
+        mining_classes=mining_classes,
+        mining_split="test" if args.allow_test_mining else "mining",
+        allow_test_mining=args.allow_test_mining,
+        strategies=args.strategies,
+        per_case=args.per_case,
+        strength=args.strength,
+        adversarial_guidance_scale=args.adversarial_guidance_scale,
+        adversarial_start=args.adversarial_start,
+        max_shift=args.max_shift,
+        num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale,
+        generation_batch_size=args.generation_batch_size,
+        reference_filter=args.reference_filter,
+        min_reference_probability=args.min_reference_probability,
+        min_mse=args.min_mse,
+        fine_tune=args.fine_tune,
+        seed=args.seed,
+        n_boot=args.n_boot,
+        classifier=classifier_settings(args, pipe.sample_size[0]),
     )
     result = run_hardcase_loop(splits, pipe, config, args.output_dir)
     print(report_markdown(result))

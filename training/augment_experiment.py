@@ -39,10 +39,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_classifier_arguments(parser)
     experiment = parser.add_argument_group("experiment")
     experiment.add_argument("--output_dir", default="augment-output", help="Models, synthetic images and the report.")
-    experiment.add_argument("--classes", default=None, help="Comma-separated class names to augment (default: the rare ones).")
+    experiment.add_argument(
+        "--classes", default=None, help="Comma-separated class names to augment (default: the rare ones)."
+    )
     experiment.add_argument("--num_images", type=int, default=100, help="Synthetic images per augmented class.")
-    experiment.add_argument("--max_shift", type=float, default=0.25, help="Map jitter: largest region shift (fraction of the side).")
-    experiment.add_argument("--skin_types", default=None, help="Comma-separated skin types to swap maps to (default: keep).")
+    experiment.add_argument(
+        "--max_shift", type=float, default=0.25, help="Map jitter: largest region shift (fraction of the side)."
+    )
+    experiment.add_argument(
+        "--skin_types", default=None, help="Comma-separated skin types to swap maps to (default: keep)."
+    )
     experiment.add_argument("--seed", type=int, default=0, help="Base seed of maps, images and both classifiers.")
     args = parser.parse_args(argv)
     parse_json_flags(parser, args)
@@ -59,9 +65,15 @@ def main(args: argparse.Namespace) -> dict:
     pipe = load_generator(args.generator)
     splits = load_splits(args)
     config = AugmentationConfig(
-        classes=args.classes, num_images=args.num_images, max_shift=args.max_shift, skin_types=args.skin_types,
-        num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
-        generation_batch_size=args.generation_batch_size, seed=args.seed, n_boot=args.n_boot,
+        classes=args.classes,
+        num_images=args.num_images,
+        max_shift=args.max_shift,
+        skin_types=args.skin_types,
+        num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale,
+        generation_batch_size=args.generation_batch_size,
+        seed=args.seed,
+        n_boot=args.n_boot,
         classifier=classifier_settings(args, pipe.sample_size[0]),
     )
     result = run_augmentation_experiment(splits, pipe, config, args.output_dir)
