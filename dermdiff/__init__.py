@@ -54,6 +54,12 @@ _EXPORTS = {
     "MultiScaleDiscriminator": ".models.multiscale_discriminator",
     "TranslationGenerator": ".models.translation",
     "SkinClassifier": ".classifier",
+    "run_hardcase_loop": ".hardcase",
+    "HardCaseConfig": ".hardcase",
+    "run_augmentation_experiment": ".augmentation",
+    "AugmentationConfig": ".augmentation",
+    "synthesize_hard_cases": ".synthesis",
+    "AdversarialGuidance": ".synthesis",
 }
 
 
