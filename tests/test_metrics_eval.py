@@ -174,8 +174,11 @@ def test_torchvision_and_classifier_extractors(tmp_path):
 
     with pytest.raises(ValueError, match="random_init"):
         TorchvisionFeatures("mobilenet_v3_small")
-    random = load_extractor("torchvision:mobilenet_v3_small:random", resolution=32)
+    with pytest.raises(ValueError, match="same features for every image"):
+        load_extractor("torchvision:mobilenet_v3_small:random", resolution=32)
+    random = load_extractor("torchvision:resnet18:random", resolution=32)
     assert random.describe()["random_init"] and "RANDOM" in random.name
+    assert random(torch.rand(3, 3, 32, 32) * 255).std(0).mean() > 1e-3
     torch.manual_seed(1)
     weights = str(tmp_path / "mobilenet_v3_small.safetensors")
     save_file(torchvision.models.mobilenet_v3_small().state_dict(), weights)
@@ -277,7 +280,7 @@ def test_report_renders_all_sections(tmp_path):
     assert metrics["fidelity"]["placement"]["overall"]["iou_mask"] > 0.7
     assert metrics["sweeps"]["skin_type"][0]["monotonic"] is True
     assert metrics["memorisation"]["num_flagged"] == 0
-    assert metrics["discriminator_gap"] == pytest.approx(0.6)  # last step 80: 0.9 - 0.3
+    assert metrics["discriminator_gap"] == {"D": pytest.approx(0.6)}  # last step 80: 0.9 - 0.3
 
 
 def test_evaluate_samples_from_a_saved_pipeline(tmp_path):

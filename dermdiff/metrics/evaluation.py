@@ -164,7 +164,8 @@ def evaluate(
         ita_images_per_type (`int`, defaults to 100): real images per skin type for the ITA reference.
         min_group_size (`int`, defaults to 10): per-group FIDs need this many images in both sets.
         gan_log (`str` or `list`, *optional*): discriminator log (JSON list or JSON lines of
-            {step, d_train, d_heldout}) for the overfitting plot.
+            {step, d_train, d_heldout[, discriminator]}, e.g. a GAN run's `discriminator_gap.jsonl`) for the
+            overfitting plot, one per discriminator.
         device (`str`, *optional*): torch device; default CUDA when available.
 
     Returns:
@@ -290,10 +291,18 @@ def evaluate(
     # 7. discriminator overfitting
     log, gap = _load_gan_log(gan_log), None
     if log:
-        plot_discriminator_gap(log, os.path.join(figures_dir, "discriminator_gap.png"))
-        figures["discriminator"] = "figures/discriminator_gap.png"
-        last = max(log, key=lambda entry: entry["step"])
-        gap = float(last["d_train"] - last["d_heldout"])
+        # one curve set per discriminator (the GAN loops log several: multi-scale, CycleGAN's two)
+        groups: dict[str, list] = {}
+        for entry in log:
+            groups.setdefault(str(entry.get("discriminator", "D")), []).append(entry)
+        figures["discriminator"], gap = [], {}
+        for index, (name, entries) in enumerate(sorted(groups.items())):
+            suffix = "" if len(groups) == 1 else f"_{index}"
+            target = f"figures/discriminator_gap{suffix}.png"
+            plot_discriminator_gap(entries, os.path.join(out, target), title=f"{name} overfitting")
+            figures["discriminator"].append(target)
+            last = max(entries, key=lambda entry: entry["step"])
+            gap[name] = float(last["d_train"] - last["d_heldout"])
 
     settings["seconds"] = round(time.perf_counter() - started, 1)
     metrics = {"settings": settings, "distribution": distribution, "fidelity": fidelity, "sweeps": sweep_metrics,

@@ -222,6 +222,20 @@ class TorchvisionFeatures(FeatureExtractor):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.name = f"torchvision-{arch}-{tag}"
+        if random_init:
+            self._check_not_degenerate(seed)
+
+    @torch.no_grad()
+    def _check_not_degenerate(self, seed: int) -> None:
+        """Random weights make some architectures (MobileNet, EfficientNet) output ~1e-10 for every input,
+        which would report FID ~0 for anything; refuse them instead of printing meaningless numbers."""
+        generator = torch.Generator().manual_seed(seed)
+        probe = self(torch.rand(4, 3, self.resolution, self.resolution, generator=generator) * 255.0)
+        if float(probe.std(0).max()) < 1e-6 * (1.0 + float(probe.abs().max())):
+            raise ValueError(
+                f"randomly initialised {self.arch} gives (almost) the same features for every image; use a "
+                f"weights file, or a random architecture that keeps its signal (resnet18, resnet50, convnext_tiny)"
+            )
 
     def describe(self) -> dict:
         return {**super().describe(), "arch": self.arch, "weights": self.weights_path, "random_init": self.random_init}

@@ -242,8 +242,10 @@ median nearest MSE {{ fmt(memorisation.median_nearest_mse, 4) }};
 </section>
 
 <section id="discriminator"><h2>Discriminator overfitting</h2>
-{% if figures.discriminator %}<img src="{{ figures.discriminator }}" alt="discriminator gap">
-<p>Last logged gap (training - held out): {{ fmt(discriminator_gap) }}</p>
+{% if figures.discriminator %}{% for figure in figures.discriminator %}<img src="{{ figure }}" alt="discriminator gap">
+{% endfor %}<p>Last logged gap (training - held out):
+{% for name, value in discriminator_gap.items() %}{{ name }} {{ fmt(value) }}{% if not loop.last %}, {% endif %}
+{% endfor %}</p>
 {% else %}<p>No GAN discriminator log given (<code>--gan-log</code>).</p>{% endif %}
 </section>
 </body></html>
@@ -251,7 +253,7 @@ median nearest MSE {{ fmt(memorisation.median_nearest_mse, 4) }};
 
 
 def render_report(metrics: dict, figures: dict, out_dir: str, sweeps: dict | None = None,
-                  discriminator_gap: float | None = None) -> str:
+                  discriminator_gap: dict | None = None) -> str:
     """Writes `out_dir/report.html` (jinja2) and `out_dir/metrics.json`; returns the HTML path.
 
     Args:
@@ -259,6 +261,7 @@ def render_report(metrics: dict, figures: dict, out_dir: str, sweeps: dict | Non
             `memorisation`, `skipped`).
         figures (`dict`): figure name -> path relative to `out_dir`.
         sweeps (`dict`, *optional*): `{"skin_type": [...], "size": [...]}` with `id`, `figure`, `scores`.
+        discriminator_gap (`dict`, *optional*): last logged gap per discriminator name.
     """
     from jinja2 import Environment, select_autoescape
 
