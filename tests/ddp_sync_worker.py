@@ -1,6 +1,6 @@
 """Run under `accelerate launch` by test_train_diffusion: trains 4 steps, then each rank reports its replica.
 
-Usage: ddp_sync_worker.py MODEL_CONFIG_JSON OUTPUT_DIR. Writes OUTPUT_DIR/rank-<i>.json with the world size,
+Usage: ddp_sync_worker.py MODEL_CONFIG_JSON OUTPUT_DIR [RESUME]. Writes OUTPUT_DIR/rank-<i>.json with the world size,
 the distributed type, a float64 checksum of the parameters before and after, and the images of its first batch.
 """
 
@@ -36,7 +36,7 @@ def checksum(model) -> float:
     return float(sum(p.detach().double().sum() for p in model.parameters()))
 
 
-def main(model_config: str, output_dir: str) -> None:
+def main(model_config: str, output_dir: str, resume: str | None = None) -> None:
     rows = phantom_dataset(n=16, size=16, seed=0)
     registry = registry_of(rows)
     data = RecordingDataset(rows.with_transform(DiffusionExamples(registry, 16)))
@@ -44,7 +44,7 @@ def main(model_config: str, output_dir: str) -> None:
         unet = SemanticUNet2DModel(sample_size=16, **json.load(handle))
     config = DiffusionTrainingConfig(
         output_dir=output_dir, train_batch_size=2, max_train_steps=4, lr_warmup_steps=1, use_ema=False,
-        checkpointing_steps=2, validation_steps=0, report_to=None, seed=0,
+        checkpointing_steps=2, validation_steps=0, report_to=None, seed=0, resume_from_checkpoint=resume,
     )
     accelerator = common.build_accelerator(output_dir, report_to=None, seed=0)
     initial = checksum(unet)
@@ -63,4 +63,4 @@ def main(model_config: str, output_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])

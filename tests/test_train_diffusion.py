@@ -437,3 +437,13 @@ def test_two_cpu_processes_really_run_and_stay_in_sync(tmp_path, model_config, p
     # each rank saw different images (the data is sharded, not duplicated)
     assert reports[0]["first_batch_ids"] != reports[1]["first_batch_ids"]
     assert (out / "model_index.json").is_file()
+
+    # kill-free resume with 2 ranks: each rank continues its own noise stream, so the result is exact
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(out / "checkpoint-2", resumed / "checkpoint-2")
+    result = subprocess.run(command[:-1] + [str(resumed), "latest"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "starting at step 2" in result.stderr
+    assert_same_weights(out / "checkpoint-4" / "unet", resumed / "checkpoint-4" / "unet")

@@ -21,9 +21,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -105,13 +105,25 @@ class CheckpointedGenerator:
     """
 
     def __init__(self, seed: int, process_index: int = 0):
-        self.generator = torch.Generator().manual_seed(int(seed) + 1000 * int(process_index))
+        self.seed, self.process_index = int(seed), int(process_index)
+        self.generator = torch.Generator().manual_seed(self.seed + 1000 * self.process_index)
 
     def state_dict(self) -> dict:
-        return {"state": self.generator.get_state()}
+        """Every rank's state (accelerate writes custom state from the main process only, so gather first).
+
+        Called on all ranks by `save_state`, which makes the collective safe.
+        """
+        state = self.generator.get_state()
+        states = gather_object([state]) if PartialState().num_processes > 1 else [state]
+        return {"states": states}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["state"])
+        states = state["states"]
+        if self.process_index < len(states):
+            self.generator.set_state(states[self.process_index])
+        else:  # resumed with more processes than saved: new ranks start fresh, distinct streams
+            logger.warning(f"no saved random state for process {self.process_index}; seeding a new stream")
+            self.generator.manual_seed(self.seed + 1000 * self.process_index + 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
