@@ -165,6 +165,32 @@ def test_inception_missing_weights_fail_with_instructions(tmp_path, monkeypatch)
     assert "never downloads" in str(error.value) and features.INCEPTION_URL in str(error.value)
 
 
+def test_inception_loads_from_a_local_file_without_download(tmp_path, monkeypatch):
+    """A stand-in torchscript file with clean-fid's layout (`layers`, pool3 2048-d) is found and used as is."""
+    from cleanfid import downloads_helper
+
+    from dermdiff.metrics import features
+
+    class FakeInception(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.Sequential(nn.Conv2d(3, 4, 8, 8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                        nn.Linear(4, 2048))
+
+        def forward(self, x, return_features: bool = False):
+            return self.layers(x)
+
+    torch.jit.script(FakeInception()).save(str(tmp_path / features.INCEPTION_FILENAME))
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(downloads_helper.urllib.request, "urlopen", no_download)
+    extractor = features.load_extractor(f"inception:{tmp_path}")
+    assert extractor.resolution == 299 and extractor.describe()["weights"].startswith(str(tmp_path))
+    assert extractor(torch.full((2, 3, 299, 299), 128.0)).shape == (2, 2048)
+
+
 def test_torchvision_and_classifier_extractors(tmp_path):
     import torchvision
     from safetensors.torch import save_file
@@ -223,6 +249,43 @@ def test_placement_iou_on_phantom_ground_truth():
     assert box_iou((0, 0, 4, 4), (2, 0, 6, 4)) == pytest.approx(1 / 3)
 
 
+def test_class_fidelity_per_requested_condition(tmp_path):
+    from dermdiff.classifier import SkinClassifier
+    from dermdiff.metrics.fidelity import class_fidelity
+
+    images = [Image.new("RGB", (16, 16), (200, 150, 120))] * 5
+    requested = ["nevus", "nevus", "melanoma", "melanoma", "psoriasis"]
+
+    def always_nevus(batch):
+        return ["nevus"] * len(batch)
+
+    result = class_fidelity(images, requested, always_nevus)
+    assert result["per_condition"]["nevus"]["accuracy"] == 1.0
+    assert result["per_condition"]["melanoma"] == {"n": 2, "accuracy": 0.0, "predicted": {"nevus": 2}}
+    assert result["overall"] == {"n": 5, "accuracy": 0.4}
+    torch.manual_seed(0)
+    model = SkinClassifier(backbone="resnet18", num_labels=2, label_names=["nevus", "melanoma"], image_size=16)
+    result = class_fidelity(images, requested, model)
+    assert result["not_in_classifier"] == ["psoriasis"] and result["overall"]["n"] == 4
+
+
+def test_size_sweep_numbers_follow_drawn_discs():
+    from dermdiff.metrics.fidelity import size_sweep_scores
+    from dermdiff.semantic_map import SemanticMap
+
+    yy, xx = np.mgrid[:48, :48]
+    images, maps = [], []
+    for radius in (4, 7, 10, 14):
+        disc = (yy - 24) ** 2 + (xx - 24) ** 2 < radius ** 2
+        array = np.full((48, 48, 3), (205, 160, 135), np.uint8)
+        array[disc] = (90, 50, 40)
+        images.append(Image.fromarray(array))
+        maps.append(SemanticMap.from_annotations("nevus", 2, mask=disc, registry="phantom"))
+    scores = size_sweep_scores(images, maps, factors=[0.5, 1.0, 1.5, 2.0])
+    assert scores["spearman"] == pytest.approx(1.0)
+    assert min(row["iou_mask"] for row in scores["rows"]) > 0.8
+
+
 # ------------------------------------------------------------------------------------------------------------
 # memorisation
 # ------------------------------------------------------------------------------------------------------------
@@ -278,6 +341,7 @@ def test_report_renders_all_sections(tmp_path):
     assert stored["distribution"]["extractor"]["name"] == "tiny-test-net"
     assert stored["distribution"]["num_generated"] == 24 and stored["settings"]["samples"] == 24
     assert metrics["fidelity"]["placement"]["overall"]["iou_mask"] > 0.7
+    assert metrics["fidelity"]["skin_tone"]["overall"]["band_accuracy"] > 0.8
     assert metrics["sweeps"]["skin_type"][0]["monotonic"] is True
     assert metrics["memorisation"]["num_flagged"] == 0
     assert metrics["discriminator_gap"] == {"D": pytest.approx(0.6)}  # last step 80: 0.9 - 0.3
