@@ -36,7 +36,7 @@ from dermdiff.conditions import get_registry
 from dermdiff.data.info import registry_of
 from dermdiff.data.phantom import phantom_dataset
 from dermdiff.data.transforms import model_transform
-from dermdiff.loops.gan import GANTrainingConfig, roi_mask, train_gan
+from dermdiff.loops.gan import GANTrainingConfig, train_gan
 from dermdiff.loops.gan_tasks import (
     EditPairs,
     dcgan_task,
@@ -64,10 +64,19 @@ def parse_args():
     parser.add_argument("--images", type=int, default=320, help="Phantom images (a quarter held out).")
     parser.add_argument("--resolution", type=int, default=32, help="Image side.")
     parser.add_argument("--batch_size", type=int, default=16, help="Images per update.")
-    parser.add_argument("--learning_rate", type=float, default=2e-4,
-                        help="Adam lr (higher than the paper's 5e-5 so a few hundred steps show movement).")
-    parser.add_argument("--models", nargs="+", default=["dermgan", "dcgan", "targeted", "cycle"],
-                        choices=["dermgan", "dcgan", "targeted", "cycle"], help="Which models to train.")
+    parser.add_argument(
+        "--learning_rate",
+        type=float,
+        default=2e-4,
+        help="Adam lr (higher than the paper's 5e-5 so a few hundred steps show movement).",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["dermgan", "dcgan", "targeted", "cycle"],
+        choices=["dermgan", "dcgan", "targeted", "cycle"],
+        help="Which models to train.",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of data, weights and training.")
     return parser.parse_args()
 
@@ -112,9 +121,16 @@ def report(name: str, before: dict, after: dict, seconds: float) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 def config(args, output_dir) -> GANTrainingConfig:
     return GANTrainingConfig(
-        output_dir=output_dir, train_batch_size=args.batch_size, max_train_steps=args.steps,
-        learning_rate=args.learning_rate, adam_beta1=0.5, seed=args.seed, checkpointing_steps=0,
-        validation_steps=0, monitor_steps=0, report_to=None,
+        output_dir=output_dir,
+        train_batch_size=args.batch_size,
+        max_train_steps=args.steps,
+        learning_rate=args.learning_rate,
+        adam_beta1=0.5,
+        seed=args.seed,
+        checkpointing_steps=0,
+        validation_steps=0,
+        monitor_steps=0,
+        report_to=None,
     )
 
 
@@ -134,7 +150,9 @@ def evaluate_dermgan(generator, heldout, distance):
 @torch.no_grad()
 def evaluate_dcgan(generator, heldout, distance):
     generator.eval()
-    z = torch.randn(heldout["pixel_values"].shape[0], generator.config.latent_dim, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(
+        heldout["pixel_values"].shape[0], generator.config.latent_dim, generator=torch.Generator().manual_seed(0)
+    )
     fake = generator(z).sample
     generator.train()
     real = heldout["pixel_values"]
@@ -186,8 +204,10 @@ def run_model(kind, args, data, distance):
             return evaluate_dcgan(generator, heldout, distance)
     else:
         targeted = kind == "targeted"
-        models = [TranslationGenerator(mask_channels=int(targeted), block_out_channels=(16, 32, 64), num_residual_blocks=4)
-                  for _ in range(2)]
+        models = [
+            TranslationGenerator(mask_channels=int(targeted), block_out_channels=(16, 32, 64), num_residual_blocks=4)
+            for _ in range(2)
+        ]
         discriminators = [MultiScaleDiscriminator(sample_size=res, num_layers=3, base_channels=16) for _ in range(2)]
         task = edit_task(*models, *discriminators, mode=kind)
         lesion, healthy = lesion_and_healthy_indices(train_rows)
@@ -216,11 +236,18 @@ def main():
     registry = registry_of(dataset) or get_registry("phantom")
     train_rows, heldout_rows = split_heldout(dataset, 0.25, args.seed)
     transform = model_transform(args.resolution, registry)
-    data = (train_rows.with_transform(transform), train_rows, heldout_rows.with_transform(transform), heldout_rows,
-            registry)
+    data = (
+        train_rows.with_transform(transform),
+        train_rows,
+        heldout_rows.with_transform(transform),
+        heldout_rows,
+        registry,
+    )
     distance = FeatureDistance(args.resolution)
-    print(f"phantom: {len(train_rows)} training / {len(heldout_rows)} held-out images at {args.resolution} px; "
-          f"{args.steps} updates of batch {args.batch_size} per model (lr {args.learning_rate})")
+    print(
+        f"phantom: {len(train_rows)} training / {len(heldout_rows)} held-out images at {args.resolution} px; "
+        f"{args.steps} updates of batch {args.batch_size} per model (lr {args.learning_rate})"
+    )
     os.environ.setdefault("TQDM_DISABLE", "1")
     for kind in args.models:
         run_model(kind, args, data, distance)

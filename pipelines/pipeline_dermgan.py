@@ -88,16 +88,25 @@ class DermGANPipeline(PortablePipelineMixin, DiffusionPipeline):
 
         # 2. Map channels, repeated per prompt
         channels = map_channels(
-            maps, size=size, registry=registry, num_images_per_prompt=num_images_per_prompt,
-            dtype=self.dermgan.dtype, device=self._execution_device,
+            maps,
+            size=size,
+            registry=registry,
+            num_images_per_prompt=num_images_per_prompt,
+            dtype=self.dermgan.dtype,
+            device=self._execution_device,
         )
         if isinstance(generator, list) and len(generator) != channels.shape[0]:
-            raise ValueError(f"got {len(generator)} generators for {channels.shape[0]} images; pass 1 or one per image")
+            raise ValueError(
+                f"got {len(generator)} generators for {channels.shape[0]} images; pass 1 or one per image"
+            )
 
         # 3. Generate (per image when each has its own generator)
         if isinstance(generator, list):
             images = torch.cat(
-                [self.dermgan(channels[i : i + 1], generator=g, stochastic=stochastic).sample for i, g in enumerate(generator)]
+                [
+                    self.dermgan(channels[i : i + 1], generator=g, stochastic=stochastic).sample
+                    for i, g in enumerate(generator)
+                ]
             )
         else:
             images = self.dermgan(channels, generator=generator, stochastic=stochastic).sample

@@ -40,7 +40,9 @@ class LesionEditPipeline(PortablePipelineMixin, DiffusionPipeline):
     model_cpu_offload_seq = "add_model->remove_model"
     _optional_components = ["add_model", "remove_model"]
 
-    def __init__(self, add_model: TranslationGenerator | None = None, remove_model: TranslationGenerator | None = None):
+    def __init__(
+        self, add_model: TranslationGenerator | None = None, remove_model: TranslationGenerator | None = None
+    ):
         super().__init__()
         if add_model is None and remove_model is None:
             raise ValueError("give at least one of add_model and remove_model")
@@ -85,9 +87,7 @@ class LesionEditPipeline(PortablePipelineMixin, DiffusionPipeline):
             masks = (mask > 0.5).float()
         else:
             items = mask if isinstance(mask, list) else [mask]
-            masks = torch.stack(
-                [torch.from_numpy(to_mask_array(m, size).astype(np.float32))[None] for m in items]
-            )
+            masks = torch.stack([torch.from_numpy(to_mask_array(m, size).astype(np.float32))[None] for m in items])
         if masks.shape[0] not in (1, batch):
             raise ValueError(f"got {masks.shape[0]} masks for {batch} images; pass 1 or {batch}")
         return masks.expand(batch, -1, -1, -1)

@@ -194,9 +194,21 @@ def test_translation_mask_rules():
     [
         (DermGANGenerator, TINY_DERMGAN, lambda: (tiny_maps(),)),
         (PatchGANDiscriminator, {"block_out_channels": (8, 16)}, lambda: (torch.randn(2, 3, 16, 16), tiny_maps())),
-        (DCGANGenerator, {"sample_size": (8, 16), "num_upsamples": 2, "base_channels": 8}, lambda: (torch.randn(2, 100),)),
-        (MultiScaleDiscriminator, {"sample_size": 16, "num_layers": 2, "base_channels": 4}, lambda: (torch.randn(2, 3, 16, 16),)),
-        (TranslationGenerator, dict(TINY_TRANSLATION, mask_channels=1), lambda: (torch.randn(2, 3, 16, 16), torch.ones(2, 1, 16, 16))),
+        (
+            DCGANGenerator,
+            {"sample_size": (8, 16), "num_upsamples": 2, "base_channels": 8},
+            lambda: (torch.randn(2, 100),),
+        ),
+        (
+            MultiScaleDiscriminator,
+            {"sample_size": 16, "num_layers": 2, "base_channels": 4},
+            lambda: (torch.randn(2, 3, 16, 16),),
+        ),
+        (
+            TranslationGenerator,
+            dict(TINY_TRANSLATION, mask_channels=1),
+            lambda: (torch.randn(2, 3, 16, 16), torch.ones(2, 1, 16, 16)),
+        ),
     ],
 )
 def test_save_load_round_trip(tmp_path, cls, kwargs, inputs):

@@ -51,8 +51,15 @@ class TestDermGANConformance(PipelineConformanceMixin):
     pipeline_class = DermGANPipeline
     batch_params = ("semantic_map",)
     required_call_params = (
-        "semantic_map", "condition", "skin_type", "boxes", "mask", "num_images_per_prompt", "generator",
-        "output_type", "return_dict",
+        "semantic_map",
+        "condition",
+        "skin_type",
+        "boxes",
+        "mask",
+        "num_images_per_prompt",
+        "generator",
+        "output_type",
+        "return_dict",
     )
 
     def get_dummy_components(self) -> dict:
@@ -79,7 +86,9 @@ def test_dermgan_conveniences_equal_explicit_map():
 
 def test_dermgan_num_images_per_prompt_and_dropout_variety():
     pipe = DermGANPipeline(dermgan=tiny_dermgan())
-    images = pipe(condition="nevus", skin_type=3, num_images_per_prompt=3, generator=generator(0), output_type="np").images
+    images = pipe(
+        condition="nevus", skin_type=3, num_images_per_prompt=3, generator=generator(0), output_type="np"
+    ).images
     assert images.shape == (3, SIZE, SIZE, 3)
     assert np.abs(images[0] - images[1]).max() > 1e-3  # pix2pix dropout at inference gives variety
     fixed = pipe(condition="nevus", skin_type=3, num_images_per_prompt=2, stochastic=False, output_type="np").images
@@ -113,7 +122,9 @@ class TestDCGANConformance(PipelineConformanceMixin):
     def test_batch_vs_single(self):
         """A list of generators gives each image exactly as a single call with that generator does."""
         pipe = self.get_pipeline()
-        batch = pipe(num_images=3, truncation=0.5, generator=[generator(s) for s in (0, 1, 2)], output_type="np").images
+        batch = pipe(
+            num_images=3, truncation=0.5, generator=[generator(s) for s in (0, 1, 2)], output_type="np"
+        ).images
         for seed in (0, 1, 2):
             alone = pipe(num_images=1, truncation=0.5, generator=generator(seed), output_type="np").images
             np.testing.assert_allclose(batch[seed], alone[0], atol=self.tolerance)

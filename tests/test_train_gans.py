@@ -16,7 +16,10 @@ from dermdiff.loops.gan import read_gap_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_CONFIGS = {
-    "train_dermgan": {"generator": {"block_out_channels": [8, 16, 32]}, "discriminator": {"block_out_channels": [8, 16]}},
+    "train_dermgan": {
+        "generator": {"block_out_channels": [8, 16, 32]},
+        "discriminator": {"block_out_channels": [8, 16]},
+    },
     "train_dcgan": {"generator": {"base_channels": 8, "dense_channels": 8}, "discriminator": {"base_channels": 4}},
     "train_lesion_edit": {
         "generator": {"block_out_channels": [4, 8, 16], "num_residual_blocks": 1},
@@ -27,8 +30,16 @@ MODEL_CONFIGS = {
 RUNS = {
     "dermgan": ("train_dermgan", [], ["dermgan"]),
     "dcgan": ("train_dcgan", [], ["dcgan"]),
-    "targeted": ("train_lesion_edit", ["--mode", "targeted", "--phantom_healthy_fraction", "0.5"], ["add_model", "remove_model"]),
-    "cycle": ("train_lesion_edit", ["--mode", "cycle", "--phantom_healthy_fraction", "0.5"], ["add_model", "remove_model"]),
+    "targeted": (
+        "train_lesion_edit",
+        ["--mode", "targeted", "--phantom_healthy_fraction", "0.5"],
+        ["add_model", "remove_model"],
+    ),
+    "cycle": (
+        "train_lesion_edit",
+        ["--mode", "cycle", "--phantom_healthy_fraction", "0.5"],
+        ["add_model", "remove_model"],
+    ),
 }
 
 
@@ -95,7 +106,9 @@ def test_run_saves_pipeline_checkpoints_and_gap_log_then_resumes_exactly(tmp_pat
     assert os.listdir(full / "discriminators")
     records = read_gap_log(full / "discriminator_gap.jsonl")
     assert sorted({r["step"] for r in records}) == [0, 2, 4]
-    assert all(0.0 <= r["d_train"] <= 1.0 and r["gap"] == pytest.approx(r["d_train"] - r["d_heldout"]) for r in records)
+    assert all(
+        0.0 <= r["d_train"] <= 1.0 and r["gap"] == pytest.approx(r["d_train"] - r["d_heldout"]) for r in records
+    )
     assert list(full.glob("discriminator_gap_*.png"))
 
     resumed.mkdir()
@@ -114,8 +127,17 @@ def test_saved_pipelines_load_and_generate(tmp_path):
     run(tmp_path, "train_dermgan", tmp_path / "dermgan", "--max_train_steps", "1", "--checkpointing_steps", "0")
     pipe = DermGANPipeline.from_pretrained(str(tmp_path / "dermgan"))
     assert pipe(condition="vascular", skin_type=6, output_type="np").images.shape == (1, 16, 16, 3)
-    run(tmp_path, "train_lesion_edit", tmp_path / "edit", "--max_train_steps", "1", "--checkpointing_steps", "0",
-        "--phantom_healthy_fraction", "0.5")
+    run(
+        tmp_path,
+        "train_lesion_edit",
+        tmp_path / "edit",
+        "--max_train_steps",
+        "1",
+        "--checkpointing_steps",
+        "0",
+        "--phantom_healthy_fraction",
+        "0.5",
+    )
     pipe = LesionEditPipeline.from_pretrained(str(tmp_path / "edit"))
     photo = torch.rand(1, 3, 16, 16)
     mask = torch.zeros(1, 1, 16, 16)

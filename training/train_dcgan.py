@@ -41,11 +41,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_data_arguments(parser)
     add_training_arguments(parser)
     model = parser.add_argument_group("DCGAN (seed 003)")
-    model.add_argument("--preset", default=None, choices=sorted(DCGAN_PRESETS),
-                       help="Paper resolution/feature settings (overrides --resolution).")
+    model.add_argument(
+        "--preset",
+        default=None,
+        choices=sorted(DCGAN_PRESETS),
+        help="Paper resolution/feature settings (overrides --resolution).",
+    )
     model.add_argument("--condition", default=None, help="Train on the images of this condition only.")
-    model.add_argument("--truncation", type=float, default=None,
-                       help="Truncation threshold for the validation samples (seed 003 used 0.1 for hands).")
+    model.add_argument(
+        "--truncation",
+        type=float,
+        default=None,
+        help="Truncation threshold for the validation samples (seed 003 used 0.1 for hands).",
+    )
     model.add_argument("--num_validation_images", type=int, default=16, help="Images in the validation grid.")
     args = parser.parse_args(argv)
     if args.preset:
@@ -54,7 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.truncation is not None and args.truncation <= 0:
         parser.error(f"--truncation must be > 0, got {args.truncation}")
     if not args.preset and args.resolution % 16:
-        parser.error(f"--resolution must be a multiple of 16 (>= 1 stride-2 stage after an 8 x 8 map), got {args.resolution}")
+        parser.error(
+            f"--resolution must be a multiple of 16 (>= 1 stride-2 stage after an 8 x 8 map), got {args.resolution}"
+        )
     return args
 
 
@@ -69,8 +79,11 @@ def build_models(args) -> tuple[DCGANGenerator, MultiScaleDiscriminator]:
     if args.preset:
         preset = DCGAN_PRESETS[args.preset]
         base = {**preset, "sample_size": list(preset["sample_size"])}
-        disc = {"sample_size": list(preset["sample_size"]), "num_layers": preset["num_upsamples"],
-                "base_channels": DISCRIMINATOR_FEATURES[args.preset]}
+        disc = {
+            "sample_size": list(preset["sample_size"]),
+            "num_layers": preset["num_upsamples"],
+            "base_channels": DISCRIMINATOR_FEATURES[args.preset],
+        }
     else:
         stages = int(math.log2(args.resolution // 8))  # an 8 x 8 dense map, as Table 1 for square images
         base = {"sample_size": args.resolution, "num_upsamples": stages, "base_channels": 64 * 2 ** (stages - 1)}
@@ -111,8 +124,12 @@ def main(args: argparse.Namespace) -> int:
     settings = {"condition": args.condition or "all", "preset": args.preset or "none"}
     run = train_gan(task, examples, training_config(args, settings))
     push(
-        args, run, "DCGANPipeline (unconditional DCGAN, Furger et al.)", dataset_name,
-        [args.condition] if args.condition else registry.names, settings,
+        args,
+        run,
+        "DCGANPipeline (unconditional DCGAN, Furger et al.)",
+        dataset_name,
+        [args.condition] if args.condition else registry.names,
+        settings,
         "from dermdiff import DCGANPipeline\n"
         f'pipe = DCGANPipeline.from_pretrained("{args.hub_model_id or args.output_dir}")\n'
         "images = pipe(num_images=4, truncation=0.5).images",

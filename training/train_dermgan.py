@@ -48,12 +48,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     losses.add_argument("--lambda_l1", type=float, default=100.0, help="Weight of the whole-image l1 loss.")
     losses.add_argument("--lambda_roi", type=float, default=100.0, help="Weight of the ROI (condition) l1 loss.")
     losses.add_argument("--lambda_fm", type=float, default=10.0, help="Weight of the feature-matching loss.")
-    losses.add_argument("--no_resize_conv", action="store_true",
-                        help="Ablation: transposed convolutions instead of nearest resize + conv.")
+    losses.add_argument(
+        "--no_resize_conv",
+        action="store_true",
+        help="Ablation: transposed convolutions instead of nearest resize + conv.",
+    )
     losses.add_argument("--no_roi_loss", action="store_true", help="Ablation: drop the ROI l1 loss.")
     losses.add_argument("--no_feature_matching", action="store_true", help="Ablation: drop the feature-matching loss.")
-    losses.add_argument("--validation_skin_types", type=int, nargs="+", default=[1, 3, 6],
-                        help="Skin types of the validation grid's columns (rows are conditions).")
+    losses.add_argument(
+        "--validation_skin_types",
+        type=int,
+        nargs="+",
+        default=[1, 3, 6],
+        help="Skin types of the validation grid's columns (rows are conditions).",
+    )
     args = parser.parse_args(argv)
     check_common_args(parser, args)
     for name in ("lambda_gan", "lambda_l1", "lambda_roi", "lambda_fm"):
@@ -80,7 +88,9 @@ def build_models(args, registry) -> tuple[DermGANGenerator, PatchGANDiscriminato
     generator_config.setdefault("block_out_channels", PIX2PIX_WIDTHS[:levels])
     labels = {"conditions": list(registry.names), "registry_name": registry.name_}
     upsample = "transposed" if args.no_resize_conv else "resize_conv"
-    generator = DermGANGenerator(**{**generator_config, **labels, "sample_size": args.resolution, "upsample": upsample})
+    generator = DermGANGenerator(
+        **{**generator_config, **labels, "sample_size": args.resolution, "upsample": upsample}
+    )
     discriminator = PatchGANDiscriminator(**{**discriminator_config, **labels})
     return generator, discriminator
 
@@ -102,7 +112,12 @@ def main(args: argparse.Namespace) -> int:
     settings = {f"lambda_{k}": v for k, v in vars(weights).items()} | {"upsample": generator.config.upsample}
     run = train_gan(task, examples, training_config(args, settings))
     push(
-        args, run, "DermGANPipeline (pix2pix-based DermGAN, seed 002)", dataset_name, registry.names, settings,
+        args,
+        run,
+        "DermGANPipeline (pix2pix-based DermGAN, seed 002)",
+        dataset_name,
+        registry.names,
+        settings,
         "from dermdiff import DermGANPipeline\n"
         f'pipe = DermGANPipeline.from_pretrained("{args.hub_model_id or args.output_dir}")\n'
         f'image = pipe(condition="{registry.names[0]}", skin_type=4).images[0]',

@@ -49,8 +49,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_data_arguments(parser)
     add_training_arguments(parser)
     edit = parser.add_argument_group("lesion editing (seed 003)")
-    edit.add_argument("--mode", default="targeted", choices=EDIT_MODES,
-                      help="'targeted' (masks + relevancy loss) or 'cycle' (CycleGAN, no masks).")
+    edit.add_argument(
+        "--mode",
+        default="targeted",
+        choices=EDIT_MODES,
+        help="'targeted' (masks + relevancy loss) or 'cycle' (CycleGAN, no masks).",
+    )
     edit.add_argument("--lambda_rel", type=float, default=10.0, help="Relevancy-loss weight lambda_REL (targeted).")
     edit.add_argument("--lambda_cyc", type=float, default=10.0, help="Cycle-loss weight lambda_CYC (cycle).")
     edit.add_argument("--num_validation_images", type=int, default=4, help="Rows of the validation grid.")
@@ -71,8 +75,12 @@ def build_models(args):
     layers = 4
     while layers > 1 and args.resolution % 2 ** (layers + 1):
         layers -= 1  # small images: as many convolutions as the two scales allow
-    discriminator_config = {"num_layers": layers, "base_channels": 32, **discriminator_config,
-                            "sample_size": args.resolution}
+    discriminator_config = {
+        "num_layers": layers,
+        "base_channels": 32,
+        **discriminator_config,
+        "sample_size": args.resolution,
+    }
     return (
         TranslationGenerator(**generator_config),
         TranslationGenerator(**generator_config),
@@ -95,13 +103,25 @@ def main(args: argparse.Namespace) -> int:
     validation = edit_batches(examples, train_rows, args.num_validation_images) if args.num_validation_images else None
     add_model, remove_model, lesion_disc, healthy_disc = build_models(args)
     task = edit_task(
-        add_model, remove_model, lesion_disc, healthy_disc, args.mode, args.lambda_rel, args.lambda_cyc, validation, monitor
+        add_model,
+        remove_model,
+        lesion_disc,
+        healthy_disc,
+        args.mode,
+        args.lambda_rel,
+        args.lambda_cyc,
+        validation,
+        monitor,
     )
     settings = {"mode": args.mode, "lambda_rel": args.lambda_rel, "lambda_cyc": args.lambda_cyc}
     run = train_gan(task, pairs, training_config(args, settings))
     mask_example = ", mask=lesion_mask" if args.mode == "targeted" else ""
     push(
-        args, run, f"LesionEditPipeline ({args.mode} lesion add/remove, Furger et al.)", dataset_name, registry.names,
+        args,
+        run,
+        f"LesionEditPipeline ({args.mode} lesion add/remove, Furger et al.)",
+        dataset_name,
+        registry.names,
         settings,
         "from dermdiff import LesionEditPipeline\n"
         f'pipe = LesionEditPipeline.from_pretrained("{args.hub_model_id or args.output_dir}")\n'

@@ -267,7 +267,9 @@ def edit_step(
 # discriminator-overfitting monitor (seed 003, figure 6)
 # ----------------------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def mean_prediction(discriminator: nn.Module, images: torch.Tensor, gan_mode: str, *args, batch_size: int = 64) -> float:
+def mean_prediction(
+    discriminator: nn.Module, images: torch.Tensor, gan_mode: str, *args, batch_size: int = 64
+) -> float:
     """Mean discriminator output on real `images` (extra inputs such as maps in `args`), in eval mode.
 
     "vanilla" reports the probability of "real" (sigmoid of the logits), the other modes the raw score.
@@ -354,14 +356,20 @@ class GANRun:
     gap_log: str | None
 
 
-def _log_gap(accelerator, task: GANTask, discriminators: dict, config: GANTrainingConfig, step: int, path: str) -> None:
+def _log_gap(
+    accelerator, task: GANTask, discriminators: dict, config: GANTrainingConfig, step: int, path: str
+) -> None:
     records = []
     for name, (train, heldout, inputs) in task.monitor.items():
         model = accelerator.unwrap_model(discriminators[name])
         device = next(model.parameters()).device
         train = {k: v.to(device) for k, v in train.items()}
         heldout = {k: v.to(device) for k, v in heldout.items()}
-        record = {"step": step, "discriminator": name, **discriminator_gap(model, train, heldout, config.gan_mode, inputs)}
+        record = {
+            "step": step,
+            "discriminator": name,
+            **discriminator_gap(model, train, heldout, config.gan_mode, inputs),
+        }
         records.append(record)
         accelerator.log({f"{name}/{k}": record[k] for k in ("d_train", "d_heldout", "gap")}, step=step)
     with open(path, "a", encoding="utf-8") as handle:
@@ -393,7 +401,9 @@ def _validate(accelerator, task: GANTask, generators: dict, step: int, output_di
     finally:
         for model in models.values():
             model.train()
-    return common.log_image_grid(accelerator, common.image_grid(images, task.validation_cols), "samples", step, output_dir)
+    return common.log_image_grid(
+        accelerator, common.image_grid(images, task.validation_cols), "samples", step, output_dir
+    )
 
 
 def train_gan(task: GANTask, train_dataset, config: GANTrainingConfig, accelerator=None) -> GANRun:
@@ -418,7 +428,10 @@ def train_gan(task: GANTask, train_dataset, config: GANTrainingConfig, accelerat
 
     # 2. data, optimisers, prepare (models in a fixed order: generators, then discriminators)
     dataloader = torch.utils.data.DataLoader(
-        train_dataset, batch_size=config.train_batch_size, shuffle=True, num_workers=config.dataloader_num_workers,
+        train_dataset,
+        batch_size=config.train_batch_size,
+        shuffle=True,
+        num_workers=config.dataloader_num_workers,
         drop_last=len(train_dataset) >= config.train_batch_size,
     )
     betas = (config.adam_beta1, config.adam_beta2)
@@ -428,7 +441,9 @@ def train_gan(task: GANTask, train_dataset, config: GANTrainingConfig, accelerat
     d_optimizer = torch.optim.Adam(d_params, lr=config.learning_rate, betas=betas)
     names = list(task.generators) + list(task.discriminators)
     common.register_pretrained_hooks(accelerator, names)
-    prepared = accelerator.prepare(*task.generators.values(), *task.discriminators.values(), g_optimizer, d_optimizer, dataloader)
+    prepared = accelerator.prepare(
+        *task.generators.values(), *task.discriminators.values(), g_optimizer, d_optimizer, dataloader
+    )
     models = dict(zip(names, prepared[: len(names)]))
     g_optimizer, d_optimizer, dataloader = prepared[len(names) :]
     generators = {name: models[name] for name in task.generators}

@@ -25,20 +25,33 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_resolution: int 
     data.add_argument("--phantom", action="store_true", help="Train on the built-in procedural phantom.")
     data.add_argument("--phantom_num_images", type=int, default=2000, help="Phantom images to generate.")
     data.add_argument("--phantom_seed", type=int, default=0, help="Seed of the phantom images.")
-    data.add_argument("--phantom_healthy_fraction", type=float, default=0.0,
-                      help="Share of phantom images showing healthy skin (lesion editing needs some).")
+    data.add_argument(
+        "--phantom_healthy_fraction",
+        type=float,
+        default=0.0,
+        help="Share of phantom images showing healthy skin (lesion editing needs some).",
+    )
     data.add_argument("--resolution", type=int, default=default_resolution, help="Image side in pixels.")
-    data.add_argument("--heldout_fraction", type=float, default=0.1,
-                      help="Real images held out of training for the discriminator-overfitting monitor (0 = none).")
-    data.add_argument("--monitor_images", type=int, default=64,
-                      help="Images per side (training / held out) the overfitting monitor scores.")
+    data.add_argument(
+        "--heldout_fraction",
+        type=float,
+        default=0.1,
+        help="Real images held out of training for the discriminator-overfitting monitor (0 = none).",
+    )
+    data.add_argument(
+        "--monitor_images",
+        type=int,
+        default=64,
+        help="Images per side (training / held out) the overfitting monitor scores.",
+    )
     data.add_argument("--dataloader_num_workers", type=int, default=0, help="Data loading worker processes.")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     train = parser.add_argument_group("optimisation")
-    train.add_argument("--model_config", default=None,
-                       help="JSON file: {\"generator\": {...}, \"discriminator\": {...}} hyperparameters.")
+    train.add_argument(
+        "--model_config", default=None, help='JSON file: {"generator": {...}, "discriminator": {...}} hyperparameters.'
+    )
     train.add_argument("--output_dir", required=True, help="Checkpoints, logs, samples and the final pipeline.")
     train.add_argument("--seed", type=int, default=0, help="Seed for weights, latents, dropout and data order.")
     train.add_argument("--train_batch_size", type=int, default=16, help="Images per update.")
@@ -54,9 +67,15 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     runs.add_argument("--checkpointing_steps", type=int, default=500, help="Save the training state every N updates.")
     runs.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
     runs.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
-    runs.add_argument("--validation_steps", type=int, default=500, help="Log a sample grid every N updates (0 = never).")
-    runs.add_argument("--monitor_steps", type=int, default=100,
-                      help="Log the discriminator train/held-out gap every N updates (0 = never).")
+    runs.add_argument(
+        "--validation_steps", type=int, default=500, help="Log a sample grid every N updates (0 = never)."
+    )
+    runs.add_argument(
+        "--monitor_steps",
+        type=int,
+        default=100,
+        help="Log the discriminator train/held-out gap every N updates (0 = never).",
+    )
     runs.add_argument("--logging_dir", default="logs", help="Tracker folder inside --output_dir.")
     runs.add_argument("--report_to", default="tensorboard", help="'tensorboard', 'wandb', 'all' or 'none'.")
     runs.add_argument("--push_to_hub", action="store_true", help="Upload the final pipeline with a model card.")
@@ -94,7 +113,9 @@ def load_train_images(args):
         from ..data.phantom import phantom_dataset
 
         dataset = phantom_dataset(
-            n=args.phantom_num_images, size=args.resolution, seed=args.phantom_seed,
+            n=args.phantom_num_images,
+            size=args.resolution,
+            seed=args.phantom_seed,
             healthy_fraction=args.phantom_healthy_fraction,
         )
         name = "phantom"
@@ -106,7 +127,9 @@ def load_train_images(args):
     else:
         import datasets
 
-        dataset = datasets.load_dataset(args.dataset_name, args.dataset_config_name, split="train", cache_dir=args.cache_dir)
+        dataset = datasets.load_dataset(
+            args.dataset_name, args.dataset_config_name, split="train", cache_dir=args.cache_dir
+        )
         name = args.dataset_name
     if "split" in dataset.column_names:  # never train on validation / test rows
         dataset = dataset.filter(is_train_split, input_columns="split")
@@ -143,8 +166,12 @@ def push(args, run, model_type: str, dataset_name: str, conditions, hyperparamet
         resolution=args.resolution,
         train_steps=run.global_step,
         conditions=list(conditions),
-        hyperparameters={"train_batch_size": args.train_batch_size, "learning_rate": args.learning_rate,
-                         "gan_mode": args.gan_mode, **hyperparameters},
+        hyperparameters={
+            "train_batch_size": args.train_batch_size,
+            "learning_rate": args.learning_rate,
+            "gan_mode": args.gan_mode,
+            **hyperparameters,
+        },
         usage=usage,
     )
     repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))

@@ -1,11 +1,11 @@
 """The three GAN runs as `GANTask`s for `dermdiff.loops.gan.train_gan`, and the data they train on.
 
-| builder        | models (checkpoint subfolders)                                    | batch keys                         |
-|----------------|-------------------------------------------------------------------|------------------------------------|
-| `dermgan_task` | `dermgan`, `discriminator` (PatchGAN)                             | `pixel_values`, `semantic_map`     |
-| `dcgan_task`   | `dcgan`, `discriminator` (multi-scale)                            | `pixel_values`                     |
-| `edit_task`    | `add_model`, `remove_model`, `lesion_discriminator`,              | `healthy`, `lesion`, `lesion_mask` |
-|                | `healthy_discriminator` (both multi-scale)                        | (an `EditPairs` dataset)           |
+| builder        | models (checkpoint subfolders)                          | batch keys                         |
+|----------------|---------------------------------------------------------|------------------------------------|
+| `dermgan_task` | `dermgan`, `discriminator` (PatchGAN)                   | `pixel_values`, `semantic_map`     |
+| `dcgan_task`   | `dcgan`, `discriminator` (multi-scale)                  | `pixel_values`                     |
+| `edit_task`    | `add_model`, `remove_model`, `lesion_discriminator`,    | `healthy`, `lesion`, `lesion_mask` |
+|                | `healthy_discriminator` (both multi-scale)              | (an `EditPairs` dataset)           |
 
 Training examples come from `dermdiff.data.transforms.model_transform` (`pixel_values` in [-1, 1],
 `semantic_map` channels), so every trainer reads data the same way.
@@ -207,8 +207,7 @@ def edit_task(
     for name, model in (("add_model", add_model), ("remove_model", remove_model)):
         if bool(model.config.mask_channels) != targeted:
             raise ValueError(
-                f"{name} has mask_channels={model.config.mask_channels} but mode={mode!r} needs "
-                f"{1 if targeted else 0}"
+                f"{name} has mask_channels={model.config.mask_channels} but mode={mode!r} needs {1 if targeted else 0}"
             )
 
     def step(state, batch):

@@ -282,7 +282,9 @@ class PatchGANDiscriminator(ModelMixin, ConfigMixin):
         """Logits per patch for (map, image) pairs; `return_features` adds the second-to-last activations."""
         _check_map(semantic_map, self.map_channels)
         if semantic_map.shape[0] != sample.shape[0]:
-            raise ValueError(f"semantic_map batch {semantic_map.shape[0]} does not match sample batch {sample.shape[0]}")
+            raise ValueError(
+                f"semantic_map batch {semantic_map.shape[0]} does not match sample batch {sample.shape[0]}"
+            )
         semantic_map = _resize_map(semantic_map, sample.shape[-2:], sample)
         features = self.features(torch.cat([semantic_map, sample], dim=1))
         logits = self.conv_out(features)

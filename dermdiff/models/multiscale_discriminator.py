@@ -97,7 +97,8 @@ class MultiScaleDiscriminator(ModelMixin, ConfigMixin):
         height, width = _as_hw(sample_size)
         if num_scales < 1 or num_layers < 1 or base_channels < 1:
             raise ValueError(
-                f"num_scales, num_layers and base_channels must be >= 1, got {num_scales}, {num_layers}, {base_channels}"
+                "num_scales, num_layers and base_channels must be >= 1, "
+                f"got {num_scales}, {num_layers}, {base_channels}"
             )
         factor = 2 ** (num_layers + num_scales - 1)
         if height % factor or width % factor:
@@ -116,7 +117,8 @@ class MultiScaleDiscriminator(ModelMixin, ConfigMixin):
         expected = _as_hw(self.config.sample_size)
         if sample.ndim != 4 or tuple(sample.shape[-2:]) != expected or sample.shape[1] != self.config.in_channels:
             raise ValueError(
-                f"sample must be (B, {self.config.in_channels}, {expected[0]}, {expected[1]}), got {tuple(sample.shape)}"
+                f"sample must be (B, {self.config.in_channels}, {expected[0]}, {expected[1]}), "
+                f"got {tuple(sample.shape)}"
             )
         predictions = []
         for scale, discriminator in enumerate(self.discriminators):

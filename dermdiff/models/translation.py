@@ -124,7 +124,9 @@ class TranslationGenerator(ModelMixin, ConfigMixin):
         in_ch = widths[-1]
         for i in range(len(widths) - 1, 0, -1):
             self.up_blocks.append(
-                nn.Sequential(upsample_layer(in_ch, widths[i - 1], upsample), norm_layer(norm, widths[i - 1]), nn.ReLU())
+                nn.Sequential(
+                    upsample_layer(in_ch, widths[i - 1], upsample), norm_layer(norm, widths[i - 1]), nn.ReLU()
+                )
             )
             in_ch = 2 * widths[i - 1]
         self.conv_out = nn.Conv2d(in_ch, in_channels, kernel_size=3, padding=1)
