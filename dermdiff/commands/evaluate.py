@@ -31,6 +31,7 @@ def configure(parser) -> None:
     parser.add_argument("--resolution", type=int, help="evaluation size; default the samples' size")
     parser.add_argument("--reference-split", dest="reference_split", help="rows of --data used as FID reference")
     parser.add_argument("--train-split", dest="train_split", default="train", help="rows searched for memorisation")
+    parser.add_argument("--data-limit", dest="data_limit", type=int, help="read only the first N rows of --data")
     parser.add_argument("--cache-dir", dest="cache_dir", default="default",
                         help="reference-feature cache (default $DERMDIFF_CACHE/fid_stats, else "
                         "~/.cache/dermdiff/fid_stats)")
@@ -57,7 +58,7 @@ def run(args) -> int:
         data=args.data, out=args.out, pipeline=args.pipeline, generated=args.generated, num_images=args.num_images,
         extractor=args.extractor, extractor_resolution=args.extractor_resolution, classifier=args.classifier,
         resolution=args.resolution,
-        reference_split=args.reference_split, train_split=args.train_split,
+        reference_split=args.reference_split, train_split=args.train_split, data_limit=args.data_limit,
         cache_dir=None if args.no_cache else args.cache_dir, trials=args.trials,
         num_inference_steps=args.num_inference_steps, batch_size=args.batch_size, seed=args.seed,
         num_sweeps=args.num_sweeps, ssim_threshold=args.ssim_threshold, max_train_images=args.max_train_images,

@@ -126,6 +126,7 @@ def evaluate(
     resolution: int | None = None,
     reference_split: str | None = None,
     train_split: str | None = "train",
+    data_limit: int | None = None,
     cache_dir: str | None = "default",
     trials: int = 50,
     num_inference_steps: int = 50,
@@ -155,6 +156,7 @@ def evaluate(
         resolution (`int`, *optional*): evaluation resolution; default the pipeline's / generated images' size.
         reference_split (`str`, *optional*): rows of `data` used as FID reference (default: all rows).
         train_split (`str`, defaults to `"train"`): rows searched for memorisation (all rows if absent).
+        data_limit (`int`, *optional*): read only the first rows of `data` (quick looks).
         cache_dir (`str` or `None`): reference-feature cache (`"default"`: `fid.default_cache_dir()`).
         trials (`int`, defaults to 50): FID subsamples for the intervals.
         num_inference_steps, batch_size, seed: sampling settings (pipeline only; `seed` also drives subsampling).
@@ -195,7 +197,7 @@ def evaluate(
         resolution = resolution or gen_set.images[0].size[1]
 
     # 2. real data at that resolution
-    real = load_any(data, size=resolution)
+    real = load_any(data, size=resolution, **({"limit": data_limit} if data_limit else {}))
     registry = registry_of(real)
     reference = _split_rows(real, reference_split, "reference")
     if pipeline is not None:
