@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 
 from .classifier_training import ClassifierTrainingConfig, predict, train_classifier
-from .metrics.classification import classification_metrics, compare_classifiers
+from .metrics.classification import classification_metrics, compare_classifiers, format_entry
 from .mining import Ledger, check_mining_split, mine_hard_cases
 from .synthesis import (
     STRATEGIES,
@@ -482,14 +482,7 @@ def run_hardcase_loop(
 
 
 def _cell(entry: dict | None, signed: bool = False) -> str:
-    if entry is None or entry.get("value") is None:
-        return "n/a"
-    sign = "+" if signed else ""
-    text = f"{entry['value']:{sign}.3f}"
-    ci = entry.get("ci")
-    if ci and ci[0] is not None:
-        text += f" [{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]"
-    return text
+    return format_entry(entry, 3, signed)
 
 
 def metric_rows(result: dict) -> list[tuple[str, dict]]:
