@@ -87,7 +87,7 @@ def build_models(args) -> tuple[DCGANGenerator, MultiScaleDiscriminator]:
     else:
         stages = int(math.log2(args.resolution // 8))  # an 8 x 8 dense map, as Table 1 for square images
         base = {"sample_size": args.resolution, "num_upsamples": stages, "base_channels": 64 * 2 ** (stages - 1)}
-        disc = {"sample_size": args.resolution, "num_layers": max(1, stages - 1), "base_channels": 32}
+        disc = {"sample_size": args.resolution, "num_layers": stages, "base_channels": 32}  # convs = deconvs (3.2.3)
     generator = DCGANGenerator(**{**base, **generator_config})
     discriminator = MultiScaleDiscriminator(**{**disc, **discriminator_config})
     return generator, discriminator
