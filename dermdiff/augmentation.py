@@ -152,6 +152,8 @@ def run_augmentation_experiment(
     registry = pipeline_registry(pipe)
     names = list(registry.names)
     classifier_config = asdict(ClassifierTrainingConfig(**config.classifier))
+    if classifier_config["resolution"] is None:  # not 224: the generator's size, which synthetic images have
+        classifier_config["resolution"] = pipe.sample_size[0]
     batch_size = classifier_config["eval_batch_size"]
     classifier_seed = derive_seed(config.seed, "classifier")
     os.makedirs(output_dir, exist_ok=True)

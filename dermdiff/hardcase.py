@@ -91,7 +91,8 @@ class HardCaseConfig:
         fine_tune (`bool`, defaults to `False`): step 5 fine-tunes the current model instead of training anew.
         seed (`int`, defaults to 0): the one base seed.
         n_boot (`int`, defaults to 1000): bootstrap replicates of the CIs and the paired test.
-        classifier (`dict`): `ClassifierTrainingConfig` fields (backbone, resolution, num_epochs, balance, ...).
+        classifier (`dict`): `ClassifierTrainingConfig` fields (backbone, resolution, num_epochs, balance, ...);
+            `resolution` defaults to the generator's image size.
     """
 
     rounds: int = 3
@@ -280,6 +281,8 @@ def run_hardcase_loop(
             f"the generator's conditions {label_names} differ from the data's {registry_of(splits['train']).names}"
         )
     classifier_config = asdict(ClassifierTrainingConfig(**config.classifier))
+    if classifier_config["resolution"] is None:  # not 224: the generator's size, which synthetic images have
+        classifier_config["resolution"] = pipe.sample_size[0]
     batch_size = classifier_config["eval_batch_size"]
     os.makedirs(output_dir, exist_ok=True)
     ledger = Ledger(os.path.join(output_dir, "ledger.jsonl"))
