@@ -114,14 +114,31 @@ class _ArrayDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(resized, dtype=np.float32)).permute(2, 0, 1)
 
 
-def _run_extractor(loader, extractor, device, description: str, verbose: bool) -> np.ndarray:
+def _resizer(extractor):
+    """The extractor's clean-fid resizer, else clean-fid's own "clean" one (299 px)."""
+    if hasattr(extractor, "resizer"):
+        return extractor.resizer()
+    from cleanfid.resize import build_resizer
+
+    return build_resizer("clean")
+
+
+def _array_features(get_image, length: int, options, num_workers: int, name: str) -> np.ndarray:
+    """Features of images fetched by index, batched like clean-fid's folder path."""
     from cleanfid.fid import get_batch_features
 
-    batches = tqdm(loader, desc=description, disable=not verbose)
-    chunks = [get_batch_features(batch, extractor, device) for batch in batches]
+    data = _ArrayDataset(get_image, length, ResizeTo(options.resolution), _resizer(options.extractor))
+    loader = torch.utils.data.DataLoader(data, batch_size=options.batch_size, num_workers=num_workers)
+    batches = tqdm(loader, desc=f"features {name}", disable=not options.verbose)
+    chunks = [get_batch_features(batch, options.extractor, torch.device(options.device)) for batch in batches]
     if not chunks:
-        raise ValueError(f"{description}: no images")
-    return np.concatenate(chunks).astype(np.float64)
+        raise ValueError(f"{name}: no images")
+    return np.concatenate(chunks)
+
+
+def _feature_set(features, labels, skin_types, options, source: str) -> FeatureSet:
+    return FeatureSet(np.asarray(features, dtype=np.float64), np.array(labels, dtype=str),
+                      np.array(skin_types, dtype=np.int64), describe_extractor(options.extractor), source)
 
 
 def _normalise_label(value) -> str:
@@ -206,12 +223,11 @@ class FolderSource:
 
         features = get_files_features(
             self.files, model=options.extractor, num_workers=options.num_workers, batch_size=options.batch_size,
-            device=torch.device(options.device), mode="clean", custom_fn_resize=options.extractor.resizer()
-            if hasattr(options.extractor, "resizer") else None, custom_image_tranform=ResizeTo(options.resolution),
-            description=f"features {os.path.basename(self.path)}", verbose=options.verbose,
-        ).astype(np.float64)
-        return FeatureSet(features, np.array(self.labels, dtype=str), np.array(self.skin_types, dtype=np.int64),
-                          describe_extractor(options.extractor), self.path)
+            device=torch.device(options.device), mode="clean", custom_fn_resize=_resizer(options.extractor),
+            custom_image_tranform=ResizeTo(options.resolution), description=f"features {os.path.basename(self.path)}",
+            verbose=options.verbose,
+        )
+        return _feature_set(features, self.labels, self.skin_types, options, self.path)
 
 
 class DatasetSource:
@@ -265,13 +281,9 @@ class DatasetSource:
         return item
 
     def features(self, options: ExtractOptions) -> FeatureSet:
-        fn_resize = options.extractor.resizer() if hasattr(options.extractor, "resizer") else _default_resizer()
-        data = _ArrayDataset(self._image, len(self.dataset), ResizeTo(options.resolution), fn_resize)
-        loader = torch.utils.data.DataLoader(data, batch_size=options.batch_size, num_workers=options.num_workers)
-        features = _run_extractor(loader, options.extractor, torch.device(options.device),
-                                  f"features {self.name}/{self.split}", options.verbose)
-        return FeatureSet(features, np.array(self.labels, dtype=str), np.array(self.skin_types, dtype=np.int64),
-                          describe_extractor(options.extractor), f"{self.name}/{self.split}")
+        name = f"{self.name}/{self.split}"
+        features = _array_features(self._image, len(self.dataset), options, options.num_workers, name)
+        return _feature_set(features, self.labels, self.skin_types, options, name)
 
 
 class ImageListSource:
@@ -294,13 +306,9 @@ class ImageListSource:
         return len(self.images)
 
     def features(self, options: ExtractOptions) -> FeatureSet:
-        fn_resize = options.extractor.resizer() if hasattr(options.extractor, "resizer") else _default_resizer()
-        data = _ArrayDataset(self.images.__getitem__, len(self.images), ResizeTo(options.resolution), fn_resize)
-        loader = torch.utils.data.DataLoader(data, batch_size=options.batch_size, num_workers=0)
-        features = _run_extractor(loader, options.extractor, torch.device(options.device), f"features {self.name}",
-                                  options.verbose)
-        return FeatureSet(features, np.array(self.labels, dtype=str), np.array(self.skin_types, dtype=np.int64),
-                          describe_extractor(options.extractor), self.name)
+        # in-process (num_workers=0): the images already sit in this process's memory
+        features = _array_features(self.images.__getitem__, len(self.images), options, 0, self.name)
+        return _feature_set(features, self.labels, self.skin_types, options, self.name)
 
 
 class PipelineSource:
@@ -362,7 +370,7 @@ class PipelineSource:
         return labels, skin_types
 
     def features(self, options: ExtractOptions) -> FeatureSet:
-        fn_resize = options.extractor.resizer() if hasattr(options.extractor, "resizer") else _default_resizer()
+        fn_resize = _resizer(options.extractor)
         transform, device, chunks = ResizeTo(options.resolution), torch.device(options.device), []
         from cleanfid.fid import get_batch_features
 
@@ -375,8 +383,7 @@ class PipelineSource:
             batch = images_to_batch([fn_resize(transform(_as_rgb_array(image))) for image in images])
             chunks.append(get_batch_features(batch, options.extractor, device))
         labels, skin_types = self.labels_and_skin_types()
-        return FeatureSet(np.concatenate(chunks).astype(np.float64), np.array(labels, dtype=str),
-                          np.array(skin_types, dtype=np.int64), describe_extractor(options.extractor), "pipeline")
+        return _feature_set(np.concatenate(chunks), labels, skin_types, options, "pipeline")
 
 
 def _raw_image_column(dataset) -> list:
@@ -406,12 +413,6 @@ def _dataset_name(dataset) -> str:
     if source:
         return os.path.basename(os.path.normpath(source))
     return getattr(info, "dataset_name", None) or "dataset"
-
-
-def _default_resizer():
-    from cleanfid.resize import build_resizer
-
-    return build_resizer("clean")
 
 
 def as_source(obj, split: str | None = None, registry=None):
