@@ -57,6 +57,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     edit.add_argument("--lambda_rel", type=float, default=10.0, help="Relevancy-loss weight lambda_REL (targeted).")
     edit.add_argument("--lambda_cyc", type=float, default=10.0, help="Cycle-loss weight lambda_CYC (cycle).")
+    edit.add_argument(
+        "--cycle_distance",
+        default="mse",
+        choices=["mse", "l1"],
+        help="Cycle-consistency distance: 'mse' as seed 003's eq. 3, 'l1' as the CycleGAN paper.",
+    )
     edit.add_argument("--num_validation_images", type=int, default=4, help="Rows of the validation grid.")
     args = parser.parse_args(argv)
     check_common_args(parser, args)
@@ -110,10 +116,16 @@ def main(args: argparse.Namespace) -> int:
         args.mode,
         args.lambda_rel,
         args.lambda_cyc,
+        args.cycle_distance,
         validation,
         monitor,
     )
-    settings = {"mode": args.mode, "lambda_rel": args.lambda_rel, "lambda_cyc": args.lambda_cyc}
+    settings = {
+        "mode": args.mode,
+        "lambda_rel": args.lambda_rel,
+        "lambda_cyc": args.lambda_cyc,
+        "cycle_distance": args.cycle_distance,
+    }
     run = train_gan(task, pairs, training_config(args, settings))
     mask_example = ", mask=lesion_mask" if args.mode == "targeted" else ""
     push(

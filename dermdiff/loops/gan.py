@@ -217,7 +217,12 @@ def dcgan_step(step: GANStep, batch: Mapping) -> dict:
 
 
 def edit_step(
-    step: GANStep, batch: Mapping, mode: str = "targeted", lambda_rel: float = 10.0, lambda_cyc: float = 10.0
+    step: GANStep,
+    batch: Mapping,
+    mode: str = "targeted",
+    lambda_rel: float = 10.0,
+    lambda_cyc: float = 10.0,
+    cycle_distance: str = "mse",
 ) -> dict:
     """One update of both edit directions on a batch of `healthy`, `lesion` photos and `lesion_mask`.
 
@@ -225,7 +230,8 @@ def edit_step(
     lesion photos); `remove` does the reverse (the `healthy` discriminator). Targeted mode feeds the
     lesion mask to both generators (for `add`, a mask borrowed from a lesion photo, so one segmentation
     serves several healthy photos as in seed 003, 4.2) and adds the relevancy loss; cycle mode uses no
-    masks and adds the cycle-consistency loss of both round trips.
+    masks and adds the cycle-consistency loss of both round trips (`cycle_distance`: "mse" as seed
+    003's eq. 3, or "l1" as the CycleGAN paper).
     """
     if mode not in EDIT_MODES:
         raise ValueError(f"edit mode must be one of {EDIT_MODES}, got {mode!r}")
@@ -253,8 +259,8 @@ def edit_step(
         g_loss = adversarial + lambda_rel * pairing
         name = "g_relevancy"
     else:
-        pairing = cycle_consistency_loss(remove(fake_lesion).sample, healthy) + cycle_consistency_loss(
-            add(fake_healthy).sample, lesion
+        pairing = cycle_consistency_loss(remove(fake_lesion).sample, healthy, cycle_distance) + cycle_consistency_loss(
+            add(fake_healthy).sample, lesion, cycle_distance
         )
         g_loss = adversarial + lambda_cyc * pairing
         name = "g_cycle"

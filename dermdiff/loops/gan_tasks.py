@@ -188,6 +188,7 @@ def edit_task(
     mode: str = "targeted",
     lambda_rel: float = 10.0,
     lambda_cyc: float = 10.0,
+    cycle_distance: str = "mse",
     validation_batch: dict | None = None,
     monitor: dict[str, tuple] | None = None,
 ) -> GANTask:
@@ -198,6 +199,7 @@ def edit_task(
         lesion_discriminator, healthy_discriminator (`MultiScaleDiscriminator`): D_Y and D_X.
         mode (`str`, defaults to `"targeted"`): `"targeted"` or `"cycle"`.
         lambda_rel, lambda_cyc (`float`, default 10): seed 003's weights.
+        cycle_distance (`str`, defaults to `"mse"`): `"mse"` (seed 003 eq. 3) or `"l1"` (CycleGAN).
         validation_batch (`dict`, *optional*): fixed `healthy`, `lesion`, `lesion_mask` tensors; the grid
             shows rows of (healthy, lesion added, lesion photo, lesion removed).
         monitor (`dict`, *optional*): domain (`"lesion"` / `"healthy"`) -> (training, held-out) real images
@@ -211,7 +213,7 @@ def edit_task(
             )
 
     def step(state, batch):
-        return edit_step(state, batch, mode, lambda_rel, lambda_cyc)
+        return edit_step(state, batch, mode, lambda_rel, lambda_cyc, cycle_distance)
 
     def make_pipeline(models):
         from ..pipelines.pipeline_lesion_edit import LesionEditPipeline
