@@ -237,8 +237,9 @@ def evaluate(
                                        cache_dir=cache_dir, trials=trials, min_group_size=min_group_size, seed=seed,
                                        device=device, verbose=verbose)
         for key, title in (("per_class", "FID per condition"), ("per_skin_type", "FID per Fitzpatrick type")):
-            figures[key] = os.path.relpath(plot_group_fid(distribution[key], title,
-                                                          os.path.join(figures_dir, f"fid_{key}.png")), out)
+            if any("fid" in entry for entry in distribution[key].values()):
+                figures[key] = os.path.relpath(plot_group_fid(distribution[key], title,
+                                                              os.path.join(figures_dir, f"fid_{key}.png")), out)
     except ValueError as error:  # e.g. fewer than 2 images
         skipped["distribution"] = str(error)
 

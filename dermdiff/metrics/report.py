@@ -171,10 +171,12 @@ Reference features: {{ distribution.cache_text }}.</p>
 <tr><td>KID</td><td>{{ ci(distribution.kid, 4) }}</td></tr></table>
 {% for title, key in [("per condition", "per_class"), ("per Fitzpatrick type", "per_skin_type")] %}
 <h3>FID {{ title }}</h3>
+{% if distribution[key] %}
 <table><tr><th>group</th><th>generated</th><th>real</th><th>FID ± 95% CI</th></tr>
-{% for name, entry in (distribution[key] or {}).items() %}<tr><td>{{ name }}</td><td>{{ entry.num_generated }}</td>
+{% for name, entry in distribution[key].items() %}<tr><td>{{ name }}</td><td>{{ entry.num_generated }}</td>
 <td>{{ entry.num_reference }}</td><td>{{ ci(entry.fid) if entry.fid else entry.skipped }}</td></tr>{% endfor %}
 </table>
+{% else %}<p>No generated image carries this information.</p>{% endif %}
 {% if figures[key] %}<img src="{{ figures[key] }}" alt="FID {{ title }}">{% endif %}
 {% endfor %}
 {% else %}<p>Not computed: {{ skipped.distribution }}</p>{% endif %}
