@@ -9,8 +9,9 @@
 6. `write_report`: `report.html` gathering every picture and table, and a printed before/after summary.
 
 Every step ends by writing `markers/<step>.json` (finish time, seconds, outputs). `run_demo(..., resume=True)`
-skips the steps that have a marker; the diffusion step also restarts from its newest checkpoint, so an
-interrupted demo continues where it stopped. A rerun without `resume` refuses an existing folder unless
+skips the steps that have a marker, up to the first that must run (every later step then runs too, since its
+inputs may have changed); the diffusion step also restarts from its newest checkpoint, so an interrupted demo
+continues where it stopped. A rerun without `resume` refuses an existing folder unless
 `overwrite` (which deletes only a folder that holds a demo's `demo.json`).
 
 The data splits (`make_splits`, seeded) give the diffusion model and the classifiers the same training rows;
@@ -287,6 +288,7 @@ def make_pictures(out: str, config: DemoConfig) -> dict:
     """DermGAN's figures 5 and 6 (one map on six skin types; one lesion growing) and a lesion transfer grid."""
     from diffusers.utils import make_image_grid
     from PIL import Image
+    from tqdm.auto import tqdm
 
     from .data.phantom import generate_phantom_sample
     from .pipelines.sweeps import size_sweep, skin_type_sweep
@@ -299,9 +301,12 @@ def make_pictures(out: str, config: DemoConfig) -> dict:
     sampling = {"num_inference_steps": config.inference_steps, "guidance_scale": config.guidance_scale}
     smap = SemanticMap.from_annotations("melanoma", skin_type=3, boxes=[(third, third, size - third, size - third)],
                                         size=size, registry=registry)
+    bar = tqdm(total=2 + len(registry), desc="sweeps + lesion transfer", unit="grid part")
     skin_path, size_path = os.path.join(folder, "skin_type_sweep.png"), os.path.join(folder, "size_sweep.png")
     skin_type_sweep(pipe, smap, save_to=skin_path, with_maps=True, generator=_generator(config.seed), **sampling)
+    bar.update()
     size_sweep(pipe, smap, save_to=size_path, with_maps=True, generator=_generator(config.seed), **sampling)
+    bar.update()
 
     # lesion transfer: held-out healthy photos, a phantom lesion's outline as the mask, every condition
     _, photos = load_healthy(out, config)
@@ -311,6 +316,8 @@ def make_pictures(out: str, config: DemoConfig) -> dict:
     for index, condition in enumerate(registry.names):
         columns[condition] = pipe(image=images, mask=mask, condition=[condition] * len(images), skin_type=skin_types,
                                   generator=_generator(config.seed + index), **sampling).images
+        bar.update()
+    bar.close()
     rows = []
     for row, photo in enumerate(images):
         rows += [photo, mask.convert("RGB").resize(photo.size, Image.NEAREST)]
@@ -433,13 +440,15 @@ def run_demo(
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # per-file checkpoint lines drown the progress bars
     done = {}
     started = time.perf_counter()
+    redone = False  # once a step runs, every later step runs too: its inputs may have changed
     for number, (step, title, function) in enumerate(STEPS, start=1):
-        marker = read_marker(out, step) if resume else None
+        marker = read_marker(out, step) if resume and not redone else None
         if marker is not None:
             log(f"[{number}/{len(STEPS)}] {title}: done earlier ({marker['seconds']:.0f} s), skipped")
         else:
             log(f"[{number}/{len(STEPS)}] {title}")
             step_start = time.perf_counter()
+            redone = True
             outputs = function(out, config)
             marker = write_marker(out, step, time.perf_counter() - step_start, outputs)
             log(f"[{number}/{len(STEPS)}] {title}: {marker['seconds']:.0f} s")
