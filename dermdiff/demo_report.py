@@ -171,7 +171,9 @@ research and education only, not a diagnostic device</p></header>
 <p class="note">Classifier metrics on the untouched test split ({{ n_test }} images): the baseline trained on real
 images only, and the model retrained after one round of the hard-case loop ({{ hard.hard_cases }} hard cases mined on
 the mining split, {{ hard.synthetic }} synthetic images added). Brackets: 95% percentile-bootstrap intervals; change =
-paired bootstrap difference (after − before) with its two-sided p-value.
+paired bootstrap difference (after − before) with its two-sided p-value; green / red: its whole interval lies
+above / below zero.{% if config.quick %} <b>Quick run:</b> a few training steps on a tiny phantom; these numbers show
+that every part runs, not how good the method is.{% endif %}
 {% if leakage %} <span class="warn">{{ leakage }}</span>{% endif %}</p>
 <table><tr><th>metric</th><th>baseline</th><th>after hard-case round</th><th>change</th></tr>
 {% for row in summary.classifier %}<tr class="{{ row.trend }}"><td>{{ row.metric }}</td><td>{{ row.before }}</td>
