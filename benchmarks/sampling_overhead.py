@@ -13,10 +13,10 @@ overhead ratio is given on process CPU time (one torch thread, so it counts our 
 waiting for a CPU that other jobs hold) and on wall clock. Images/s are given on wall clock (what this
 machine delivered while shared) and per CPU-second (what one uncontended core of it would deliver).
 
-DDPM-1000 is timed over its first `--ddpm-steps` steps (default 100) of the 1000-step schedule and scaled
+DDPM-1000 is timed over its first `--ddpm-steps` steps (default 50) of the 1000-step schedule and scaled
 to 1000 (marked "extrapolated"); pass `--ddpm-steps 1000` for the full run. Untrained weights: speed only.
 
-    python benchmarks/sampling_overhead.py                # ~5 minutes on a shared 2-core CPU
+    python benchmarks/sampling_overhead.py                # ~2 CPU-minutes (longer wall time on a shared CPU)
     python benchmarks/sampling_overhead.py --quick        # smoke run (seconds)
 """
 
@@ -46,9 +46,9 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64], help="image sizes (default 32 64)")
     parser.add_argument("--batch", type=int, default=2, help="images per call for DDIM / DPM-Solver++ (default 2)")
     parser.add_argument("--ddpm-batch", type=int, default=1, help="images per call for DDPM-1000 (default 1)")
-    parser.add_argument("--ddpm-steps", type=int, default=100, help="DDPM-1000 steps actually timed (default 100)")
+    parser.add_argument("--ddpm-steps", type=int, default=50, help="DDPM-1000 steps actually timed (default 50)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats per configuration (default 2)")
-    parser.add_argument("--overhead-repeats", type=int, default=5, help="repeats of the overhead run (default 5)")
+    parser.add_argument("--overhead-repeats", type=int, default=4, help="repeats of the overhead runs (default 4)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier on a shared CPU)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: 32 px, few steps, one repeat")
     args = parser.parse_args(argv)
@@ -195,7 +195,7 @@ def main(args) -> None:
     #     ratio it implies against the real UNet's per-step CPU time from step 1
     unet_ms = 1000 * timing.loop_cpu / overhead_steps
     for label, scheduler_name, _, _ in plan:
-        stub_steps = 20 if args.quick else 200
+        stub_steps = 20 if args.quick else 100
         pipe_ms, loop_ms = loop_overhead_per_step(args.sizes[0], args.batch, scheduler_name, stub_steps,
                                                   args.overhead_repeats)
         print(f"  loop overhead per step, stub unet, {label.split('-')[0]:<13}: pipeline {pipe_ms:.3f} ms vs hand "

@@ -436,8 +436,8 @@ def test_cli_generate_on_a_saved_pipeline(tmp_path, capsys):
                    "--steps", "2", "--seed", "7", "--out", str(out)])
     assert status == 0, capsys.readouterr().err
     rows = (out / "metadata.csv").read_text().strip().splitlines()
-    assert rows[0] == "file_name,label,skin_type,boxes,map_file"
-    assert rows[1] == 'images/000000.png,melanoma,5,"[[2, 3, 10, 12]]",maps/000000.png'
+    assert rows[0] == "file_name,label,skin_type,boxes,mask_file,map_file"
+    assert rows[1] == 'images/000000.png,melanoma,5,"[[2, 3, 10, 12]]",,maps/000000.png'
     assert len(rows) == 4
     with Image.open(out / "maps" / "000002.png") as written:
         smap = SemanticMap.decode(written.convert("RGB"), registry="phantom")
@@ -452,6 +452,27 @@ def test_cli_generate_on_a_saved_pipeline(tmp_path, capsys):
     with Image.open(out / "images" / "000002.png") as written:
         difference = np.abs(np.asarray(written, dtype=int) - np.asarray(alone, dtype=int))
     assert difference.max() <= 1
+
+
+def test_cli_generate_lesion_transfer_writes_a_loadable_dataset(tmp_path, capsys):
+    from dermdiff.data import load_dataset_dir, registry_of
+
+    tiny_pipeline().save_pretrained(tmp_path / "pipe")
+    Image.fromarray((photo(4) * 255).astype(np.uint8)).save(tmp_path / "healthy.png")
+    spot = np.zeros((SIZE, SIZE), dtype=np.uint8)
+    spot[4:10, 5:12] = 255
+    Image.fromarray(spot).save(tmp_path / "spot.png")
+    status = main(["generate", "--pipeline", str(tmp_path / "pipe"), "--image", str(tmp_path / "healthy.png"),
+                   "--mask", str(tmp_path / "spot.png"), "--condition", "psoriasis", "--skin-type", "3",
+                   "--num-images", "2", "--steps", "2", "--out", str(tmp_path / "gen")])
+    assert status == 0, capsys.readouterr().err
+    keep = spot == 0
+    with Image.open(tmp_path / "gen" / "images" / "000001.png") as written:
+        np.testing.assert_array_equal(np.asarray(written)[keep], (photo(4) * 255).astype(np.uint8)[keep])
+    dataset = load_dataset_dir(str(tmp_path / "gen"))
+    assert len(dataset) == 2 and registry_of(dataset).name_ == "phantom"
+    assert dataset[0]["label_name"] == "psoriasis" and dataset[0]["skin_type"] == 3
+    assert np.array_equal(np.asarray(dataset[0]["mask"]) > 0, spot > 0)
 
 
 def test_cli_generate_errors_are_one_line(tmp_path, capsys, monkeypatch):

@@ -13,7 +13,8 @@ EXAMPLES = """\
   dermdiff generate --pipeline runs/phantom-32 --map map.png --scheduler dpm --steps 20 --guidance-scale 2 --out gen/
   dermdiff generate --pipeline runs/phantom-32 --image healthy.png --mask spot.png --condition psoriasis --out gen/
 
-Writes gen/images/*.png, gen/maps/*.png, gen/metadata.csv (file_name,label,skin_type,boxes,map_file) and
+Writes gen/images/*.png, gen/maps/*.png (gen/masks/*.png with --mask), gen/metadata.csv
+(file_name,label,skin_type,boxes,mask_file,map_file) and
 gen/dataset_info.json (registry + generation settings): a folder `dermdiff.data.load_dataset_dir` reads.
 Image i uses seed SEED + i, so any single image can be regenerated alone.
 """
@@ -114,6 +115,12 @@ def run(args) -> int:
     # 2. sample in batches; image i from seed + i
     os.makedirs(os.path.join(args.out, "images"), exist_ok=True)
     os.makedirs(os.path.join(args.out, "maps"), exist_ok=True)
+    lesion_png = None
+    if mask is not None:  # the lesion's shape, in the dataset layout's `mask_file` column
+        from PIL import Image
+
+        os.makedirs(os.path.join(args.out, "masks"), exist_ok=True)
+        lesion_png = Image.fromarray((written_map.lesion_mask * 255).astype("uint8"), mode="L")
     rows = []
     for start in range(0, args.num_images, args.batch_size):
         count = min(args.batch_size, args.num_images - start)
@@ -126,7 +133,9 @@ def run(args) -> int:
             stem = f"{start + k:06d}"
             picture.save(os.path.join(args.out, "images", f"{stem}.png"))
             written_map.to_pil().save(os.path.join(args.out, "maps", f"{stem}.png"))
-            rows.append(_row(stem, written_map))
+            if lesion_png is not None:
+                lesion_png.save(os.path.join(args.out, "masks", f"{stem}.png"))
+            rows.append(_row(stem, written_map, with_mask=lesion_png is not None))
 
     # 3. metadata in the imagefolder convention, registry and settings beside it
     _write_metadata(os.path.join(args.out, "metadata.csv"), rows)
@@ -138,12 +147,13 @@ def run(args) -> int:
     return 0
 
 
-def _row(stem: str, smap) -> dict:
+def _row(stem: str, smap, with_mask: bool) -> dict:
     return {
         "file_name": f"images/{stem}.png",
         "label": smap.condition or "",
         "skin_type": "" if smap.skin_type is None else smap.skin_type,
         "boxes": json.dumps([list(box) for box in smap.boxes]),
+        "mask_file": f"masks/{stem}.png" if with_mask else "",
         "map_file": f"maps/{stem}.png",
     }
 
@@ -152,6 +162,7 @@ def _write_metadata(path: str, rows: list[dict]) -> None:
     import csv
 
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["file_name", "label", "skin_type", "boxes", "map_file"])
+        columns = ["file_name", "label", "skin_type", "boxes", "mask_file", "map_file"]
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
