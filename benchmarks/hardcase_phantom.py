@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--strength", type=float, default=0.6, help="SDEdit strength.")
     parser.add_argument("--adversarial_guidance_scale", type=float, default=0.05, help="Classifier-guidance RMS step.")
     parser.add_argument("--num_inference_steps", type=int, default=25, help="Denoising steps.")
+    parser.add_argument(
+        "--scheduler", default="ddim", help="Scheduler name swapped into a diffusion generator ('' keeps it)."
+    )
     parser.add_argument("--backbone", default="resnet18", help="Classifier backbone.")
     parser.add_argument("--num_epochs", type=int, default=10, help="Classifier epochs.")
     parser.add_argument("--patience", type=int, default=3, help="Classifier early-stopping patience.")
@@ -133,6 +136,10 @@ def main(args) -> dict:
         print("wrote", export_split(splits["train"], args.export_train))
         return {}
     pipe = load_generator(args.generator)
+    if args.scheduler and hasattr(pipe, "scheduler"):
+        from dermdiff.pipelines.scheduler_names import scheduler_from_name
+
+        pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
     classifier = {
         "backbone": args.backbone,
         "resolution": args.phantom_size,

@@ -435,3 +435,21 @@ def test_augment_experiment_script(tmp_path):
     result = script.main(args)
     assert result["synthetic"] == {"vascular": 2}
     assert len(os.listdir(tmp_path / "out" / "synthetic" / "images")) == 2
+
+
+def test_splits_with_only_train_and_val_get_mining_and_test_from_train(monkeypatch):
+    import argparse
+
+    import dermdiff.data
+    from dermdiff.hardcase_cli import load_splits
+
+    data = phantom_dataset(n=100, size=SIZE, seed=1)
+    data = data.add_column("split", ["val" if i % 5 == 0 else "train" for i in range(len(data))])
+    monkeypatch.setattr(dermdiff.data, "load_any", lambda path, **kwargs: data, raising=False)
+    args = argparse.Namespace(phantom=False, data_dir="any", loader_kwargs={}, split_fractions=None, split_seed=0)
+    parts = load_splits(args)
+    assert list(parts) == ["train", "validation", "mining", "test"]
+    assert len(parts["validation"]) == 20 and sum(len(part) for part in parts.values()) == 100
+    ids = [set(part["image_id"]) for part in parts.values()]
+    assert all(not (a & b) for i, a in enumerate(ids) for b in ids[i + 1 :])
+    assert len(parts["mining"]) > 5 and len(parts["test"]) > 5
