@@ -169,13 +169,15 @@ def test_checkpoints_total_limit_keeps_the_newest(tmp_path, model_config):
     out = tmp_path / "run"
     run(model_config, out, "--max_train_steps", "4", "--checkpointing_steps", "1", "--checkpoints_total_limit", "2",
         "--no-use_ema")
-    assert sorted(os.path.basename(p) for p in glob.glob(str(out / "checkpoint-*"))) == ["checkpoint-3", "checkpoint-4"]
+    kept = sorted(os.path.basename(p) for p in glob.glob(str(out / "checkpoint-*")))
+    assert kept == ["checkpoint-3", "checkpoint-4"]
     assert not (out / "checkpoint-4" / "unet_ema").exists()
 
 
 def test_resume_latest_on_a_fresh_folder_starts_from_zero(tmp_path, model_config):
     out = tmp_path / "run"
-    run(model_config, out, "--max_train_steps", "1", "--checkpointing_steps", "1", "--resume_from_checkpoint", "latest")
+    run(model_config, out, "--max_train_steps", "1", "--checkpointing_steps", "1",
+        "--resume_from_checkpoint", "latest")
     assert (out / "checkpoint-1").is_dir() and (out / "model_index.json").is_file()
 
 
@@ -207,8 +209,9 @@ def test_evaluate_hook_sees_the_ema_pipeline_every_n_steps_and_at_the_end(tmp_pa
         seen.append((step, pipeline.unet.training, ema))
         return {"score": float(step)}
 
-    config = DiffusionTrainingConfig(output_dir=str(tmp_path), train_batch_size=4, max_train_steps=3, lr_warmup_steps=1,
-                                     checkpointing_steps=3, validation_steps=0, report_to="tensorboard")
+    config = DiffusionTrainingConfig(output_dir=str(tmp_path), train_batch_size=4, max_train_steps=3,
+                                     lr_warmup_steps=1, checkpointing_steps=3, validation_steps=0,
+                                     report_to="tensorboard")
     run_result = train_diffusion(unet, DDPMScheduler(num_train_timesteps=100),
                                  rows.with_transform(DiffusionExamples(registry_of(rows), 16)), config,
                                  evaluate=evaluate, evaluate_every=2)
@@ -270,11 +273,13 @@ def test_push_to_hub_sends_the_pipeline_and_card_but_never_the_token(tmp_path, m
     def fake_upload_folder(**kwargs):
         calls["upload_folder"] = kwargs
         root = kwargs["folder_path"]
-        files = [os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "**"), recursive=True) if os.path.isfile(p)]
+        everything = glob.glob(os.path.join(root, "**"), recursive=True)
+        files = [os.path.relpath(p, root) for p in everything if os.path.isfile(p)]
         calls["sent"] = sorted(filter_repo_objects(files, ignore_patterns=kwargs["ignore_patterns"]))
 
     caplog.set_level(logging.DEBUG)
-    with mock.patch("dermdiff.hub.create_repo", fake_create_repo), mock.patch("dermdiff.hub.upload_folder", fake_upload_folder):
+    with mock.patch("dermdiff.hub.create_repo", fake_create_repo), \
+            mock.patch("dermdiff.hub.upload_folder", fake_upload_folder):
         run(model_config, out, "--max_train_steps", "2", "--checkpointing_steps", "1", "--report_to", "tensorboard",
             "--push_to_hub", "--hub_model_id", "someone/dermdiff-tiny", "--hub_token", token)
 
@@ -286,7 +291,8 @@ def test_push_to_hub_sends_the_pipeline_and_card_but_never_the_token(tmp_path, m
         assert name in sent, name
     assert not [name for name in sent if name.startswith(("checkpoint-", "logs")) or ".tmp" in name]
     card = (out / "README.md").read_text()
-    for fact in ("phantom", "16 px", "training steps: 2", "Not a diagnostic device", "Limitations", "licence: generated"):
+    facts = ("phantom", "16 px", "training steps: 2", "Not a diagnostic device", "Limitations", "licence: generated")
+    for fact in facts:
         assert fact in card, fact
     # the token appears in no log record, no printed line and no file of the run (trackers, card, configs)
     assert token not in caplog.text
@@ -347,7 +353,8 @@ def test_tracker_config_drops_secrets_and_stringifies():
 def test_drop_conditions_replaces_map_and_class_together():
     maps = torch.ones(6, 3, 4, 4)
     labels = torch.arange(6)
-    dropped, dropped_labels = drop_conditions(maps, labels, 1.0, null_class=9, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    dropped, dropped_labels = drop_conditions(maps, labels, 1.0, null_class=9, generator=generator)
     assert dropped.abs().sum() == 0 and dropped_labels.tolist() == [9] * 6
     kept, kept_labels = drop_conditions(maps, labels, 0.0, null_class=9, generator=torch.Generator().manual_seed(0))
     assert torch.equal(kept, maps) and torch.equal(kept_labels, labels)
