@@ -200,7 +200,7 @@ each followed by its semantic map.</figcaption></figure>
 dropout and checkpoints every {{ config.checkpointing_steps }} steps{% if diffusion.resumed_from_step %}; resumed from
 the checkpoint of step {{ diffusion.resumed_from_step }}{% endif %}. Final loss {{ fmt(diffusion.last_loss) }}.</p>
 {% for grid in diffusion.validation_grids[-2:] %}
-<figure><img class="px" src="{{ rel(grid) }}" width="{{ 3 * 64 }}" alt="validation grid">
+<figure><img class="px" src="{{ rel(grid) }}" width="{{ 3 * 96 }}" alt="validation grid">
 <figcaption>Validation grid at step {{ step_of(grid) }} (EMA weights, fixed noise): rows = conditions
 ({{ class_names|join(", ") }}), columns = skin types I, III, VI.</figcaption></figure>
 {% endfor %}
