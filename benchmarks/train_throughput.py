@@ -8,7 +8,8 @@
 2. Scaling: the same loop under `accelerate launch` with 1 and with 2 CPU processes (gloo), one
    intra-op thread each; efficiency = images/s(2) / (2 x images/s(1)).
 3. Peak RSS of one training process at 64 px, batch 16, default model, EMA on.
-4. The data transform (`DiffusionExamples`: PNG map decode + resize) in rows/s, for scale.
+4. One vs two intra-op threads (on a shared CPU, contended threads spin).
+5. The data transform (`DiffusionExamples`: PNG map decode + resize) in rows/s, for scale.
 
 Run: `python benchmarks/train_throughput.py [--repeats 3] [--steps 20] [--resolution 32]`.
 """
@@ -135,7 +136,7 @@ def worker(args) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # driver
 # ----------------------------------------------------------------------------------------------------------------
-def launch(mode: str, processes: int, args, resolution=None, batch_size=None, steps=None) -> list[dict]:
+def launch(mode: str, processes: int, args, resolution=None, batch_size=None, steps=None, threads=1) -> list[dict]:
     """Runs one worker (under `accelerate launch` for 2 processes); returns the per-rank reports."""
     out = os.path.join(tempfile.mkdtemp(), "report")
     worker_args = [
@@ -143,7 +144,7 @@ def launch(mode: str, processes: int, args, resolution=None, batch_size=None, st
         "--resolution", str(resolution or args.resolution), "--batch_size", str(batch_size or args.batch_size),
         "--steps", str(steps or args.steps), "--warmup", str(args.warmup),
     ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), ACCELERATE_USE_CPU="1")
     if processes > 1:  # `--cpu --num_processes 2` would silently start a single process
         command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
                    str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -177,11 +178,7 @@ def summary(values: list[float]) -> str:
     return f"{statistics.median(values):.3g}{spread}"
 
 
-def main(args) -> None:
-    print(f"CPU cores visible: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f} (shared machine)")
-    print(f"default SemanticUNet2DModel, {args.resolution} px, batch {args.batch_size}, {args.steps} updates, "
-          f"rate measured from update {args.warmup}, 1 intra-op thread per process\n")
-
+def loop_overhead(args) -> None:
     modes = ("minimal", "ours", "ours_ema")
     reports = {mode: [] for mode in modes}
     for repeat in range(args.repeats):
@@ -200,6 +197,8 @@ def main(args) -> None:
         print(f"   ratio train_diffusion / minimal ({clock}), no EMA: {summary(ratios)}   target >= 0.95")
         print(f"   ratio with EMA on (EMA update included):          {summary(ratios_ema)}")
 
+
+def scaling(args) -> None:
     single, double = [], []
     for _ in range(args.repeats):
         single.append(launch("ours", 1, args)[0]["images_per_s"])
@@ -210,12 +209,34 @@ def main(args) -> None:
     print(f"   2 processes images/s (sum of ranks): {summary(double)}")
     print(f"   scaling efficiency: {summary(efficiency)}")
 
-    memory = launch("ours_ema", 1, args, resolution=64, batch_size=16, steps=6)[0]
+
+def peak_memory(args) -> None:
+    memory = launch("ours_ema", 1, args, resolution=64, batch_size=16, steps=args.warmup + 2)[0]
     print("\n3. peak RSS, 64 px, batch 16, default model, EMA on")
     print(f"   {memory['peak_rss_mib']:.0f} MiB  ({memory['images_per_s']:.2f} images/s)")
 
-    print("\n4. data transform (PNG map decode + tensors)")
+
+def threads(args) -> None:
+    print("\n4. intra-op threads of one process (OMP_NUM_THREADS), EMA on")
+    for count in (1, 2):
+        report = launch("ours_ema", 1, args, steps=args.warmup + 6, threads=count)[0]
+        print(f"   {count} thread(s): {report['images_per_s']:.2f} img/s, {report['images_per_cpu_s']:.2f} img/CPU-s")
+
+
+def data_transform(args) -> None:
+    print("\n5. data transform (PNG map decode + tensors)")
     print(f"   {transform_rate(args.resolution):.0f} rows/s at {args.resolution} px")
+
+
+PARTS = {"1": loop_overhead, "2": scaling, "3": peak_memory, "4": threads, "5": data_transform}
+
+
+def main(args) -> None:
+    print(f"CPU cores visible: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f} (shared machine)")
+    print(f"default SemanticUNet2DModel, {args.resolution} px, batch {args.batch_size}, {args.steps} updates, "
+          f"rate measured from update {args.warmup}, 1 intra-op thread per process\n")
+    for part in args.parts.split(","):
+        PARTS[part](args)
 
 
 def parse_args(argv=None):
@@ -225,6 +246,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=20, help="Updates per run.")
     parser.add_argument("--warmup", type=int, default=4, help="Updates excluded from the rate.")
     parser.add_argument("--repeats", type=int, default=3, help="Interleaved repeats.")
+    parser.add_argument("--parts", default="1,2,3,4,5", help="Which parts to run (comma-separated numbers).")
     parser.add_argument("--worker", action="store_true", help="Internal: run one measured training run.")
     parser.add_argument("--mode", choices=["minimal", "ours", "ours_ema"], default="ours", help="Internal.")
     parser.add_argument("--out", default=None, help="Internal: report path prefix.")

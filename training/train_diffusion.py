@@ -3,12 +3,17 @@
 The command-line face of `dermdiff.loops.diffusion.train_diffusion`; flags follow diffusers'
 `examples/unconditional_image_generation/train_unconditional.py`.
 
-One CPU process (the shipped config), the default model on the built-in phantom at 32 px:
+One CPU process (the shipped config), the default model on the built-in phantom at 32 px (about 20 minutes
+on a CPU core: ~0.5-0.7 s per update of 16 images):
 
-    accelerate launch --config_file accelerate_config.yaml training/train_diffusion.py \\
+    OMP_NUM_THREADS=1 accelerate launch --config_file accelerate_config.yaml training/train_diffusion.py \\
         --phantom --phantom_num_images 2000 --resolution 32 --train_batch_size 16 \\
-        --max_train_steps 3000 --lr_warmup_steps 200 --checkpointing_steps 500 --validation_steps 500 \\
+        --max_train_steps 2000 --learning_rate 2e-4 --lr_warmup_steps 200 \\
+        --checkpointing_steps 500 --checkpoints_total_limit 2 --validation_steps 500 \\
         --output_dir outputs/dermdiff-phantom-32
+
+On a CPU shared with other jobs keep OMP_NUM_THREADS=1: two contended intra-op threads measured 4-8x slower
+than one (benchmarks/train_throughput.py).
 
 Two CPU processes (gloo). `accelerate launch --cpu --num_processes 2` starts only ONE process; this starts two:
 
