@@ -63,6 +63,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=3, help="Classifier early-stopping patience.")
     parser.add_argument("--balance", default="none", choices=("none", "sampler", "loss"), help="Classifier balancing.")
     parser.add_argument("--n_boot", type=int, default=1000, help="Bootstrap replicates.")
+    parser.add_argument(
+        "--seed_control",
+        action="store_true",
+        help="Also train on real data only with the last round's classifier seed: is the gain data or seed?",
+    )
     parser.add_argument("--augment", action="store_true", help="Also run the augmentation experiment.")
     parser.add_argument(
         "--augment_num_images", type=int, default=200, help="Synthetic images per rare class (--augment)."
@@ -165,6 +170,32 @@ def main(args) -> dict:
     print(report_markdown(result))
     rare = args.phantom_rare.split(",")
     print("\n".join(["## Verdict (baseline vs final, test split)"] + verdict(result, rare)))
+    if args.seed_control:
+        from dermdiff.classifier_training import predict
+        from dermdiff.hardcase import before_after_markdown, fit_classifier, paired
+        from dermdiff.synthesis import derive_seed
+
+        last = result["rounds"][-1]["round"]
+        names = result["label_names"]
+        control, _ = fit_classifier(
+            splits["train"],
+            splits["validation"],
+            classifier,
+            os.path.join(args.output_dir, "seed_control"),
+            names,
+            derive_seed(args.seed, "classifier", last),
+        )
+        final = result["models"]["final"]
+        comparison = paired(
+            predict(control, splits["test"]),
+            predict(final, splits["test"]),
+            names,
+            args.n_boot,
+            args.seed,
+            names=("real only, same seed", "final"),
+        )
+        print(f"\n## Seed control: real data only with round {last}'s classifier seed vs the final model\n")
+        print(before_after_markdown(comparison["a"], comparison["b"], comparison, names=comparison["names"]))
     if args.augment:
         from dermdiff.augmentation import run_augmentation_experiment
 
