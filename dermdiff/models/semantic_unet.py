@@ -42,6 +42,8 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
             (K + 2 embeddings: K conditions, healthy, null).
         block_out_channels, layers_per_block, down_block_types, up_block_types, norm_num_groups,
         attention_head_dim, dropout: passed to `UNet2DModel` (see its docs).
+        condition_dropout (`float`, *optional*): the null-map probability the model was trained with, recorded
+            by the trainer; pipelines refuse guidance for a model that never learned the null map (0).
 
     Example:
         >>> model = SemanticUNet2DModel(sample_size=16, block_out_channels=(8, 16), norm_num_groups=4,
@@ -68,6 +70,7 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
         norm_num_groups: int = 8,
         attention_head_dim: int = 8,
         dropout: float = 0.0,
+        condition_dropout: float | None = None,
     ):
         super().__init__()
         if not conditions:
