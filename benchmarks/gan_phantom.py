@@ -16,6 +16,10 @@ What is compared with what:
 - DCGAN: unconditional samples vs held-out images;
 - lesion edit, "add": edited held-out healthy photos vs held-out lesion photos; "remove": edited lesion
   photos vs healthy photos; for the targeted mode also the MSE outside the mask (relevancy) of the adds.
+  Removal is also scored directly against the truth the phantom knows: each held-out lesion photo has a
+  healthy twin (same seed and index, pixel-identical outside the lesion mask), so "MSE to the healthy
+  twin inside the mask" says how well the lesion was removed (the unedited photo's value is the
+  reference) and "MSE outside the mask" how much healthy skin the edit damaged (0 for the unedited photo).
 
     python benchmarks/gan_phantom.py                  # ~3-5 minutes on a shared 2-core CPU
     python benchmarks/gan_phantom.py --steps 100 --images 160   # quicker, noisier
@@ -34,7 +38,7 @@ import torch
 
 from dermdiff.conditions import get_registry
 from dermdiff.data.info import registry_of
-from dermdiff.data.phantom import phantom_dataset
+from dermdiff.data.phantom import generate_phantom_sample, phantom_dataset
 from dermdiff.data.transforms import model_transform
 from dermdiff.loops.gan import GANTrainingConfig, train_gan
 from dermdiff.loops.gan_tasks import (
@@ -159,6 +163,22 @@ def evaluate_dcgan(generator, heldout, distance):
     return {"colour distance": colour_distance(fake, real), "feature distance": distance(fake, real)}
 
 
+def healthy_twins(rows, lesion_indices, count: int, size: int, seed: int) -> torch.Tensor:
+    """The healthy twin of lesion row `lesion_indices[i % L]` for i < count (the `EditPairs` order), in [-1, 1]."""
+    twins = []
+    for i in range(count):
+        row = rows[lesion_indices[i % len(lesion_indices)]]
+        index, lesion_index = int(row["image_id"]), int(row["lesion_id"].lstrip("L"))
+        twin = generate_phantom_sample(None, row["skin_type"], size, seed, index, lesion_index).image
+        twins.append(torch.from_numpy(np.asarray(twin, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1)
+    return torch.stack(twins)
+
+
+def masked_mse(images: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean squared difference over the pixels (and channels) where `mask` is 1."""
+    return float(((images - reference) ** 2 * mask).sum() / (mask.sum() * images.shape[1]).clamp_min(1))
+
+
 @torch.no_grad()
 def evaluate_edit(add, remove, pairs, distance, targeted):
     add.eval(), remove.eval()
@@ -174,6 +194,10 @@ def evaluate_edit(add, remove, pairs, distance, targeted):
     }
     # references: the unedited photos against the other domain (what doing nothing scores)
     scores["ref: unedited healthy vs lesions"] = distance(pairs["healthy"], pairs["lesion"])
+    lesion_mask, twins = pairs["lesion_mask"], pairs["twin"]
+    scores["remove: MSE to healthy twin in mask"] = masked_mse(removed, twins, lesion_mask)
+    scores["ref: unedited MSE to twin in mask"] = masked_mse(pairs["lesion"], twins, lesion_mask)
+    scores["remove: MSE outside the mask"] = masked_mse(removed, pairs["lesion"], 1 - lesion_mask)
     if targeted:
         scores["add: MSE outside the mask"] = float(relevancy_loss(added, pairs["healthy"], mask))
     return scores
@@ -216,6 +240,7 @@ def run_model(kind, args, data, distance):
         held = EditPairs(heldout_examples, held_healthy, held_lesion)
         rows = [held[i] for i in range(len(held))]
         pairs = {key: torch.stack([row[key] for row in rows]) for key in rows[0]}
+        pairs["twin"] = healthy_twins(heldout_rows, held_lesion, len(held), res, args.seed)
 
         def evaluate():
             return evaluate_edit(*models, pairs, distance, targeted)

@@ -216,6 +216,20 @@ def dcgan_step(step: GANStep, batch: Mapping) -> dict:
     return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
 
 
+def real_and_fake_logits(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor):
+    """(real logits, fake logits) from ONE discriminator pass over the concatenated batch.
+
+    The multi-scale discriminator uses batch norm. Fed a batch of only fakes, its batch norm rescales
+    them by their own statistics, which hides exactly what an edit gets wrong when fakes are the real
+    photos plus a small change: a batch-wide shift in colour or noise energy is normalised away before
+    the discriminator can judge it. On the phantom (benchmarks/gan_phantom.py) the CycleGAN pair then
+    added ever more noise, moving away from the data; with real and fake in one batch the statistics
+    are shared, such differences stay visible, and both directions moved toward their domain.
+    """
+    logits = discriminator(torch.cat([real, fake])).sample
+    return logits[: real.shape[0]], logits[real.shape[0] :]
+
+
 def edit_step(
     step: GANStep,
     batch: Mapping,
@@ -231,7 +245,8 @@ def edit_step(
     lesion mask to both generators (for `add`, a mask borrowed from a lesion photo, so one segmentation
     serves several healthy photos as in seed 003, 4.2) and adds the relevancy loss; cycle mode uses no
     masks and adds the cycle-consistency loss of both round trips (`cycle_distance`: "mse" as seed
-    003's eq. 3, or "l1" as the CycleGAN paper).
+    003's eq. 3, or "l1" as the CycleGAN paper). Each discriminator sees its real photos and the fakes
+    in one batch (`real_and_fake_logits`), so its batch norm cannot hide batch-wide differences.
     """
     if mode not in EDIT_MODES:
         raise ValueError(f"edit mode must be one of {EDIT_MODES}, got {mode!r}")
@@ -242,17 +257,19 @@ def edit_step(
     fake_lesion = add(healthy, mask=mask).sample
     fake_healthy = remove(lesion, mask=mask).sample
 
-    # D step (both discriminators) on detached fakes
-    d_loss = discriminator_loss(d_lesion(lesion).sample, d_lesion(fake_lesion.detach()).sample, step.gan_mode)
+    # D step (both discriminators) on detached fakes, each batched with its domain's real photos
+    d_loss = discriminator_loss(*real_and_fake_logits(d_lesion, lesion, fake_lesion.detach()), step.gan_mode)
     d_loss = d_loss + discriminator_loss(
-        d_healthy(healthy).sample, d_healthy(fake_healthy.detach()).sample, step.gan_mode
+        *real_and_fake_logits(d_healthy, healthy, fake_healthy.detach()), step.gan_mode
     )
     optimizer_step(step.accelerator, step.discriminator_optimizer, d_loss)
 
-    # G step (both generators) with the discriminators frozen
+    # G step (both generators) with the discriminators frozen; the same real + fake batches
     set_requires_grad([d_lesion, d_healthy], False)
-    adversarial = gan_loss(d_lesion(fake_lesion).sample, True, step.gan_mode, for_discriminator=False) + gan_loss(
-        d_healthy(fake_healthy).sample, True, step.gan_mode, for_discriminator=False
+    adversarial = gan_loss(
+        real_and_fake_logits(d_lesion, lesion, fake_lesion)[1], True, step.gan_mode, for_discriminator=False
+    ) + gan_loss(
+        real_and_fake_logits(d_healthy, healthy, fake_healthy)[1], True, step.gan_mode, for_discriminator=False
     )
     if mode == "targeted":
         pairing = relevancy_loss(fake_lesion, healthy, mask) + relevancy_loss(fake_healthy, lesion, mask)
