@@ -24,13 +24,6 @@ from dermdiff.metrics.fid import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny convolutions run faster on one thread than fighting for a shared CPU; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class TinyFeatures(FeatureExtractor):

@@ -28,13 +28,6 @@ from dermdiff.pipelines.scheduler_names import SCHEDULERS, scheduler_from_name
 SIZE = 16
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny convolutions run 10x faster on one thread than fighting for a shared CPU; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_unet(**overrides) -> SemanticUNet2DModel:

@@ -1,0 +1,13 @@
+"""Suite-wide test settings."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run many times faster on one intra-op thread than on two contended ones; restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
