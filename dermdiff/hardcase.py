@@ -341,7 +341,7 @@ def run_hardcase_loop(
     synthetic_total, bad_rounds, stopped = 0, 0, f"reached --rounds {config.rounds}"
 
     for k in range(1, config.rounds + 1):
-        round_seeds = {name: derive_seed(config.seed, name, k) for name in ("generate", "classifier", "bootstrap")}
+        round_seeds = {name: derive_seed(config.seed, name, k) for name in ("generate", "classifier")}
 
         # -- 2. mine the current classifier's hard cases on the mining split ----------------------------------
         mined = predict(current, mining, batch_size=batch_size)
