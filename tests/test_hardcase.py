@@ -453,3 +453,27 @@ def test_splits_with_only_train_and_val_get_mining_and_test_from_train(monkeypat
     ids = [set(part["image_id"]) for part in parts.values()]
     assert all(not (a & b) for i, a in enumerate(ids) for b in ids[i + 1 :])
     assert len(parts["mining"]) > 5 and len(parts["test"]) > 5
+
+
+def test_reference_filter_keeps_what_the_reference_recognises():
+    from types import SimpleNamespace
+
+    from dermdiff.synthesis import filter_by_reference
+
+    class Reference(MeanColourClassifier):
+        config = SimpleNamespace(image_size=8)
+
+        def predict_proba(self, sample):
+            return torch.softmax(self(sample) * 10, dim=-1)
+
+    case = phantom_case()
+    images = generate_from_maps(
+        tiny_gan(), [case.semantic_map] * 2, labels=[0, 1], seeds=[0, 1], source_ids=["b", "r"]
+    )
+    images[0].image = Image.new("RGB", (SIZE, SIZE), (0, 0, 255))  # blue: class 0 for the reference
+    images[1].image = Image.new("RGB", (SIZE, SIZE), (0, 0, 255))  # labelled 1 (red) but blue: not recognised
+    kept, dropped = filter_by_reference(images, Reference())
+    assert [item.source_id for item in kept] == ["b"] and [item.source_id for item in dropped] == ["r"]
+    assert dropped[0].extra["reference_probability"] < 0.5
+    kept, dropped = filter_by_reference(images, Reference(), min_probability=0.0)
+    assert len(kept) == 2 and not dropped
