@@ -63,7 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--adversarial_guidance_scale", type=float, default=0.05, help="Classifier-guidance RMS step.")
     parser.add_argument("--num_inference_steps", type=int, default=25, help="Denoising steps.")
     parser.add_argument(
-        "--scheduler", default="ddim", help="Scheduler name swapped into a diffusion generator ('' keeps it)."
+        "--scheduler",
+        default="ddim",
+        help="Scheduler swapped into a diffusion generator ('' keeps it; use '' for a DermGAN generator).",
     )
     parser.add_argument("--backbone", default="resnet18", help="Classifier backbone.")
     parser.add_argument("--num_epochs", type=int, default=10, help="Classifier epochs.")
@@ -147,11 +149,7 @@ def main(args) -> dict:
     if args.export_train:
         print("wrote", export_split(splits["train"], args.export_train))
         return {}
-    pipe = load_generator(args.generator)
-    if args.scheduler and hasattr(pipe, "scheduler"):
-        from dermdiff.pipelines.scheduler_names import scheduler_from_name
-
-        pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
+    pipe = load_generator(args.generator, args.scheduler or None)
     classifier = {
         "backbone": args.backbone,
         "resolution": args.phantom_size,

@@ -67,6 +67,11 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--generator", required=True, help="A saved DermDiffPipeline or DermGANPipeline folder.")
     group.add_argument("--num_inference_steps", type=int, default=50, help="Denoising steps (diffusion only).")
     group.add_argument(
+        "--scheduler",
+        default=None,
+        help="Swap the diffusion scheduler: ddim, ddpm, dpm, euler, unipc (default: saved).",
+    )
+    group.add_argument(
         "--guidance_scale", type=float, default=None, help="Classifier-free guidance weight (diffusion only)."
     )
     group.add_argument("--generation_batch_size", type=int, default=16, help="Images per generator call.")
@@ -102,8 +107,11 @@ def classifier_settings(args: argparse.Namespace, resolution: int) -> dict:
     }
 
 
-def load_generator(path: str):
-    """A saved dermdiff pipeline, its class read from `model_index.json` (`_class_name`)."""
+def load_generator(path: str, scheduler: str | None = None):
+    """A saved dermdiff pipeline, its class read from `model_index.json` (`_class_name`).
+
+    `scheduler` swaps a diffusion pipeline's scheduler by name (`dermdiff.pipelines.scheduler_names`).
+    """
     from . import pipelines
 
     index_path = os.path.join(path, "model_index.json")
@@ -117,6 +125,12 @@ def load_generator(path: str):
         raise ValueError(f"{path} holds a {name!r}; the generator must be a DermDiffPipeline or a DermGANPipeline")
     pipe = getattr(pipelines, name).from_pretrained(path)
     pipe.set_progress_bar_config(disable=True)
+    if scheduler:
+        if not hasattr(pipe, "scheduler"):
+            raise ValueError(f"--scheduler {scheduler!r}: {name} has no scheduler (it is not a diffusion pipeline)")
+        from .pipelines.scheduler_names import scheduler_from_name
+
+        pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler.config)
     return pipe
 
 

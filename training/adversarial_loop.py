@@ -109,7 +109,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> dict:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    pipe = load_generator(args.generator)
+    pipe = load_generator(args.generator, args.scheduler)
     splits = load_splits(args)
     mining_classes = None
     if args.mining_classes:
