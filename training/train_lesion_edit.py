@@ -8,6 +8,11 @@ discriminator on real photos of its target domain.
   relevancy (MSE outside the mask), lambda_REL = 10. Healthy photos borrow masks from lesion photos.
 - `--mode cycle`: no masks; loss = GAN + lambda_CYC * cycle consistency, lambda_CYC = 10.
 
+The generators start as the identity (`zero_init_residual`, the model's default; `--model_config` with
+`{"generator": {"zero_init_residual": false}}` restores PyTorch's init) and each discriminator judges
+real and fake photos in one batch (`dermdiff.loops.gan.real_and_fake_logits`); without either, the
+short phantom runs of benchmarks/gan_phantom.py moved away from the data.
+
 The data needs healthy and lesion images (rows with an empty label are healthy skin):
 
     accelerate launch training/train_lesion_edit.py --phantom --phantom_healthy_fraction 0.5 \\
