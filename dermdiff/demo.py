@@ -64,7 +64,7 @@ class DemoConfig:
     healthy_fraction: float = 0.1
     block_out_channels: tuple = (32, 64, 64)
     attention: bool = True
-    train_steps: int = 1000
+    train_steps: int = 1500
     batch_size: int = 16
     learning_rate: float = 5e-4
     checkpointing_steps: int = 250
