@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/dermdiff demo --out outputs/demo $(DEMO_ARGS)
+	$(VENV)/bin/dermdiff demo --out outputs/demo --resume $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(TEST_ARGS)
