@@ -88,8 +88,9 @@ def test_shapes_and_expected_slice():
     images = pipe(condition="melanoma", skin_type=5, boxes=[(4, 4, 12, 12)], num_images_per_prompt=2,
                   num_inference_steps=2, generator=generator(0), output_type="np").images
     assert images.shape == (2, SIZE, SIZE, 3) and images.dtype == np.float32
-    # regression values of this seed and config (torch 2.x CPU); a change means the sampling maths changed
-    expected = np.array([0.3656, 0.9934, 0.3945, 1.0000, 1.0000, 0.4724, 1.0000, 0.8899, 0.4253])
+    # regression values of this seed and config (torch 2.x CPU, global conditioning on); a change means the
+    # sampling maths or the model changed
+    expected = np.array([0.2174, 0.9931, 0.4159, 1.0000, 1.0000, 0.3917, 1.0000, 0.6234, 0.3117])
     np.testing.assert_allclose(images[0, -3:, -3:, -1].ravel(), expected, atol=1e-3)
 
 

@@ -3,8 +3,13 @@
 Seeds 002 and 004: the model generates a skin image for a semantic map (condition, where, skin type).
 The map enters as its own argument, expanded to model channels by `SemanticMap.to_channels`
 (skin-type channel + one one-hot channel per condition), resized with `mode="nearest"` when needed and
-concatenated to the noisy image. Classifier-free guidance uses the all-zero null map
-(`SemanticMap.null_channels`); an optional image-level class embedding gets its own null class.
+concatenated to the noisy image: that says *where* each condition is. What holds for the whole picture —
+the skin type and which conditions are present — is also read off the same map and added to the
+timestep embedding (`global_conditioning`), so every ResNet block is modulated by it, as a class label
+is in class-conditional diffusion. A lone constant input channel is a weak signal for a global property:
+without this, short CPU trainings learn the lesion layout long before they learn the skin colour.
+Classifier-free guidance uses the all-zero null map (`SemanticMap.null_channels`), which maps to the
+null skin-type embedding and no conditions; an optional image-level class embedding gets its own null class.
 
 Code name -> meaning:
 
@@ -13,6 +18,8 @@ Code name -> meaning:
 | `sample`                | noisy image x_t, (B, 3, H, W) in [-1, 1]                          |
 | `semantic_map`          | map channels m, (B, 1 + K, H', W'); `None` = null map (unconditional) |
 | `class_labels`          | optional image-level condition index 0..K-1; K = healthy; K + 1 = null |
+| `skin_embedding`        | Fitzpatrick type 0 (unknown / null map), 1..6 -> a timestep-sized vector |
+| `presence_embedding`    | which of the K conditions the map contains (multi-hot) -> a timestep-sized vector |
 | `conditions`            | the K condition names; with `registry_name` they rebuild the registry |
 """
 
@@ -22,11 +29,13 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DModel, UNet2DOutput
 
 from ..conditions import BUILTIN_CONDITIONS, ConditionRegistry
+from ..semantic_map import SKIN_TYPES
 
 
 class SemanticUNet2DModel(ModelMixin, ConfigMixin):
@@ -40,6 +49,8 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
         registry_name (`str`, defaults to `"phantom"`): the registry's name, kept for reports and reloads.
         use_class_embedding (`bool`, defaults to `False`): also embed the image-level condition index
             (K + 2 embeddings: K conditions, healthy, null).
+        global_conditioning (`bool`, defaults to `True`): add the map's skin type and the set of conditions it
+            contains to the timestep embedding (see the module docstring).
         block_out_channels, layers_per_block, down_block_types, up_block_types, norm_num_groups,
         attention_head_dim, dropout: passed to `UNet2DModel` (see its docs).
         condition_dropout (`float`, *optional*): the null-map probability the model was trained with, recorded
@@ -63,6 +74,7 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
         conditions: Sequence[str] = BUILTIN_CONDITIONS["phantom"],
         registry_name: str = "phantom",
         use_class_embedding: bool = False,
+        global_conditioning: bool = True,
         block_out_channels: Sequence[int] = (32, 64, 128),
         layers_per_block: int = 1,
         down_block_types: Sequence[str] = ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
@@ -81,6 +93,10 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
                 f"got {tuple(block_out_channels)}"
             )
         self.map_channels = 1 + len(conditions)
+        embedding_dim = block_out_channels[0] * 4  # UNet2DModel's timestep embedding width
+        self.skin_embedding = nn.Embedding(1 + len(SKIN_TYPES), embedding_dim) if global_conditioning else None
+        self.presence_embedding = nn.Linear(len(conditions), embedding_dim) if global_conditioning else None
+        self.class_embedding = nn.Embedding(len(conditions) + 2, embedding_dim) if use_class_embedding else None
         self.unet = UNet2DModel(
             sample_size=sample_size,
             in_channels=in_channels + self.map_channels,
@@ -92,7 +108,8 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
             norm_num_groups=norm_num_groups,
             attention_head_dim=attention_head_dim,
             dropout=dropout,
-            num_class_embeds=len(conditions) + 2 if use_class_embedding else None,
+            # our embeddings arrive ready-made and are added to the timestep embedding as they are
+            class_embed_type="identity" if global_conditioning or use_class_embedding else None,
         )
 
     @property
@@ -129,10 +146,24 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
             raise ValueError(f"semantic_map batch {semantic_map.shape[0]} does not match sample batch {batch}")
         if semantic_map.shape[-2:] != (height, width):
             semantic_map = F.interpolate(semantic_map.float(), size=(height, width), mode="nearest")
-        model_input = torch.cat([sample, semantic_map.to(dtype=sample.dtype, device=sample.device)], dim=1)
-        if self.config.use_class_embedding:
+        semantic_map = semantic_map.to(dtype=sample.dtype, device=sample.device)
+        model_input = torch.cat([sample, semantic_map], dim=1)
+        embedding = self.global_embedding(semantic_map, class_labels)
+        return self.unet(model_input, timestep, class_labels=embedding, return_dict=return_dict)
+
+    def global_embedding(self, semantic_map: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor | None:
+        """The vector added to the timestep embedding: skin type + conditions present (+ class label)."""
+        embedding = None
+        if self.skin_embedding is not None:
+            # channel 0 holds skin_type / 6 everywhere (0 for unknown and for the null map)
+            skin_type = (semantic_map[:, 0].float().mean(dim=(1, 2)) * len(SKIN_TYPES)).round().long()
+            present = semantic_map[:, 1:].float().amax(dim=(2, 3))
+            embedding = self.skin_embedding(skin_type.clamp(0, len(SKIN_TYPES))) + self.presence_embedding(
+                present.to(self.presence_embedding.weight.dtype)
+            )
+        if self.class_embedding is not None:
             if class_labels is None:
-                class_labels = torch.full((batch,), self.null_class_label, device=sample.device, dtype=torch.long)
-        else:
-            class_labels = None
-        return self.unet(model_input, timestep, class_labels=class_labels, return_dict=return_dict)
+                class_labels = torch.full((semantic_map.shape[0],), self.null_class_label, dtype=torch.long)
+            class_embedding = self.class_embedding(class_labels.to(semantic_map.device))
+            embedding = class_embedding if embedding is None else embedding + class_embedding
+        return None if embedding is None else embedding.to(semantic_map.dtype)
