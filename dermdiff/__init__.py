@@ -7,10 +7,11 @@ components the same way (`getattr(importlib.import_module("dermdiff"), class_nam
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
 import sys
+
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ def _map_source_tree_pipelines() -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
+    setattr(sys.modules[__name__], "pipelines", module)
 
 
 # name -> module that defines it (relative to this package)
@@ -63,27 +65,7 @@ _EXPORTS = {
 }
 
 
-def _register(names: dict[str, str]) -> None:
-    _EXPORTS.update(names)
-
-
-def __getattr__(name: str):
-    if name == "pipelines":
-        _map_source_tree_pipelines()
-        return importlib.import_module(f"{__name__}.pipelines")
-    if name in _EXPORTS:
-        module = _EXPORTS[name]
-        if module.startswith(".pipelines"):
-            _map_source_tree_pipelines()
-        value = getattr(importlib.import_module(module, __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dermdiff' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = sorted(_EXPORTS)
 

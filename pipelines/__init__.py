@@ -3,7 +3,7 @@
 Names load lazily so that importing the package does not import diffusers.
 """
 
-import importlib
+from dermdiff.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "DermDiffPipeline": ".pipeline_dermdiff",
@@ -15,13 +15,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dermdiff.pipelines' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,5 +1,6 @@
 """Metrics: classifier metrics with bootstrap CIs (`classification`), and image-generation metrics."""
 
+from ..lazy import lazy_exports
 from .classification import (
     classification_metrics,
     compare_classifiers,
@@ -46,11 +47,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dermdiff.metrics' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
