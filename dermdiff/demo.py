@@ -66,7 +66,7 @@ class DemoConfig:
     attention: bool = True
     train_steps: int = 1500
     batch_size: int = 16
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     checkpointing_steps: int = 250
     validation_steps: int = 500
     inference_steps: int = 20
@@ -248,11 +248,10 @@ def build_unet(config: DemoConfig, registry):
 def train_generator(out: str, config: DemoConfig) -> dict:
     """Trains the diffusion model on the training split plus healthy skin; continues from the newest checkpoint."""
     import torch
-    from diffusers import DDPMScheduler
 
     from .data import registry_of
     from .loops.common import checkpoint_step, resolve_checkpoint
-    from .loops.diffusion import DiffusionExamples, DiffusionTrainingConfig, train_diffusion
+    from .loops.diffusion import DiffusionExamples, DiffusionTrainingConfig, default_noise_scheduler, train_diffusion
 
     splits = load_splits(out, config)
     healthy, _ = load_healthy(out, config)
@@ -274,7 +273,7 @@ def train_generator(out: str, config: DemoConfig) -> dict:
         validation_guidance_scale=config.guidance_scale, validation_skin_types=(1, 3, 6), random_flip=True,
         report_to=None, seed=config.seed, use_ema=True,
     )
-    run = train_diffusion(build_unet(config, registry), DDPMScheduler(num_train_timesteps=1000), dataset, training)
+    run = train_diffusion(build_unet(config, registry), default_noise_scheduler(), dataset, training)
     samples = os.path.join(folder, "samples")
     grids = sorted(os.path.join(samples, name) for name in os.listdir(samples)) if os.path.isdir(samples) else []
     return {"folder": folder, "steps": run.global_step, "last_loss": run.last_loss, "training_images": len(dataset),

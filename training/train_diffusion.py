@@ -8,7 +8,7 @@ on a CPU core: ~0.5-0.7 s per update of 16 images):
 
     OMP_NUM_THREADS=1 accelerate launch --config_file accelerate_config.yaml training/train_diffusion.py \\
         --phantom --phantom_num_images 2000 --resolution 32 --train_batch_size 16 \\
-        --max_train_steps 2000 --learning_rate 2e-4 --lr_warmup_steps 200 \\
+        --max_train_steps 2000 --learning_rate 1e-3 --lr_warmup_steps 200 \\
         --checkpointing_steps 500 --checkpoints_total_limit 2 --validation_steps 500 \\
         --output_dir outputs/dermdiff-phantom-32
 
@@ -36,10 +36,17 @@ import os
 import sys
 
 from accelerate.utils import set_seed
-from diffusers import DDPMScheduler
 
 from dermdiff.hub import ModelCardInfo, push_to_hub
-from dermdiff.loops.diffusion import DiffusionExamples, DiffusionTrainingConfig, FIDEvaluation, train_diffusion
+from dermdiff.loops.diffusion import (
+    DEFAULT_BETA_SCHEDULE,
+    DEFAULT_PREDICTION_TYPE,
+    DiffusionExamples,
+    DiffusionTrainingConfig,
+    FIDEvaluation,
+    default_noise_scheduler,
+    train_diffusion,
+)
 from dermdiff.models.semantic_unet import SemanticUNet2DModel
 from dermdiff.semantic_map import SemanticMap
 
@@ -64,10 +71,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     model = parser.add_argument_group("model and noise")
     model.add_argument("--model_config", default=None, help="JSON file of SemanticUNet2DModel hyperparameters.")
     model.add_argument("--use_class_embedding", action="store_true", help="Also embed the image-level condition.")
-    model.add_argument("--prediction_type", default="epsilon", choices=["epsilon", "v_prediction"],
-                       help="What the model predicts.")
+    model.add_argument("--prediction_type", default=DEFAULT_PREDICTION_TYPE, choices=["epsilon", "v_prediction"],
+                       help="What the model predicts (see dermdiff.loops.diffusion.default_noise_scheduler).")
     model.add_argument("--ddpm_num_steps", type=int, default=1000, help="Diffusion steps T of the noise schedule.")
-    model.add_argument("--ddpm_beta_schedule", default="linear",
+    model.add_argument("--ddpm_beta_schedule", default=DEFAULT_BETA_SCHEDULE,
                        choices=["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"], help="Beta schedule.")
     model.add_argument("--condition_dropout", type=float, default=0.1,
                        help="Probability of training on the null map (classifier-free guidance); 0 disables it.")
@@ -245,11 +252,7 @@ def main(args: argparse.Namespace) -> int:
     dataset, heldout, registry, dataset_label = load_datasets(args)
     set_seed(args.seed)  # the initial weights too
     unet = build_model(args, registry)
-    noise_scheduler = DDPMScheduler(
-        num_train_timesteps=args.ddpm_num_steps,
-        beta_schedule=args.ddpm_beta_schedule,
-        prediction_type=args.prediction_type,
-    )
+    noise_scheduler = default_noise_scheduler(args.ddpm_num_steps, args.ddpm_beta_schedule, args.prediction_type)
     examples = dataset.with_transform(DiffusionExamples(registry, args.resolution))
     evaluate = fid_evaluation(args, heldout, registry) if args.compute_fid_every else None
     run = train_diffusion(unet, noise_scheduler, examples, training_config(args), evaluate=evaluate,
