@@ -38,6 +38,7 @@ import sys
 from accelerate.utils import set_seed
 
 from dermdiff.hub import ModelCardInfo, push_to_hub
+from dermdiff.loops.data_flags import add_data_source_arguments
 from dermdiff.loops.diffusion import (
     DEFAULT_BETA_SCHEDULE,
     DEFAULT_PREDICTION_TYPE,
@@ -56,17 +57,8 @@ CONFIG_FIELDS = tuple(DiffusionTrainingConfig.__dataclass_fields__)
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    data = parser.add_argument_group("data (exactly one source)")
-    data.add_argument("--train_data_dir", default=None, help="Image folder with metadata.csv (dermdiff layout).")
-    data.add_argument("--dataset_name", default=None, help="Hub dataset with dermdiff columns.")
-    data.add_argument("--dataset_config_name", default=None, help="Config name of --dataset_name.")
-    data.add_argument("--cache_dir", default=None, help="Where Hub datasets are cached.")
-    data.add_argument("--phantom", action="store_true", help="Train on the built-in procedural phantom.")
-    data.add_argument("--phantom_num_images", type=int, default=2000, help="Phantom images to generate.")
-    data.add_argument("--phantom_seed", type=int, default=0, help="Seed of the phantom images.")
-    data.add_argument("--resolution", type=int, default=32, help="Image side in pixels (images are resized).")
+    data = add_data_source_arguments(parser)
     data.add_argument("--random_flip", action="store_true", help="Flip image and map together horizontally.")
-    data.add_argument("--dataloader_num_workers", type=int, default=0, help="Data loading worker processes.")
 
     model = parser.add_argument_group("model and noise")
     model.add_argument("--model_config", default=None, help="JSON file of SemanticUNet2DModel hyperparameters.")

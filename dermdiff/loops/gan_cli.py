@@ -11,27 +11,20 @@ import json
 import os
 
 from ..losses import GAN_LOSS_MODES
+from .data_flags import add_data_source_arguments
 from .gan import GANTrainingConfig
 
 CONFIG_FIELDS = tuple(GANTrainingConfig.__dataclass_fields__)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, default_resolution: int = 32) -> None:
-    data = parser.add_argument_group("data (exactly one source)")
-    data.add_argument("--train_data_dir", default=None, help="Image folder with metadata.csv (dermdiff layout).")
-    data.add_argument("--dataset_name", default=None, help="Hub dataset with dermdiff columns.")
-    data.add_argument("--dataset_config_name", default=None, help="Config name of --dataset_name.")
-    data.add_argument("--cache_dir", default=None, help="Where Hub datasets are cached.")
-    data.add_argument("--phantom", action="store_true", help="Train on the built-in procedural phantom.")
-    data.add_argument("--phantom_num_images", type=int, default=2000, help="Phantom images to generate.")
-    data.add_argument("--phantom_seed", type=int, default=0, help="Seed of the phantom images.")
+    data = add_data_source_arguments(parser, default_resolution)
     data.add_argument(
         "--phantom_healthy_fraction",
         type=float,
         default=0.0,
         help="Share of phantom images showing healthy skin (lesion editing needs some).",
     )
-    data.add_argument("--resolution", type=int, default=default_resolution, help="Image side in pixels.")
     data.add_argument(
         "--heldout_fraction",
         type=float,
@@ -44,7 +37,6 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_resolution: int 
         default=64,
         help="Images per side (training / held out) the overfitting monitor scores.",
     )
-    data.add_argument("--dataloader_num_workers", type=int, default=0, help="Data loading worker processes.")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
