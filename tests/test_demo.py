@@ -9,7 +9,6 @@ import json
 import os
 
 import pytest
-import torch
 
 from dermdiff.cli import main
 from dermdiff.demo import STEP_NAMES, read_marker
@@ -18,17 +17,9 @@ REPORT_SECTIONS = ("summary", "data", "diffusion", "sweeps", "transfer", "classi
                    "memorisation", "steps")
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny models run faster on one intra-op thread (and much faster on a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, one_thread):
+def demo_run(tmp_path_factory):
     """Steps 1-2, an interruption inside training (its last checkpoint lost), then `--resume` for the rest."""
     out = str(tmp_path_factory.mktemp("demo") / "run")
     assert main(["demo", "--quick", "--out", out, "--stop-after", "diffusion"]) == 0
@@ -59,7 +50,7 @@ def test_without_resume_an_existing_demo_is_refused(demo_run, capsys):
 
 
 @pytest.fixture(scope="module")
-def resumed(demo_run, one_thread):
+def resumed(demo_run):
     out, _, _ = demo_run
     import contextlib
     import io

@@ -59,14 +59,6 @@ def tiny_gan() -> DermGANPipeline:
     return DermGANPipeline(dermgan=DermGANGenerator(sample_size=SIZE, block_out_channels=(8, 16, 32)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared CPU, two threads contending with other processes run 10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def splits():

@@ -43,14 +43,6 @@ RUNS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CPU is shared: one intra-op thread is many times faster than two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def load_script(name):
     spec = importlib.util.spec_from_file_location(f"{name}_script", os.path.join(ROOT, "training", f"{name}.py"))
