@@ -16,6 +16,10 @@ every round k = 1..`rounds`:
    all synthetic so far, evaluate on the untouched **test split** and compare with the model of step 1
    (McNemar + paired bootstrap).
 
+When the test split has Fitzpatrick skin types (a `skin_type` column with at least one known value, as
+PAD-UFES-20 and the phantom have; HAM10000 does not), every test evaluation and comparison is also done per
+skin type (`dermdiff.metrics.subgroups`), so a gain on the common types cannot hide a loss on the rare ones.
+
 Rounds stop at `rounds` or when the validation balanced accuracy has not improved for `patience`
 rounds. Every seed comes from `seed` through `dermdiff.synthesis.derive_seed`; every round appends its
 config, index, seeds, mined sample ids, what was generated from each case (file, strategy, seed), pool
@@ -47,6 +51,7 @@ import numpy as np
 
 from .classifier_training import ClassifierTrainingConfig, predict, train_classifier
 from .metrics.classification import classification_metrics, compare_classifiers, format_entry
+from .metrics.subgroups import UNKNOWN, compare_by_group, group_key, metrics_by_group, subgroups_to_markdown
 from .mining import Ledger, check_mining_split, mine_hard_cases
 from .synthesis import (
     STRATEGIES,
@@ -62,6 +67,7 @@ from .synthesis import (
 
 EVALUATION_SPLITS = ("validation", "mining", "test")
 REPORT_METRICS = ("sensitivity", "specificity", "f1")
+SKIN_TYPE_SECTION = "Per skin type (test split)"
 
 
 @dataclass
@@ -215,6 +221,56 @@ def paired(before: dict, after: dict, label_names, n_boot: int, seed: int, names
     )
 
 
+def skin_types_of(split) -> list | None:
+    """The split's skin types in row order (the order `predict` keeps), or None when no row has one."""
+    if "skin_type" not in split.column_names:
+        return None
+    values = list(split["skin_type"])
+    return values if any(group_key(value) != UNKNOWN for value in values) else None
+
+
+def split_metrics_by_group(output: dict, groups, label_names, n_boot: int, seed: int) -> dict:
+    return metrics_by_group(
+        output["labels"],
+        output["predictions"],
+        output["probabilities"],
+        groups,
+        num_classes=len(label_names),
+        label_names=label_names,
+        n_boot=n_boot,
+        seed=seed,
+    )
+
+
+def paired_by_group(before: dict, after: dict, groups, label_names, n_boot: int, seed: int, names=("before", "after")):
+    return compare_by_group(
+        before["labels"],
+        before["predictions"],
+        after["predictions"],
+        groups,
+        y_prob_a=before["probabilities"],
+        y_prob_b=after["probabilities"],
+        num_classes=len(label_names),
+        label_names=label_names,
+        names=names,
+        n_boot=n_boot,
+        seed=seed,
+    )
+
+
+def group_side(by_group: dict, side: str) -> dict:
+    """One classifier (`"a"` or `"b"`) of a `compare_by_group` result, shaped like `metrics_by_group`'s."""
+    return {key: {"n": entry["n"], "metrics": entry["comparison"][side]} for key, entry in by_group.items()}
+
+
+def group_tests(by_group: dict) -> dict:
+    """A `compare_by_group` result without the two full metric sets: McNemar and the differences per group."""
+    return {
+        key: {"n": entry["n"], "comparison": {name: entry["comparison"][name] for name in ("mcnemar", "difference")}}
+        for key, entry in by_group.items()
+    }
+
+
 def fit_classifier(pool, validation, classifier_config, output_dir, label_names, seed, model=None):
     settings = dict(classifier_config, seed=seed)
     model, history = train_classifier(
@@ -257,7 +313,11 @@ def run_hardcase_loop(
 
     Returns:
         `dict`: `rounds` (one summary per round, round 0 = the baseline), `stopped` (why),
-        `leakage_warning`, `paths`, and `models` (the baseline and the final classifier).
+        `leakage_warning`, `baseline_vs_final` (the paired comparison on the test split), `paths`, and
+        `models` (the baseline and the final classifier). When the test split has skin types, each round
+        also has `test_by_skin_type` (rounds >= 1 also `before_test_by_skin_type` and
+        `comparison_by_skin_type`) and the result has `baseline_vs_final_by_skin_type`
+        (`dermdiff.metrics.subgroups` shapes).
     """
     # -- 0. settings, checks, folders, ledger --------------------------------------------------------------
     if config is None:
@@ -318,6 +378,7 @@ def run_hardcase_loop(
         derive_seed(config.seed, "classifier", 0),
     )
     current, current_test = baseline, predict(baseline, test, batch_size=batch_size)
+    skin_types = skin_types_of(test)
     baseline_test = current_test
     best_val = validation_score(baseline, validation, batch_size)
     summaries = [
@@ -328,6 +389,10 @@ def run_hardcase_loop(
             "test": split_metrics(current_test, label_names, config.n_boot, config.seed),
         }
     ]
+    if skin_types is not None:
+        summaries[0]["test_by_skin_type"] = split_metrics_by_group(
+            current_test, skin_types, label_names, config.n_boot, config.seed
+        )
     ledger.append(
         {
             "event": "round",
@@ -443,6 +508,11 @@ def run_hardcase_loop(
             "before_test": comparison["a"],
             "comparison": {"mcnemar": comparison["mcnemar"], "difference": comparison["difference"]},
         }
+        if skin_types is not None:
+            by_type = paired_by_group(current_test, after_test, skin_types, label_names, config.n_boot, config.seed)
+            summary["test_by_skin_type"] = group_side(by_type, "b")
+            summary["before_test_by_skin_type"] = group_side(by_type, "a")
+            summary["comparison_by_skin_type"] = group_tests(by_type)
         summaries.append(summary)
         ledger.append({"event": "round", "config": asdict(config), "leakage_warning": leakage_warning, **summary})
         current, current_test = retrained, after_test
@@ -458,14 +528,12 @@ def run_hardcase_loop(
 
     # -- final: baseline vs final on the test split, report, plot -------------------------------------------
     final = paired(baseline_test, current_test, label_names, config.n_boot, config.seed, names=("baseline", "final"))
-    ledger.append(
-        {
-            "event": "end",
-            "stopped": stopped,
-            "leakage_warning": leakage_warning,
-            "baseline_vs_final": {"mcnemar": final["mcnemar"], "difference": final["difference"]},
-        }
-    )
+    end = {
+        "event": "end",
+        "stopped": stopped,
+        "leakage_warning": leakage_warning,
+        "baseline_vs_final": {"mcnemar": final["mcnemar"], "difference": final["difference"]},
+    }
     result = {
         "rounds": summaries,
         "stopped": stopped,
@@ -473,6 +541,13 @@ def run_hardcase_loop(
         "baseline_vs_final": final,
         "label_names": label_names,
     }
+    if skin_types is not None:
+        by_type = paired_by_group(
+            baseline_test, current_test, skin_types, label_names, config.n_boot, config.seed, ("baseline", "final")
+        )
+        result["baseline_vs_final_by_skin_type"] = by_type
+        end["baseline_vs_final_by_skin_type"] = group_tests(by_type)
+    ledger.append(end)
     paths = write_report(result, output_dir)
     result["paths"] = dict(paths, ledger=ledger.path)
     result["models"] = {"baseline": baseline, "final": current}
@@ -557,7 +632,37 @@ def report_markdown(result: dict) -> str:
         f"n = {final['a']['n']} test images; {final['bootstrap']['n_boot']} bootstrap replicates, "
         f"seed {final['bootstrap']['seed']}; CIs are 95% percentile intervals."
     )
+    if "baseline_vs_final_by_skin_type" in result:
+        lines += skin_type_markdown(result)
     return "\n".join(lines) + "\n"
+
+
+def skin_type_markdown(result: dict) -> list[str]:
+    """The per-skin-type section of the report: before → after per round, then baseline → final."""
+    lines = [
+        "",
+        f"## {SKIN_TYPE_SECTION}",
+        "",
+        "Fitzpatrick type from the test split's `skin_type` column (`unknown` = not recorded). Each cell: "
+        "before → after (after - before [95% CI], paired bootstrap over that type's images). "
+        "A type with few images has a wide interval, or a degenerate one (zero width): read its n.",
+    ]
+    for summary in result["rounds"][1:]:
+        lines += ["", f"### Round {summary['round']}: before → after", ""]
+        lines.append(
+            subgroups_to_markdown(
+                summary["before_test_by_skin_type"],
+                summary["test_by_skin_type"],
+                summary["comparison_by_skin_type"],
+                group_name="skin type",
+            )
+        )
+    by_type = result["baseline_vs_final_by_skin_type"]
+    lines += ["", "### Baseline → final", ""]
+    lines.append(
+        subgroups_to_markdown(group_side(by_type, "a"), group_side(by_type, "b"), by_type, group_name="skin type")
+    )
+    return lines
 
 
 def plot_rounds(result: dict, path: str):
@@ -608,6 +713,20 @@ def plot_rounds(result: dict, path: str):
     return figure
 
 
+def skin_type_rows(after: dict, before: dict | None = None, comparison: dict | None = None, names=("before", "after")):
+    """report.json's per-skin-type rows: n, the overall metrics after (and before, McNemar, differences)."""
+    rows = {}
+    for key, entry in after.items():
+        row = {"n": entry["n"], names[1]: entry["metrics"]["overall"]}
+        if before is not None:
+            paired_result = comparison[key]["comparison"]
+            row[names[0]] = before[key]["metrics"]["overall"]
+            row["mcnemar"] = paired_result["mcnemar"]
+            row["difference"] = paired_result["difference"]["overall"]
+        rows[key] = row
+    return rows
+
+
 def write_report(result: dict, output_dir: str) -> dict:
     """`report.md`, `report.json` (before/after table per round) and `metrics_per_round.png`."""
     paths = {
@@ -628,6 +747,12 @@ def write_report(result: dict, output_dir: str) -> dict:
             row["before"] = dict(metric_rows(summary["before_test"]))
             row["mcnemar"] = summary["comparison"]["mcnemar"]
             row["difference"] = summary["comparison"]["difference"]
+        if "test_by_skin_type" in summary:
+            row["by_skin_type"] = skin_type_rows(
+                summary["test_by_skin_type"],
+                summary.get("before_test_by_skin_type"),
+                summary.get("comparison_by_skin_type"),
+            )
         table.append(row)
     final = result["baseline_vs_final"]
     payload = {
@@ -642,6 +767,11 @@ def write_report(result: dict, output_dir: str) -> dict:
             "difference": final["difference"],
         },
     }
+    if "baseline_vs_final_by_skin_type" in result:
+        by_type = result["baseline_vs_final_by_skin_type"]
+        payload["baseline_vs_final_by_skin_type"] = skin_type_rows(
+            group_side(by_type, "b"), group_side(by_type, "a"), by_type, names=("baseline", "final")
+        )
     with open(paths["json"], "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2)
     plot_rounds(result, paths["plot"])

@@ -14,7 +14,14 @@ from PIL import Image
 from torch import nn
 
 from dermdiff.data import make_splits, phantom_dataset
-from dermdiff.hardcase import HardCaseConfig, check_no_synthetic_in_evaluation, image_hash, run_hardcase_loop
+from dermdiff.hardcase import (
+    HardCaseConfig,
+    check_no_synthetic_in_evaluation,
+    image_hash,
+    report_markdown,
+    run_hardcase_loop,
+    skin_types_of,
+)
 from dermdiff.mining import LEAKAGE_WARNING, Ledger, mine_hard_cases
 from dermdiff.models.dermgan import DermGANGenerator
 from dermdiff.models.semantic_unet import SemanticUNet2DModel
@@ -281,6 +288,33 @@ def test_one_round_end_to_end(splits, tmp_path):
     assert set(payload["rounds"][1]["before"]) == set(payload["rounds"][1]["after"])
     assert "melanoma sensitivity" in payload["rounds"][1]["after"]
     assert os.path.getsize(os.path.join(output_dir, "metrics_per_round.png")) > 1000
+
+    # per skin type: the phantom's test split has Fitzpatrick types, so every report splits by them too
+    types = sorted({str(t) for t in splits["test"]["skin_type"]}, key=int)
+    assert list(result["rounds"][0]["test_by_skin_type"]) == types
+    by_type = result["rounds"][1]["test_by_skin_type"]
+    assert sum(entry["n"] for entry in by_type.values()) == len(splits["test"])
+    assert set(result["rounds"][1]["comparison_by_skin_type"]) == set(types)
+    final_by_type = result["baseline_vs_final_by_skin_type"]
+    assert list(final_by_type) == types and final_by_type[types[0]]["comparison"]["names"] == ["baseline", "final"]
+    for skin_type in types:  # a type's own test images, the same predictions as the overall evaluation
+        rows = [i for i, t in enumerate(splits["test"]["skin_type"]) if str(t) == skin_type]
+        after = by_type[skin_type]["metrics"]["confusion_matrix"]
+        assert sum(map(sum, after)) == len(rows)
+    assert np.sum([by_type[t]["metrics"]["confusion_matrix"] for t in types], axis=0).tolist() == (
+        result["rounds"][1]["test"]["confusion_matrix"]
+    )
+    assert "## Per skin type (test split)" in report and "### Baseline → final" in report
+    assert report.count("| skin type | n |") == 2  # round 1 and baseline -> final
+    assert set(payload["baseline_vs_final_by_skin_type"]) == set(types)
+    assert set(payload["rounds"][1]["by_skin_type"][types[0]]) == {"n", "before", "after", "mcnemar", "difference"}
+    assert records[-1]["baseline_vs_final_by_skin_type"][types[0]]["comparison"]["mcnemar"]["p_value"] <= 1
+    # a test split without skin types (HAM10000): no per-type keys, no empty section
+    plain = {key: value for key, value in result.items() if key != "baseline_vs_final_by_skin_type"}
+    plain["rounds"] = [{k: v for k, v in s.items() if "skin_type" not in k} for s in result["rounds"]]
+    assert "skin type" not in report_markdown(plain).lower()
+    assert skin_types_of(splits["test"].remove_columns("skin_type")) is None
+    assert skin_types_of(splits["test"].map(lambda row: {"skin_type": None})) is None
 
 
 def test_test_mining_is_refused_and_warned_in_every_report(splits, tmp_path):

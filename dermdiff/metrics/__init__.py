@@ -1,4 +1,4 @@
-"""Metrics: classifier metrics with bootstrap CIs (`classification`), and image-generation metrics."""
+"""Metrics: classifier metrics with bootstrap CIs (`classification`, `subgroups`), and image-generation metrics."""
 
 from ..lazy import lazy_exports
 from .classification import (
@@ -14,8 +14,11 @@ from .classification import (
     save_metrics,
 )
 
-# Image-generation metrics load lazily (they import clean-fid, scikit-image, matplotlib): name -> module.
+# Lazy: the image-generation metrics import clean-fid, scikit-image, matplotlib. name -> module.
 _EXPORTS = {
+    "metrics_by_group": ".subgroups",
+    "compare_by_group": ".subgroups",
+    "subgroups_to_markdown": ".subgroups",
     "FeatureExtractor": ".features",
     "InceptionFeatures": ".features",
     "TorchvisionFeatures": ".features",
