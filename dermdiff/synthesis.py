@@ -522,6 +522,8 @@ def filter_by_distance(
             item.extra["nearest_mse"] = float(value)
         near |= nearest < min_mse
     if min_feature_distance is not None:
+        was_training = feature_model.training
+        feature_model.eval()  # running batch-norm statistics, no dropout: else a copy's features depend on its batch
         with torch.no_grad():
             device = next(feature_model.parameters()).device
             resolution = feature_model.config.image_size
@@ -535,6 +537,7 @@ def filter_by_distance(
             nearest = (
                 pairwise_feature_distance(embed(generated).numpy(), embed(training).numpy()).min(dim=1).values.numpy()
             )
+        feature_model.train(was_training)
         for item, value in zip(images, nearest):
             item.extra["nearest_feature_distance"] = float(value)
         near |= nearest < min_feature_distance
