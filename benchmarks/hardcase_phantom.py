@@ -28,13 +28,12 @@ experiment (same data, same classifier settings) for comparison.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import time
 
 import torch
 
+from dermdiff.data import save_image_folder
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop
 from dermdiff.hardcase_cli import load_generator, load_splits
 
@@ -91,36 +90,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def export_split(dataset, folder: str) -> str:
-    """Writes a dermdiff dataset (image, semantic_map, label_name, skin_type) as an image folder."""
-    from dermdiff.data import registry_of
-
-    for sub in ("images", "maps"):
-        os.makedirs(os.path.join(folder, sub), exist_ok=True)
-    rows = []
-    for row in dataset:
-        stem = f"{row['image_id']}.png"
-        row["image"].save(os.path.join(folder, "images", stem))
-        row["semantic_map"].save(os.path.join(folder, "maps", stem))
-        rows.append(
-            {
-                "file_name": f"images/{stem}",
-                "label": row["label_name"],
-                "skin_type": row["skin_type"] or "",
-                "boxes": json.dumps(row["boxes"]),
-                "map_file": f"maps/{stem}",
-                "image_id": row["image_id"],
-            }
-        )
-    with open(os.path.join(folder, "metadata.csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(os.path.join(folder, "dataset_info.json"), "w") as handle:
-        json.dump({"registry": registry_of(dataset).to_dict()}, handle)
-    return folder
-
-
 def verdict(result: dict, rare: list) -> list[str]:
     final = result["baseline_vs_final"]
     lines = []
@@ -147,7 +116,7 @@ def main(args) -> dict:
     splits = load_splits(args)
     print("split sizes:", {name: len(part) for name, part in splits.items()})
     if args.export_train:
-        print("wrote", export_split(splits["train"], args.export_train))
+        print("wrote", save_image_folder(splits["train"], args.export_train))
         return {}
     pipe = load_generator(args.generator, args.scheduler or None)
     classifier = {
@@ -176,30 +145,10 @@ def main(args) -> dict:
     rare = args.phantom_rare.split(",")
     print("\n".join(["## Verdict (baseline vs final, test split)"] + verdict(result, rare)))
     if args.seed_control:
-        from dermdiff.classifier_training import predict
-        from dermdiff.hardcase import before_after_markdown, fit_classifier, paired
-        from dermdiff.synthesis import derive_seed
+        from dermdiff.hardcase import before_after_markdown, seed_control
 
-        last = result["rounds"][-1]["round"]
-        names = result["label_names"]
-        control, _ = fit_classifier(
-            splits["train"],
-            splits["validation"],
-            classifier,
-            os.path.join(args.output_dir, "seed_control"),
-            names,
-            derive_seed(args.seed, "classifier", last),
-        )
-        final = result["models"]["final"]
-        comparison = paired(
-            predict(control, splits["test"]),
-            predict(final, splits["test"]),
-            names,
-            args.n_boot,
-            args.seed,
-            names=("real only, same seed", "final"),
-        )
-        print(f"\n## Seed control: real data only with round {last}'s classifier seed vs the final model\n")
+        comparison = seed_control(splits, result, config, args.output_dir)
+        print("\n## Seed control: real data only with the last round's classifier seed vs the final model\n")
         print(before_after_markdown(comparison["a"], comparison["b"], comparison, names=comparison["names"]))
     if args.augment:
         from dermdiff.augmentation import run_augmentation_experiment

@@ -1,4 +1,6 @@
-"""Baseline and one hard-case round on real data: DermaMNIST (28 px) and the HAM10000 subset (64 px, masks).
+"""Baseline and one hard-case round on real data: DermaMNIST (28 px), HAM10000 (64 px, masks), PAD-UFES-20.
+
+PAD-UFES-20 (32 px here; smartphone photos with Fitzpatrick skin types) adds a per-skin-type table.
 
 Prints whatever it measures, with 95% bootstrap CIs, and where the baseline stands against MedMNIST+'s
 published ResNet-18 on DermaMNIST (about 73% accuracy at 28 px, 76% at 64 px; Doerrich et al. 2024,
@@ -7,7 +9,10 @@ official test split, 100 epochs, ImageNet-free training from scratch for the 28 
     # the baseline only (no generator needed)
     python benchmarks/hardcase_real.py --dataset dermamnist --num_epochs 10
     python benchmarks/hardcase_real.py --dataset ham10000 --num_epochs 10
-    # baseline + one round of the loop with a generator trained on that data's training split
+    # baseline + one round of the loop with a generator trained on exactly that data's training split
+    python benchmarks/hardcase_real.py --dataset ham10000 --export_train outputs/ham10000-train-64
+    accelerate launch training/train_diffusion.py --train_data_dir outputs/ham10000-train-64 --resolution 64 \\
+        --output_dir outputs/dermdiff-ham-64 ...
     python benchmarks/hardcase_real.py --dataset ham10000 --generator outputs/dermdiff-ham-64 --rounds 1
 
 Caveats the output repeats: the shared DermaMNIST copy holds only the official train and val splits
@@ -23,8 +28,9 @@ import time
 
 import torch
 
+from dermdiff.data import save_image_folder
 from dermdiff.classifier_training import evaluate_classifier, train_classifier
-from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop
+from dermdiff.hardcase import HardCaseConfig, before_after_markdown, report_markdown, run_hardcase_loop, seed_control
 from dermdiff.hardcase_cli import load_generator, load_splits
 from dermdiff.metrics.classification import metrics_to_markdown
 
@@ -37,6 +43,8 @@ DATASETS = {
         "medmnist_resnet18_accuracy": 0.73,
     },
     "ham10000": {"path": "ham10000", "loader_kwargs": {"size": 64}, "size": 64, "medmnist_resnet18_accuracy": 0.76},
+    # smartphone photos with Fitzpatrick types: the loop's report adds a per-skin-type table
+    "pad_ufes20": {"path": "pad_ufes20", "loader_kwargs": {"size": 32}, "size": 32, "medmnist_resnet18_accuracy": None},
 }
 
 
@@ -45,13 +53,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="dermamnist", help="Which real data set.")
     parser.add_argument("--limit", type=int, default=None, help="Read only this many images (quick looks).")
     parser.add_argument(
-        "--generator", default=None, help="Saved pipeline for one loop round (default: baseline only)."
+        "--export_train", default=None, help="Write the training split here (for a training script) and exit."
+    )
+    parser.add_argument(
+        "--generator", default=None, help="Saved pipeline trained on --export_train, for the loop round(s)."
     )
     parser.add_argument("--rounds", type=int, default=1, help="Loop rounds (with --generator).")
     parser.add_argument("--strategies", default="map,sdedit", help="Generation strategies (with --generator).")
     parser.add_argument("--per_case", type=int, default=2, help="Images per hard case and strategy.")
     parser.add_argument("--max_cases", type=int, default=300, help="Hard cases per round.")
     parser.add_argument("--num_inference_steps", type=int, default=25, help="Denoising steps.")
+    parser.add_argument("--scheduler", default="ddim", help="Scheduler swapped into the generator ('' keeps it).")
+    parser.add_argument("--strength", type=float, default=0.6, help="SDEdit strength.")
+    parser.add_argument("--margin", type=float, default=None, help="Also mine correct cases with a smaller margin.")
+    parser.add_argument(
+        "--seed_control",
+        action="store_true",
+        help="Also train on real data only with the last round's classifier seed: is the gain data or seed?",
+    )
     parser.add_argument("--backbone", default="resnet18", help="Classifier backbone.")
     parser.add_argument("--num_epochs", type=int, default=10, help="Classifier epochs.")
     parser.add_argument("--batch_size", type=int, default=64, help="Classifier batch size.")
@@ -83,6 +102,9 @@ def main(args) -> dict:
     splits = load_splits(args)
     sizes = {name: len(part) for name, part in splits.items()}
     print(f"# {args.dataset} at {spec['size']} px; split sizes {sizes}; loaded in {time.time() - started:.0f} s")
+    if args.export_train:
+        print("wrote", save_image_folder(splits["train"], args.export_train))
+        return {}
     classifier = {
         "backbone": args.backbone,
         "resolution": spec["size"],
@@ -110,15 +132,24 @@ def main(args) -> dict:
             max_cases=args.max_cases,
             strategies=tuple(args.strategies.split(",")),
             per_case=args.per_case,
+            strength=args.strength,
+            margin=args.margin,
             num_inference_steps=args.num_inference_steps,
             seed=args.seed,
             n_boot=args.n_boot,
             classifier=classifier,
         )
-        result = run_hardcase_loop(splits, load_generator(args.generator), config, args.output_dir)
+        result = run_hardcase_loop(splits, load_generator(args.generator, args.scheduler or None), config, args.output_dir)
         print(report_markdown(result))
+        if args.seed_control:
+            comparison = seed_control(splits, result, config, args.output_dir)
+            print("\n## Seed control: real data only with the last round's classifier seed vs the final model\n")
+            print(before_after_markdown(comparison["a"], comparison["b"], comparison, names=comparison["names"]))
         accuracy = result["rounds"][0]["test"]["overall"]["accuracy"]
     reference = spec["medmnist_resnet18_accuracy"]
+    if reference is None:
+        print(f"total time {time.time() - started:.0f} s")
+        return result
     print(
         f"\nMedMNIST+ ResNet-18 reference: ~{reference:.0%} accuracy on the official test split. Our baseline: "
         f"{accuracy['value']:.3f} [{accuracy['ci'][0]:.3f}, {accuracy['ci'][1]:.3f}] on our own test split "

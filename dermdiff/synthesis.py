@@ -509,6 +509,8 @@ def filter_by_distance(
         return list(images), []
     if min_feature_distance is not None and feature_model is None:
         raise ValueError("min_feature_distance needs feature_model (e.g. the reference SkinClassifier)")
+    if len(training_images) == 0:
+        raise ValueError("filter_by_distance needs at least one training image to measure distances to")
     generated = _as_batch([item.image for item in images], size)
     training = _as_batch(list(training_images), size)
     near = np.zeros(len(images), dtype=bool)

@@ -509,3 +509,20 @@ def test_phantom_folder_loads(tmp_path):
     assert registry_of(dataset).name_ == "phantom" and len(dataset) == 6
     for row in dataset:
         assert np.array_equal(_decoded(row, registry_of(dataset)).lesion_mask, np.asarray(row["mask"]) > 0)
+
+
+def test_save_image_folder_round_trips_a_split(tmp_path):
+    """A benchmark's training split, written for a training script, reads back unchanged."""
+    from dermdiff.data import phantom_dataset, save_image_folder
+
+    split = make_splits(phantom_dataset(n=40, size=24, seed=1), seed=0)["train"]
+    folder = save_image_folder(split, str(tmp_path / "train"))
+    back = load_dataset_dir(folder)
+    assert registry_of(back).to_dict() == registry_of(split).to_dict()
+    assert back["image_id"] == split["image_id"] and back["label_name"] == split["label_name"]
+    assert back["skin_type"] == split["skin_type"] and back["boxes"] == split["boxes"]
+    for original, copy in zip(split, back):
+        assert np.array_equal(np.asarray(original["image"]), np.asarray(copy["image"]))
+        assert np.array_equal(np.asarray(original["semantic_map"]), np.asarray(copy["semantic_map"]))
+    with pytest.raises(ValueError, match="empty"):
+        save_image_folder(split.select([]), str(tmp_path / "empty"))

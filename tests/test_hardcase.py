@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 
 from dermdiff.data import make_splits, phantom_dataset
+from dermdiff import hardcase
 from dermdiff.hardcase import (
     HardCaseConfig,
     check_no_synthetic_in_evaluation,
@@ -234,7 +235,7 @@ def test_synthetic_in_an_evaluation_split_is_refused(splits):
 
 
 # -- the loop -----------------------------------------------------------------------------------------------------
-def test_one_round_end_to_end(splits, tmp_path):
+def test_one_round_end_to_end(splits, tmp_path, monkeypatch):
     output_dir = str(tmp_path / "loop")
     config = HardCaseConfig(
         rounds=1,
@@ -315,6 +316,15 @@ def test_one_round_end_to_end(splits, tmp_path):
     assert "skin type" not in report_markdown(plain).lower()
     assert skin_types_of(splits["test"].remove_columns("skin_type")) is None
     assert skin_types_of(splits["test"].map(lambda row: {"skin_type": None})) is None
+
+    # seed control: real data only, the last round's classifier seed, paired with the final model
+    calls = []
+    real_fit = hardcase.fit_classifier
+    monkeypatch.setattr(hardcase, "fit_classifier", lambda pool, *a, **k: calls.append((pool, a)) or real_fit(pool, *a, **k))
+    control = hardcase.seed_control(splits, result, config, output_dir)
+    (pool, args), = calls
+    assert pool is splits["train"] and args[-1] == derive_seed(3, "classifier", 1)
+    assert control["names"] == ["real only, same seed", "final"] and control["mcnemar"]["p_value"] <= 1
 
 
 def test_test_mining_is_refused_and_warned_in_every_report(splits, tmp_path):

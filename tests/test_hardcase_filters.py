@@ -277,6 +277,8 @@ def test_distance_filter_without_thresholds_empty_input_and_missing_feature_mode
     assert filter_by_distance([], training, min_feature_distance=1.0, feature_model=PixelFeatures()) == ([], [])
     with pytest.raises(ValueError, match="min_feature_distance needs feature_model"):
         filter_by_distance(generated, training, min_feature_distance=0.1)
+    with pytest.raises(ValueError, match="at least one training image"):
+        filter_by_distance(generated, [], min_mse=1.0)
 
 
 # -- filter_by_reference --------------------------------------------------------------------------------------------

@@ -92,6 +92,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--min_mse", type=float, default=None, help="Drop images closer than this pixel MSE to a training image."
     )
     loop.add_argument(
+        "--min_feature_distance",
+        type=float,
+        default=None,
+        help="Drop images closer than this to a training image in the baseline's penultimate features "
+        "(an absolute distance: meaningful only for a trained baseline; check ledger nearest_feature_distance).",
+    )
+    loop.add_argument(
         "--fine_tune", action="store_true", help="Retrain by fine-tuning the current model instead of from scratch."
     )
     loop.add_argument("--seed", type=int, default=0, help="The one base seed of every round.")
@@ -139,6 +146,7 @@ def main(args: argparse.Namespace) -> dict:
         reference_filter=args.reference_filter,
         min_reference_probability=args.min_reference_probability,
         min_mse=args.min_mse,
+        min_feature_distance=args.min_feature_distance,
         fine_tune=args.fine_tune,
         seed=args.seed,
         n_boot=args.n_boot,

@@ -16,6 +16,7 @@ when the source has them; see `dermdiff.data.records`), and stores its condition
 | DermGAN ROI-centred crop             | `roi_crop(...)`, `roi_crop_dataset(dataset)`                |
 | Furger skin patches                  | `skin_patches(...)`, `skin_patch_dataset(dataset)`          |
 | model tensors                        | `example_to_tensors(row, res, registry)`, `model_transform` |
+| a split back to an image folder     | `save_image_folder(dataset, folder)`                        |
 | the procedural phantom               | `write_phantom`, `phantom_dataset`, `generate_phantom_sample` |
 
 Names are imported on first use, so `import dermdiff.data` stays light.
@@ -46,6 +47,7 @@ _EXPORTS = {
     "skin_patch_dataset": ".preprocess",
     "example_to_tensors": ".transforms",
     "model_transform": ".transforms",
+    "save_image_folder": ".export",
     "write_phantom": ".phantom",
     "phantom_dataset": ".phantom",
     "generate_phantom_sample": ".phantom",
