@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm.auto import tqdm
 
 from .conditions import get_registry
 from .semantic_map import SemanticMap
@@ -327,6 +328,7 @@ def generate_from_maps(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     registry = pipeline_registry(pipe)
     out: list[SyntheticImage] = []
+    progress = tqdm(total=count, desc=f"generating ({strategy})", unit="img", leave=False)
     for start in range(0, count, batch_size):
         part = slice(start, start + batch_size)
         generated = _call_pipeline(
@@ -356,6 +358,8 @@ def generate_from_maps(
                     target=None if targets is None else int(targets[i]),
                 )
             )
+        progress.update(len(generated))
+    progress.close()
     return out
 
 
