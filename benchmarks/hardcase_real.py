@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--strength", type=float, default=0.6, help="SDEdit strength.")
     parser.add_argument("--margin", type=float, default=None, help="Also mine correct cases with a smaller margin.")
     parser.add_argument(
+        "--reference_filter", action="store_true", help="Drop synthetic images the baseline does not recognise."
+    )
+    parser.add_argument(
         "--seed_control",
         action="store_true",
         help="Also train on real data only with the last round's classifier seed: is the gain data or seed?",
@@ -134,6 +137,7 @@ def main(args) -> dict:
             per_case=args.per_case,
             strength=args.strength,
             margin=args.margin,
+            reference_filter=args.reference_filter,
             num_inference_steps=args.num_inference_steps,
             seed=args.seed,
             n_boot=args.n_boot,
