@@ -13,12 +13,12 @@ an image folder; train the diffusion model on exactly that folder; step 2 runs t
     python benchmarks/hardcase_phantom.py --generator outputs/dermdiff-phantom-imbalanced \\
         --output_dir outputs/bench-hardcase-phantom --strategies map,sdedit,adversarial --rounds 2
 
-A CPU-sized run (2 cores shared; about 25 min for the generator, 15 min for the loop): a UNet with
-`{"block_out_channels": [16, 32, 64], "layers_per_block": 1, "down_block_types": ["DownBlock2D"] * 3,
-"up_block_types": ["UpBlock2D"] * 3, "norm_num_groups": 8}` (`--model_config`), `--train_batch_size 16
---max_train_steps 2000 --learning_rate 5e-4 --lr_warmup_steps 100`; such a small model samples poorly from
-noise but makes good SDEdit variations, so the loop ran with
-`--strategies sdedit --strength 0.5 --rounds 1 --margin 0.2 --per_case 4 --num_epochs 5 --seed_control`.
+The measured CPU run (benchmarks/results/hardcase_phantom.md; 1 thread per job, 2 shared cores): the default
+model with the default cosine / v-prediction schedule, `--resolution 32 --train_batch_size 32
+--max_train_steps 1500 --learning_rate 1e-3 --lr_warmup_steps 150 --lr_scheduler cosine --random_flip`
+(23 min), then `--strategies sdedit --strength 0.5 --rounds 1 --margin 0.2 --per_case 4 --num_epochs 5
+--seed_control` (4 min). A 5-epoch classifier leaves the rare classes room to improve; at 10 epochs the
+baseline is near the ceiling and there is little left to mine (benchmarks/results/hardcase_phantom_10ep.md).
 
 It prints the per-round table, the baseline-vs-final table with CIs and the paired test (McNemar +
 paired bootstrap), and a verdict line per claim. With `--augment` it also runs seed 002's augmentation
