@@ -56,6 +56,25 @@ def classifier_rows(hardcase: dict, rare_only: bool = True) -> list[dict]:
     return rows
 
 
+def skin_type_rows(hardcase: dict) -> list[dict]:
+    """Balanced accuracy per Fitzpatrick type, baseline vs after the round (empty without skin types).
+
+    The demo's point is control over skin tone, so the report shows whether the loop helped every tone or
+    only the common ones; each row names its n because a type's interval is only as good as its count.
+    """
+    rows = []
+    for skin_type, entry in (hardcase.get("baseline_vs_final_by_skin_type") or {}).items():
+        comparison = entry["comparison"]
+        row = _row(
+            "balanced accuracy",
+            comparison["a"]["overall"].get("balanced_accuracy"),
+            comparison["b"]["overall"].get("balanced_accuracy"),
+            comparison["difference"]["overall"].get("balanced_accuracy"),
+        )
+        rows.append(dict(row, skin_type=skin_type, n=entry["n"]))
+    return rows
+
+
 def _trend(change: dict | None) -> str:
     """`better` / `worse` when the change's whole interval lies above / below zero, else ``."""
     ci = (change or {}).get("ci") or (None, None)
@@ -255,7 +274,12 @@ round, same test split.</figcaption></figure>
 <p class="note">McNemar ({{ mcnemar.method }}) on accuracy: baseline right only {{ mcnemar.b }}, retrained right only
 {{ mcnemar.c }}, p = {{ fmt(mcnemar.p_value) }}. Ledger, synthetic images and the loop's own report:
 <code>{{ rel(hard.folder) }}/</code>.</p>
-</section>
+{% if skin_type_rows %}<h3>Per Fitzpatrick skin type, test split</h3>
+<table><tr><th>skin type</th><th>n</th><th>baseline balanced accuracy</th><th>after</th><th>change</th></tr>
+{% for row in skin_type_rows %}<tr class="{{ row.trend }}"><td>{{ row.skin_type }}</td><td>{{ row.n }}</td>
+<td>{{ row.before }}</td><td>{{ row.after }}</td><td class="change">{{ row.change }}</td></tr>{% endfor %}</table>
+<p class="note">Paired bootstrap over each type's own test images; a small n gives a wide or degenerate interval.</p>
+{% endif %}</section>
 
 <section id="distribution"><h2>6 · FID / KID</h2>
 {% if evaluation.distribution %}{% set d = evaluation.distribution %}
@@ -349,7 +373,8 @@ def render_demo_report(out: str, config, markers: dict, hardcase: dict, evaluati
     widths = "-".join(str(width) for width in config.block_out_channels)
     environment = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     html = environment.from_string(_TEMPLATE).render(
-        config=config, summary=summary, all_classifier_rows=rows, data=data, class_names=list(counts),
+        config=config, summary=summary, all_classifier_rows=rows, skin_type_rows=skin_type_rows(hardcase), data=data,
+        class_names=list(counts),
         rare=list(RARE_CONDITIONS), diffusion=markers["diffusion"]["outputs"], pictures=markers["pictures"]["outputs"],
         hard=markers["classifiers"]["outputs"], evaluation=evaluation,
         eval_folder=markers["evaluation"]["outputs"]["folder"],

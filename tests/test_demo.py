@@ -88,6 +88,13 @@ def test_report_has_every_section_and_picture(resumed):
     for src in html.split('src="')[1:]:
         assert os.path.isfile(os.path.join(out, src.split('"')[0])), src.split('"')[0]
     assert "FID" in html and "KID" in html and "n/a" not in html.split('id="distribution"')[1].split("</table>")[0]
+    # the phantom has skin types: one row per type present in the test split, each with its n
+    with open(os.path.join(out, "hardcase", "result.json"), encoding="utf-8") as handle:
+        by_type = json.load(handle)["baseline_vs_final_by_skin_type"]
+    table = html.split("Per Fitzpatrick skin type, test split")[1].split("</table>")[0]
+    assert table.count("<tr") == 1 + len(by_type) > 1
+    for skin_type, entry in by_type.items():
+        assert f"<td>{skin_type}</td><td>{entry['n']}</td>" in table
 
 
 def test_summary_is_printed_with_before_and_after(resumed):
