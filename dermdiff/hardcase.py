@@ -194,23 +194,22 @@ def training_pool(real, synthetic_folders: Sequence[str], registry):
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else base
 
 
-def split_metrics(output: dict, label_names, n_boot: int, seed: int) -> dict:
-    return classification_metrics(
-        output["labels"],
-        output["predictions"],
-        output["probabilities"],
-        num_classes=len(label_names),
-        label_names=label_names,
-        n_boot=n_boot,
-        seed=seed,
-    )
+def split_metrics(output: dict, label_names, n_boot: int, seed: int, groups=None) -> dict:
+    """Metrics with CIs of one `predict` output; with `groups` (one per row), per group instead."""
+    common = dict(num_classes=len(label_names), label_names=label_names, n_boot=n_boot, seed=seed)
+    arrays = (output["labels"], output["predictions"], output["probabilities"])
+    if groups is None:
+        return classification_metrics(*arrays, **common)
+    return metrics_by_group(*arrays, groups, **common)
 
 
-def paired(before: dict, after: dict, label_names, n_boot: int, seed: int, names=("before", "after")) -> dict:
-    return compare_classifiers(
-        before["labels"],
-        before["predictions"],
-        after["predictions"],
+def paired(before: dict, after: dict, label_names, n_boot: int, seed: int, names=("before", "after"), groups=None):
+    """Paired comparison (McNemar + paired bootstrap) of two `predict` outputs on the same split.
+
+    With `groups` (one per row), one comparison per group (`dermdiff.metrics.subgroups.compare_by_group`).
+    """
+    labels, predictions = before["labels"], (before["predictions"], after["predictions"])
+    common = dict(
         y_prob_a=before["probabilities"],
         y_prob_b=after["probabilities"],
         num_classes=len(label_names),
@@ -219,6 +218,9 @@ def paired(before: dict, after: dict, label_names, n_boot: int, seed: int, names
         n_boot=n_boot,
         seed=seed,
     )
+    if groups is None:
+        return compare_classifiers(labels, *predictions, **common)
+    return compare_by_group(labels, *predictions, groups, **common)
 
 
 def skin_types_of(split) -> list | None:
@@ -227,35 +229,6 @@ def skin_types_of(split) -> list | None:
         return None
     values = list(split["skin_type"])
     return values if any(group_key(value) != UNKNOWN for value in values) else None
-
-
-def split_metrics_by_group(output: dict, groups, label_names, n_boot: int, seed: int) -> dict:
-    return metrics_by_group(
-        output["labels"],
-        output["predictions"],
-        output["probabilities"],
-        groups,
-        num_classes=len(label_names),
-        label_names=label_names,
-        n_boot=n_boot,
-        seed=seed,
-    )
-
-
-def paired_by_group(before: dict, after: dict, groups, label_names, n_boot: int, seed: int, names=("before", "after")):
-    return compare_by_group(
-        before["labels"],
-        before["predictions"],
-        after["predictions"],
-        groups,
-        y_prob_a=before["probabilities"],
-        y_prob_b=after["probabilities"],
-        num_classes=len(label_names),
-        label_names=label_names,
-        names=names,
-        n_boot=n_boot,
-        seed=seed,
-    )
 
 
 def group_side(by_group: dict, side: str) -> dict:
@@ -390,8 +363,8 @@ def run_hardcase_loop(
         }
     ]
     if skin_types is not None:
-        summaries[0]["test_by_skin_type"] = split_metrics_by_group(
-            current_test, skin_types, label_names, config.n_boot, config.seed
+        summaries[0]["test_by_skin_type"] = split_metrics(
+            current_test, label_names, config.n_boot, config.seed, groups=skin_types
         )
     ledger.append(
         {
@@ -509,7 +482,7 @@ def run_hardcase_loop(
             "comparison": {"mcnemar": comparison["mcnemar"], "difference": comparison["difference"]},
         }
         if skin_types is not None:
-            by_type = paired_by_group(current_test, after_test, skin_types, label_names, config.n_boot, config.seed)
+            by_type = paired(current_test, after_test, label_names, config.n_boot, config.seed, groups=skin_types)
             summary["test_by_skin_type"] = group_side(by_type, "b")
             summary["before_test_by_skin_type"] = group_side(by_type, "a")
             summary["comparison_by_skin_type"] = group_tests(by_type)
@@ -542,8 +515,8 @@ def run_hardcase_loop(
         "label_names": label_names,
     }
     if skin_types is not None:
-        by_type = paired_by_group(
-            baseline_test, current_test, skin_types, label_names, config.n_boot, config.seed, ("baseline", "final")
+        by_type = paired(
+            baseline_test, current_test, label_names, config.n_boot, config.seed, ("baseline", "final"), skin_types
         )
         result["baseline_vs_final_by_skin_type"] = by_type
         end["baseline_vs_final_by_skin_type"] = group_tests(by_type)
