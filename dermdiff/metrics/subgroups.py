@@ -87,22 +87,12 @@ def metrics_by_group(
         `dict` `{group: {"n": int, "metrics": classification_metrics result or None}}` in natural order.
     """
     y_true, y_pred, y_prob, num_classes, label_names = _check_inputs(y_true, y_pred, y_prob, num_classes, label_names)
-    result = {}
-    for key, rows in group_indices(groups, y_true.size).items():
-        metrics = None
-        if rows.size >= min_size:
-            metrics = classification_metrics(
-                y_true[rows],
-                y_pred[rows],
-                None if y_prob is None else y_prob[rows],
-                num_classes=num_classes,
-                label_names=label_names,
-                n_boot=n_boot,
-                confidence=confidence,
-                seed=seed,
-            )
-        result[key] = {"n": int(rows.size), "metrics": metrics}
-    return result
+    common = dict(num_classes=num_classes, label_names=label_names, n_boot=n_boot, confidence=confidence, seed=seed)
+
+    def score(rows):
+        return classification_metrics(y_true[rows], _take(y_pred, rows), _take(y_prob, rows), **common)
+
+    return _per_group(groups, y_true.size, min_size, "metrics", score)
 
 
 def compare_by_group(
@@ -131,25 +121,28 @@ def compare_by_group(
         y_true, y_pred_a, y_prob_a, num_classes, label_names
     )
     _, y_pred_b, y_prob_b, _, _ = _check_inputs(y_true, y_pred_b, y_prob_b, num_classes, label_names)
-    result = {}
-    for key, rows in group_indices(groups, y_true.size).items():
-        comparison = None
-        if rows.size >= min_size:
-            comparison = compare_classifiers(
-                y_true[rows],
-                y_pred_a[rows],
-                y_pred_b[rows],
-                y_prob_a=None if y_prob_a is None else y_prob_a[rows],
-                y_prob_b=None if y_prob_b is None else y_prob_b[rows],
-                num_classes=num_classes,
-                label_names=label_names,
-                names=names,
-                n_boot=n_boot,
-                confidence=confidence,
-                seed=seed,
-            )
-        result[key] = {"n": int(rows.size), "comparison": comparison}
-    return result
+    common = dict(num_classes=num_classes, label_names=label_names, names=names, n_boot=n_boot,
+                  confidence=confidence, seed=seed)
+
+    def compare(rows):
+        return compare_classifiers(
+            y_true[rows], y_pred_a[rows], y_pred_b[rows],
+            y_prob_a=_take(y_prob_a, rows), y_prob_b=_take(y_prob_b, rows), **common
+        )
+
+    return _per_group(groups, y_true.size, min_size, "comparison", compare)
+
+
+def _take(values, rows):
+    return None if values is None else values[rows]
+
+
+def _per_group(groups, size: int, min_size: int, name: str, compute) -> dict:
+    """`{group: {"n": rows, name: compute(rows) or None below min_size}}`, groups in natural order."""
+    return {
+        key: {"n": int(rows.size), name: compute(rows) if rows.size >= min_size else None}
+        for key, rows in group_indices(groups, size).items()
+    }
 
 
 def subgroups_to_markdown(
