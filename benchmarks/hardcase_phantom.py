@@ -145,11 +145,9 @@ def main(args) -> dict:
     rare = args.phantom_rare.split(",")
     print("\n".join(["## Verdict (baseline vs final, test split)"] + verdict(result, rare)))
     if args.seed_control:
-        from dermdiff.hardcase import before_after_markdown, seed_control
+        from dermdiff.hardcase import seed_control, seed_control_markdown
 
-        comparison = seed_control(splits, result, config, args.output_dir)
-        print("\n## Seed control: real data only with the last round's classifier seed vs the final model\n")
-        print(before_after_markdown(comparison["a"], comparison["b"], comparison, names=comparison["names"]))
+        print(seed_control_markdown(seed_control(splits, result, config, args.output_dir)))
     if args.augment:
         from dermdiff.augmentation import run_augmentation_experiment
 

@@ -30,7 +30,7 @@ import torch
 
 from dermdiff.data import save_image_folder
 from dermdiff.classifier_training import evaluate_classifier, train_classifier
-from dermdiff.hardcase import HardCaseConfig, before_after_markdown, report_markdown, run_hardcase_loop, seed_control
+from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop, seed_control, seed_control_markdown
 from dermdiff.hardcase_cli import load_generator, load_splits
 from dermdiff.metrics.classification import metrics_to_markdown
 
@@ -143,22 +143,19 @@ def main(args) -> dict:
             n_boot=args.n_boot,
             classifier=classifier,
         )
-        result = run_hardcase_loop(splits, load_generator(args.generator, args.scheduler or None), config, args.output_dir)
+        pipe = load_generator(args.generator, args.scheduler or None)
+        result = run_hardcase_loop(splits, pipe, config, args.output_dir)
         print(report_markdown(result))
         if args.seed_control:
-            comparison = seed_control(splits, result, config, args.output_dir)
-            print("\n## Seed control: real data only with the last round's classifier seed vs the final model\n")
-            print(before_after_markdown(comparison["a"], comparison["b"], comparison, names=comparison["names"]))
+            print(seed_control_markdown(seed_control(splits, result, config, args.output_dir)))
         accuracy = result["rounds"][0]["test"]["overall"]["accuracy"]
     reference = spec["medmnist_resnet18_accuracy"]
-    if reference is None:
-        print(f"total time {time.time() - started:.0f} s")
-        return result
-    print(
-        f"\nMedMNIST+ ResNet-18 reference: ~{reference:.0%} accuracy on the official test split. Our baseline: "
-        f"{accuracy['value']:.3f} [{accuracy['ci'][0]:.3f}, {accuracy['ci'][1]:.3f}] on our own test split "
-        f"({args.num_epochs} epochs max, not the official split; see the module docstring)."
-    )
+    if reference is not None:
+        print(
+            f"\nMedMNIST+ ResNet-18 reference: ~{reference:.0%} accuracy on the official test split. Our baseline: "
+            f"{accuracy['value']:.3f} [{accuracy['ci'][0]:.3f}, {accuracy['ci'][1]:.3f}] on our own test split "
+            f"({args.num_epochs} epochs max, not the official split; see the module docstring)."
+        )
     print(f"total time {time.time() - started:.0f} s")
     return result
 

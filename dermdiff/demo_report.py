@@ -56,7 +56,7 @@ def classifier_rows(hardcase: dict, rare_only: bool = True) -> list[dict]:
     return rows
 
 
-def skin_type_rows(hardcase: dict) -> list[dict]:
+def skin_type_balanced_accuracy_rows(hardcase: dict) -> list[dict]:
     """Balanced accuracy per Fitzpatrick type, baseline vs after the round (empty without skin types).
 
     The demo's point is control over skin tone, so the report shows whether the loop helped every tone or
@@ -373,7 +373,7 @@ def render_demo_report(out: str, config, markers: dict, hardcase: dict, evaluati
     widths = "-".join(str(width) for width in config.block_out_channels)
     environment = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     html = environment.from_string(_TEMPLATE).render(
-        config=config, summary=summary, all_classifier_rows=rows, skin_type_rows=skin_type_rows(hardcase), data=data,
+        config=config, summary=summary, all_classifier_rows=rows, skin_type_rows=skin_type_balanced_accuracy_rows(hardcase), data=data,
         class_names=list(counts),
         rare=list(RARE_CONDITIONS), diffusion=markers["diffusion"]["outputs"], pictures=markers["pictures"]["outputs"],
         hard=markers["classifiers"]["outputs"], evaluation=evaluation,

@@ -557,6 +557,13 @@ def seed_control(splits, result: dict, config: HardCaseConfig | dict, output_dir
     )
 
 
+def seed_control_markdown(comparison: dict) -> str:
+    """`seed_control`'s comparison as a titled before/after table."""
+    title = "## Seed control: real data only with the last round's classifier seed vs the final model"
+    table = before_after_markdown(comparison["a"], comparison["b"], comparison, names=comparison["names"])
+    return f"\n{title}\n\n{table}"
+
+
 # ----------------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------------

@@ -325,6 +325,7 @@ def test_one_round_end_to_end(splits, tmp_path, monkeypatch):
     (pool, args), = calls
     assert pool is splits["train"] and args[-1] == derive_seed(3, "classifier", 1)
     assert control["names"] == ["real only, same seed", "final"] and control["mcnemar"]["p_value"] <= 1
+    assert "| metric | real only, same seed | final |" in hardcase.seed_control_markdown(control)
 
 
 def test_test_mining_is_refused_and_warned_in_every_report(splits, tmp_path):
