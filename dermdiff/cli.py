@@ -1,8 +1,9 @@
 """The `dermdiff` command line: one sub-command per job, each in `dermdiff/commands/<name>.py`.
 
 A command module defines `NAME`, `HELP` (one line), `EXAMPLES` (shown under `--help`),
-`configure(parser)` (adds its arguments) and `run(args) -> int`. Bad input (`ValueError`,
-`FileNotFoundError`) ends the command with exit status 2 and one clear line on stderr.
+`configure(parser)` (adds its arguments) and `run(args) -> int`. A user error (`dermdiff.errors`) ends
+the command with one clear line on stderr and exit status 2 (usage) or 1 (data); `--debug` shows the
+traceback instead. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from .errors import USER_ERRORS, ArgumentParser, debug_requested, report
 
 # The order here is the order of `dermdiff --help`.
 COMMAND_MODULES = (
@@ -22,15 +25,8 @@ COMMAND_MODULES = (
 )
 
 
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (what is wrong, and where the help is), like every other error."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
+    parser = ArgumentParser(
         prog="dermdiff",
         description="Controllable dermatology image generation: semantic maps, diffusion and GANs, evaluation.",
     )
@@ -62,9 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError) as error:
-        print(f"dermdiff {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:
+        return report(error, f"dermdiff {args.command}", debug_requested(args))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import sys
 
 import torch
 
+from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop
 from dermdiff.hardcase_cli import (
     add_classifier_arguments,
@@ -41,7 +42,7 @@ from dermdiff.synthesis import STRATEGIES, pipeline_registry
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_data_arguments(parser)
     add_generator_arguments(parser)
     add_classifier_arguments(parser)
@@ -158,5 +159,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
-    sys.exit(0)
+    sys.exit(run_script(parse_args, main))

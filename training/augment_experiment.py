@@ -21,6 +21,7 @@ import sys
 import torch
 
 from dermdiff.augmentation import AugmentationConfig, run_augmentation_experiment
+from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.hardcase_cli import (
     add_classifier_arguments,
     add_data_arguments,
@@ -33,7 +34,7 @@ from dermdiff.hardcase_cli import (
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_data_arguments(parser)
     add_generator_arguments(parser)
     add_classifier_arguments(parser)
@@ -83,5 +84,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
-    sys.exit(0)
+    sys.exit(run_script(parse_args, main))

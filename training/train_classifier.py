@@ -22,13 +22,14 @@ import sys
 
 from dermdiff.classifier import TORCHVISION_BACKBONES, TRANSFORMERS_BACKBONE
 from dermdiff.classifier_training import ClassifierTrainingConfig, evaluate_classifier, train_classifier
+from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.metrics.classification import metrics_to_markdown, save_metrics
 
 VALIDATION_NAMES = ("validation", "val", "valid")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     data = parser.add_argument_group("data")
     data.add_argument(
         "--train_data_dir", required=True, help="Training data: a folder, a DermaMNIST .npz or a known name."
@@ -188,5 +189,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
-    sys.exit(0)
+    sys.exit(run_script(parse_args, main))

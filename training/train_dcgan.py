@@ -18,6 +18,7 @@ import math
 import sys
 
 from dermdiff.data.transforms import model_transform
+from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.loops.gan import train_gan
 from dermdiff.loops.gan_cli import (
     add_data_arguments,
@@ -37,7 +38,7 @@ DISCRIMINATOR_FEATURES = {"hands": 32, "patches": 128, "lesions": 64}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_data_arguments(parser)
     add_training_arguments(parser)
     model = parser.add_argument_group("DCGAN (seed 003)")
@@ -138,4 +139,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(run_script(parse_args, main))

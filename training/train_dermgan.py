@@ -22,6 +22,7 @@ import math
 import sys
 
 from dermdiff.data.transforms import model_transform
+from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.loops.diffusion import validation_maps
 from dermdiff.loops.gan import DermGANLossWeights, train_gan
 from dermdiff.loops.gan_cli import (
@@ -40,7 +41,7 @@ PIX2PIX_WIDTHS = (64, 128, 256, 512, 512, 512, 512, 512)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_data_arguments(parser)
     add_training_arguments(parser)
     losses = parser.add_argument_group("DermGAN losses and ablations (seed 002)")
@@ -126,4 +127,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(run_script(parse_args, main))

@@ -37,6 +37,7 @@ import sys
 
 from accelerate.utils import set_seed
 
+from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.hub import ModelCardInfo, push_to_hub
 from dermdiff.loops.data_flags import add_data_source_arguments
 from dermdiff.loops.diffusion import (
@@ -56,7 +57,7 @@ CONFIG_FIELDS = tuple(DiffusionTrainingConfig.__dataclass_fields__)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     data = add_data_source_arguments(parser)
     data.add_argument("--random_flip", action="store_true", help="Flip image and map together horizontally.")
 
@@ -255,4 +256,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(run_script(parse_args, main))

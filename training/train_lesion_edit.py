@@ -27,6 +27,7 @@ import argparse
 import sys
 
 from dermdiff.data.transforms import model_transform
+from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.loops.gan import EDIT_MODES, train_gan
 from dermdiff.loops.gan_cli import (
     add_data_arguments,
@@ -50,7 +51,7 @@ from dermdiff.models.translation import TranslationGenerator
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_data_arguments(parser)
     add_training_arguments(parser)
     edit = parser.add_argument_group("lesion editing (seed 003)")
@@ -148,4 +149,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(run_script(parse_args, main))
