@@ -74,6 +74,8 @@ class ClassifierTrainingConfig:
         gradient_accumulation_steps (`int`, defaults to 1), mixed_precision (`str`, defaults to `"no"`).
         checkpoints_total_limit (`int`, *optional*, defaults to 2): checkpoints kept.
         resume_from_checkpoint (`str`, *optional*): `"latest"` or a `checkpoint-<step>` folder.
+        allow_inexact_resume (`bool`, defaults to False): resume past a damaged random-generator state with
+            a warning instead of stopping.
         dataloader_num_workers (`int`, defaults to 0).
         report_to (`str`, *optional*): accelerate tracker (e.g. `"tensorboard"`); `None` for none.
     """
@@ -98,6 +100,7 @@ class ClassifierTrainingConfig:
     mixed_precision: str = "no"
     checkpoints_total_limit: Optional[int] = 2
     resume_from_checkpoint: Optional[str] = None
+    allow_inexact_resume: bool = False
     dataloader_num_workers: int = 0
     report_to: Optional[str] = None
 
@@ -301,6 +304,8 @@ def evaluate_classifier(
 class _EarlyStopping:
     """Best validation score, its epoch and weights, epochs since it, and the per-epoch history."""
 
+    SAVED_FIELDS = ("best_score", "best_epoch", "bad_epochs", "stopped", "history")
+
     def __init__(self, patience: Optional[int]):
         self.patience = patience
         self.best_score = -math.inf
@@ -324,7 +329,7 @@ class _EarlyStopping:
     def save(self, folder: str) -> None:
         from safetensors.torch import save_file
 
-        state = {key: getattr(self, key) for key in ("best_score", "best_epoch", "bad_epochs", "stopped", "history")}
+        state = {key: getattr(self, key) for key in self.SAVED_FIELDS}
         with open(os.path.join(folder, TRAINER_STATE_FILE), "w") as handle:
             json.dump(state, handle, indent=2)
         if self.best_weights is not None:
@@ -335,8 +340,11 @@ class _EarlyStopping:
 
         with open(os.path.join(folder, TRAINER_STATE_FILE)) as handle:
             state = json.load(handle)
-        for key, value in state.items():
-            setattr(self, key, value)
+        missing = [key for key in self.SAVED_FIELDS if key not in state] if isinstance(state, dict) else ["all"]
+        if missing:
+            raise ValueError(f"{os.path.join(folder, TRAINER_STATE_FILE)}: missing {missing}")
+        for key in self.SAVED_FIELDS:
+            setattr(self, key, state[key])
         path = os.path.join(folder, BEST_WEIGHTS_FILE)
         self.best_weights = load_file(path) if os.path.isfile(path) else None
 
@@ -481,7 +489,10 @@ def train_classifier(
 
     accelerator.register_save_state_pre_hook(save_state_hook)
     accelerator.register_load_state_pre_hook(load_state_hook)
-    position = resume(accelerator, output_dir, config.resume_from_checkpoint, steps_per_epoch)
+    position = resume(
+        accelerator, output_dir, config.resume_from_checkpoint, steps_per_epoch,
+        allow_inexact_resume=config.allow_inexact_resume,
+    )
     global_step = position.global_step
     if config.report_to:
         accelerator.init_trackers("train_classifier", config=tracker_config(asdict(config)))

@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from .conditions import ConditionRegistry, get_registry
+from .limits import check_image_size
 
 SKIN_TYPES = (1, 2, 3, 4, 5, 6)
 SKIN_TYPE_NAMES = ("I", "II", "III", "IV", "V", "VI")
@@ -99,6 +100,7 @@ def _as_size(size) -> tuple[int, int]:
         height, width = (int(v) for v in size)
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got (height={height}, width={width})")
+    check_image_size(width, height, "semantic map size")
     return height, width
 
 

@@ -1,6 +1,7 @@
 """`DermDiffPipeline`: sample skin images for a semantic map, vary an image, or grow a lesion into a photo."""
 
 import inspect
+import math
 from typing import Callable
 
 import numpy as np
@@ -92,8 +93,8 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
                 raise ValueError("strength only applies with image= (image variation or lesion transfer)")
             if not 0 < strength <= 1:
                 raise ValueError(f"strength must be in (0, 1], got {strength}")
-        if guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {guidance_scale}")
+        if not math.isfinite(guidance_scale) or guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale}")
         if guidance_scale != 1 and not self.trained_with_null_map:
             raise ValueError(
                 f"guidance_scale={guidance_scale} mixes in the null-map prediction, but this unet was trained with "

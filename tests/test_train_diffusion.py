@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dermdiff.loops import common
+from dermdiff.loops import checkpoint_files, common
 from dermdiff.loops.diffusion import DiffusionTrainingConfig, drop_conditions, validation_maps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,8 +101,10 @@ def test_three_step_run_writes_a_loadable_ema_pipeline(tmp_path, model_config):
                  "scheduler/scheduler_config.json", "samples/validation-0000003.png"):
         assert (out / name).is_file(), name
     assert glob.glob(str(out / "logs" / "train_diffusion" / "events.out.tfevents.*"))
-    for name in ("unet", "unet_ema", "optimizer.bin", "scheduler.bin", "custom_checkpoint_0.pkl"):
+    for name in ("unet", "unet_ema", "optimizer.bin", "scheduler.bin", "rng_state_0.safetensors",
+                 "dermdiff_checkpoint.json"):
         assert (out / "checkpoint-3" / name).exists(), name
+    assert not glob.glob(str(out / "checkpoint-3" / "*.pkl"))  # random state is safetensors, never a pickle
     # the final model is the EMA, not the raw weights
     assert_same_weights(out / "unet", out / "checkpoint-3" / "unet_ema")
     raw, final = weights(out / "checkpoint-3" / "unet"), weights(out / "unet")
@@ -303,6 +305,7 @@ def test_push_to_hub_sends_the_pipeline_and_card_but_never_the_token(tmp_path, m
 def test_list_checkpoints_orders_by_step_and_ignores_tmp_and_strays(tmp_path):
     for name in ("checkpoint-10", "checkpoint-9", "checkpoint-11.tmp", "checkpoint-x", "other"):
         (tmp_path / name).mkdir()
+        checkpoint_files.write_manifest(str(tmp_path / name), 0)
     (tmp_path / "checkpoint-12").write_text("a file, not a folder")
     assert [os.path.basename(p) for p in common.list_checkpoints(str(tmp_path))] == ["checkpoint-9", "checkpoint-10"]
     assert common.resolve_checkpoint(str(tmp_path), "latest").endswith("checkpoint-10")

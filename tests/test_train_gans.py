@@ -90,7 +90,7 @@ def test_run_saves_pipeline_checkpoints_and_gap_log_then_resumes_exactly(tmp_pat
     steps = ("--max_train_steps", "4", "--checkpointing_steps", "3")
     assert run(tmp_path, script, full, *steps, "--validation_steps", "4", *extra) == 0
     for name in ("model_index.json", "samples/samples-0000004.png", "checkpoint-3/optimizer.bin",
-                 "checkpoint-3/optimizer_1.bin", "checkpoint-3/custom_checkpoint_0.pkl"):  # fmt: skip
+                 "checkpoint-3/optimizer_1.bin", "checkpoint-3/rng_state_0.safetensors"):  # fmt: skip
         assert (full / name).is_file(), name
     for part in parts:
         assert (full / part / "diffusion_pytorch_model.safetensors").is_file()

@@ -93,6 +93,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     train.add_argument("--checkpoints_total_limit", type=int, default=2, help="Checkpoints to keep.")
     train.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-<step> folder.")
+    train.add_argument(
+        "--allow_inexact_resume",
+        action="store_true",
+        help="Resume past a damaged random-generator state with a warning (the run then differs from an "
+        "uninterrupted one); without it such a resume stops.",
+    )
     train.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
     train.add_argument("--report_to", default="none", help="accelerate tracker ('tensorboard' or 'none').")
 
@@ -166,6 +172,7 @@ def main(args: argparse.Namespace) -> dict:
         mixed_precision=args.mixed_precision,
         checkpoints_total_limit=args.checkpoints_total_limit,
         resume_from_checkpoint=args.resume_from_checkpoint,
+        allow_inexact_resume=args.allow_inexact_resume,
         dataloader_num_workers=args.dataloader_num_workers,
         report_to=None if args.report_to == "none" else args.report_to,
     )

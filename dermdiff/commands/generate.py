@@ -70,11 +70,11 @@ def load_pipeline(name_or_path: str):
 
 
 def _open(path: str, what: str):
-    from PIL import Image
+    from ..limits import open_image
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} file {path} does not exist")
-    with Image.open(path) as image:
+    with open_image(path, f"{what} file {path}") as image:
         image.load()
         return image.copy()
 

@@ -53,30 +53,32 @@ def configure(parser) -> None:
 
 
 def _load(path: str, registry: str):
-    from PIL import Image
-
+    from ..limits import open_image
     from ..semantic_map import SemanticMap
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"map file {path} does not exist")
-    with Image.open(path) as image:
+    with open_image(path, f"map file {path}") as image:
         return SemanticMap.decode(image.convert("RGB"), registry=registry, source=path)
 
 
 def run(args) -> int:
+    from ..limits import check_image_size, open_image
     from ..semantic_map import SemanticMap
 
     if args.action == "draw":
         size = None
         if args.size:
             size = args.size[0] if len(args.size) == 1 else tuple(args.size[:2])
+            height, width = (size, size) if isinstance(size, int) else size
+            if height < 1 or width < 1:
+                raise ValueError(f"--size must be positive (SIZE or HEIGHT WIDTH), got {args.size}")
+            check_image_size(width, height, "--size")
         mask = None
         if args.mask:
-            from PIL import Image
-
             if not os.path.isfile(args.mask):
                 raise FileNotFoundError(f"mask file {args.mask} does not exist")
-            mask = Image.open(args.mask)
+            mask = open_image(args.mask, f"--mask {args.mask}")
         condition = args.condition
         if condition is not None and condition.isdigit():
             condition = int(condition)
@@ -93,6 +95,8 @@ def run(args) -> int:
         print(json.dumps(smap.to_annotations(), indent=2))
         return 0
     skin_types = [int(t) for t in args.skin_types.split(",")] if args.skin_types else None
+    if args.count < 1:
+        raise ValueError(f"--count must be >= 1 (the number of maps to write), got {args.count}")
     os.makedirs(args.out, exist_ok=True)
     for index in range(args.count):
         varied = smap.random_variation(

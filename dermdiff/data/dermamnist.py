@@ -66,12 +66,21 @@ def _records(arrays: dict, registry, file_name: str, limit: int | None, tag_spli
         count = len(images) if limit is None else min(limit, len(images))
         flat = np.asarray(labels).reshape(len(labels), -1)[:, 0]
         for index in range(count):
-            label = int(flat[index])
             where = f"{file_name} {split}_labels[{index}]"
             yield Record(
                 where=where,
                 image=images[index],
-                label=registry.name(label + 1) if 0 <= label < len(registry) else f"label {label} (allowed 0..{len(registry) - 1})",
+                label=_label_name(flat[index], registry),
                 image_id=f"{split}_{index:05d}",
                 ids={"split": split} if tag_split else {},
             )
+
+
+def _label_name(value, registry) -> str:
+    """The condition name of a 0-based class index; anything else (2.7, -1, 9, NaN) becomes a name the
+    registry rejects with the allowed range, so the row fails (or is skipped) instead of being truncated."""
+    allowed = f"(allowed integers 0..{len(registry) - 1})"
+    number = float(value)
+    if not np.isfinite(number) or number != int(number) or not 0 <= int(number) < len(registry):
+        return f"label {value!r} {allowed}"
+    return registry.name(int(number) + 1)

@@ -12,6 +12,8 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..limits import open_image
+
 
 def read_image(path: str, where: str) -> Image.Image:
     """Opens and fully decodes an image (so a truncated file fails here, not mid-training).
@@ -26,7 +28,7 @@ def read_image(path: str, where: str) -> Image.Image:
     if not os.path.isfile(path):
         raise ValueError(f"{where}: image file {path!r} does not exist")
     try:
-        with Image.open(path) as image:
+        with open_image(path, f"{where}: image {path!r}") as image:
             image.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"{where}: cannot read image {path!r} ({error})") from None
@@ -43,7 +45,7 @@ def read_mask(path: str, where: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise ValueError(f"{where}: mask file {path!r} does not exist")
     try:
-        with Image.open(path) as image:
+        with open_image(path, f"{where}: mask {path!r}") as image:
             array = np.asarray(image.convert("L"))
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"{where}: cannot read mask {path!r} ({error})") from None

@@ -57,6 +57,7 @@ import numpy as np
 from PIL import Image
 
 from ..conditions import get_registry
+from ..limits import check_phantom_count
 from ..semantic_map import SKIN_TYPES, SemanticMap, validate_skin_type
 
 REGISTRY_NAME = "phantom"
@@ -587,6 +588,7 @@ def plan_phantom(
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n (number of images) must be an int >= 1, got {n!r}")
+    check_phantom_count(int(n))
     seed = _check_seed(seed, "seed")
     if not 0.0 <= float(healthy_fraction) <= 1.0:
         raise ValueError(f"healthy_fraction must lie in [0, 1], got {healthy_fraction}")

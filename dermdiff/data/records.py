@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from ..conditions import ConditionRegistry
+from ..limits import check_image_size, open_image
 from ..semantic_map import SemanticMap, _validate_box, validate_skin_type
 from .files import fit_mask, mask_image, png_bytes, read_image, read_mask, resize_mask, to_rgb
 from .info import dataset_info
@@ -78,15 +79,22 @@ def parse_boxes(text, where: str) -> list[list[int]] | None:
         boxes = json.loads(text) if isinstance(text, str) else text
     except ValueError:
         raise ValueError(f"{where}: boxes {text!r} is not JSON; expected [[x0, y0, x1, y1], ...]") from None
-    if isinstance(boxes, list) and len(boxes) == 4 and all(isinstance(v, (int, float)) for v in boxes):
+    if isinstance(boxes, list) and len(boxes) == 4 and all(_is_number(v) for v in boxes):
         boxes = [boxes]
     valid = isinstance(boxes, list) and all(
-        isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) and v == int(v) for v in box)
-        for box in boxes
+        isinstance(box, list) and len(box) == 4 and all(_is_number(v) and v == int(v) for v in box) for box in boxes
     )
     if not valid:
-        raise ValueError(f"{where}: boxes {text!r} must be a JSON list of [x0, y0, x1, y1] integer boxes")
+        raise ValueError(
+            f"{where}: boxes {text!r} must be a JSON list of [x0, y0, x1, y1] boxes of whole numbers "
+            "(no true/false, NaN or Infinity)"
+        )
     return [[int(v) for v in box] for box in boxes] or None
+
+
+def _is_number(value) -> bool:
+    """A finite int or float; JSON's true/false are Python bools (ints) and must not pass as 1 and 0."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def parse_skin_type(value, where: str) -> int | None:
@@ -127,10 +135,12 @@ def build_dataset(
     columns: dict[str, list] = {name: [] for name in _BASE_COLUMNS}
     ids: dict[str, list] = {name: [] for name in ID_COLUMNS}
     bad: list[str] = []
+    seen: dict[str, str] = {}  # image_id -> where it was first read
     total = 0
     for record in records:
         total += 1
         try:
+            _check_unique(record, seen)
             row = _row(record, registry, size)
         except ValueError as error:
             message = str(error) if str(error).startswith(record.where) else f"{record.where}: {error}"
@@ -138,6 +148,7 @@ def build_dataset(
                 raise ValueError(message) from None
             bad.append(message)
             continue
+        seen[str(record.image_id)] = record.where
         for name in _BASE_COLUMNS:
             columns[name].append(row[name])
         for name in ID_COLUMNS:
@@ -153,6 +164,13 @@ def build_dataset(
     columns.update({name: ids[name] for name in present})
     features = dataset_features(registry, present)
     return datasets.Dataset.from_dict(columns, features=features, info=dataset_info(registry, layout, source, features))
+
+
+def _check_unique(record: Record, seen: dict) -> None:
+    """One row per image: a second row (even with another label) would train and score the image twice."""
+    first = seen.get(str(record.image_id))
+    if first is not None:
+        raise ValueError(f"image_id {record.image_id!r} appears again (first at {first}); each image may appear once")
 
 
 _BASE_COLUMNS = ("image", "label", "label_name", "skin_type", "boxes", "mask", "semantic_map", "image_id")
@@ -189,6 +207,7 @@ def _as_size(size) -> tuple[int, int] | None:
     height, width = (size, size) if isinstance(size, (int, np.integer)) else (int(v) for v in size)
     if height < 1 or width < 1:
         raise ValueError(f"size must be positive (an int or (height, width)), got {size!r}")
+    check_image_size(width, height, "resize target size")
     return int(height), int(width)
 
 
@@ -217,7 +236,7 @@ def _row(record: Record, registry: ConditionRegistry, size: tuple[int, int] | No
         mask = fit_mask(raw, (height, width), record.where)
     if record.map_file is not None:
         smap = _read_map(record.map_file, registry, (height, width), skin_type, record.where)
-        if (name is None) != (not smap.regions):
+        if (name is None) != (not smap.regions) or (name is not None and name not in smap.conditions):
             state = "healthy skin" if not smap.regions else f"regions of {smap.conditions}"
             raise ValueError(f"label {text!r} contradicts the semantic map {record.map_file!r}, which shows {state}")
         if skin_type is None:  # the map knows the skin type the row left empty
@@ -264,7 +283,7 @@ def _read_map(path: str, registry, size, skin_type, where: str) -> SemanticMap:
     if not os.path.isfile(path):
         raise ValueError(f"{where}: semantic map file {path!r} does not exist")
     try:
-        with Image.open(path) as image:
+        with open_image(path, f"{where}: semantic map {path!r}") as image:
             image = image.convert("RGB")
     except (OSError, SyntaxError) as error:
         raise ValueError(f"{where}: cannot read semantic map {path!r} ({error})") from None

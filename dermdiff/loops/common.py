@@ -6,7 +6,10 @@ iterate the data from the right position, save atomic checkpoints, log sample gr
 
 Checkpoints live in `output_dir/checkpoint-<global step>`. They are written to
 `checkpoint-<step>.tmp` and renamed with `os.replace` once every process has finished writing, so a
-run killed mid-save leaves a `.tmp` folder that resume ignores, never a half-written checkpoint.
+run killed mid-save leaves a `.tmp` folder that resume ignores, never a half-written checkpoint. A
+manifest lists every file with its size; resume verifies it and `"latest"` falls back past damaged
+checkpoints. Nothing in a checkpoint is unpickled beyond `torch.load(weights_only=True)`: random
+states are safetensors (`rng_state.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import re
 import shutil
 from dataclasses import dataclass
@@ -21,11 +25,14 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from PIL import Image
 from tqdm.auto import tqdm
+
+from . import checkpoint_files
+from .rng_state import load_rng_state, save_rng_state
 
 logger = get_logger(__name__)
 
@@ -93,11 +100,12 @@ def tracker_config(args: Mapping | object) -> dict:
 
 
 class CheckpointedGenerator:
-    """A `torch.Generator` whose state travels with `accelerator.save_state`.
+    """A `torch.Generator` whose state travels with `save_checkpoint` and comes back with `resume`.
 
     Training randomness (noise, timesteps, condition dropout, flips) is drawn from it rather than from
     the global generator, which data loading and validation also touch; after a resume the stream
-    continues exactly where the checkpoint left it. Each process gets its own stream.
+    continues exactly where the checkpoint left it. Each process gets its own stream, saved by that
+    process as safetensors (`rng_state_<rank>.safetensors`, see `rng_state.py`), never as a pickle.
 
     Args:
         seed (`int`): base seed; the process index is added so ranks draw different noise.
@@ -108,22 +116,10 @@ class CheckpointedGenerator:
         self.seed, self.process_index = int(seed), int(process_index)
         self.generator = torch.Generator().manual_seed(self.seed + 1000 * self.process_index)
 
-    def state_dict(self) -> dict:
-        """Every rank's state (accelerate writes custom state from the main process only, so gather first).
-
-        Called on all ranks by `save_state`, which makes the collective safe.
-        """
-        state = self.generator.get_state()
-        states = gather_object([state]) if PartialState().num_processes > 1 else [state]
-        return {"states": states}
-
-    def load_state_dict(self, state: dict) -> None:
-        states = state["states"]
-        if self.process_index < len(states):
-            self.generator.set_state(states[self.process_index])
-        else:  # resumed with more processes than saved: new ranks start fresh, distinct streams
-            logger.warning(f"no saved random state for process {self.process_index}; seeding a new stream")
-            self.generator.manual_seed(self.seed + 1000 * self.process_index + 1)
+    @property
+    def streams(self) -> dict[str, torch.Generator]:
+        """The generators to store, by name (the key in the checkpoint's random-state file)."""
+        return {"training": self.generator}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -220,13 +216,21 @@ def prune_checkpoints(output_dir: str, total_limit: int | None) -> list[str]:
 
 
 def save_checkpoint(
-    accelerator: Accelerator, output_dir: str, global_step: int, total_limit: int | None = None
+    accelerator: Accelerator,
+    output_dir: str,
+    global_step: int,
+    total_limit: int | None = None,
+    rng: CheckpointedGenerator | None = None,
 ) -> str:
     """Saves the full training state atomically as `output_dir/checkpoint-<global_step>`.
 
     1. every process writes into `checkpoint-<step>.tmp` (the main process clears a stale one first);
-    2. after all have finished, the main process renames it with `os.replace` (atomic on POSIX);
-    3. then, and only then, old checkpoints beyond `total_limit` are deleted.
+    2. each process stores its random-generator states (global ones and `rng`'s) as safetensors and
+       drops accelerate's pickled `random_states_<rank>.pkl`, so the checkpoint holds no pickle that
+       resume would have to trust beyond `weights_only=True`;
+    3. after all have finished, the main process writes the manifest (`dermdiff_checkpoint.json`, every
+       file with its size) and renames the folder with `os.replace` (atomic on POSIX);
+    4. then, and only then, old checkpoints beyond `total_limit` are deleted.
     """
     final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{global_step}")
     staging = final + ".tmp"
@@ -234,8 +238,13 @@ def save_checkpoint(
         shutil.rmtree(staging)
     accelerator.wait_for_everyone()
     accelerator.save_state(staging)
+    pickled = os.path.join(staging, f"random_states_{accelerator.process_index}.pkl")
+    if os.path.exists(pickled):
+        os.remove(pickled)
+    save_rng_state(staging, accelerator.process_index, rng.streams if rng else None)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        checkpoint_files.write_manifest(staging, global_step)
         if os.path.exists(final):  # the same step saved again (e.g. a resumed run's last step)
             shutil.rmtree(final)
         os.replace(staging, final)
@@ -255,17 +264,55 @@ class ResumePosition:
     batch_in_epoch: int = 0
 
 
-def resolve_checkpoint(output_dir: str, resume_from_checkpoint: str | None) -> str | None:
-    """`"latest"` -> the newest complete checkpoint in `output_dir` (None if there is none); a path -> itself."""
+INEXACT_HINT = "pass --allow_inexact_resume to continue with fresh random streams (the run will then differ)"
+
+
+def _usable(problems: list, allow_inexact: bool) -> bool:
+    return not problems or (allow_inexact and all(problem.only_random_state for problem in problems))
+
+
+def resolve_checkpoint(
+    output_dir: str, resume_from_checkpoint: str | None, allow_inexact_resume: bool = False
+) -> str | None:
+    """The checkpoint to resume from, verified (see `checkpoint_files.verify_checkpoint`).
+
+    `"latest"` -> the newest checkpoint in `output_dir` that passes verification; each newer damaged one
+    is skipped with a warning naming the file and the fault. None when there is no checkpoint at all
+    (a fresh run). A path -> itself, if it passes. A damaged random-generator state alone is accepted,
+    with a warning, under `allow_inexact_resume` (and only when no exact checkpoint is left).
+
+    Raises:
+        `ValueError` (one line) when checkpoints exist but none can be resumed from, or the named one cannot.
+    """
     if not resume_from_checkpoint:
         return None
-    if resume_from_checkpoint == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        return checkpoints[-1] if checkpoints else None
-    if not os.path.isdir(resume_from_checkpoint):
-        raise ValueError(f"resume_from_checkpoint {resume_from_checkpoint!r} is neither 'latest' nor a folder")
-    checkpoint_step(resume_from_checkpoint)
-    return resume_from_checkpoint
+    if resume_from_checkpoint != "latest":
+        if not os.path.isdir(resume_from_checkpoint):
+            raise ValueError(f"resume_from_checkpoint {resume_from_checkpoint!r} is neither 'latest' nor a folder")
+        checkpoint_step(resume_from_checkpoint)
+        problems = checkpoint_files.verify_checkpoint(resume_from_checkpoint)
+        if not _usable(problems, allow_inexact_resume):
+            hint = f"; {INEXACT_HINT}" if all(problem.only_random_state for problem in problems) else ""
+            raise ValueError(f"cannot resume from {resume_from_checkpoint}: {'; '.join(map(str, problems))}{hint}")
+        return resume_from_checkpoint
+    checkpoints = list_checkpoints(output_dir)
+    if not checkpoints:
+        return None
+    verdicts = []
+    for path in reversed(checkpoints):
+        problems = checkpoint_files.verify_checkpoint(path)
+        if not problems:
+            return path
+        logger.warning(f"skipping damaged checkpoint {path}: {'; '.join(map(str, problems))}")
+        verdicts.append((path, problems))
+    for path, problems in verdicts:
+        if _usable(problems, allow_inexact_resume):
+            return path
+    newest, problems = verdicts[0]
+    raise ValueError(
+        f"no checkpoint in {output_dir} can be resumed from ({len(checkpoints)} found, all damaged; newest "
+        f"{os.path.basename(newest)}: {'; '.join(map(str, problems))}); move them away to start a new run"
+    )
 
 
 def resume(
@@ -273,23 +320,56 @@ def resume(
     output_dir: str,
     resume_from_checkpoint: str | None,
     updates_per_epoch: int,
+    rng: CheckpointedGenerator | None = None,
+    allow_inexact_resume: bool = False,
 ) -> ResumePosition:
-    """Loads the newest (or the given) checkpoint and says where the data loop continues.
+    """Loads the newest good (or the given) checkpoint and says where the data loop continues.
 
     `updates_per_epoch` is the number of optimiser updates in one epoch, i.e.
     `ceil(len(dataloader) / gradient_accumulation_steps)`. With no checkpoint to resume from (e.g.
-    `"latest"` on a fresh run) training starts at step 0.
+    `"latest"` on a fresh run) training starts at step 0. Nothing is unpickled beyond
+    `torch.load(weights_only=True)`; a damaged random state stops the resume unless `allow_inexact_resume`.
     """
-    path = resolve_checkpoint(output_dir, resume_from_checkpoint)
+    path = resolve_checkpoint(output_dir, resume_from_checkpoint, allow_inexact_resume)
     if path is None:
         if resume_from_checkpoint:
             logger.info(f"no checkpoint in {output_dir}; starting a new run")
         return ResumePosition()
     logger.info(f"resuming from {path}")
-    accelerator.load_state(path)
+    _load_state(accelerator, path)
+    _restore_random_state(path, accelerator.process_index, rng, allow_inexact_resume)
     global_step = checkpoint_step(path)
     epoch, update_in_epoch = divmod(global_step, updates_per_epoch)
     return ResumePosition(global_step, epoch, update_in_epoch * accelerator.gradient_accumulation_steps)
+
+
+def _load_state(accelerator: Accelerator, path: str) -> None:
+    """`accelerator.load_state` with every pickle read as `weights_only=True`; a refused file named in one line."""
+    try:
+        accelerator.load_state(path, load_kwargs={"weights_only": True})
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        culprit = checkpoint_files.refused_pickle(path)
+        if culprit is None:
+            raise
+        raise ValueError(
+            f"cannot resume from {path}: {culprit[0]} holds more than tensors and plain values, so it is not "
+            f"unpickled (torch.load(weights_only=True): {culprit[1]})"
+        ) from error
+
+
+def _restore_random_state(path: str, process_index: int, rng: CheckpointedGenerator | None, allow_inexact: bool):
+    saved = checkpoint_files.saved_ranks(path)
+    if 0 < saved <= process_index:  # resumed with more processes than saved: a fresh, distinct seeded stream
+        logger.warning(f"no saved random state for process {process_index} ({saved} saved); it starts a new stream",
+                       main_process_only=False)  # fmt: skip
+        return
+    try:
+        load_rng_state(path, process_index, rng.streams if rng else None)
+    except (FileNotFoundError, ValueError) as error:
+        if not allow_inexact:
+            raise ValueError(f"cannot resume exactly: {error}; {INEXACT_HINT}") from None
+        logger.warning(f"{error}; resuming anyway (--allow_inexact_resume): the random streams start afresh, so "
+                       f"this run will not repeat an uninterrupted one", main_process_only=False)  # fmt: skip
 
 
 def updates_per_epoch(num_batches: int, gradient_accumulation_steps: int) -> int:

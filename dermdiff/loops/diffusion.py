@@ -64,6 +64,8 @@ class DiffusionTrainingConfig:
         random_flip (`bool`, defaults to False): flip image and map together horizontally.
         checkpointing_steps (`int`, defaults to 500); checkpoints_total_limit (`int`, *optional*);
             resume_from_checkpoint (`str`, *optional*): `"latest"` or a checkpoint folder.
+        allow_inexact_resume (`bool`, defaults to False): resume past a damaged random-generator state
+            with a warning (the run then differs from an uninterrupted one) instead of stopping.
         validation_steps (`int`, defaults to 500): a sample grid every N updates (0 = never).
         validation_skin_types (`tuple[int]`, defaults to (1, 3, 6)): grid columns; rows are conditions.
         validation_inference_steps (`int`, defaults to 50): DDIM steps for the grid.
@@ -95,6 +97,7 @@ class DiffusionTrainingConfig:
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = None
     resume_from_checkpoint: str | None = None
+    allow_inexact_resume: bool = False
     validation_steps: int = 500
     validation_skin_types: Sequence[int] = (1, 3, 6)
     validation_inference_steps: int = 50
@@ -447,7 +450,6 @@ def train_diffusion(
     unet.register_to_config(condition_dropout=config.condition_dropout)
     common.register_pretrained_hooks(accelerator, ["unet"], {"unet_ema": ema} if ema else None)
     unet, optimizer, dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler)
-    accelerator.register_for_checkpointing(rng)
     per_epoch = common.updates_per_epoch(len(dataloader), config.gradient_accumulation_steps)
     num_epochs = math.ceil(max_steps / per_epoch)
     if accelerator.is_main_process:
@@ -455,7 +457,9 @@ def train_diffusion(
         accelerator.init_trackers("train_diffusion", config=run_config)
 
     # 3. resume
-    position = common.resume(accelerator, config.output_dir, config.resume_from_checkpoint, per_epoch)
+    position = common.resume(
+        accelerator, config.output_dir, config.resume_from_checkpoint, per_epoch, rng, config.allow_inexact_resume
+    )
     global_step = position.global_step
     logger.info(
         f"training {max_steps} updates ({num_epochs} epochs of {per_epoch}), {len(train_dataset)} examples, "
@@ -504,7 +508,9 @@ def train_diffusion(
             bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{logs['lr']:.2e}")
             accelerator.log(logs, step=global_step)
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                common.save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit)
+                common.save_checkpoint(
+                    accelerator, config.output_dir, global_step, config.checkpoints_total_limit, rng
+                )
             if accelerator.is_main_process and config.validation_steps and global_step % config.validation_steps == 0:
                 log_validation(accelerator, unet, ema, noise_scheduler, maps, config, global_step)
             if accelerator.is_main_process and evaluate and evaluate_every and global_step % evaluate_every == 0:

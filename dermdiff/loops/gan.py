@@ -71,6 +71,8 @@ class GANTrainingConfig:
         seed (`int`, defaults to 0): weights, latents, dropout masks and data order.
         checkpointing_steps (`int`, defaults to 500); checkpoints_total_limit (`int`, *optional*);
         resume_from_checkpoint (`str`, *optional*): `"latest"` or a checkpoint folder.
+        allow_inexact_resume (`bool`, defaults to False): resume past a damaged random-generator state
+            with a warning (the run then differs from an uninterrupted one) instead of stopping.
         validation_steps (`int`, defaults to 500): log a sample grid every N updates (0 = never).
         monitor_steps (`int`, defaults to 100): log the discriminator gap every N updates (0 = never).
         logging_dir (`str`, defaults to `"logs"`); report_to (`str`, defaults to `"tensorboard"`).
@@ -91,6 +93,7 @@ class GANTrainingConfig:
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = None
     resume_from_checkpoint: str | None = None
+    allow_inexact_resume: bool = False
     validation_steps: int = 500
     monitor_steps: int = 100
     logging_dir: str = "logs"
@@ -471,7 +474,6 @@ def train_gan(task: GANTask, train_dataset, config: GANTrainingConfig, accelerat
     g_optimizer, d_optimizer, dataloader = prepared[len(names) :]
     generators = {name: models[name] for name in task.generators}
     discriminators = {name: models[name] for name in task.discriminators}
-    accelerator.register_for_checkpointing(rng)
     per_epoch = common.updates_per_epoch(len(dataloader), 1)
     max_steps = config.max_train_steps or config.num_epochs * per_epoch
     num_epochs = math.ceil(max_steps / per_epoch)
@@ -481,7 +483,9 @@ def train_gan(task: GANTask, train_dataset, config: GANTrainingConfig, accelerat
         accelerator.init_trackers(task.name, config=run_config)
 
     # 3. resume (and forget monitor records written after the checkpoint)
-    position = common.resume(accelerator, config.output_dir, config.resume_from_checkpoint, per_epoch)
+    position = common.resume(
+        accelerator, config.output_dir, config.resume_from_checkpoint, per_epoch, rng, config.allow_inexact_resume
+    )
     global_step = position.global_step
     gap_path = os.path.join(config.output_dir, GAP_LOG) if task.monitor and config.monitor_steps else None
     if gap_path and accelerator.is_main_process:
@@ -511,7 +515,9 @@ def train_gan(task: GANTask, train_dataset, config: GANTrainingConfig, accelerat
             bar.set_postfix(d=f"{logs['d_loss']:.3f}", g=f"{logs['g_loss']:.3f}")
             accelerator.log(logs, step=global_step)
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                common.save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit)
+                common.save_checkpoint(
+                    accelerator, config.output_dir, global_step, config.checkpoints_total_limit, rng
+                )
             if accelerator.is_main_process:
                 if gap_path and global_step % config.monitor_steps == 0:
                     _log_gap(accelerator, task, discriminators, config, global_step, gap_path)

@@ -60,6 +60,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     runs.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
     runs.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
     runs.add_argument(
+        "--allow_inexact_resume",
+        action="store_true",
+        help="Resume past a damaged random-generator state with a warning (the run then differs from an "
+        "uninterrupted one); without it such a resume stops.",
+    )
+    runs.add_argument(
         "--validation_steps", type=int, default=500, help="Log a sample grid every N updates (0 = never)."
     )
     runs.add_argument(

@@ -179,6 +179,8 @@ def evaluate(
         raise ValueError("give exactly one of pipeline= (sample now) or generated= (a folder of samples + maps)")
     if num_images < 2:
         raise ValueError(f"num_images must be >= 2, got {num_images}")
+    if data_limit is not None and (isinstance(data_limit, bool) or int(data_limit) != data_limit or data_limit < 1):
+        raise ValueError(f"data_limit (--data-limit) must be a whole number of rows >= 1, got {data_limit!r}")
     started = time.perf_counter()
     figures_dir = os.path.join(out, "figures")
     os.makedirs(figures_dir, exist_ok=True)
@@ -197,7 +199,7 @@ def evaluate(
         resolution = resolution or gen_set.images[0].size[1]
 
     # 2. real data at that resolution
-    real = load_any(data, size=resolution, **({"limit": data_limit} if data_limit else {}))
+    real = load_any(data, size=resolution, **({"limit": data_limit} if data_limit is not None else {}))
     registry = registry_of(real)
     reference = _split_rows(real, reference_split, "reference")
     if pipeline is not None:
