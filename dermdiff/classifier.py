@@ -6,16 +6,23 @@ with the label names travelling with the weights; (2) takes dermdiff images, flo
 and normalises them for the backbone itself; (3) exposes the penultimate-layer embedding (`features`)
 for the domain Frechet distance and memorisation checks.
 
+Backbones: any torchvision classification model (`torchvision.models.list_models(module=torchvision.models)`)
+or any `transformers` image classifier (`backbone="transformers"` with a config, or a Hub id / local
+checkpoint folder given as the backbone itself: `resolve_backbone` turns it into `backbone="transformers",
+pretrained=<id or folder>`).
+
 Pretrained weights are optional and never fetched silently: `pretrained` is a local weights file (a
 torchvision state dict as `.safetensors` or a `torch.save` file, read with `weights_only=True`), a
-local transformers checkpoint folder, or a download request (`"imagenet"` for torchvision, a Hub id for
-transformers). A download request on a machine without network fails at once with a message that says
-how to pass a local file instead.
+local transformers checkpoint folder, or a download request (`"imagenet"` or a weights name such as
+`"IMAGENET1K_V2"` for torchvision, read from the torch hub cache `$TORCH_HOME/hub/checkpoints` when it is
+there; a Hub id for transformers, read from the Hugging Face cache when it is there). A request that
+is neither local nor downloadable here fails at once with one line that says where it looked.
 """
 
 from __future__ import annotations
 
 import contextvars
+import difflib
 import json
 import os
 import socket
@@ -29,6 +36,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 
+# the torchvision backbones the project tests and benchmarks; any name of `torchvision_backbones()` works
 TORCHVISION_BACKBONES = (
     "resnet18",
     "resnet50",
@@ -38,6 +46,11 @@ TORCHVISION_BACKBONES = (
     "densenet121",
 )
 TRANSFORMERS_BACKBONE = "transformers"
+LIST_BACKBONES_HINT = (
+    "list them with `python -c \"import torchvision; "
+    "print(torchvision.models.list_models(module=torchvision.models))\"`"
+)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _DOWNLOAD_NAMES = ("imagenet", "default", "imagenet1k_v1", "imagenet1k_v2")
@@ -116,8 +129,10 @@ class SkinClassifier(ModelMixin, ConfigMixin):
             raise ValueError(f"image_size must be >= 8, got {image_size}")
         if len(image_mean) != 3 or len(image_std) != 3 or min(image_std) <= 0:
             raise ValueError(f"image_mean/image_std need 3 values (std > 0), got {image_mean} / {image_std}")
+        backbone, pretrained = resolve_backbone(backbone, pretrained)
+        self.register_to_config(backbone=backbone, pretrained=pretrained)
         load = pretrained is not None and not _LOADING_SAVED.get()
-        if backbone in TORCHVISION_BACKBONES:
+        if backbone in torchvision_backbones():
             if backbone_config is not None:
                 raise ValueError(f"backbone_config is for backbone='transformers', not {backbone!r}")
             self.model = _torchvision_model(backbone, num_labels, pretrained if load else None)
@@ -128,8 +143,7 @@ class SkinClassifier(ModelMixin, ConfigMixin):
             # the full config, so that the model rebuilds later without the checkpoint folder or the Hub
             self.register_to_config(backbone_config=json.loads(self.model.config.to_json_string(use_diff=False)))
         else:
-            allowed = ", ".join(TORCHVISION_BACKBONES + (TRANSFORMERS_BACKBONE,))
-            raise ValueError(f"unknown backbone {backbone!r}; allowed: {allowed}")
+            check_backbone(backbone)
         self.head_name = _last_linear_name(self.model)
         self._captured = None
         self.model.get_submodule(self.head_name).register_forward_pre_hook(self._capture_features)
@@ -192,6 +206,65 @@ class SkinClassifier(ModelMixin, ConfigMixin):
 # ----------------------------------------------------------------------------------------------------
 
 
+def torchvision_backbones() -> list:
+    """Every torchvision classification model name (detection, segmentation and video models excluded)."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def resolve_backbone(backbone: str, pretrained: Optional[str] = None) -> tuple:
+    """`(backbone, pretrained)` with a transformers Hub id or checkpoint folder given as the backbone.
+
+    `backbone="google/vit-base-patch16-224"` (or a local folder) means `backbone="transformers",
+    pretrained=<that>`: the checkpoint defines the architecture, so it is both. Torchvision names and
+    `"transformers"` pass through unchanged; anything else is left for [`check_backbone`] to reject.
+    """
+    backbone = str(backbone)
+    if backbone == TRANSFORMERS_BACKBONE or backbone in torchvision_backbones():
+        return backbone, pretrained
+    from .hub import looks_like_repo_id
+
+    if os.path.isdir(backbone) or looks_like_repo_id(backbone):
+        if pretrained is not None and os.fspath(pretrained) != backbone:
+            raise ValueError(
+                f"backbone {backbone!r} is a transformers checkpoint and names its own weights; "
+                f"drop pretrained={pretrained!r} (or use backbone='transformers', pretrained=...)"
+            )
+        return TRANSFORMERS_BACKBONE, backbone
+    return backbone, pretrained
+
+
+def backbone_config_from_text(value: Optional[str]):
+    """A command-line `--backbone_config`: a JSON file, inline JSON, or a transformers `model_type` name."""
+    if value is None:
+        return None
+    if os.path.isfile(value):
+        with open(value) as handle:
+            return json.load(handle)
+    if value.lstrip().startswith("{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"backbone_config is not valid JSON: {error}") from None
+    return value
+
+
+def check_backbone(backbone: str) -> str:
+    """`backbone` if [`SkinClassifier`] can build it, else a one-line `ValueError` saying what is allowed."""
+    resolved, _ = resolve_backbone(backbone)
+    if resolved == TRANSFORMERS_BACKBONE or resolved in torchvision_backbones():
+        return backbone
+    names = torchvision_backbones()
+    close = difflib.get_close_matches(str(backbone), names, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ValueError(
+        f"unknown backbone {backbone!r}{hint}; allowed: one of the {len(names)} torchvision classification "
+        f"models ({LIST_BACKBONES_HINT}), 'transformers' with a backbone_config, or a transformers image "
+        "classifier's Hub id or local folder"
+    )
+
+
 def _last_linear_name(model: nn.Module) -> str:
     names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if not names:
@@ -210,7 +283,14 @@ def _torchvision_model(name: str, num_labels: int, pretrained: Optional[str]) ->
         state = _torchvision_state_dict(name, pretrained)
         # the head is re-initialised for our classes; every other weight must match exactly
         body = {key: value for key, value in state.items() if not key.startswith(head_name + ".")}
-        missing, unexpected = model.load_state_dict(body, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(body, strict=False)
+        except RuntimeError as error:  # same keys, other shapes (e.g. resnet34 weights for a resnet18)
+            shapes = [line.strip() for line in str(error).splitlines() if "size mismatch" in line][:2]
+            raise ValueError(
+                f"weights in {pretrained!r} do not fit torchvision {name}: {'; '.join(shapes) or error} "
+                "(is it a state dict of this architecture?)"
+            ) from None
         missing = [key for key in missing if not key.startswith(head_name + ".")]
         if missing or unexpected:
             raise ValueError(
@@ -222,29 +302,31 @@ def _torchvision_model(name: str, num_labels: int, pretrained: Optional[str]) ->
 
 
 def _torchvision_state_dict(name: str, pretrained: str) -> dict:
+    """Weights from a local file, or torchvision's own (`"imagenet"`, `"default"` or a weights name such as
+    `"IMAGENET1K_V2"`) from the torch hub cache, downloaded only when the network answers."""
     if os.path.isfile(pretrained):
         return load_state_dict_file(pretrained)
-    if pretrained.lower() not in _DOWNLOAD_NAMES:
-        raise FileNotFoundError(
-            f"pretrained={pretrained!r} is not a file; give a local weights file (.safetensors, .pt or .pth "
-            f"state dict of torchvision {name}) or 'imagenet' to download torchvision's ImageNet weights"
-        )
     import torchvision
 
     weights_enum = torchvision.models.get_model_weights(name)
-    weights = (
-        weights_enum.DEFAULT if pretrained.lower() in ("imagenet", "default") else weights_enum[pretrained.upper()]
-    )
+    choices = [member.name for member in weights_enum]
+    wanted = pretrained.split(".")[-1].upper()  # "IMAGENET1K_V1" or "ResNet18_Weights.IMAGENET1K_V1"
+    if wanted not in ("IMAGENET", "DEFAULT") + tuple(choices):
+        raise FileNotFoundError(
+            f"pretrained={pretrained!r} is not a file nor a weights name of torchvision {name}; give a local "
+            f"weights file (.safetensors, .pt or .pth state dict), 'imagenet' or one of {choices}"
+        )
+    weights = weights_enum.DEFAULT if wanted in ("IMAGENET", "DEFAULT") else weights_enum[wanted]
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(weights.url).path))
     if os.path.isfile(cached):
         return load_state_dict_file(cached)
     reason = _offline_reason(weights.url)
     if reason is not None:
         raise WeightsUnavailableError(
-            f"cannot download torchvision {name} ImageNet weights ({weights.url}): {reason}. On a machine with "
-            f"network run `torch.save(torchvision.models.{name}(weights='DEFAULT').state_dict(), '{name}.pth')` "
-            f"(or download the URL), copy the file here and pass pretrained='/path/to/{name}.pth', or put it in "
-            f"{os.path.dirname(cached)}/"
+            f"torchvision {name} weights {weights} not found: looked for {cached} (the torch hub cache; set "
+            f"TORCH_HOME to move it) and cannot download {weights.url}: {reason}. Copy that file there, or save "
+            f"`torchvision.models.{name}(weights='DEFAULT').state_dict()` on a machine with network and pass "
+            f"pretrained='/path/to/{name}.pth'"
         )
     return weights.get_state_dict(progress=True)
 
@@ -296,30 +378,61 @@ def _transformers_model(backbone_config, num_labels: int, label_names, image_siz
 
 
 def _transformers_pretrained(pretrained: str, labels: dict):
-    """A transformers checkpoint from a local folder or the Hub cache; downloads only with network."""
-    from transformers import AutoModelForImageClassification
+    """A transformers checkpoint from a local folder or the Hub cache; downloads only with network.
 
-    load = dict(labels, ignore_mismatched_sizes=True)
+    The classification head is replaced for our labels (`ignore_mismatched_sizes`); any other weight
+    that is missing or has another shape means the weights do not fit the config, which is an error
+    rather than a silently re-initialised layer.
+    """
+    from huggingface_hub import constants
+
     if os.path.isdir(pretrained):
-        return AutoModelForImageClassification.from_pretrained(pretrained, local_files_only=True, **load)
+        return _transformers_load(pretrained, labels, local_files_only=True)
     if os.path.exists(pretrained) or pretrained.startswith((".", "/", "~")):
         raise FileNotFoundError(
             f"pretrained={pretrained!r}: a transformers checkpoint must be a folder (config.json + weights)"
         )
     try:
-        return AutoModelForImageClassification.from_pretrained(pretrained, local_files_only=True, **load)
+        return _transformers_load(pretrained, labels, local_files_only=True)
     except OSError:
         pass  # not in the local Hub cache
-    from huggingface_hub import constants
-
     reason = _offline_reason(constants.ENDPOINT)
     if reason is not None:
+        local_name = pretrained.split("/")[-1]
         raise WeightsUnavailableError(
-            f"cannot download {pretrained!r} from the Hugging Face Hub: {reason}. On a machine with network run "
-            f"`hf download {pretrained} --local-dir {pretrained.split('/')[-1]}`, copy the folder here "
-            f"and pass pretrained='/path/to/{pretrained.split('/')[-1]}' (or set HF_HOME to a cache that holds it)"
+            f"transformers checkpoint {pretrained!r} not found: looked for a folder {os.path.abspath(pretrained)} "
+            f"and in the Hugging Face cache {constants.HF_HUB_CACHE} (set HF_HOME to move it), and cannot download "
+            f"it: {reason}. On a machine with network run `hf download {pretrained} --local-dir {local_name}`, "
+            f"copy the folder here and pass its path"
         )
-    return AutoModelForImageClassification.from_pretrained(pretrained, **load)
+    return _transformers_load(pretrained, labels, local_files_only=False)
+
+
+def _transformers_load(pretrained: str, labels: dict, local_files_only: bool):
+    from transformers import AutoModelForImageClassification
+
+    try:
+        model, info = AutoModelForImageClassification.from_pretrained(
+            pretrained, local_files_only=local_files_only, ignore_mismatched_sizes=True, output_loading_info=True,
+            **labels,
+        )
+    except ValueError as error:  # e.g. a text model's config: no image-classification class for it
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(f"{pretrained!r} is not a transformers image classifier: {first}") from None
+    except OSError as error:
+        if local_files_only and not os.path.isdir(pretrained):
+            raise  # not cached: the caller decides whether to download
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(f"{pretrained!r} is not a loadable transformers checkpoint: {first}") from None
+    head = _last_linear_name(model)
+    bad = [key for key, *_ in info.get("mismatched_keys", []) if not key.startswith(head)]
+    bad += [key for key in info.get("missing_keys", []) if not key.startswith(head)]
+    if bad:
+        raise ValueError(
+            f"weights in {pretrained!r} do not fit its config ({type(model).__name__}): missing or other shape "
+            f"{sorted(bad)[:5]}"
+        )
+    return model
 
 
 def _offline_reason(url: str) -> Optional[str]:

@@ -12,8 +12,10 @@ fine-tuning a given model) and `training/train_classifier.py` is only its comman
    weights, stop after `patience` epochs without improvement, and save an atomic checkpoint
    (`dermdiff.loops.common`: `checkpoint-<step>` with the model as a `save_pretrained` folder plus
    this loop's early-stopping state), so `resume_from_checkpoint="latest"` continues where it stopped;
-4. write the best model to `output_dir` with `save_pretrained` (label names in its config) and the
-   per-epoch history to `output_dir/history.json`.
+4. write the best model to `output_dir` with `save_pretrained` (label names in its config). The
+   per-epoch history goes to `output_dir/history.json` after every epoch (atomically, so a run that is
+   still going, or one that crashed, can be watched and plotted), and each epoch's validation scores
+   are printed.
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from tqdm.auto import tqdm
 
-from .classifier import SkinClassifier
+from .classifier import SkinClassifier, check_backbone
 from .loops.common import (
     build_accelerator,
     epoch_batches,
@@ -105,6 +108,7 @@ class ClassifierTrainingConfig:
     report_to: Optional[str] = None
 
     def __post_init__(self):
+        check_backbone(self.backbone)
         if self.balance == "none":
             self.balance = None
         if self.balance not in BALANCE_MODES:
@@ -154,6 +158,22 @@ def dataset_label_names(dataset) -> Optional[list]:
             return list(names)
     classes = getattr(dataset, "classes", None)
     return list(classes) if classes else None
+
+
+def split_composition(parts: dict, label_names: Sequence[str]) -> dict:
+    """`{split: {"n": rows, "labels": {class: count}}}`: the class mix of each split, for reports and cards.
+
+    Rows without a label (healthy skin, -1) are counted under `"unlabelled"` when there are any.
+    """
+    composition = {}
+    for name, part in parts.items():
+        labels = dataset_labels(part)
+        counts = np.bincount(labels[labels >= 0], minlength=len(label_names))
+        row = {"n": int(labels.size), "labels": {str(label): int(count) for label, count in zip(label_names, counts)}}
+        if (labels < 0).any():
+            row["labels"]["unlabelled"] = int((labels < 0).sum())
+        composition[name] = row
+    return composition
 
 
 def _split_item(item):
@@ -244,7 +264,14 @@ def class_weights(labels: np.ndarray, num_labels: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict(model: SkinClassifier, dataset, batch_size: int = 128, resolution: Optional[int] = None) -> dict:
+def predict(
+    model: SkinClassifier,
+    dataset,
+    batch_size: int = 128,
+    resolution: Optional[int] = None,
+    progress: bool = False,
+    num_workers: int = 0,
+) -> dict:
     """Predictions of `model` on every item of `dataset`, in dataset order.
 
     Args:
@@ -252,21 +279,26 @@ def predict(model: SkinClassifier, dataset, batch_size: int = 128, resolution: O
         dataset: a `datasets.Dataset` (`image`, `label`) or a torch `Dataset` of `(image, label)`.
         batch_size (`int`, defaults to 128).
         resolution (`int`, *optional*): default the model's `image_size`.
+        progress (`bool`, defaults to `False`): show a tqdm bar over images.
+        num_workers (`int`, defaults to 0): DataLoader worker processes (image decoding).
 
     Returns:
         `dict` of numpy arrays: `labels` `(n,)`, `predictions` `(n,)`, `probabilities` `(n, K)`.
     """
     wrapped = ClassificationDataset(dataset, resolution or model.config.image_size, augment=False)
-    loader = DataLoader(wrapped, batch_size=batch_size, shuffle=False)
+    loader = DataLoader(wrapped, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     labels, probabilities = [], []
+    bar = tqdm(total=len(wrapped), desc="predict", unit="img", disable=not progress, dynamic_ncols=True)
     try:
         for images, batch_labels in loader:
             probabilities.append(model.predict_proba(images.to(device)).cpu())
             labels.append(batch_labels)
+            bar.update(len(batch_labels))
     finally:
+        bar.close()
         model.train(was_training)
     probabilities = torch.cat(probabilities).numpy() if probabilities else np.zeros((0, model.config.num_labels))
     labels = torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64)
@@ -386,6 +418,7 @@ def train_classifier(
     output_dir: str = "classifier-output",
     model: Optional[SkinClassifier] = None,
     label_names: Optional[Sequence[str]] = None,
+    epoch_callback: Optional[Callable[[dict], None]] = None,
     **overrides,
 ):
     """Trains a [`SkinClassifier`] (a new one, or fine-tunes `model`) and saves the best weights.
@@ -400,6 +433,8 @@ def train_classifier(
             `history.json`, `checkpoint-<step>` folders and logs go here.
         model (`SkinClassifier`, *optional*): fine-tune this model (trained in place) instead of building one.
         label_names (`Sequence[str]`, *optional*): class names; default the model's, else the dataset's.
+        epoch_callback (`Callable[[dict], None]`, *optional*): called on the main process after each
+            epoch with that epoch's record, once `history.json` holds it.
 
     Returns:
         `(model, history)`: the trained model on CPU/device with the best weights loaded, and a dict
@@ -542,12 +577,27 @@ def train_classifier(
         stopping.history.append(record)
         accelerator.log({key: value for key, value in record.items() if value is not None}, step=global_step)
         save_checkpoint(accelerator, output_dir, global_step, config.checkpoints_total_limit)
+        if accelerator.is_main_process:
+            write_history(output_dir, _history(stopping, val_dataset, global_step, config))
+            bar.write(epoch_summary(record))
+            if epoch_callback is not None:
+                epoch_callback(record)
     bar.close()
 
     # 6. best weights -> output_dir
     if stopping.best_weights is not None:
         unwrapped.load_state_dict(stopping.best_weights)
-    history = {
+    history = _history(stopping, val_dataset, global_step, config)
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(output_dir)
+        write_history(output_dir, history)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return unwrapped, history
+
+
+def _history(stopping: _EarlyStopping, val_dataset, global_step: int, config: ClassifierTrainingConfig) -> dict:
+    return {
         "epochs": stopping.history,
         "best_epoch": stopping.best_epoch,
         "best_val_balanced_accuracy": stopping.best_score
@@ -557,10 +607,21 @@ def train_classifier(
         "global_step": global_step,
         "config": asdict(config),
     }
-    if accelerator.is_main_process:
-        unwrapped.save_pretrained(output_dir)
-        with open(os.path.join(output_dir, HISTORY_FILE), "w") as handle:
-            json.dump(history, handle, indent=2)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return unwrapped, history
+
+
+def write_history(output_dir: str, history: dict) -> str:
+    """Writes `output_dir/history.json` through a temporary file and `os.replace`, so a reader never sees half."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, HISTORY_FILE)
+    with open(path + ".tmp", "w") as handle:
+        json.dump(history, handle, indent=2)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def epoch_summary(record: dict) -> str:
+    """One printed line per epoch: training loss/accuracy and every validation score."""
+    parts = [f"epoch {record['epoch']}", f"train_loss {record['train_loss']:.4f}",
+             f"train_accuracy {record['train_accuracy']:.3f}"]
+    parts += [f"{key} {value:.3f}" for key, value in record.items() if key.startswith("val_") and value is not None]
+    return "  ".join(parts)

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "dermdiff.commands.generate",
     "dermdiff.commands.study",
     "dermdiff.commands.evaluate",
+    "dermdiff.commands.classify",
     "dermdiff.commands.demo",
 )
 

@@ -51,7 +51,10 @@ class DemoConfig:
         train_steps, batch_size, learning_rate, checkpointing_steps, validation_steps: diffusion training.
         inference_steps (`int`), guidance_scale (`float`): DDIM sampling everywhere in the demo.
         transfer_photos (`int`): held-out healthy photos the lesion transfer paints on.
-        classifier_epochs (`int`), classifier_batch_size (`int`): the resnet18 classifiers.
+        classifier_epochs (`int`), classifier_batch_size (`int`): the classifiers' training.
+        classifier_backbone (`str`, defaults to `"resnet18"`), classifier_pretrained (`str`, *optional*): any
+            backbone `SkinClassifier` builds (a torchvision name, a transformers Hub id or folder) and its
+            initial weights (see `dermdiff.classifier`).
         per_case (`int`), max_cases (`int`): images per hard case, hard cases per round.
         eval_images (`int`), fid_trials (`int`), memorisation_images (`int`), n_boot (`int`): evaluation sizes.
     """
@@ -74,6 +77,8 @@ class DemoConfig:
     transfer_photos: int = 4
     classifier_epochs: int = 10
     classifier_batch_size: int = 32
+    classifier_backbone: str = "resnet18"
+    classifier_pretrained: Optional[str] = None
     per_case: int = 3
     max_cases: int = 40
     eval_images: int = 150
@@ -331,7 +336,7 @@ def make_pictures(out: str, config: DemoConfig) -> dict:
 # 4. classifier before and after one round of the hard-case loop
 # ----------------------------------------------------------------------------------------------------------------
 def hard_case_round(out: str, config: DemoConfig) -> dict:
-    """Baseline resnet18 on real data, hard cases mined on the mining split, synthesis, retraining, test metrics."""
+    """Baseline classifier on real data, hard cases mined on the mining split, synthesis, retraining, test metrics."""
     from .hardcase import HardCaseConfig, run_hardcase_loop
     from .metrics.classification import plot_confusion_matrix
     from .metrics.report import to_jsonable
@@ -341,7 +346,8 @@ def hard_case_round(out: str, config: DemoConfig) -> dict:
         rounds=1, strategies=("map", "sdedit"), per_case=config.per_case, max_cases=config.max_cases,
         num_inference_steps=config.inference_steps, guidance_scale=config.guidance_scale, seed=config.seed,
         n_boot=config.n_boot,
-        classifier={"backbone": "resnet18", "resolution": config.size, "num_epochs": config.classifier_epochs,
+        classifier={"backbone": config.classifier_backbone, "pretrained": config.classifier_pretrained,
+                    "resolution": config.size, "num_epochs": config.classifier_epochs,
                     "batch_size": config.classifier_batch_size, "balance": "sampler", "patience": None,
                     "checkpoints_total_limit": 1, "learning_rate": 1e-3},
     )

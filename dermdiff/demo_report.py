@@ -256,7 +256,7 @@ alt="lesion transfer">
 </section>
 
 <section id="classifier"><h2>5 · Classifier before and after the hard-case loop</h2>
-<p class="note">resnet18 at {{ config.size }} px, {{ config.classifier_epochs }} epoch(s), class-balanced sampling.
+<p class="note">{{ config.classifier_backbone or "resnet18" }} at {{ config.size }} px, {{ config.classifier_epochs }} epoch(s), class-balanced sampling.
 One round:
 mine what the baseline gets wrong on the mining split, generate {{ config.per_case }} image(s) per case and strategy
 (map jitter, SDEdit) labelled with the true class, retrain on real + synthetic. Stopped: {{ hard.stopped }}.</p>

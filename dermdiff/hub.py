@@ -8,12 +8,16 @@ printed, logged or written into the card.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from huggingface_hub import ModelCardData, create_repo, upload_folder
 
 # folders a training run leaves in its output directory that do not belong on the Hub
 DEFAULT_IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/**", "logs/**", "samples/**", "*.tmp", "*.tmp/**")
+
+# `owner/name`: how a Hub model or dataset id looks (a path that exists locally wins over it)
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # licences of the datasets the toolkit knows by name (see each folder's README in the data docs)
 KNOWN_DATA_LICENCES = {
@@ -41,6 +45,10 @@ class ModelCardInfo:
         metrics (`dict[str, float]`): only metrics that were actually computed (e.g. FID); may be empty.
         hyperparameters (`dict`): the run settings worth repeating (batch size, learning rate, ...).
         usage (`str`, *optional*): a short code example.
+        summary (`str`, *optional*): the card's opening sentence; default says it is an image generator.
+        sections (`dict[str, str]`, *optional*): extra markdown sections (title -> body) after the metrics,
+            e.g. a classifier's test tables and split composition.
+        intended_use (`str`, *optional*): replaces the generator's intended-use paragraph.
     """
 
     model_type: str
@@ -52,6 +60,9 @@ class ModelCardInfo:
     metrics: dict[str, float] = field(default_factory=dict)
     hyperparameters: dict = field(default_factory=dict)
     usage: str | None = None
+    summary: str | None = None
+    sections: dict[str, str] = field(default_factory=dict)
+    intended_use: str | None = None
 
 
 def _dataset_key(dataset: str) -> str:
@@ -81,7 +92,8 @@ def model_card(info: ModelCardInfo) -> str:
         "",
         f"# {info.model_type}",
         "",
-        "Trained with dermdiff to generate dermatology images under control "
+        info.summary
+        or "Trained with dermdiff to generate dermatology images under control "
         "(condition, location, size, Fitzpatrick skin type).",
         "",
         "## Training",
@@ -100,11 +112,14 @@ def model_card(info: ModelCardInfo) -> str:
         lines += [f"- {name}: {value:.4g}" for name, value in sorted(info.metrics.items())]
     else:
         lines.append("No quality metrics were computed for this model.")
+    for title, body in info.sections.items():
+        lines += ["", f"## {title}", "", body.strip()]
     lines += [
         "",
         "## Intended use",
         "",
-        "Research and education only: studying controllable image generation and data augmentation for "
+        info.intended_use
+        or "Research and education only: studying controllable image generation and data augmentation for "
         "skin-lesion classifiers. **Not a diagnostic device.** Generated images are not patients and must "
         "not be used to diagnose, triage or treat anyone.",
         "",
@@ -157,3 +172,9 @@ def push_to_hub(
         token=token,
     )
     return repo_id
+
+
+def looks_like_repo_id(text) -> bool:
+    """True for `owner/name` (a Hub model or dataset id) that is not an existing local path."""
+    text = os.fspath(text)
+    return bool(_REPO_ID.match(text)) and not os.path.exists(text)

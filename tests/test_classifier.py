@@ -122,6 +122,54 @@ def test_local_torchvision_weights(tmp_path):
         SkinClassifier(backbone="resnet18", num_labels=2, pretrained=str(tmp_path / "mobilenet.safetensors"))
 
 
+def test_any_torchvision_model_with_weights_from_the_torch_hub_cache(tmp_path, monkeypatch):
+    import torchvision
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("DERMDIFF_OFFLINE", "1")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
+    torch.manual_seed(3)
+    reference = torchvision.models.shufflenet_v2_x0_5()  # not one of TORCHVISION_BACKBONES
+    cache = tmp_path / "torch_hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    url = torchvision.models.ShuffleNet_V2_X0_5_Weights.IMAGENET1K_V1.url
+    torch.save(reference.state_dict(), str(cache / os.path.basename(url)))
+    model = SkinClassifier(backbone="shufflenet_v2_x0_5", num_labels=3, pretrained="IMAGENET1K_V1", image_size=32)
+    assert torch.equal(model.model.conv1[0].weight, reference.conv1[0].weight)
+    assert model(_sample(size=32)).logits.shape == (2, 3) and model.features(_sample(size=32)).shape == (2, 1024)
+    # weights of another width: same keys, other shapes -> one line, not a RuntimeError
+    save_file(torchvision.models.shufflenet_v2_x1_0().state_dict(), str(tmp_path / "wider.safetensors"))
+    with pytest.raises(ValueError, match=r"do not fit torchvision shufflenet_v2_x0_5: size mismatch") as error:
+        SkinClassifier(backbone="shufflenet_v2_x0_5", num_labels=3, pretrained=str(tmp_path / "wider.safetensors"))
+    assert "\n" not in str(error.value)
+
+
+def test_transformers_folder_as_backbone_and_weights_that_do_not_fit(tmp_path):
+    from transformers import AutoConfig, AutoModelForImageClassification, BertConfig, BertModel
+
+    torch.manual_seed(4)
+    tiny = AutoModelForImageClassification.from_config(AutoConfig.for_model(**TINY_HF_RESNET))
+    tiny.save_pretrained(tmp_path / "hf")
+    model = SkinClassifier(backbone=str(tmp_path / "hf"), num_labels=2, image_size=16)
+    assert model.config.backbone == "transformers" and model.config.pretrained == str(tmp_path / "hf")
+    assert model(_sample(size=16)).logits.shape == (2, 2)
+    # the same weights under a config with other layer sizes
+    with open(tmp_path / "hf" / "config.json") as handle:
+        config = json.load(handle)
+    config["hidden_sizes"] = [8, 24]
+    with open(tmp_path / "hf" / "config.json", "w") as handle:
+        json.dump(config, handle)
+    with pytest.raises(ValueError, match=r"do not fit its config \(ResNetForImageClassification\)"):
+        SkinClassifier(backbone=str(tmp_path / "hf"), num_labels=2, image_size=16)
+    tiny_bert = BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=8)
+    BertModel(tiny_bert).save_pretrained(tmp_path / "bert")
+    with pytest.raises(ValueError, match="is not a transformers image classifier"):
+        SkinClassifier(backbone=str(tmp_path / "bert"), num_labels=2)
+    with pytest.raises(ValueError, match="names its own weights"):
+        SkinClassifier(backbone=str(tmp_path / "bert"), num_labels=2, pretrained="imagenet")
+
+
 def test_local_transformers_checkpoint(tmp_path):
     from transformers import AutoConfig, AutoModelForImageClassification
 
@@ -143,10 +191,16 @@ def test_download_requests_fail_clearly_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
-    with pytest.raises(WeightsUnavailableError, match=r"pass pretrained='/path/to/resnet18.pth'"):
+    looked = os.path.join(str(tmp_path / "torch_hub"), "checkpoints", "resnet18-f37072fd.pth")
+    with pytest.raises(WeightsUnavailableError, match=rf"looked for {looked}.*offline mode") as error:
         SkinClassifier(backbone="resnet18", num_labels=2, pretrained="imagenet")
-    with pytest.raises(WeightsUnavailableError, match=r"offline mode.*pass pretrained="):
+    assert "\n" not in str(error.value)
+    with pytest.raises(WeightsUnavailableError, match=r"looked for a folder .*some-vit and in the Hugging Face cache"):
         SkinClassifier(backbone="transformers", num_labels=2, pretrained="someone/some-vit")
+    with pytest.raises(WeightsUnavailableError, match=r"offline mode"):  # a Hub id given as the backbone
+        SkinClassifier(backbone="someone/some-vit", num_labels=2)
+    with pytest.raises(FileNotFoundError, match=r"not a file nor a weights name.*IMAGENET1K_V1"):
+        SkinClassifier(backbone="resnet18", num_labels=2, pretrained="imagenet22k")
     with pytest.raises(FileNotFoundError, match="not a file"):
         SkinClassifier(backbone="resnet18", num_labels=2, pretrained=str(tmp_path / "missing.pth"))
 
@@ -172,7 +226,7 @@ def test_download_without_connection_fails_fast(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(backbone="alexnet"), "unknown backbone"),
+        (dict(backbone="resnet_18"), r"unknown backbone .*did you mean resnet18.*list_models"),
         (dict(num_labels=1), "num_labels"),
         (dict(num_labels=3, label_names=["a", "b"]), "label_names"),
         (dict(backbone="resnet18", backbone_config=TINY_VIT), "backbone_config"),
@@ -259,6 +313,29 @@ def test_train_writes_outputs_and_resumes(tmp_path):
     assert metrics["overall"]["balanced_accuracy"]["value"] == pytest.approx(resumed["best_val_balanced_accuracy"])
 
 
+def test_history_is_written_after_every_epoch_and_scores_are_printed(tmp_path, capsys):
+    train, val = _colour_dataset(16, seed=0), _colour_dataset(6, seed=1)
+    output_dir = tmp_path / "run"
+    seen_on_disk = []
+
+    def after_epoch(record):
+        with open(output_dir / "history.json") as handle:
+            on_disk = json.load(handle)
+        seen_on_disk.append(([entry["epoch"] for entry in on_disk["epochs"]], on_disk["best_epoch"]))
+        assert on_disk["epochs"][-1] == json.loads(json.dumps(record))
+        assert not (output_dir / "config.json").exists()  # the run is not over yet
+
+    _, history = train_classifier(
+        train, val, _tiny_config(num_epochs=2, checkpoints_total_limit=1), output_dir=str(output_dir),
+        epoch_callback=after_epoch,
+    )
+    assert [epochs for epochs, _ in seen_on_disk] == [[0], [0, 1]]
+    assert seen_on_disk[0][1] == 0 and not (output_dir / "history.json.tmp").exists()
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert len(printed) == 2 and "val_balanced_accuracy" in printed[0] and "train_loss" in printed[0]
+    assert f"val_accuracy {history['epochs'][1]['val_accuracy']:.3f}" in printed[1]
+
+
 def test_early_stopping_rule():
     from dermdiff.classifier_training import _EarlyStopping
 
@@ -317,3 +394,64 @@ def test_script_smoke(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         script.parse_args(["--train_data_dir", data, "--backbone_config", "vit"])  # needs --backbone transformers
     sys.modules.pop("train_classifier", None)
+
+
+def test_script_external_test_loader_options_and_push(tmp_path, monkeypatch, capsys):
+    """--test_data_dir is scored beside the internal test split; options per source; the card carries both."""
+    from unittest import mock
+
+    from dermdiff.data import write_phantom
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "training"))
+    import train_classifier as script
+
+    data = write_phantom(str(tmp_path / "phantom"), n=30, size=16, seed=0)
+    external = write_phantom(str(tmp_path / "external"), n=20, size=16, seed=1)
+    output_dir = tmp_path / "out"
+    argv = [
+        "--train_data_dir", data, "--backbone", "transformers", "--backbone_config", json.dumps(TINY_HF_RESNET),
+        "--resolution", "16", "--num_epochs", "1", "--train_batch_size", "8", "--n_boot", "20",
+        "--split_fractions", '{"train": 0.6, "validation": 0.2, "test": 0.2}', "--output_dir", str(output_dir),
+        "--test_data_dir", external, "--test_loader_kwargs", '{"limit": 12}',
+    ]  # fmt: skip
+
+    # bad input first: each fails in one line before any training
+    with pytest.raises(ValueError, match=r"loader option\(s\) \['split'\] do not apply to .*external.* its options: "):
+        script.main(script.parse_args(argv + ["--test_loader_kwargs", '{"split": "test"}']))
+    other = tmp_path / "other"
+    (other / "images").mkdir(parents=True)
+    for index, label in enumerate(["bcc", "akiec"]):
+        Image.new("RGB", (16, 16), (index * 90, 20, 20)).save(other / "images" / f"{index}.png")
+    (other / "metadata.csv").write_text("file_name,label\nimages/0.png,bcc\nimages/1.png,akiec\n")
+    match = r"label set \['nevus', .*\] differs from --test_data_dir .*other's \['akiec', 'bcc'\]"
+    with pytest.raises(ValueError, match=match):
+        script.main(script.parse_args(argv + ["--test_data_dir", str(other)]))
+    assert not (output_dir / "config.json").exists()
+    bad_flags = ((["--backbone", "resnet_18"], "did you mean resnet18"), (["--test_loader_kwargs", "[]"], "JSON object"))
+    for bad, match in bad_flags:
+        with pytest.raises(SystemExit):
+            script.parse_args(argv + bad)
+        assert match in capsys.readouterr().err
+
+    calls = {}
+    token = "hf_SECRETclassifier123"
+    with mock.patch("dermdiff.hub.create_repo", lambda repo_id, **kw: mock.Mock(repo_id=repo_id)), \
+            mock.patch("dermdiff.hub.upload_folder", lambda **kw: calls.update(kw)):
+        results = script.main(script.parse_args(argv + ["--push_to_hub", "--hub_model_id", "someone/clf",
+                                                          "--hub_token", token]))
+    assert results["sizes"]["external_test"] == 12 and results["sizes"]["test"] > 0
+    assert results["external_test"]["n"] == 12 and results["test"]["n"] == results["sizes"]["test"]  # both kept
+    for stem in ("metrics", "metrics_test", "metrics_external_test"):
+        assert (output_dir / f"{stem}.json").is_file() and (output_dir / f"{stem}_confusion_matrix.png").is_file()
+    composition = json.loads((output_dir / "splits.json").read_text())
+    assert sorted(composition) == ["external_test", "test", "train", "validation"]
+    assert sum(composition["external_test"]["labels"].values()) == 12
+    assert calls["folder_path"] == str(output_dir) and calls["token"] == token
+    card = (output_dir / "README.md").read_text()
+    facts = ("SkinClassifier (transformers)", "## Internal test split", f"## External test set: {external}",
+             "## Split composition", "| external_test | 12 |", "test balanced_accuracy", "Not a diagnostic device")
+    for fact in facts:
+        assert fact in card, fact
+    assert "Generated images are not patients" not in card and token not in card
+    sys.modules.pop("train_classifier", None)
+

@@ -22,6 +22,8 @@ def bad_inputs(tmp_path) -> dict:
         "evaluate": (["evaluate", "--data", str(tmp_path), "--out", str(tmp_path / "e"), "--pipeline", "x",
                       "--trials", "1"], "--trials"),
         "demo": (["demo", "--out", str(tmp_path / "d"), "--resume", "--overwrite"], "--resume"),
+        "classify": (["classify", "--classifier", str(tmp_path / "no-clf"), "--data", "phantom", "--out",
+                      str(tmp_path / "c")], "no-clf"),
     }
 
 

@@ -106,3 +106,13 @@ def test_summary_is_printed_with_before_and_after(resumed):
         result = json.load(handle)
     accuracy = result["baseline_vs_final"]["a"]["overall"]["accuracy"]["value"]
     assert f"{accuracy:.3f}" in printed  # the printed numbers are the measured ones
+
+
+def test_demo_classifier_backbone_flag_is_checked_before_anything_runs(tmp_path, capsys):
+    from dermdiff.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--classifier-backbone", "resnet_18"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "unknown backbone 'resnet_18' (did you mean resnet18" in err
+    assert not out.exists()

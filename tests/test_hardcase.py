@@ -453,12 +453,25 @@ def test_adversarial_loop_script(tmp_path):
     }
 
 
-def test_augment_experiment_script(tmp_path):
+def test_augment_experiment_script(tmp_path, capsys):
+    """Also the pretrained-backbone path: a local transformers checkpoint folder given as --backbone."""
+    from transformers import AutoConfig, AutoModelForImageClassification
+
     tiny_gan().save_pretrained(str(tmp_path / "generator"))
+    torch.manual_seed(0)
+    tiny = AutoConfig.for_model("resnet", embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])
+    AutoModelForImageClassification.from_config(tiny).save_pretrained(str(tmp_path / "hf"))
     script = load_script("augment_experiment")
+    flags = TINY_FLAGS[: TINY_FLAGS.index("--backbone")] + TINY_FLAGS[TINY_FLAGS.index("--backbone") + 2 :]
+    for bad, match in (("resnet_18", "did you mean resnet18"), ("no_such_net", "list_models")):
+        with pytest.raises(SystemExit):
+            script.parse_args(flags + ["--generator", "g", "--backbone", bad])
+        assert match in capsys.readouterr().err
     args = script.parse_args(
-        TINY_FLAGS
+        flags
         + [
+            "--backbone",
+            str(tmp_path / "hf"),
             "--generator",
             str(tmp_path / "generator"),
             "--classes",
@@ -472,6 +485,9 @@ def test_augment_experiment_script(tmp_path):
     result = script.main(args)
     assert result["synthetic"] == {"vascular": 2}
     assert len(os.listdir(tmp_path / "out" / "synthetic" / "images")) == 2
+    with open(tmp_path / "out" / "baseline" / "config.json") as handle:
+        saved = json.load(handle)
+    assert saved["backbone"] == "transformers" and saved["pretrained"] == str(tmp_path / "hf")
 
 
 def test_splits_with_only_train_and_val_get_mining_and_test_from_train(monkeypatch):

@@ -6,11 +6,24 @@
         --resume_from_checkpoint latest
 
 The data is any layout `dermdiff.data.load_any` recognises (an image folder with `metadata.csv`,
-HAM10000, PAD-UFES-20, a DermaMNIST `.npz`). Without `--validation_data_dir` it is split with
-`dermdiff.data.make_splits` (an existing `split` column wins, e.g. DermaMNIST with
-`--loader_kwargs '{"split": "all"}'`). The output folder gets the model (`save_pretrained`, label names
-in its config), `history.json`, and for the validation split (and the test split, if there is one)
-`metrics.json` / `metrics.md` / `metrics_confusion_matrix.png` with bootstrap confidence intervals.
+HAM10000, PAD-UFES-20, a DermaMNIST `.npz`, a `save_to_disk` folder, a Hub dataset id). Without
+`--validation_data_dir` it is split with `dermdiff.data.make_splits` (an existing `split` column wins,
+e.g. DermaMNIST with `--train_loader_kwargs '{"split": "all"}'`). Each source has its own loader options
+(`--train_loader_kwargs`, `--validation_loader_kwargs`, `--test_loader_kwargs`). `--test_data_dir` adds
+an external test set beside the internal test split:
+
+    python training/train_classifier.py --train_data_dir /data/dermamnist.npz \
+        --train_loader_kwargs '{"split": "all"}' --test_data_dir /data/ham10000 \
+        --test_loader_kwargs '{"size": 28}' --backbone resnet18 --resolution 28 --output_dir outputs/clf
+
+The backbone is any torchvision classification model (`--backbone convnext_tiny --pretrained imagenet`
+reads the torch hub cache) or a transformers image classifier (`--backbone google/vit-base-patch16-224`
+or a local checkpoint folder). The output folder gets the model (`save_pretrained`, label names in its
+config), `history.json` (rewritten after every epoch), `splits.json` (the class mix of each split), and
+`metrics*.json` / `.md` / `_confusion_matrix.png` with bootstrap confidence intervals for the
+validation split (`metrics`), the internal test split (`metrics_test`) and the external test set
+(`metrics_external_test`). `--push_to_hub` uploads it with a model card holding the test metrics and
+the split composition.
 """
 
 from __future__ import annotations
@@ -20,12 +33,26 @@ import json
 import os
 import sys
 
-from dermdiff.classifier import TORCHVISION_BACKBONES, TRANSFORMERS_BACKBONE
-from dermdiff.classifier_training import ClassifierTrainingConfig, evaluate_classifier, train_classifier
+from dermdiff.classifier import (
+    LIST_BACKBONES_HINT,
+    TRANSFORMERS_BACKBONE,
+    backbone_config_from_text,
+    check_backbone,
+)
+from dermdiff.classifier_training import (
+    ClassifierTrainingConfig,
+    dataset_label_names,
+    evaluate_classifier,
+    split_composition,
+    train_classifier,
+)
+from dermdiff.classify import align_labels
 from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.metrics.classification import metrics_to_markdown, save_metrics
 
 VALIDATION_NAMES = ("validation", "val", "valid")
+# evaluated part -> stem of its metrics files
+EVALUATED = {"validation": "metrics", "test": "metrics_test", "external_test": "metrics_external_test"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,11 +64,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument(
         "--validation_data_dir", default=None, help="Validation data; default: split off the training data."
     )
-    data.add_argument("--test_data_dir", default=None, help="Optional test data, evaluated once with the best model.")
     data.add_argument(
+        "--test_data_dir",
+        default=None,
+        help="External test data, evaluated once with the best model beside the internal test split.",
+    )
+    data.add_argument(
+        "--train_loader_kwargs",
         "--loader_kwargs",
+        dest="train_loader_kwargs",
         default="{}",
-        help='JSON options for dermdiff.data.load_any, e.g. \'{"split": "all", "limit": 500}\'.',
+        help='JSON loader options of --train_data_dir, e.g. \'{"split": "all", "limit": 500}\' '
+        "(--loader_kwargs is the old name).",
+    )
+    data.add_argument(
+        "--validation_loader_kwargs",
+        default=None,
+        help="JSON loader options of --validation_data_dir (default: those of the training data).",
+    )
+    data.add_argument(
+        "--test_loader_kwargs",
+        default="{}",
+        help='JSON loader options of --test_data_dir, e.g. \'{"split": "test"}\'.',
     )
     data.add_argument(
         "--split_fractions",
@@ -54,8 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument(
         "--backbone",
         default="resnet18",
-        choices=TORCHVISION_BACKBONES + (TRANSFORMERS_BACKBONE,),
-        help="Classifier backbone.",
+        help="Any torchvision classification model name (" + LIST_BACKBONES_HINT.replace("%", "%%") + "), "
+        "'transformers' with --backbone_config, or a transformers image classifier's Hub id or local folder.",
     )
     model.add_argument(
         "--backbone_config",
@@ -65,8 +109,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument(
         "--pretrained",
         default=None,
-        help="Initial weights: a local .safetensors/.pth file (torchvision), a local checkpoint folder "
-        "(transformers), 'imagenet' or a Hub id (needs network).",
+        help="Initial weights: a local .safetensors/.pth file (torchvision), 'imagenet' or a weights name "
+        "such as IMAGENET1K_V2 (read from the torch hub cache, $TORCH_HOME/hub/checkpoints, else downloaded), "
+        "or a transformers checkpoint folder / Hub id.",
     )
 
     train = parser.add_argument_group("training")
@@ -107,35 +152,47 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--n_boot", type=int, default=1000, help="Bootstrap replicates for the confidence intervals."
     )
 
+    hub = parser.add_argument_group("hub")
+    hub.add_argument("--push_to_hub", action="store_true", help="Upload the classifier with a model card.")
+    hub.add_argument("--hub_model_id", default=None, help="Hub repo id (defaults to the output folder name).")
+    hub.add_argument("--hub_token", default=None, help="Hub token (never logged; default: cached login).")
+    hub.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
+
     args = parser.parse_args(argv)
-    for name in ("loader_kwargs", "split_fractions"):
+    for name in ("train_loader_kwargs", "validation_loader_kwargs", "test_loader_kwargs", "split_fractions"):
+        if getattr(args, name) is None:
+            continue
         try:
             setattr(args, name, json.loads(getattr(args, name)))
         except json.JSONDecodeError as error:
             parser.error(f"--{name} is not valid JSON: {error}")
+        if not isinstance(getattr(args, name), dict):
+            parser.error(f"--{name} must be a JSON object, got {getattr(args, name)!r}")
+    if args.validation_loader_kwargs is None:
+        args.validation_loader_kwargs = args.train_loader_kwargs
+    try:
+        check_backbone(args.backbone)
+    except ValueError as error:
+        parser.error(f"--backbone: {error}")
     if args.backbone_config is not None:
         if args.backbone != TRANSFORMERS_BACKBONE:
             parser.error("--backbone_config needs --backbone transformers")
-        args.backbone_config = _json_or_name(args.backbone_config)
+        try:
+            args.backbone_config = backbone_config_from_text(args.backbone_config)
+        except ValueError as error:
+            parser.error(f"--{error}")
     if args.patience < 0 or args.n_boot < 0:
         parser.error("--patience and --n_boot must be >= 0")
     return args
 
 
-def _json_or_name(value: str):
-    if os.path.isfile(value):
-        with open(value) as handle:
-            return json.load(handle)
-    return json.loads(value) if value.lstrip().startswith("{") else value
-
-
 def load_splits(args) -> dict:
-    """`{"train": ..., "validation": ..., "test": ... (optional)}` datasets from the arguments."""
+    """`{"train", "validation", "test" (internal, optional), "external_test" (optional)}` datasets."""
     from dermdiff.data import load_any, make_splits
 
-    dataset = load_any(args.train_data_dir, **args.loader_kwargs)
+    dataset = load_any(args.train_data_dir, **args.train_loader_kwargs)
     if args.validation_data_dir is not None:
-        parts = {"train": dataset, "validation": load_any(args.validation_data_dir, **args.loader_kwargs)}
+        parts = {"train": dataset, "validation": load_any(args.validation_data_dir, **args.validation_loader_kwargs)}
     else:
         splits = make_splits(dataset, fractions=args.split_fractions, seed=args.seed)
         validation = next((name for name in VALIDATION_NAMES if name in splits), None)
@@ -145,7 +202,7 @@ def load_splits(args) -> dict:
         if "test" in splits and len(splits["test"]) > 0:
             parts["test"] = splits["test"]
     if args.test_data_dir is not None:
-        parts["test"] = load_any(args.test_data_dir, **args.loader_kwargs)
+        parts["external_test"] = load_any(args.test_data_dir, **args.test_loader_kwargs)
     return parts
 
 
@@ -176,23 +233,49 @@ def main(args: argparse.Namespace) -> dict:
         dataloader_num_workers=args.dataloader_num_workers,
         report_to=None if args.report_to == "none" else args.report_to,
     )
+    names = dataset_label_names(parts["train"])
+    if "external_test" in parts and names is not None:  # matched by name, before training: a class the
+        where = f"--test_data_dir {args.test_data_dir}"  # model cannot learn is an error, not a zero
+        parts["external_test"] = align_labels(parts["external_test"], names, where=where)
     model, history = train_classifier(parts["train"], parts["validation"], config, output_dir=args.output_dir)
-    results = {"sizes": {name: len(part) for name, part in parts.items()}, "best_epoch": history["best_epoch"]}
-    for name in ("validation", "test"):
+    names = model.label_names
+    composition = split_composition(parts, names)
+    with open(os.path.join(args.output_dir, "splits.json"), "w") as handle:
+        json.dump(composition, handle, indent=2)
+    results = {"sizes": {name: len(part) for name, part in parts.items()}, "best_epoch": history["best_epoch"],
+               "composition": composition}
+    for name, stem in EVALUATED.items():
         if name not in parts:
             continue
         result = evaluate_classifier(
             model, parts[name], batch_size=args.eval_batch_size, n_boot=args.n_boot, seed=args.seed
         )
-        stem = "metrics" if name == "validation" else "metrics_test"
-        save_metrics(result, args.output_dir, stem=stem, title=f"{args.backbone} on the {name} split")
+        title = f"{args.backbone} on the {name.replace('_', ' ')} " + ("set" if name == "external_test" else "split")
+        save_metrics(result, args.output_dir, stem=stem, title=title)
         results[name] = result
-    if "test" not in parts:
+    if "test" not in parts and "external_test" not in parts:
         print("note: no test split; metrics.json reports the validation split used for early stopping (optimistic)")
-    for name in ("validation", "test"):
+    for name in EVALUATED:
         if name in results:
             print(f"\n## {name}\n\n{metrics_to_markdown(results[name])}")
+    if args.push_to_hub:
+        push(args, results, history)
     return results
+
+
+def push(args, results: dict, history: dict) -> str:
+    """Uploads the output folder with a model card: test metrics and split composition; the token goes nowhere else."""
+    from dermdiff.classifier_card import classifier_card_info
+    from dermdiff.hub import push_to_hub
+
+    repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+    info = classifier_card_info(
+        results, history, dataset=args.train_data_dir, backbone=args.backbone, repo_id=repo_id,
+        external_test=args.test_data_dir,
+    )
+    repo_id = push_to_hub(args.output_dir, repo_id, info, token=args.hub_token, private=args.hub_private_repo)
+    print(f"pushed {args.output_dir} to https://huggingface.co/{repo_id}")
+    return repo_id
 
 
 if __name__ == "__main__":

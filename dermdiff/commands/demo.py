@@ -25,6 +25,12 @@ def configure(parser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the demo in --out: skip finished steps, resume training from its checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="delete the demo already in --out and start again")
+    parser.add_argument("--classifier-backbone", dest="classifier_backbone",
+                        help="classifier of the hard-case round: a torchvision model name (default resnet18) or a "
+                        "transformers Hub id / local folder")
+    parser.add_argument("--classifier-pretrained", dest="classifier_pretrained",
+                        help="its initial weights: a local file, 'imagenet' (torch hub cache) or a transformers "
+                        "folder")
     parser.add_argument("--stop-after", dest="stop_after", choices=STEP_NAMES, metavar="STEP",
                         help=f"stop after this step ({', '.join(STEP_NAMES)})")
 
@@ -38,6 +44,12 @@ def run(args) -> int:
         if args.train_steps < 1:
             raise ValueError(f"--train-steps must be >= 1, got {args.train_steps}")
         overrides["train_steps"] = args.train_steps
+    if args.classifier_backbone is not None:
+        from ..classifier import check_backbone
+
+        overrides["classifier_backbone"] = check_backbone(args.classifier_backbone)
+    if args.classifier_pretrained is not None:
+        overrides["classifier_pretrained"] = args.classifier_pretrained
     config = demo_config(quick=args.quick, **overrides)
     done = run_demo(config, args.out, resume=args.resume, overwrite=args.overwrite, stop_after=args.stop_after)
     if "report" in done:

@@ -6,26 +6,35 @@
 | `ham10000`    | `metadata.csv` / `HAM10000_metadata.csv` with `image_id` and `dx`      | `load_ham10000`     |
 | `pad_ufes20`  | `metadata.csv` with `diagnostic` and `patient_id`                      | `load_pad_ufes20`   |
 | `dermamnist`  | a `.npz` with `{split}_images` (or a folder holding exactly one)       | `load_dermamnist`   |
+| `saved`       | a `save_to_disk` folder (`state.json` or `dataset_dict.json`)          | `load_saved_dataset`|
+| `hub`         | `owner/name` that is not a local path: a Hugging Face Hub dataset id   | `load_hub_dataset`  |
 
 A bare name (`"ham10000"`, `"dermamnist"`, `"pad_ufes20"`) is looked up as a folder under `data_root`
 or the `DERMDIFF_DATA` environment variable; `"phantom"` (when no such path exists) builds the
 built-in phantom with `dermdiff.data.phantom_dataset(**kwargs)`.
+
+Loader options (`**kwargs`) are checked against the chosen loader's signature, so an option meant for
+another source (`split=` for a HAM10000 folder) fails with one line naming the allowed ones instead of
+a TypeError deep inside.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import numpy as np
 import pandas as pd
 
+from ..hub import looks_like_repo_id
 from .dermamnist import load_dermamnist
 from .folder import load_dataset_dir
 from .ham10000 import METADATA_NAMES as HAM_METADATA_NAMES
 from .ham10000 import load_ham10000
+from .hub_source import is_saved_dataset, load_hub_dataset, load_saved_dataset
 from .pad_ufes20 import load_pad_ufes20
 
-LAYOUTS = ("imagefolder", "ham10000", "pad_ufes20", "dermamnist")
+LAYOUTS = ("imagefolder", "ham10000", "pad_ufes20", "dermamnist", "saved", "hub")
 KNOWN_NAMES = ("ham10000", "dermamnist", "pad_ufes20")
 DATA_ROOT_VARIABLE = "DERMDIFF_DATA"
 _LOADERS = {
@@ -33,6 +42,8 @@ _LOADERS = {
     "ham10000": load_ham10000,
     "pad_ufes20": load_pad_ufes20,
     "dermamnist": load_dermamnist,
+    "saved": load_saved_dataset,
+    "hub": load_hub_dataset,
 }
 
 
@@ -51,13 +62,41 @@ def load_any(path_or_name: str, data_root: str | None = None, **kwargs):
         >>> load_any("/data/ham10000", size=64)
         >>> load_any("dermamnist", data_root="/data", split="val")
     """
+    if is_hub_id(path_or_name):
+        check_loader_options("hub", path_or_name, kwargs)
+        return load_hub_dataset(path_or_name, **kwargs)
     path = resolve_path(path_or_name, data_root)
     if path is None:  # "phantom" with no folder of that name
         from .phantom import phantom_dataset
 
+        check_loader_options("phantom", "phantom", kwargs, phantom_dataset)
         return phantom_dataset(**kwargs)
     layout, target = detect_layout(path)
+    check_loader_options(layout, target, kwargs)
     return _LOADERS[layout](target, **kwargs)
+
+
+def is_hub_id(path_or_name) -> bool:
+    """`owner/name` that is neither an existing path nor a known name: read as a Hub dataset id."""
+    return looks_like_repo_id(path_or_name) and os.fspath(path_or_name) not in KNOWN_NAMES
+
+
+def loader_options(layout: str, loader=None) -> list:
+    """The keyword options the loader of `layout` accepts (its parameters after the path)."""
+    parameters = list(inspect.signature(loader or _LOADERS[layout]).parameters.values())
+    if layout != "phantom":
+        parameters = parameters[1:]  # the path itself
+    return [item.name for item in parameters if item.kind in (item.POSITIONAL_OR_KEYWORD, item.KEYWORD_ONLY)]
+
+
+def check_loader_options(layout: str, source: str, kwargs: dict, loader=None) -> None:
+    """One line naming the option(s) and the source's allowed options when an option does not apply."""
+    allowed = loader_options(layout, loader)
+    bad = sorted(set(kwargs) - set(allowed))
+    if bad:
+        raise ValueError(
+            f"loader option(s) {bad} do not apply to {source!r} ({layout} layout); its options: {allowed}"
+        )
 
 
 def resolve_path(path_or_name: str, data_root: str | None = None) -> str | None:
@@ -78,7 +117,10 @@ def resolve_path(path_or_name: str, data_root: str | None = None) -> str | None:
         return candidate
     if path == "phantom":
         return None
-    raise FileNotFoundError(f"{path!r} is neither an existing path nor a known name ({list(KNOWN_NAMES) + ['phantom']})")
+    raise FileNotFoundError(
+        f"{path!r} is neither an existing path, a known name ({list(KNOWN_NAMES) + ['phantom']}) nor a Hub "
+        "dataset id (owner/name)"
+    )
 
 
 def detect_layout(path: str) -> tuple[str, str]:
@@ -87,6 +129,8 @@ def detect_layout(path: str) -> tuple[str, str]:
         if path.endswith(".npz") and _is_medmnist(path):
             return "dermamnist", path
         raise ValueError(f"{path!r} is a file but not a MedMNIST npz; supported layouts: {list(LAYOUTS)}")
+    if is_saved_dataset(path):
+        return "saved", path
     for name in ("metadata.csv",) + HAM_METADATA_NAMES:
         csv_path = os.path.join(path, name)
         if os.path.isfile(csv_path):
