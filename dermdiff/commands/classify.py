@@ -9,7 +9,7 @@ EXAMPLES = """\
   dermdiff classify --classifier runs/clf --data /data/dermamnist.npz --loader-kwargs '{"split": "test"}' --out eval/dm
   dermdiff classify --classifier runs/clf --data someone/skin-dataset --loader-kwargs '{"split": "test"}' \\
       --out eval/hub
-  dermdiff classify --classifier runs/clf --data new_images/ --out preds/ --predict-only
+  dermdiff classify --classifier runs/clf --data saved_split/ --out preds/ --predict-only
 
 data: an image folder with metadata.csv, HAM10000/ISIC, a DermaMNIST .npz, PAD-UFES-20, a save_to_disk folder or
 a Hub dataset id. Writes predictions.csv and (unless --predict-only) metrics.json, metrics.md,

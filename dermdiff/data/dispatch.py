@@ -118,7 +118,7 @@ def resolve_path(path_or_name: str, data_root: str | None = None) -> str | None:
     if path == "phantom":
         return None
     raise FileNotFoundError(
-        f"{path!r} is neither an existing path, a known name ({list(KNOWN_NAMES) + ['phantom']}) nor a Hub "
+        f"{path!r} is neither an existing path nor a known name ({list(KNOWN_NAMES) + ['phantom']}), nor a Hub "
         "dataset id (owner/name)"
     )
 
