@@ -80,4 +80,9 @@ def classifier_card_info(
         intended_use="Research and education only: benchmarking skin-lesion classifiers and data augmentation. "
         "**Not a diagnostic device**: it must not be used to diagnose, triage or treat anyone. Its numbers hold "
         "for data like its test sets; check it on your own population (e.g. with `dermdiff classify`).",
+        limitations=[
+            "Trained on a small dataset; classes, skin types and image sources that are rare in it are "
+            "recognised less reliably (see the per-class rows and the split composition).",
+            "A test split drawn from the training population can overstate accuracy on new clinics or devices.",
+        ],
     )

@@ -16,6 +16,10 @@ from huggingface_hub import ModelCardData, create_repo, upload_folder
 # folders a training run leaves in its output directory that do not belong on the Hub
 DEFAULT_IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/**", "logs/**", "samples/**", "*.tmp", "*.tmp/**")
 
+GENERATOR_LIMITATIONS = (
+    "Trained on a small dataset at low resolution; images can look plausible and still be wrong.",
+    "Skin types and conditions that are rare in the training data are generated less faithfully.",
+)
 # `owner/name`: how a Hub model or dataset id looks (a path that exists locally wins over it)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -49,6 +53,7 @@ class ModelCardInfo:
         sections (`dict[str, str]`, *optional*): extra markdown sections (title -> body) after the metrics,
             e.g. a classifier's test tables and split composition.
         intended_use (`str`, *optional*): replaces the generator's intended-use paragraph.
+        limitations (`list[str]`, *optional*): replace the generator's model-specific limitations.
     """
 
     model_type: str
@@ -63,6 +68,7 @@ class ModelCardInfo:
     summary: str | None = None
     sections: dict[str, str] = field(default_factory=dict)
     intended_use: str | None = None
+    limitations: list[str] = field(default_factory=list)
 
 
 def _dataset_key(dataset: str) -> str:
@@ -125,8 +131,9 @@ def model_card(info: ModelCardInfo) -> str:
         "",
         "## Limitations",
         "",
-        "- Trained on a small dataset at low resolution; images can look plausible and still be wrong.",
-        "- Skin types and conditions that are rare in the training data are generated less faithfully.",
+    ]
+    lines += [f"- {item}" for item in info.limitations or GENERATOR_LIMITATIONS]
+    lines += [
         "- Metrics computed on a few samples (if any) are noisy; they are not clinical validation.",
         "- The licence of the training data applies to uses of this model.",
     ]

@@ -452,6 +452,7 @@ def test_script_external_test_loader_options_and_push(tmp_path, monkeypatch, cap
              "## Split composition", "| external_test | 12 |", "test balanced_accuracy", "Not a diagnostic device")
     for fact in facts:
         assert fact in card, fact
-    assert "Generated images are not patients" not in card and token not in card
+    assert "Generated images are not patients" not in card and "generated less faithfully" not in card
+    assert "recognised less reliably" in card and token not in card
     sys.modules.pop("train_classifier", None)
 
