@@ -123,7 +123,7 @@ def classify(
         data (`str` or `datasets.Dataset`): anything `dermdiff.data.load_any` reads, or a loaded dataset.
         out (`str`): output folder (created).
         loader_kwargs (`dict`, *optional*): options for the data's loader (e.g. `{"split": "test"}`).
-        predict_only (`bool`, defaults to `False`): write `predictions.csv` only (the data may lack labels).
+        predict_only (`bool`, defaults to `False`): write `predictions.csv` only (labels are not compared).
         batch_size (`int`, defaults to 128), num_workers (`int`, defaults to 0): prediction batches.
         n_boot (`int`, defaults to 1000), confidence (`float`, defaults to 0.95), seed (`int`, defaults to 0):
             the bootstrap intervals, as in `classification_metrics`.

@@ -24,7 +24,7 @@ def configure(parser) -> None:
     parser.add_argument("--loader-kwargs", dest="loader_kwargs", default="{}",
                         help='JSON options for the data\'s loader, e.g. \'{"split": "test", "limit": 500}\'')
     parser.add_argument("--predict-only", dest="predict_only", action="store_true",
-                        help="write predictions.csv only (no labels needed)")
+                        help="write predictions.csv only: no metrics, labels not compared")
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=128)
     parser.add_argument("--num-workers", dest="num_workers", type=int, default=0, help="image-decoding workers")
     parser.add_argument("--n-boot", dest="n_boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
