@@ -16,8 +16,10 @@ official test split, 100 epochs, ImageNet-free training from scratch for the 28 
     python benchmarks/hardcase_real.py --dataset ham10000 --generator outputs/dermdiff-ham-64 --rounds 1
 
 Caveats the output repeats: the shared DermaMNIST copy holds only the official train and val splits
-(JPEG-recompressed), so mining and test splits are carved out of the official train split; the HAM10000
-copy is 80% of the lesions, split here by lesion. Neither test split is MedMNIST's official one.
+(JPEG-recompressed), so they are pooled and split 0.6/0.1/0.15/0.15 like the rest (an i.i.d. stand-in
+for the official test); the HAM10000 copy is 80% of the lesions, split here by lesion with every split
+matching the whole's label, lesion-size and dx_type mix (`make_splits`, issue 13; the composition is
+printed and written to splits.md). Neither test split is MedMNIST's official one.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 import torch
 
 from dermdiff.data import save_image_folder
+from dermdiff.data.splits import parse_stratify_by, save_composition
 from dermdiff.classifier_training import evaluate_classifier, train_classifier
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop, seed_control, seed_control_markdown
 from dermdiff.hardcase_cli import load_generator, load_splits
@@ -36,15 +39,33 @@ from dermdiff.metrics.classification import metrics_to_markdown
 
 DATA_ROOT = os.environ.get("DERMDIFF_DATA", "/work/shared/data")
 DATASETS = {
+    # official train + val pooled, then split like the rest (the official test split is not shared here)
     "dermamnist": {
         "path": "dermamnist/dermamnist_28_from_jpeg.npz",
         "loader_kwargs": {"split": "all"},
+        "split_fractions": {"train": 0.6, "validation": 0.1, "mining": 0.15, "test": 0.15},
+        "stratify_by": "",
         "size": 28,
         "medmnist_resnet18_accuracy": 0.73,
     },
-    "ham10000": {"path": "ham10000", "loader_kwargs": {"size": 64}, "size": 64, "medmnist_resnet18_accuracy": 0.76},
+    # dx_type: histopathology / follow-up / consensus / confocal differ in difficulty (issue 13)
+    "ham10000": {
+        "path": "ham10000",
+        "loader_kwargs": {"size": 64},
+        "split_fractions": None,
+        "stratify_by": "dx_type",
+        "size": 64,
+        "medmnist_resnet18_accuracy": 0.76,
+    },
     # smartphone photos with Fitzpatrick types: the loop's report adds a per-skin-type table
-    "pad_ufes20": {"path": "pad_ufes20", "loader_kwargs": {"size": 32}, "size": 32, "medmnist_resnet18_accuracy": None},
+    "pad_ufes20": {
+        "path": "pad_ufes20",
+        "loader_kwargs": {"size": 32},
+        "split_fractions": None,
+        "stratify_by": "skin_type",
+        "size": 32,
+        "medmnist_resnet18_accuracy": None,
+    },
 }
 
 
@@ -85,11 +106,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="Seed of splits, classifier and loop.")
     args = parser.parse_args(argv)
     spec = DATASETS[args.dataset]
-    args.phantom, args.data_dir, args.split_fractions, args.split_seed = (
+    args.phantom, args.data_dir, args.split_fractions, args.split_seed, args.stratify_by = (
         False,
         os.path.join(DATA_ROOT, spec["path"]),
-        None,
+        spec["split_fractions"],
         args.seed,
+        spec["stratify_by"],
     )
     args.loader_kwargs = dict(spec["loader_kwargs"], **({"limit": args.limit} if args.limit else {}))
     args.output_dir = args.output_dir or f"outputs/bench-hardcase-{args.dataset}"
@@ -104,7 +126,8 @@ def main(args) -> dict:
     started = time.time()
     splits = load_splits(args)
     sizes = {name: len(part) for name, part in splits.items()}
-    print(f"# {args.dataset} at {spec['size']} px; split sizes {sizes}; loaded in {time.time() - started:.0f} s")
+    print(f"# {args.dataset} at {spec['size']} px; split sizes {sizes}; loaded in {time.time() - started:.0f} s\n")
+    print(save_composition(splits, args.output_dir, parse_stratify_by(args.stratify_by)), "\n")
     if args.export_train:
         print("wrote", save_image_folder(splits["train"], args.export_train))
         return {}

@@ -42,6 +42,12 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "Replaces a split column.",
     )
     data.add_argument("--split_seed", type=int, default=0, help="Seed of the train/validation/mining/test split.")
+    data.add_argument(
+        "--stratify_by",
+        default="",
+        help="Comma-separated columns whose mix every split should share besides label and lesion size "
+        "(e.g. dx_type for HAM10000, skin_type); see dermdiff.data.make_splits.",
+    )
 
 
 def add_classifier_arguments(parser: argparse.ArgumentParser) -> None:
@@ -167,6 +173,7 @@ def load_splits(args: argparse.Namespace):
     import datasets
 
     from .data import load_any, make_splits, phantom_dataset
+    from .data.splits import parse_stratify_by
     from .data.phantom import rare_class_weights
 
     if args.phantom:
@@ -178,8 +185,11 @@ def load_splits(args: argparse.Namespace):
     else:
         dataset = load_any(args.data_dir, **args.loader_kwargs)
     use_column = args.split_fractions is None
+    stratify_by = parse_stratify_by(getattr(args, "stratify_by", ""))
     parts = dict(
-        make_splits(dataset, fractions=args.split_fractions, seed=args.split_seed, use_split_column=use_column)
+        make_splits(
+            dataset, args.split_fractions, args.split_seed, use_split_column=use_column, stratify_by=stratify_by
+        )
     )
     if "val" in parts and "validation" not in parts:
         parts["validation"] = parts.pop("val")
@@ -187,7 +197,9 @@ def load_splits(args: argparse.Namespace):
     if missing:
         share = {"mining": 0.15, "test": 0.15}
         fractions = {"train": 1.0 - sum(share[name] for name in missing), **{name: share[name] for name in missing}}
-        parts.update(make_splits(parts["train"], fractions=fractions, seed=args.split_seed, use_split_column=False))
+        parts.update(
+            make_splits(parts["train"], fractions, args.split_seed, use_split_column=False, stratify_by=stratify_by)
+        )
     unknown = [name for name in parts if name not in SPLIT_NAMES]
     if unknown:
         raise ValueError(f"unexpected split names {unknown}; expected {SPLIT_NAMES}")

@@ -27,6 +27,7 @@ import sys
 
 import torch
 
+from dermdiff.data.splits import parse_stratify_by, save_composition
 from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop
 from dermdiff.hardcase_cli import (
@@ -119,6 +120,7 @@ def main(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.num_threads)
     pipe = load_generator(args.generator, args.scheduler)
     splits = load_splits(args)
+    print(save_composition(splits, args.output_dir, parse_stratify_by(args.stratify_by)))
     mining_classes = None
     if args.mining_classes:
         names = list(pipeline_registry(pipe).names)

@@ -47,6 +47,7 @@ from dermdiff.classifier_training import (
     train_classifier,
 )
 from dermdiff.classify import align_labels
+from dermdiff.data.splits import parse_stratify_by, save_composition
 from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.metrics.classification import metrics_to_markdown, save_metrics
 
@@ -91,6 +92,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--split_fractions",
         default='{"train": 0.8, "validation": 0.1, "test": 0.1}',
         help="JSON split name -> fraction used when the data has no split column and no --validation_data_dir.",
+    )
+    data.add_argument(
+        "--stratify_by",
+        default="",
+        help="Comma-separated columns (e.g. dx_type, skin_type) whose mix every computed split should share "
+        "besides label and lesion size; the composition is written to splits.md / splits.json.",
     )
     data.add_argument("--resolution", type=int, default=None, help="Image side in pixels (default 224).")
 
@@ -194,7 +201,9 @@ def load_splits(args) -> dict:
     if args.validation_data_dir is not None:
         parts = {"train": dataset, "validation": load_any(args.validation_data_dir, **args.validation_loader_kwargs)}
     else:
-        splits = make_splits(dataset, fractions=args.split_fractions, seed=args.seed)
+        splits = make_splits(
+            dataset, fractions=args.split_fractions, seed=args.seed, stratify_by=parse_stratify_by(args.stratify_by)
+        )
         validation = next((name for name in VALIDATION_NAMES if name in splits), None)
         if "train" not in splits or validation is None:
             raise ValueError(f"need 'train' and a validation split ({'/'.join(VALIDATION_NAMES)}); got {list(splits)}")
@@ -208,6 +217,7 @@ def load_splits(args) -> dict:
 
 def main(args: argparse.Namespace) -> dict:
     parts = load_splits(args)
+    print(save_composition(parts, args.output_dir, parse_stratify_by(args.stratify_by)))
     config = ClassifierTrainingConfig(
         backbone=args.backbone,
         backbone_config=args.backbone_config,

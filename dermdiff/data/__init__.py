@@ -12,7 +12,7 @@ when the source has them; see `dermdiff.data.records`), and stores its condition
 | DermaMNIST `.npz`                    | `load_dermamnist(npz_path, split="train")`                  |
 | PAD-UFES-20                          | `load_pad_ufes20(root)`                                     |
 | any of them, layout recognised       | `load_any(path_or_name)`                                    |
-| train/validation/mining/test         | `make_splits(dataset)`                                      |
+| train/validation/mining/test         | `make_splits(dataset)`, `split_composition(parts)`          |
 | DermGAN ROI-centred crop             | `roi_crop(...)`, `roi_crop_dataset(dataset)`                |
 | Furger skin patches                  | `skin_patches(...)`, `skin_patch_dataset(dataset)`          |
 | model tensors                        | `example_to_tensors(row, res, registry)`, `model_transform` |
@@ -38,6 +38,9 @@ _EXPORTS = {
     "build_dataset": ".records",
     "dataset_features": ".records",
     "make_splits": ".splits",
+    "split_composition": ".splits",
+    "composition_markdown": ".splits",
+    "save_composition": ".splits",
     "Crop": ".preprocess",
     "roi_crop": ".preprocess",
     "roi_crop_box": ".preprocess",

@@ -65,6 +65,10 @@ def load_dataset_dir(
     return build_dataset(_records(path, table, with_masks), registry, "imagefolder", os.path.abspath(path), skip_bad, size)
 
 
+_READ_COLUMNS = {"file_name", "label", "image_id", "skin_type", "boxes", "mask_file", "map_file", "image", "mask",
+                 "semantic_map", "label_name"}
+
+
 def read_metadata(path: str) -> pd.DataFrame:
     """`metadata.csv` as strings (empty cells stay ""), with the required columns checked."""
     csv_path = os.path.join(path, METADATA_FILE)
@@ -95,6 +99,8 @@ def resolve_registry(path: str, registry, labels) -> ConditionRegistry:
 
 def _records(path: str, table: pd.DataFrame, with_masks: bool):
     columns = set(table.columns)
+    # ids and any other metadata column (e.g. `site`, `dx_type`) pass through as string columns
+    extra = [name for name in table.columns if name not in _READ_COLUMNS]
     for position, row in enumerate(table.to_dict("records")):
         file_name = row["file_name"].strip()
         where = f"{METADATA_FILE} line {position + 2} (file_name={file_name!r})"
@@ -109,6 +115,6 @@ def _records(path: str, table: pd.DataFrame, with_masks: bool):
             boxes=row.get("boxes"),
             mask=os.path.join(path, mask_file) if mask_file else None,
             map_file=os.path.join(path, map_file) if map_file else None,
-            ids={name: row.get(name, "").strip() for name in ("lesion_id", "patient_id", "split")},
+            ids={name: row[name].strip() for name in extra},
         )
 

@@ -34,6 +34,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 BOX_COLUMNS = ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")
 
 
+# HAM10000's case description, kept as string columns so splits can be stratified by them (`dx_type`:
+# histo / follow_up / consensus / confocal, which differ in difficulty).
+CASE_COLUMNS = ("dx_type", "localization", "sex", "age")
+
+
 def load_ham10000(
     root: str,
     masks: bool | str = True,
@@ -153,7 +158,7 @@ def _records(table: pd.DataFrame, images: dict[str, str], mask_source: _MaskSour
             image_id=image_id,
             boxes=boxes,
             mask=mask_source.get(image_id),
-            ids={"lesion_id": row.get("lesion_id", "")},
+            ids={"lesion_id": row.get("lesion_id", ""), **{name: row.get(name, "") for name in CASE_COLUMNS}},
         )
 
 

@@ -15,6 +15,7 @@ row, derives the semantic map through `SemanticMap` and fixes the schema:
 | `semantic_map` | `Image(mode="RGB")`         | the DermGAN map (`SemanticMap.to_pil()`)                    |
 | `image_id`     | `string`                    | a stable id of the image                                    |
 | `lesion_id`, `patient_id`, `split` | `string` | only when the source has them                             |
+| other metadata (`dx_type`, ...) | `string`  | passed through from the source's table (stratify splits by them) |
 
 Fallbacks (issue 3): an unknown skin type is encoded as unknown; without a mask the map uses the
 boxes; without boxes the whole image is the lesion's region. An empty label means healthy skin
@@ -57,7 +58,8 @@ class Record:
         boxes (`list` of 4-int lists or a JSON string, *optional*): lesion boxes in pixels.
         mask (`str` or `np.ndarray`, *optional*): a mask file path or a (H, W) array (non-zero = lesion).
         map_file (`str`, *optional*): a semantic-map PNG that wins over mask and boxes (the phantom's maps).
-        ids (`dict`, *optional*): `lesion_id`, `patient_id`, `split` strings.
+        ids (`dict`, *optional*): `lesion_id`, `patient_id`, `split` and any other metadata strings of the
+            source (e.g. HAM10000's `dx_type`); each key becomes a string column (empty = `None`).
     """
 
     where: str
@@ -134,6 +136,7 @@ def build_dataset(
     size = _as_size(size)
     columns: dict[str, list] = {name: [] for name in _BASE_COLUMNS}
     ids: dict[str, list] = {name: [] for name in ID_COLUMNS}
+    kept = 0
     bad: list[str] = []
     seen: dict[str, str] = {}  # image_id -> where it was first read
     total = 0
@@ -151,16 +154,20 @@ def build_dataset(
         seen[str(record.image_id)] = record.where
         for name in _BASE_COLUMNS:
             columns[name].append(row[name])
-        for name in ID_COLUMNS:
+        for name in record.ids:
+            if name not in ids and name not in _BASE_COLUMNS:
+                ids[name] = [None] * kept
+        for name, values in ids.items():
             value = record.ids.get(name)
-            ids[name].append(None if value is None or str(value) == "" else str(value))
+            values.append(None if value is None or str(value) == "" else str(value))
+        kept += 1
     if bad:
         listed = "\n  ".join(bad[:MAX_LISTED_BAD_ROWS])
         more = f"\n  ... and {len(bad) - MAX_LISTED_BAD_ROWS} more" if len(bad) > MAX_LISTED_BAD_ROWS else ""
         warnings.warn(f"skipped {len(bad)} of {total} rows of {source or layout}:\n  {listed}{more}", stacklevel=3)
     if not columns["image_id"]:
         raise ValueError(f"no usable rows in {source or layout} ({total} rows read, {len(bad)} bad)")
-    present = [name for name in ID_COLUMNS if any(value is not None for value in ids[name])]
+    present = [name for name, values in ids.items() if any(value is not None for value in values)]
     columns.update({name: ids[name] for name in present})
     features = dataset_features(registry, present)
     return datasets.Dataset.from_dict(columns, features=features, info=dataset_info(registry, layout, source, features))
