@@ -382,7 +382,7 @@ def test_script_smoke(tmp_path, monkeypatch):
         "--split_fractions", '{"train": 0.6, "validation": 0.2, "test": 0.2}', "--output_dir", output_dir,
     ]  # fmt: skip
     results = script.main(script.parse_args(argv))
-    for name in ("config.json", "metrics.json", "metrics.md", "metrics_confusion_matrix.png", "history.json"):
+    for name in ("config.json", "metrics.json", "metrics.md", "metrics_confusion_matrix.png", "history.json", "splits.md"):
         assert os.path.isfile(os.path.join(output_dir, name)), name
     assert set(results["sizes"]) == {"train", "validation", "test"}
     with open(os.path.join(output_dir, "metrics.json")) as handle:

@@ -478,6 +478,8 @@ def test_augment_experiment_script(tmp_path, capsys):
             "vascular",
             "--num_images",
             "2",
+            "--phantom_num_images",  # 5% vascular: 10 images, so the validation split (maps) holds one
+            "200",
             "--output_dir",
             str(tmp_path / "out"),
         ]

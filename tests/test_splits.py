@@ -120,3 +120,23 @@ def test_bad_stratification_columns_are_named():
     one_value = table.map(lambda row: {"site": "head"})
     with pytest.raises(ValueError, match=r"stratify_by column 'site' has one value only \(\['head'\]\)"):
         make_splits(one_value, stratify_by="site")
+
+
+def test_the_loop_flags_stratify_and_name_a_bad_column(monkeypatch):
+    import argparse
+
+    import dermdiff.data
+    from dermdiff.data import phantom_dataset
+    from dermdiff.hardcase_cli import load_splits
+
+    data = phantom_dataset(n=120, size=16, seed=1)
+    monkeypatch.setattr(dermdiff.data, "load_any", lambda path, **kwargs: data, raising=False)
+    args = argparse.Namespace(
+        phantom=False, data_dir="any", loader_kwargs={}, split_fractions=None, split_seed=0, stratify_by="skin_type"
+    )
+    parts = load_splits(args)
+    # 12 validation images: one image is 8 pp of that split
+    assert split_composition(parts, ["skin_type"])["max_gap"]["skin_type"] <= 0.15
+    args.stratify_by = "site"
+    with pytest.raises(ValueError, match="stratify_by column 'site' is not in the dataset"):
+        load_splits(args)
