@@ -20,11 +20,11 @@ TESTED_ON = {
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_auc")
 
 
-def composition_markdown(composition: dict) -> str:
+def class_counts_markdown(class_counts: dict) -> str:
     """Markdown table: one row per split, its size and the count of each class."""
-    classes = list(next(iter(composition.values()))["labels"])
+    classes = list(next(iter(class_counts.values()))["labels"])
     lines = ["| split | n | " + " | ".join(classes) + " |", "|---|---|" + "---|" * len(classes)]
-    for name, row in composition.items():
+    for name, row in class_counts.items():
         lines.append(f"| {name} | {row['n']} | " + " | ".join(str(row["labels"].get(c, 0)) for c in classes) + " |")
     return "\n".join(lines)
 
@@ -51,8 +51,8 @@ def classifier_card_info(
                 metrics[f"{key} {name}"] = value
         heading = f"{title}: {external_test}" if key == "external_test" and external_test else title
         sections[heading] = metrics_to_markdown(results[key])
-    sections["Split composition"] = composition_markdown(results["composition"])
-    names = list(results["composition"][next(iter(results["composition"]))]["labels"])
+    sections["Split composition"] = class_counts_markdown(results["class_counts"])
+    names = list(next(iter(results["class_counts"].values()))["labels"])
     return ModelCardInfo(
         model_type=f"SkinClassifier ({backbone})",
         dataset=dataset,

@@ -160,8 +160,8 @@ def dataset_label_names(dataset) -> Optional[list]:
     return list(classes) if classes else None
 
 
-def split_composition(parts: dict, label_names: Sequence[str]) -> dict:
-    """`{split: {"n": rows, "labels": {class: count}}}`: the class mix of each split, for reports and cards.
+def split_class_counts(parts: dict, label_names: Sequence[str]) -> dict:
+    """`{split: {"n": rows, "labels": {class: count}}}`: the class counts of each split, for reports and cards.
 
     Rows without a label (healthy skin, -1) are counted under `"unlabelled"` when there are any.
     """

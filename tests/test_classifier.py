@@ -443,9 +443,9 @@ def test_script_external_test_loader_options_and_push(tmp_path, monkeypatch, cap
     assert results["external_test"]["n"] == 12 and results["test"]["n"] == results["sizes"]["test"]  # both kept
     for stem in ("metrics", "metrics_test", "metrics_external_test"):
         assert (output_dir / f"{stem}.json").is_file() and (output_dir / f"{stem}_confusion_matrix.png").is_file()
-    composition = json.loads((output_dir / "splits.json").read_text())
-    assert sorted(composition) == ["external_test", "test", "train", "validation"]
-    assert sum(composition["external_test"]["labels"].values()) == 12
+    class_counts = json.loads((output_dir / "class_counts.json").read_text())
+    assert sorted(class_counts) == ["external_test", "test", "train", "validation"]
+    assert sum(class_counts["external_test"]["labels"].values()) == 12 == class_counts["external_test"]["n"]
     assert calls["folder_path"] == str(output_dir) and calls["token"] == token
     card = (output_dir / "README.md").read_text()
     facts = ("SkinClassifier (transformers)", "## Internal test split", f"## External test set: {external}",

@@ -19,7 +19,7 @@ an external test set beside the internal test split:
 The backbone is any torchvision classification model (`--backbone convnext_tiny --pretrained imagenet`
 reads the torch hub cache) or a transformers image classifier (`--backbone google/vit-base-patch16-224`
 or a local checkpoint folder). The output folder gets the model (`save_pretrained`, label names in its
-config), `history.json` (rewritten after every epoch), `splits.json` (the class mix of each split), and
+config), `history.json` (rewritten after every epoch), `class_counts.json` (the class counts of each split), and
 `metrics*.json` / `.md` / `_confusion_matrix.png` with bootstrap confidence intervals for the
 validation split (`metrics`), the internal test split (`metrics_test`) and the external test set
 (`metrics_external_test`). `--push_to_hub` uploads it with a model card holding the test metrics and
@@ -43,7 +43,7 @@ from dermdiff.classifier_training import (
     ClassifierTrainingConfig,
     dataset_label_names,
     evaluate_classifier,
-    split_composition,
+    split_class_counts,
     train_classifier,
 )
 from dermdiff.classify import align_labels
@@ -249,11 +249,11 @@ def main(args: argparse.Namespace) -> dict:
         parts["external_test"] = align_labels(parts["external_test"], names, where=where)
     model, history = train_classifier(parts["train"], parts["validation"], config, output_dir=args.output_dir)
     names = model.label_names
-    composition = split_composition(parts, names)
-    with open(os.path.join(args.output_dir, "splits.json"), "w") as handle:
-        json.dump(composition, handle, indent=2)
+    class_counts = split_class_counts(parts, names)
+    with open(os.path.join(args.output_dir, "class_counts.json"), "w") as handle:
+        json.dump(class_counts, handle, indent=2)
     results = {"sizes": {name: len(part) for name, part in parts.items()}, "best_epoch": history["best_epoch"],
-               "composition": composition}
+               "class_counts": class_counts}
     for name, stem in EVALUATED.items():
         if name not in parts:
             continue
