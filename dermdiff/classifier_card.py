@@ -51,7 +51,9 @@ def classifier_card_info(
                 metrics[f"{key} {name}"] = value
         heading = f"{title}: {external_test}" if key == "external_test" and external_test else title
         sections[heading] = metrics_to_markdown(results[key])
-    sections["Split composition"] = class_counts_markdown(results["class_counts"])
+    shares = results.get("composition_markdown")  # make_splits' report: share of each label/group size/column
+    counts = class_counts_markdown(results["class_counts"])
+    sections["Split composition"] = f"{shares}\n\nImages per class:\n\n{counts}" if shares else counts
     names = list(next(iter(results["class_counts"].values()))["labels"])
     return ModelCardInfo(
         model_type=f"SkinClassifier ({backbone})",

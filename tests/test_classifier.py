@@ -449,7 +449,7 @@ def test_script_external_test_loader_options_and_push(tmp_path, monkeypatch, cap
     assert calls["folder_path"] == str(output_dir) and calls["token"] == token
     card = (output_dir / "README.md").read_text()
     facts = ("SkinClassifier (transformers)", "## Internal test split", f"## External test set: {external}",
-             "## Split composition", "| external_test | 12 |", "test balanced_accuracy", "Not a diagnostic device")
+             "## Split composition", "| external_test | 12 |", "Largest difference between two splits' shares", "test balanced_accuracy", "Not a diagnostic device")
     for fact in facts:
         assert fact in card, fact
     assert "Generated images are not patients" not in card and "generated less faithfully" not in card

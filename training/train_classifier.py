@@ -217,7 +217,8 @@ def load_splits(args) -> dict:
 
 def main(args: argparse.Namespace) -> dict:
     parts = load_splits(args)
-    print(save_composition(parts, args.output_dir, parse_stratify_by(args.stratify_by)))
+    composition = save_composition(parts, args.output_dir, parse_stratify_by(args.stratify_by))
+    print(composition)
     config = ClassifierTrainingConfig(
         backbone=args.backbone,
         backbone_config=args.backbone_config,
@@ -253,7 +254,7 @@ def main(args: argparse.Namespace) -> dict:
     with open(os.path.join(args.output_dir, "class_counts.json"), "w") as handle:
         json.dump(class_counts, handle, indent=2)
     results = {"sizes": {name: len(part) for name, part in parts.items()}, "best_epoch": history["best_epoch"],
-               "class_counts": class_counts}
+               "class_counts": class_counts, "composition_markdown": composition}
     for name, stem in EVALUATED.items():
         if name not in parts:
             continue
