@@ -427,7 +427,10 @@ def test_script_external_test_loader_options_and_push(tmp_path, monkeypatch, cap
     with pytest.raises(ValueError, match=match):
         script.main(script.parse_args(argv + ["--test_data_dir", str(other)]))
     assert not (output_dir / "config.json").exists()
-    bad_flags = ((["--backbone", "resnet_18"], "did you mean resnet18"), (["--test_loader_kwargs", "[]"], "JSON object"))
+    bad_flags = (
+        (["--backbone", "resnet_18"], "did you mean resnet18"),
+        (["--test_loader_kwargs", "[]"], "JSON object"),
+    )
     for bad, match in bad_flags:
         with pytest.raises(SystemExit):
             script.parse_args(argv + bad)
@@ -449,7 +452,8 @@ def test_script_external_test_loader_options_and_push(tmp_path, monkeypatch, cap
     assert calls["folder_path"] == str(output_dir) and calls["token"] == token
     card = (output_dir / "README.md").read_text()
     facts = ("SkinClassifier (transformers)", "## Internal test split", f"## External test set: {external}",
-             "## Split composition", "| external_test | 12 |", "Largest difference between two splits' shares", "test balanced_accuracy", "Not a diagnostic device")
+             "## Split composition", "| external_test | 12 |", "Largest difference between two splits' shares",
+             "test balanced_accuracy", "Not a diagnostic device")
     for fact in facts:
         assert fact in card, fact
     assert "Generated images are not patients" not in card and "generated less faithfully" not in card
