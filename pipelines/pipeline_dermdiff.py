@@ -23,6 +23,7 @@ from dermdiff.pipelines.map_inputs import (
 from dermdiff.pipelines.portable import PortablePipelineMixin
 
 DEFAULT_GUIDANCE_SCALE = 2.0
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 DEFAULT_VARIATION_STRENGTH = 0.8
 
 
@@ -40,9 +41,17 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
       current level (blending known regions, as diffusers' inpainting pipelines do; no RePaint
       resampling), and the final image equals the photo outside the mask exactly (hard mask, no feathering).
 
-    Classifier-free guidance runs the conditional and null-map predictions in one batched forward pass.
-    `guidance_scale` other than 1 needs a model trained with map dropout: a unet whose config records
-    `condition_dropout == 0` raises; a config without that field is taken as trained with dropout.
+    Classifier-free guidance runs the conditional and null-map predictions in one batched forward pass. As in
+    diffusers' Stable Diffusion pipelines, it is on while `guidance_scale > 1` (`do_classifier_free_guidance`);
+    at 1 or below the map prediction is used alone. Guidance needs a model trained with map dropout: a unet
+    whose config records `condition_dropout == 0` raises; a config without that field is taken as trained
+    with dropout.
+
+    Step state for callbacks, as diffusers' pipelines keep it: `guidance_scale`, `do_classifier_free_guidance`,
+    `num_timesteps` and `interrupt`. A `callback_on_step_end` may set `pipe._guidance_scale` (e.g. 1.0 after
+    40% of the steps turns guidance off for the rest) or `pipe._interrupt = True` (the remaining steps are
+    skipped and the current latents post-processed), and may replace the tensors it asked for
+    (`"latents"`, `"semantic_map"`: the conditional map channels, `None` when sampling unconditionally).
 
     Any diffusers scheduler can be swapped in without retraining, e.g.
     `pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)`; epsilon or v
@@ -65,7 +74,7 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "unet"
-    _callback_tensor_inputs = ["latents"]
+    _callback_tensor_inputs = ["latents", "semantic_map"]
 
     def __init__(self, unet: SemanticUNet2DModel, scheduler: SchedulerMixin):
         super().__init__()
@@ -77,6 +86,24 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
         size = self.unet.config.sample_size
         return (size, size) if isinstance(size, int) else tuple(size)
 
+    # -- step state, as diffusers' Stable Diffusion pipelines expose it to callbacks --------------------------------
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Guidance is on while `guidance_scale > 1` and there is a map to guide towards."""
+        return self._guidance_scale > 1 and self._conditional
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
     @property
     def trained_with_null_map(self) -> bool:
         """Whether the unet learned the null map (condition dropout > 0, or not recorded)."""
@@ -86,8 +113,8 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
     def check_inputs(self, image, strength, guidance_scale, num_inference_steps, output_type, callback_inputs):
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         if strength is not None:
             if image is None:
                 raise ValueError("strength only applies with image= (image variation or lesion transfer)")
@@ -95,7 +122,7 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
                 raise ValueError(f"strength must be in (0, 1], got {strength}")
         if not math.isfinite(guidance_scale) or guidance_scale < 0:
             raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale}")
-        if guidance_scale != 1 and not self.trained_with_null_map:
+        if guidance_scale > 1 and not self.trained_with_null_map:
             raise ValueError(
                 f"guidance_scale={guidance_scale} mixes in the null-map prediction, but this unet was trained with "
                 f"condition_dropout=0 and never learned the null map; use guidance_scale=1"
@@ -103,6 +130,19 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
         unknown = [name for name in callback_inputs if name not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs {unknown} not in {self._callback_tensor_inputs}")
+
+    def check_latents(self, latents, shape: tuple[int, ...]) -> None:
+        """Given starting noise must match the batch the call generates, in a floating dtype."""
+        if latents is None:
+            return
+        if not isinstance(latents, torch.Tensor) or not torch.is_floating_point(latents):
+            kind = latents.dtype if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"latents must be a floating-point torch.Tensor of shape {shape}, got {kind}")
+        if tuple(latents.shape) != shape:
+            raise ValueError(
+                f"latents must be {shape} (batch = maps x num_images_per_prompt, channels, height, width), "
+                f"got {tuple(latents.shape)}"
+            )
 
     def prepare_image(self, image, prompts: int) -> torch.Tensor:
         """(P, 3, H, W) in [-1, 1] from PIL, numpy (uint8 or float in [0, 1]) or torch in [0, 1] (as diffusers)."""
@@ -170,6 +210,7 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
         num_inference_steps: int = 50,
         guidance_scale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
@@ -194,14 +235,20 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
                 variation and 1.0 for lesion transfer.
             num_inference_steps (`int`, defaults to 50): denoising steps of the full schedule.
             guidance_scale (`float`, *optional*): classifier-free guidance weight w in
-                eps = eps_null + w (eps_map - eps_null); 1 disables guidance. Defaults to 2.0 for a model trained
-                with map dropout, else 1.0.
+                eps = eps_null + w (eps_map - eps_null), applied while w > 1 (at w <= 1 the map prediction alone).
+                Defaults to 2.0 for a model trained with map dropout, else 1.0.
             generator (`torch.Generator` or list, *optional*): makes sampling deterministic.
-            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (B, H, W, 3) or `"pt"` (B, 3, H, W), in [0, 1].
+            latents (`torch.Tensor`, *optional*): starting Gaussian noise (B, C, H, W), B = maps x
+                `num_images_per_prompt`, instead of drawing it from `generator`; with `image`, the noise that
+                noises the start image.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (B, H, W, 3) or `"pt"` (B, 3, H, W), in
+                [0, 1]; or `"latent"`: the denoised tensor before post-processing (B, C, H, W), in the model's range.
             return_dict (`bool`, defaults to `True`): return an `ImagePipelineOutput` instead of a tuple.
-            callback_on_step_end (`Callable`, *optional*): called as `fn(pipe, step, timestep, callback_kwargs)`
-                after each step; may return `{"latents": ...}` to replace them.
-            callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["latents"]`): tensors passed to it.
+            callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*): called
+                as `fn(pipe, step, timestep, callback_kwargs)` after each step; may return replacements for the
+                tensors it asked for, and may change `pipe._guidance_scale` or set `pipe._interrupt`.
+            callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["latents"]`): tensors passed to it,
+                from `pipe._callback_tensor_inputs`.
             class_labels (`int`, list or tensor, *optional*): image-level labels for a unet with a class
                 embedding; by default the condition covering most of each map (healthy if none).
 
@@ -240,15 +287,14 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
         batch = prompts * num_images_per_prompt
         if isinstance(generator, list) and len(generator) != batch:
             raise ValueError(f"got {len(generator)} generators for {batch} images; pass one generator or {batch}")
+        shape = (batch, self.unet.config.in_channels) + size
+        self.check_latents(latents, shape)
         labels = self.prepare_class_labels(class_labels, channels, batch, device)
 
-        # 3. Guidance: null map and null label in the first half of one batched forward pass
-        do_guidance = guidance_scale != 1 and channels is not None
-        model_map, model_labels = channels, labels
-        if do_guidance:
-            model_map = torch.cat([torch.zeros_like(channels), channels])
-            if labels is not None:
-                model_labels = torch.cat([torch.full_like(labels, self.unet.null_class_label), labels])
+        # 3. Step state read (and changed) by callbacks; guidance itself is decided per step
+        self._guidance_scale = guidance_scale
+        self._conditional = channels is not None
+        self._interrupt = False
 
         # 4. Timesteps (the tail of the schedule for a start image)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -257,10 +303,13 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
             if strength is None:
                 strength = 1.0 if mask is not None else DEFAULT_VARIATION_STRENGTH
             timesteps = self.get_timesteps(num_inference_steps, strength)
+        self._num_timesteps = len(timesteps)
 
         # 5. Initial latents: noise, or the start image noised to the first timestep
-        shape = (batch, self.unet.config.in_channels) + size
-        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        if latents is None:
+            noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        else:
+            noise = latents.to(device=device, dtype=dtype)
         keep = None
         if init_image is None:
             latents = noise * self.scheduler.init_noise_sigma
@@ -277,12 +326,9 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
             extra_step_kwargs["generator"] = generator
         last = len(timesteps) - 1
         for i, t in enumerate(self.progress_bar(timesteps)):
-            model_input = torch.cat([latents, latents]) if do_guidance else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            prediction = self.unet(model_input, t, semantic_map=model_map, class_labels=model_labels).sample
-            if do_guidance:
-                null_prediction, map_prediction = prediction.chunk(2)
-                prediction = null_prediction + guidance_scale * (map_prediction - null_prediction)
+            if self.interrupt:
+                continue
+            prediction = self.predict_noise(latents, t, channels, labels)
             latents = self.scheduler.step(prediction, t, latents, **extra_step_kwargs).prev_sample
 
             if keep is not None:  # lesion transfer: the photo, noised to the next level, outside the mask
@@ -292,16 +338,36 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
                 latents = keep * known + (1.0 - keep) * latents
 
             if callback_on_step_end is not None:
-                tensors = {"latents": latents}
+                tensors = {"latents": latents, "semantic_map": channels}
                 callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
-                latents = callback_on_step_end(self, i, t, callback_kwargs).pop("latents", latents)
+                callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                latents = callback_outputs.pop("latents", latents)
+                channels = callback_outputs.pop("semantic_map", channels)
 
-        # 7. Post-process
-        images = self.image_processor.postprocess(latents, output_type=output_type)
+        # 7. Post-process; "latent" returns the denoised tensor as it is
+        if output_type == "latent":
+            images = latents
+        else:
+            images = self.image_processor.postprocess(latents, output_type=output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+    def predict_noise(self, latents, t, channels, labels) -> torch.Tensor:
+        """The unet's prediction at `t`; under guidance the null map and label go in the first half of one
+        batched forward pass and the halves are combined as eps_null + w (eps_map - eps_null)."""
+        if not self.do_classifier_free_guidance:
+            model_input = self.scheduler.scale_model_input(latents, t)
+            return self.unet(model_input, t, semantic_map=channels, class_labels=labels).sample
+        model_input = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
+        model_map = torch.cat([torch.zeros_like(channels), channels])
+        model_labels = None
+        if labels is not None:
+            model_labels = torch.cat([torch.full_like(labels, self.unet.null_class_label), labels])
+        prediction = self.unet(model_input, t, semantic_map=model_map, class_labels=model_labels).sample
+        null_prediction, map_prediction = prediction.chunk(2)
+        return null_prediction + self._guidance_scale * (map_prediction - null_prediction)
 
 
 def _batch_of(image) -> int:

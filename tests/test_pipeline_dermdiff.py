@@ -183,16 +183,93 @@ def test_guidance_needs_a_null_trained_model():
     pipe = tiny_pipeline()
     pipe.unet.register_to_config(condition_dropout=0.0)
     assert not pipe.trained_with_null_map
-    for scale in (0.5, 0.0, 2.0):
+    for scale in (1.5, 2.0):
         with pytest.raises(ValueError, match="condition_dropout=0"):
             pipe(condition="nevus", guidance_scale=scale, num_inference_steps=1)
-    # the default falls back to no guidance for such a model
+    # the default and any scale <= 1 (no guidance, as in diffusers) run the map prediction alone
     counter = CountingUNet(pipe)
     pipe.unet.forward = counter
     pipe(condition="nevus", num_inference_steps=2, output_type="np")
-    assert counter.batches == [1, 1]
-    pipe.unet.register_to_config(condition_dropout=0.1)
     pipe(condition="nevus", guidance_scale=0.5, num_inference_steps=1, output_type="np")
+    assert counter.batches == [1, 1, 1]
+    pipe.unet.register_to_config(condition_dropout=0.1)
+    pipe(condition="nevus", guidance_scale=1.5, num_inference_steps=1, output_type="np")
+    assert counter.batches[-1] == 2
+
+
+# -- step state for callbacks ----------------------------------------------------------------------------------------
+def test_step_state_is_readable_from_a_callback():
+    pipe = tiny_pipeline()
+    seen = []
+
+    def record(pipe_, step, timestep, tensors):
+        seen.append((pipe_.guidance_scale, pipe_.do_classifier_free_guidance, pipe_.num_timesteps, pipe_.interrupt))
+        return tensors
+
+    pipe(condition="nevus", guidance_scale=3.0, num_inference_steps=3, callback_on_step_end=record, output_type="np")
+    assert seen == [(3.0, True, 3, False)] * 3
+    seen.clear()
+    pipe(image=photo(), strength=0.5, num_inference_steps=4, callback_on_step_end=record, output_type="np")
+    assert seen == [(2.0, False, 2, False)] * 2  # no map: nothing to guide towards; the tail of the schedule
+
+
+def test_callback_turns_guidance_off_after_40_percent_of_the_steps():
+    pipe = tiny_pipeline()
+    counter = CountingUNet(pipe)
+    pipe.unet.forward = counter
+
+    def cutoff(pipe_, step, timestep, tensors):
+        if step == int(pipe_.num_timesteps * 0.4):
+            pipe_._guidance_scale = 1.0
+        return tensors
+
+    pipe(condition="nevus", guidance_scale=4.0, num_inference_steps=5, callback_on_step_end=cutoff, output_type="np")
+    assert counter.batches == [2, 2, 2, 1, 1]
+
+
+def test_interrupt_stops_the_remaining_steps():
+    pipe = tiny_pipeline()
+    counter = CountingUNet(pipe)
+    pipe.unet.forward = counter
+    captured = {}
+
+    def stop(pipe_, step, timestep, tensors):
+        captured["latents"] = tensors["latents"].clone()
+        if step == 1:
+            pipe_._interrupt = True
+        return tensors
+
+    out = pipe(condition="nevus", num_inference_steps=6, callback_on_step_end=stop, output_type="latent",
+               guidance_scale=1.0).images
+    assert counter.batches == [1, 1]
+    torch.testing.assert_close(out, captured["latents"])
+
+
+def test_callback_can_replace_the_map_channels():
+    pipe = tiny_pipeline()
+    maps = []
+
+    def clear_map(pipe_, step, tensors_step, tensors):
+        maps.append(tensors["semantic_map"].clone())
+        return {"semantic_map": torch.zeros_like(tensors["semantic_map"])}
+
+    pipe(condition="nevus", num_inference_steps=2, guidance_scale=1.0, callback_on_step_end=clear_map,
+         callback_on_step_end_tensor_inputs=["semantic_map"], output_type="np")
+    assert maps[0].abs().sum() > 0 and maps[1].abs().sum() == 0
+
+
+def test_given_latents_equal_the_generator_draw_and_latent_output_is_the_denoised_tensor():
+    pipe = tiny_pipeline()
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # no noise drawn inside the steps
+    noise = torch.randn((2, 3, SIZE, SIZE), generator=generator(5))
+    drawn = pipe(condition="nevus", num_images_per_prompt=2, num_inference_steps=2, generator=generator(5),
+                 output_type="latent").images
+    given = pipe(condition="nevus", num_images_per_prompt=2, num_inference_steps=2, latents=noise,
+                 output_type="latent").images
+    torch.testing.assert_close(drawn, given)
+    as_pt = pipe(condition="nevus", num_images_per_prompt=2, num_inference_steps=2, latents=noise,
+                 output_type="pt").images
+    torch.testing.assert_close(as_pt, (given / 2 + 0.5).clamp(0, 1))
 
 
 def test_class_embedding_labels_follow_the_map():
@@ -362,6 +439,19 @@ def test_bad_inputs_raise_value_error(case):
     inputs.setdefault("num_inference_steps", 2)
     with pytest.raises(ValueError):
         pipe(**inputs)
+
+
+@pytest.mark.parametrize(
+    "latents, message",
+    [
+        (torch.zeros(1, 3, 8, 8), r"latents must be \(2, 3, 16, 16\) .*got \(1, 3, 8, 8\)"),
+        (torch.zeros(2, 3, SIZE, SIZE, dtype=torch.long), "latents must be a floating-point torch.Tensor"),
+        (np.zeros((2, 3, SIZE, SIZE), np.float32), "latents must be a floating-point torch.Tensor .* got ndarray"),
+    ],
+)
+def test_bad_latents_name_the_expected_shape(latents, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_pipeline()(condition="nevus", num_images_per_prompt=2, num_inference_steps=1, latents=latents)
 
 
 # -- sweeps ----------------------------------------------------------------------------------------------------------

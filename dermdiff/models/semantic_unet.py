@@ -158,8 +158,9 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
             # channel 0 holds skin_type / 6 everywhere (0 for unknown and for the null map)
             skin_type = (semantic_map[:, 0].float().mean(dim=(1, 2)) * len(SKIN_TYPES)).round().long()
             present = semantic_map[:, 1:].float().amax(dim=(2, 3))
+            # the map's dtype is the compute dtype; the weight's may be a storage dtype (layerwise fp8 casting)
             embedding = self.skin_embedding(skin_type.clamp(0, len(SKIN_TYPES))) + self.presence_embedding(
-                present.to(self.presence_embedding.weight.dtype)
+                present.to(semantic_map.dtype)
             )
         if self.class_embedding is not None:
             if class_labels is None:
