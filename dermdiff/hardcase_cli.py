@@ -142,14 +142,14 @@ def load_generator(path: str, scheduler: str | None = None):
     `scheduler` swaps a diffusion pipeline's scheduler by name (`dermdiff.pipelines.scheduler_names`).
     """
     from . import pipelines
+    from .pipelines.portable import pipeline_class_name
 
     index_path = os.path.join(path, "model_index.json")
     if not os.path.isfile(index_path):
         raise FileNotFoundError(
             f"{index_path} not found; --generator must be a saved pipeline folder (save_pretrained)"
         )
-    with open(index_path) as handle:
-        name = json.load(handle).get("_class_name")
+    name = pipeline_class_name(path)
     if name not in ("DermDiffPipeline", "DermGANPipeline"):
         raise ValueError(f"{path} holds a {name!r}; the generator must be a DermDiffPipeline or a DermGANPipeline")
     pipe = getattr(pipelines, name).from_pretrained(path)

@@ -8,15 +8,9 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineO
 
 from dermdiff.models.dermgan import DermGANGenerator
 from dermdiff.pipelines.map_inputs import map_channels, resolve_semantic_maps
+from dermdiff.pipelines.outputs import check_generators, check_output_type, postprocess
 from dermdiff.pipelines.portable import PortablePipelineMixin
 
-OUTPUT_TYPES = ("pil", "np", "pt")
-
-
-def check_output_type(output_type: str) -> None:
-    """Shared by the GAN pipelines: the three diffusers output types."""
-    if output_type not in OUTPUT_TYPES:
-        raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
 
 
 class DermGANPipeline(PortablePipelineMixin, DiffusionPipeline):
@@ -76,7 +70,8 @@ class DermGANPipeline(PortablePipelineMixin, DiffusionPipeline):
             stochastic (`bool`, defaults to `True`): keep pix2pix's dropout on (False: one image per map).
             generator (`torch.Generator` or a list of one per image, *optional*): the dropout / noise source;
                 with a list, image i depends only on generator i (so a batch equals its single calls).
-            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (B, H, W, 3) or `"pt"` (B, 3, H, W) in [0, 1].
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (B, H, W, 3) or `"pt"` (B, 3, H, W) in [0, 1];
+                or `"latent"`, the generator's output before post-processing (B, 3, H, W) in [-1, 1].
             return_dict (`bool`, defaults to `True`): return an `ImagePipelineOutput` or a tuple.
         """
         # 1. Check inputs
@@ -95,10 +90,7 @@ class DermGANPipeline(PortablePipelineMixin, DiffusionPipeline):
             dtype=self.dermgan.dtype,
             device=self._execution_device,
         )
-        if isinstance(generator, list) and len(generator) != channels.shape[0]:
-            raise ValueError(
-                f"got {len(generator)} generators for {channels.shape[0]} images; pass 1 or one per image"
-            )
+        check_generators(generator, channels.shape[0])
 
         # 3. Generate (per image when each has its own generator)
         if isinstance(generator, list):
@@ -112,7 +104,7 @@ class DermGANPipeline(PortablePipelineMixin, DiffusionPipeline):
             images = self.dermgan(channels, generator=generator, stochastic=stochastic).sample
 
         # 4. Post-process
-        images = self.image_processor.postprocess(images, output_type=output_type)
+        images = postprocess(self.image_processor, images, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from dermdiff.models.translation import TranslationGenerator
 from dermdiff.pipelines.map_inputs import to_mask_array
-from dermdiff.pipelines.pipeline_dermgan import check_output_type
+from dermdiff.pipelines.outputs import check_generators, check_output_type, postprocess
 from dermdiff.pipelines.portable import PortablePipelineMixin
 
 DIRECTIONS = ("add", "remove")
@@ -68,8 +68,16 @@ class LesionEditPipeline(PortablePipelineMixin, DiffusionPipeline):
             raise ValueError("this model is untargeted (CycleGAN); it takes no mask")
 
     def prepare_image(self, image) -> torch.Tensor:
-        """(B, 3, H, W) in [-1, 1] from PIL / numpy / torch in [0, 1], as diffusers' image processor reads them."""
-        if isinstance(image, Image.Image):
+        """(B, 3, H, W) in [-1, 1] from PIL, numpy (uint8, or float in [0, 1]) or torch in [0, 1].
+
+        diffusers' image processor reads numpy arrays as floats in [0, 1] whatever their dtype, so a uint8
+        array (what `np.asarray(photo)` gives) is scaled to [0, 1] first, as `DermDiffPipeline` does.
+        """
+        if isinstance(image, np.ndarray) and image.dtype == np.uint8:
+            image = image.astype(np.float32) / 255.0
+        elif isinstance(image, list) and image and isinstance(image[0], np.ndarray) and image[0].dtype == np.uint8:
+            image = [item.astype(np.float32) / 255.0 for item in image]
+        elif isinstance(image, Image.Image):
             image = image.convert("RGB")
         elif isinstance(image, list) and image and isinstance(image[0], Image.Image):
             image = [item.convert("RGB") for item in image]
@@ -98,18 +106,20 @@ class LesionEditPipeline(PortablePipelineMixin, DiffusionPipeline):
         image=None,
         mask=None,
         direction: str = "add",
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
         """Edits `image` in `direction`.
 
         Args:
-            image (PIL image, list, array or tensor in [0, 1]): the photo(s) to edit.
+            image (PIL image, list, uint8 array, or float array / tensor in [0, 1]): the photo(s) to edit.
             mask (PIL image, array, tensor or list, *optional*): where to edit (targeted models only).
             direction (`str`, defaults to `"add"`): `"add"` or `"remove"` a lesion.
-            generator (`torch.Generator`, *optional*): accepted for API symmetry; the edit is deterministic.
-            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`, in [0, 1].
+            generator (`torch.Generator` or a list of one per photo, *optional*): accepted for API symmetry (a
+                list must still match the batch); the edit is deterministic.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`, in [0, 1]; or `"latent"`, the
+                edited tensor before post-processing, in [-1, 1].
             return_dict (`bool`, defaults to `True`): return an `ImagePipelineOutput` or a tuple.
         """
         # 1. Check inputs
@@ -119,13 +129,14 @@ class LesionEditPipeline(PortablePipelineMixin, DiffusionPipeline):
 
         # 2. Photo and mask as model tensors
         photo = self.prepare_image(image).to(device=device, dtype=dtype)
+        check_generators(generator, photo.shape[0])
         masks = None
         if mask is not None:
             masks = self.prepare_mask(mask, photo.shape[0], tuple(photo.shape[-2:])).to(device=device, dtype=dtype)
 
         # 3. Photo + generated residual, then post-process (clamped to the image range)
         edited = model(photo, mask=masks).sample.clamp(-1.0, 1.0)
-        images = self.image_processor.postprocess(edited, output_type=output_type)
+        images = postprocess(self.image_processor, edited, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pipeline_conformance import PipelineConformanceMixin
+from pipeline_conformance import ALWAYS_LEFT_OUT, PipelineConformanceMixin
 
 from dermdiff import (
     DCGANGenerator,
@@ -19,6 +19,16 @@ from dermdiff import (
 )
 
 SIZE = 16
+
+# what a one-pass GAN pipeline has none of (diffusers' own checks return early without these parameters)
+NO_STEPS = {
+    "test_attention_slicing_forward_pass": "no attention layers (diffusers sets test_attention_slicing = False)",
+    "test_progress_bar": "one forward pass: no denoising steps to show progress over",
+    "test_cfg": "no classifier-free guidance (no guidance_scale)",
+    "test_callback_inputs": "no denoising steps, so no callback_on_step_end",
+    "test_callback_cfg": "no denoising steps and no guidance to change",
+    "test_karras_schedulers_shape": "no scheduler",
+}
 
 
 def generator(seed=0) -> torch.Generator:
@@ -49,18 +59,15 @@ def tiny_editor(mask_channels=1, zero=False) -> TranslationGenerator:
 # ---------------------------------------------------------------------------------------------------------- DermGAN
 class TestDermGANConformance(PipelineConformanceMixin):
     pipeline_class = DermGANPipeline
+    params = ("semantic_map", "condition", "skin_type", "boxes", "mask", "stochastic")
     batch_params = ("semantic_map",)
-    required_call_params = (
-        "semantic_map",
-        "condition",
-        "skin_type",
-        "boxes",
-        "mask",
-        "num_images_per_prompt",
-        "generator",
-        "output_type",
-        "return_dict",
-    )
+    # no `latents`: the generator's only randomness is pix2pix's dropout, drawn from `generator`
+    required_optional_params = ("num_images_per_prompt", "generator", "output_type", "return_dict")
+    left_out = {
+        **ALWAYS_LEFT_OUT,
+        **NO_STEPS,
+        "test_pt_np_pil_inputs_equivalent": "no image input (maps in, images out)",
+    }
 
     def get_dummy_components(self) -> dict:
         return {"dermgan": tiny_dermgan()}
@@ -100,7 +107,7 @@ def test_dermgan_errors():
     with pytest.raises(ValueError, match="semantic map"):
         pipe()
     with pytest.raises(ValueError, match="output_type"):
-        pipe(condition="nevus", output_type="latent")
+        pipe(condition="nevus", output_type="jpg")
     with pytest.raises(ValueError):
         pipe(condition="not-a-condition")
     with pytest.raises(ValueError, match="generators"):
@@ -110,29 +117,27 @@ def test_dermgan_errors():
 # ------------------------------------------------------------------------------------------------------------ DCGAN
 class TestDCGANConformance(PipelineConformanceMixin):
     pipeline_class = DCGANPipeline
+    params = ("truncation",)
     batch_params = ()
-    required_call_params = ("num_images", "truncation", "generator", "latents", "output_type", "return_dict")
+    required_optional_params = ("batch_size", "generator", "latents", "output_type", "return_dict")
+    left_out = {
+        **ALWAYS_LEFT_OUT,
+        **NO_STEPS,
+        "test_num_images_per_prompt": "unconditional: no prompts to repeat; `batch_size` sets the count, as in "
+        "diffusers' DDPMPipeline",
+        "test_pt_np_pil_inputs_equivalent": "no image input (noise in, images out)",
+    }
 
     def get_dummy_components(self) -> dict:
         return {"dcgan": tiny_dcgan()}
 
     def get_dummy_inputs(self, seed: int = 0) -> dict:
-        return {"num_images": 1, "truncation": 1.0, "generator": generator(seed), "output_type": "np"}
-
-    def test_batch_vs_single(self):
-        """A list of generators gives each image exactly as a single call with that generator does."""
-        pipe = self.get_pipeline()
-        batch = pipe(
-            num_images=3, truncation=0.5, generator=[generator(s) for s in (0, 1, 2)], output_type="np"
-        ).images
-        for seed in (0, 1, 2):
-            alone = pipe(num_images=1, truncation=0.5, generator=generator(seed), output_type="np").images
-            np.testing.assert_allclose(batch[seed], alone[0], atol=self.tolerance)
+        return {"batch_size": 1, "truncation": 0.5, "generator": generator(seed), "output_type": "np"}
 
 
 def test_dcgan_aspect_ratio_and_truncation_changes_only_outliers():
     pipe = DCGANPipeline(dcgan=tiny_dcgan())
-    images = pipe(num_images=2, generator=generator(0), output_type="pt").images
+    images = pipe(batch_size=2, generator=generator(0), output_type="pt").images
     assert images.shape == (2, 3, SIZE, 2 * SIZE)
     latents = torch.zeros(2, 100)
     latents[0, 0] = 3.0
@@ -144,6 +149,23 @@ def test_dcgan_aspect_ratio_and_truncation_changes_only_outliers():
         pipe(truncation=0.0)
     with pytest.raises(ValueError, match="latents"):
         pipe(latents=torch.zeros(1, 7))
+    with pytest.raises(ValueError, match=r"latents must be a floating-point torch.Tensor \(B, 100\), got torch.int64"):
+        pipe(latents=torch.zeros(1, 100, dtype=torch.long))
+    for bad in (0, -2, 1.5):
+        with pytest.raises(ValueError, match=f"batch_size must be an integer >= 1, got {bad}"):
+            pipe(batch_size=bad)
+    with pytest.raises(ValueError, match="got 3 generators for 2 images"):
+        pipe(batch_size=2, generator=[generator(0)] * 3)
+
+
+def test_dcgan_num_images_is_a_deprecated_alias_of_batch_size():
+    pipe = DCGANPipeline(dcgan=tiny_dcgan())
+    with pytest.warns(FutureWarning, match="num_images.*batch_size"):
+        old = pipe(num_images=2, generator=generator(4), output_type="np").images
+    new = pipe(batch_size=2, generator=generator(4), output_type="np").images
+    np.testing.assert_array_equal(old, new)
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['num_steps'\\]"):
+        pipe(num_steps=3)
 
 
 # ------------------------------------------------------------------------------------------------------ lesion edit
@@ -160,8 +182,22 @@ def lesion_mask(seed: int) -> Image.Image:
 
 class TestLesionEditConformance(PipelineConformanceMixin):
     pipeline_class = LesionEditPipeline
+    params = ("image", "mask", "direction")
     batch_params = ("image", "mask")
-    required_call_params = ("image", "mask", "direction", "generator", "output_type", "return_dict")
+    # no `latents`: the edit is a deterministic function of photo and mask (no noise to give)
+    required_optional_params = ("generator", "output_type", "return_dict")
+    image_params = ("image",)
+    left_out = {
+        **ALWAYS_LEFT_OUT,
+        **NO_STEPS,
+        "test_num_images_per_prompt": "one deterministic edit per photo: more images of one photo would be copies",
+    }
+
+    def droppable_components(self) -> list[str]:
+        return ["remove_model"]  # the dummy call adds; at least one direction must stay
+
+    def get_image_inputs(self, seed: int = 0) -> dict:
+        return self.get_dummy_inputs(seed)
 
     def get_dummy_components(self) -> dict:
         return {"add_model": tiny_editor(), "remove_model": tiny_editor()}
@@ -198,6 +234,17 @@ def test_cycle_models_take_no_mask_and_directions_pick_models():
     assert np.abs(added - removed).max() > 0.1
     with pytest.raises(ValueError, match="untargeted"):
         pipe(image=photo(0), mask=lesion_mask(0))
+
+
+def test_uint8_arrays_are_read_as_0_255():
+    """np.asarray(photo) (uint8) gives the same edit as the PIL photo, not one of a photo scaled to [0, 255]."""
+    pipe = LesionEditPipeline(add_model=tiny_editor())
+    picture = photo(0)
+    from_pil = pipe(image=picture, mask=lesion_mask(0), output_type="np").images
+    from_uint8 = pipe(image=np.asarray(picture), mask=lesion_mask(0), output_type="np").images
+    from_list = pipe(image=[np.asarray(picture)], mask=lesion_mask(0), output_type="np").images
+    np.testing.assert_allclose(from_uint8, from_pil, atol=1e-6)
+    np.testing.assert_allclose(from_list, from_pil, atol=1e-6)
 
 
 def test_lesion_edit_errors():

@@ -18,7 +18,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 from PIL import Image
-from pipeline_conformance import PipelineConformanceMixin
+from pipeline_conformance import ALWAYS_LEFT_OUT, PipelineConformanceMixin
 
 from dermdiff import DermDiffPipeline, SemanticMap, SemanticUNet2DModel
 from dermdiff.cli import main
@@ -59,13 +59,16 @@ def generator(seed=0) -> torch.Generator:
 
 
 class TestDermDiffConformance(PipelineConformanceMixin):
+    """Runs every CPU check of diffusers' PipelineTesterMixin; left out: accelerator, VAE and text-encoder only."""
+
     pipeline_class = DermDiffPipeline
+    params = ("semantic_map", "condition", "skin_type", "boxes", "mask", "image", "strength", "guidance_scale",
+              "callback_on_step_end", "callback_on_step_end_tensor_inputs")
     batch_params = ("semantic_map",)
-    required_call_params = (
-        "semantic_map", "condition", "skin_type", "boxes", "mask", "num_images_per_prompt", "image", "strength",
-        "num_inference_steps", "guidance_scale", "generator", "output_type", "return_dict", "callback_on_step_end",
-        "callback_on_step_end_tensor_inputs",
-    )
+    required_optional_params = ("num_inference_steps", "num_images_per_prompt", "generator", "latents",
+                                "output_type", "return_dict")
+    image_params = ("image",)
+    left_out = dict(ALWAYS_LEFT_OUT)
 
     def get_dummy_components(self) -> dict:
         unet = tiny_unet()
@@ -80,6 +83,9 @@ class TestDermDiffConformance(PipelineConformanceMixin):
             "generator": generator(seed),
             "output_type": "np",
         }
+
+    def get_image_inputs(self, seed: int = 0) -> dict:
+        return {**self.get_dummy_inputs(seed), "image": photo(seed), "strength": 0.5, "num_inference_steps": 4}
 
 
 # -- shapes, values, determinism -----------------------------------------------------------------------------------
@@ -481,15 +487,22 @@ import dermdiff
 from dermdiff import DermDiffPipeline, SemanticMap
 folder = sys.argv[1]
 explicit = DermDiffPipeline.from_pretrained(folder)
-generic = DiffusionPipeline.from_pretrained(folder, custom_pipeline="dermdiff_pipeline", trust_remote_code=True)
+generic = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+named = DiffusionPipeline.from_pretrained(folder, custom_pipeline="dermdiff_pipeline", trust_remote_code=True)
+try:
+    DiffusionPipeline.from_pretrained(folder)
+    refusal = None
+except ValueError as error:
+    refusal = str(error)
 smap = SemanticMap.from_annotations("melanoma", 4, boxes=[(3, 4, 11, 12)], size=16, registry="phantom")
 out = {}
-for name, pipe in (("explicit", explicit), ("generic", generic)):
+for name, pipe in (("explicit", explicit), ("generic", generic), ("named", named)):
     pipe.set_progress_bar_config(disable=True)
     images = pipe(semantic_map=smap, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
                   output_type="np").images
     out[name] = {"class": type(pipe).__module__ + "." + type(pipe).__name__,
                  "same_class": type(pipe) is dermdiff.DermDiffPipeline, "slice": images[0, :3, :3, 0].ravel().tolist()}
+out["refusal"] = refusal
 print(json.dumps(out))
 """
 
@@ -499,7 +512,7 @@ def test_reload_in_a_fresh_process(tmp_path):
     expected = pipe(semantic_map=phantom_map(), num_inference_steps=2, generator=generator(0), output_type="np").images
     pipe.save_pretrained(tmp_path / "pipe")
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
-    assert index["_class_name"] == "DermDiffPipeline"
+    assert index["_class_name"] == ["dermdiff_pipeline", "DermDiffPipeline"]
     assert index["unet"] == ["dermdiff.models.semantic_unet", "SemanticUNet2DModel"]
     assert (tmp_path / "pipe" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
@@ -507,7 +520,11 @@ def test_reload_in_a_fresh_process(tmp_path):
                             text=True, env=env, cwd=str(tmp_path), timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    for name in ("explicit", "generic"):
+    # without trust_remote_code the generic loader names the loader file (whose docstring shows both ways)
+    assert "dermdiff_pipeline.py" in out["refusal"] and "trust_remote_code=True" in out["refusal"]
+    loader = (tmp_path / "pipe" / "dermdiff_pipeline.py").read_text()
+    assert "DermDiffPipeline.from_pretrained(folder)" in loader and "trust_remote_code=True" in loader
+    for name in ("explicit", "generic", "named"):
         assert out[name]["same_class"], out[name]["class"]
         np.testing.assert_allclose(out[name]["slice"], expected[0, :3, :3, 0].ravel(), atol=1e-6)
 

@@ -133,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
         settings,
         "from dermdiff import DCGANPipeline\n"
         f'pipe = DCGANPipeline.from_pretrained("{args.hub_model_id or args.output_dir}")\n'
-        "images = pipe(num_images=4, truncation=0.5).images",
+        "images = pipe(batch_size=4, truncation=0.5).images",
     )
     return 0
 

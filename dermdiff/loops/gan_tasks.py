@@ -166,7 +166,7 @@ def dcgan_task(
 
     def validation(pipeline, global_step):
         generator_ = torch.Generator().manual_seed(seed)  # the same z at every validation
-        return pipeline(num_images=num_validation_images, truncation=truncation, generator=generator_).images
+        return pipeline(batch_size=num_validation_images, truncation=truncation, generator=generator_).images
 
     return GANTask(
         name="train_dcgan",

@@ -44,12 +44,12 @@ from .sources import DatasetSource, ImageListSource
 def load_pipeline(path: str, device: str | None = None):
     """A dermdiff pipeline from a `save_pretrained` folder; the class comes from its `model_index.json`."""
     from .. import pipelines
+    from ..pipelines.portable import pipeline_class_name
 
     index = os.path.join(path, "model_index.json")
     if not os.path.isfile(index):
         raise FileNotFoundError(f"{index} not found; --pipeline takes a pipeline's save_pretrained folder")
-    with open(index) as handle:
-        class_name = json.load(handle)["_class_name"]
+    class_name = pipeline_class_name(path)
     if not hasattr(pipelines, class_name):
         raise ValueError(f"{index} names {class_name!r}, not a dermdiff pipeline ({sorted(pipelines._EXPORTS)})")
     pipe = getattr(pipelines, class_name).from_pretrained(path)

@@ -169,7 +169,7 @@ class DCGANGenerator(ModelMixin, ConfigMixin):
         """Maps latents `sample` (B, latent_dim) to images (B, out_channels, H, W) in [-1, 1]."""
         if sample.ndim != 2 or sample.shape[1] != self.config.latent_dim:
             raise ValueError(f"latents must be (B, {self.config.latent_dim}), got {tuple(sample.shape)}")
-        hidden = self.dense(sample.to(self.dense.weight.dtype))
+        hidden = self.dense(sample.to(self.dtype))
         hidden = hidden.view(sample.shape[0], self.config.dense_channels, *self.initial_size)
         hidden = self.dense_norm(hidden)
         for block in self.up_blocks:

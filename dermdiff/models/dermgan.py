@@ -198,7 +198,7 @@ class DermGANGenerator(ModelMixin, ConfigMixin):
         if height % factor or width % factor:
             raise ValueError(f"semantic_map size {(height, width)} must be divisible by {factor}")
         stochastic = self.training if stochastic is None else stochastic
-        dtype = next(self.parameters()).dtype
+        dtype = self.dtype  # the compute dtype, also under layerwise (fp8 storage) casting
         hidden = semantic_map.to(dtype=dtype)
         if self.config.noise_channels:
             if noise is None:

@@ -148,7 +148,7 @@ class TranslationGenerator(ModelMixin, ConfigMixin):
         factor = 2 ** (len(self.config.block_out_channels) - 1)
         if sample.shape[-2] % factor or sample.shape[-1] % factor:
             raise ValueError(f"sample size {tuple(sample.shape[-2:])} must be divisible by {factor}")
-        hidden = sample.to(self.conv_out.weight.dtype)
+        hidden = sample.to(self.dtype)  # the compute dtype, also under layerwise casting
         if self.config.mask_channels:
             if mask is None:
                 raise ValueError("this generator is targeted (mask_channels=1): pass a mask")
