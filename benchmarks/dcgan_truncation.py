@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 import torch
-from dermgan_ablation import Distance, summarise
+from dermgan_ablation import Distance, add_run_arguments, check_run_arguments, publish, real_vs_real, summarise
 from gan_phantom import config
 from tqdm.auto import tqdm
 
@@ -44,23 +44,13 @@ THRESHOLDS = ("none", "2.0", "1.5", "1.0", "0.75", "0.5", "0.25", "0.1")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pipeline", default=None, help="A saved DCGANPipeline folder; default: train one here.")
-    parser.add_argument("--data", default=None, help="Real images to compare with (any loader layout); default phantom.")
-    parser.add_argument("--steps", type=int, default=1500, help="Training updates when no --pipeline is given.")
-    parser.add_argument("--images", type=int, default=640, help="Phantom images (a quarter held out).")
-    parser.add_argument("--resolution", type=int, default=32, help="Image side (of the phantom / --data).")
-    parser.add_argument("--batch_size", type=int, default=16, help="Images per update.")
-    parser.add_argument("--learning_rate", type=float, default=2e-4, help="Adam lr (beta1 0.5).")
+    parser.add_argument("--data", default=None, help="Real images to compare with (any layout); default phantom.")
     parser.add_argument(
         "--thresholds", nargs="+", default=list(THRESHOLDS), help="Truncation thresholds; 'none' = no truncation."
     )
-    parser.add_argument("--repeats", type=int, default=5, help="Latent seeds per threshold (the +/- is over these).")
-    parser.add_argument("--extractor", default="torchvision:resnet18:random", help="Feature extractor spec.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of data, weights and training.")
-    parser.add_argument("--markdown", default=None, help="Also write the table to this Markdown file.")
+    add_run_arguments(parser, steps=1500, images=640, repeats_of="Latent seeds per threshold")
     args = parser.parse_args(argv)
-    for name in ("steps", "images", "resolution", "batch_size", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    check_run_arguments(parser, args)
     try:
         args.thresholds = [None if value == "none" else float(value) for value in args.thresholds]
     except ValueError:
@@ -123,7 +113,8 @@ def main(argv=None):
         start = time.time()
         os.environ.setdefault("TQDM_DISABLE", "1")
         pipe = train_pipeline(args, train_examples)
-        source = f"DCGAN trained here for {args.steps} updates of batch {args.batch_size} ({time.time() - start:.0f} s)"
+        seconds = time.time() - start
+        source = f"DCGAN trained here for {args.steps} updates of batch {args.batch_size} ({seconds:.0f} s)"
     pipe.set_progress_bar_config(disable=True)
 
     results = {}
@@ -139,21 +130,10 @@ def main(argv=None):
         results["none" if threshold is None else f"{threshold:g}"] = scores
         print(f"truncation {threshold}: {summarise(scores)}")
 
-    order = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(args.seed)).tolist()
-    count = real.shape[0]
-    draws = [order[i * count : (i + 1) * count] for i in range(args.repeats)]
-    draws = [draw for draw in draws if len(draw) == count]
-    if draws:
-        results["real vs real"] = [
-            distance(distance.features(stack_examples(train_examples, draw, ("pixel_values",))["pixel_values"]),
-                     real_features)
-            for draw in draws
-        ]
-    markdown = table(results, args, distance.name, source)
-    print(markdown)
-    if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as handle:
-            handle.write(markdown + "\n")
+    reference = real_vs_real(distance, train_examples, len(train_rows), real_features, real.shape[0], args)
+    if reference:
+        results["real vs real"] = reference
+    publish(table(results, args, distance.name, source), args.markdown)
 
 
 if __name__ == "__main__":

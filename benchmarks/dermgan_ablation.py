@@ -60,23 +60,32 @@ ROWS = {
 }
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=None, help="Dataset folder with lesion masks (e.g. HAM10000); default phantom.")
-    parser.add_argument("--steps", type=int, default=600, help="Training updates per model (the same for every row).")
-    parser.add_argument("--images", type=int, default=480, help="Phantom images (a quarter held out).")
-    parser.add_argument("--resolution", type=int, default=32, help="Image side.")
+def add_run_arguments(parser: argparse.ArgumentParser, steps: int, images: int, repeats_of: str) -> None:
+    """The flags both GAN-table benchmarks share (training budget, data size, repeats, features, output)."""
+    parser.add_argument("--steps", type=int, default=steps, help="Training updates per model.")
+    parser.add_argument("--images", type=int, default=images, help="Phantom images (a quarter held out).")
+    parser.add_argument("--resolution", type=int, default=32, help="Image side (of the phantom / --data).")
     parser.add_argument("--batch_size", type=int, default=16, help="Images per update.")
     parser.add_argument("--learning_rate", type=float, default=2e-4, help="Adam lr (beta1 0.5).")
-    parser.add_argument("--repeats", type=int, default=5, help="Dropout seeds per model (the +/- is over these).")
+    parser.add_argument("--repeats", type=int, default=5, help=f"{repeats_of} (the +/- is over these).")
     parser.add_argument("--extractor", default="torchvision:resnet18:random", help="Feature extractor spec.")
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), help="Which models to train.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of data, weights and training.")
     parser.add_argument("--markdown", default=None, help="Also write the table to this Markdown file.")
-    args = parser.parse_args(argv)
+
+
+def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for name in ("steps", "images", "resolution", "batch_size", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=None, help="Folder with lesion masks (e.g. HAM10000); default phantom.")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), help="Which models to train.")
+    add_run_arguments(parser, steps=600, images=480, repeats_of="Dropout seeds per model")
+    args = parser.parse_args(argv)
+    check_run_arguments(parser, args)
     return args
 
 
@@ -137,8 +146,8 @@ def table(results: dict, args, distance_name: str, seconds: dict) -> str:
         f"DermGAN ablation (seed 002, Table 1 layout) on {'`' + args.data + '`' if args.data else 'the phantom'}, "
         f"{args.resolution} px, {args.steps} updates of batch {args.batch_size} per model, seed {args.seed}.",
         f"Frechet distance in the `{distance_name}` feature space (extractor `{args.extractor}`; not Inception FID), "
-        f"mean ± 1.96 std over {args.repeats} dropout seeds (real vs real: over {len(results.get('real vs real', []))} "
-        f"disjoint draws of training images).",
+        f"mean ± 1.96 std over {args.repeats} dropout seeds (real vs real: over "
+        f"{len(results.get('real vs real', []))} disjoint draws of training images).",
         "",
         "| model | FD ± 1.96 std | training time (s) |",
         "|---|---|---|",
@@ -160,7 +169,7 @@ def main(argv=None):
     distance = Distance(args.extractor, args.resolution)
     real_features = distance.features(heldout["pixel_values"])
     count = len(heldout_rows)
-    print(f"{len(train_rows)} training / {count} held-out images at {args.resolution} px; feature space {distance.name}")
+    print(f"{len(train_rows)} training / {count} held-out images at {args.resolution} px; features {distance.name}")
 
     results, seconds = {}, {}
     bar = tqdm(args.rows, desc="dermgan ablation", disable=False)
@@ -178,20 +187,29 @@ def main(argv=None):
         results[name] = scores
         print(f"{name:22s} {summarise(scores)}  ({seconds[name]} s)")
 
-    # reference: held-out real images vs disjoint draws of as many training images
-    order = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(args.seed)).tolist()
-    draws = [order[i * count : (i + 1) * count] for i in range(args.repeats)]
-    draws = [draw for draw in draws if len(draw) == count]
-    if draws:
-        reference = []
-        for draw in draws:
-            real = stack_examples(train_examples, draw, ("pixel_values",))["pixel_values"]
-            reference.append(distance(distance.features(real), real_features))
+    reference = real_vs_real(distance, train_examples, len(train_rows), real_features, count, args)
+    if reference:
         results["real vs real"] = reference
-    markdown = table(results, args, distance.name, seconds)
+    publish(table(results, args, distance.name, seconds), args.markdown)
+
+
+def real_vs_real(distance, train_examples, train_count: int, real_features, count: int, args) -> list[float]:
+    """Reference row: held-out real images vs up to `args.repeats` disjoint draws of `count` training images."""
+    order = torch.randperm(train_count, generator=torch.Generator().manual_seed(args.seed)).tolist()
+    draws = [order[i * count : (i + 1) * count] for i in range(args.repeats)]
+    scores = []
+    for draw in draws:
+        if len(draw) == count:
+            real = stack_examples(train_examples, draw, ("pixel_values",))["pixel_values"]
+            scores.append(distance(distance.features(real), real_features))
+    return scores
+
+
+def publish(markdown: str, path: str | None) -> None:
+    """Prints the table and writes it to `path` (--markdown) when given."""
     print(markdown)
-    if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as handle:
+    if path:
+        with open(path, "w", encoding="utf-8") as handle:
             handle.write(markdown + "\n")
 
 

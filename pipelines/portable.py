@@ -35,7 +35,7 @@ import os
 LOADER_MODULE = "dermdiff_pipeline"
 INDEX_FILE = "model_index.json"
 
-_LOADER_TEMPLATE = '''"""Loader for the generic diffusers API; needs `pip install dermdiff`. Defines nothing itself. Either of:
+_LOADER_TEMPLATE = '''"""Loader for the generic diffusers API; needs `pip install dermdiff`. Either of:
 
     from dermdiff import {class_name}
     pipe = {class_name}.from_pretrained(folder)
