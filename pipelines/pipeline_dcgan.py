@@ -35,6 +35,11 @@ class DCGANPipeline(PortablePipelineMixin, DiffusionPipeline):
         self.register_modules(dcgan=dcgan)
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False)
 
+    @property
+    def sample_size(self) -> tuple[int, int]:
+        size = self.dcgan.config.sample_size
+        return (size, size) if isinstance(size, int) else tuple(size)
+
     def check_inputs(self, batch_size: int, truncation, generator, latents, output_type: str) -> None:
         check_output_type(output_type)
         if not isinstance(batch_size, int) or batch_size < 1:

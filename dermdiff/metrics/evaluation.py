@@ -35,8 +35,9 @@ from .fidelity import (
     skin_tone_fidelity,
     skin_type_sweep_scores,
 )
-from .generated import generate_evaluation_set, lesion_maps, read_generated_set
+from .generated import read_generated_set
 from .memorisation import nearest_neighbours, plot_nearest_pairs
+from .pipeline_samples import sample_evaluation_set
 from .report import image_grid, plot_discriminator_gap, plot_group_fid, render_report
 from .sources import DatasetSource, ImageListSource
 
@@ -59,7 +60,8 @@ def load_pipeline(path: str, device: str | None = None):
 def _pipeline_resolution(pipe) -> int:
     size = getattr(pipe, "sample_size", None)
     if size is None:
-        raise ValueError("the pipeline has no sample_size; pass resolution=")
+        raise ValueError(f"{type(pipe).__name__} has no fixed sample_size (it edits photos of any size); "
+                         f"pass --resolution (resolution=)")
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
@@ -80,13 +82,6 @@ def _train_rows(dataset, split: str | None, limit: int, seed: int):
     if len(dataset) > limit:
         dataset = dataset.select(sorted(np.random.default_rng(seed).choice(len(dataset), limit, replace=False)))
     return dataset
-
-
-def _reference_maps(dataset, registry, count: int, seed: int):
-    from ..semantic_map import SemanticMap
-
-    rows = np.random.default_rng(seed).choice(len(dataset), count, replace=count > len(dataset))
-    return [SemanticMap.decode(dataset[int(i)]["semantic_map"], registry=registry) for i in rows]
 
 
 def _reference_ita(dataset, per_type: int, seed: int) -> dict:
@@ -202,12 +197,10 @@ def evaluate(
     real = load_any(data, size=resolution, **({"limit": data_limit} if data_limit is not None else {}))
     registry = registry_of(real)
     reference = _split_rows(real, reference_split, "reference")
-    if pipeline is not None:
-        maps = _reference_maps(reference, registry, num_images, seed)
-        sweep_maps = lesion_maps(maps)[:num_sweeps]
-        gen_set = generate_evaluation_set(pipe, maps, os.path.join(out, "generated"), registry,
-                                          num_inference_steps=num_inference_steps, batch_size=batch_size, seed=seed,
-                                          sweep_maps=sweep_maps, verbose=verbose)
+    if pipeline is not None:  # any kind: map-conditioned, unconditional (DCGAN) or lesion edit
+        gen_set = sample_evaluation_set(pipe, reference, registry, num_images, os.path.join(out, "generated"),
+                                        num_inference_steps=num_inference_steps, batch_size=batch_size, seed=seed,
+                                        num_sweeps=num_sweeps, verbose=verbose)
     images, maps = gen_set.samples()
     skipped, figures = {}, {}
     settings = {

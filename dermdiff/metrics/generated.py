@@ -124,7 +124,7 @@ def generate_evaluation_set(pipeline, maps: list, out_dir: str, registry, num_in
     import torch
     from tqdm.auto import tqdm
 
-    from .sources import PipelineSource
+    from .sources import PipelineSource, takes_argument
 
     source = PipelineSource(pipeline, num_images=max(2, len(maps)), maps=maps, batch_size=batch_size, seed=seed,
                             num_inference_steps=num_inference_steps, **call_kwargs)
@@ -135,7 +135,9 @@ def generate_evaluation_set(pipeline, maps: list, out_dir: str, registry, num_in
 
     sweeps = []
     for index, smap in enumerate(sweep_maps or []):
-        common = dict(num_inference_steps=num_inference_steps, **call_kwargs)
+        common = dict(call_kwargs)
+        if takes_argument(pipeline, "num_inference_steps"):  # diffusion; GANs make an image in one pass
+            common["num_inference_steps"] = num_inference_steps
         # the pipelines' sweep helpers start every image of a sweep from the same noise: only the map changes
         swept = skin_type_sweep(pipeline, smap, generator=torch.Generator("cpu").manual_seed(seed + index), **common)
         sweeps.append({"kind": "skin_type", "id": index, "values": [1, 2, 3, 4, 5, 6],

@@ -311,6 +311,17 @@ class ImageListSource:
         return _feature_set(features, self.labels, self.skin_types, options, self.name)
 
 
+def takes_argument(pipeline, name: str) -> bool:
+    """Whether `pipeline(...)` accepts `name` (diffusion pipelines take num_inference_steps, GANs do not)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(pipeline.__call__ if hasattr(pipeline, "__call__") else pipeline).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in parameters  # named only: **kwargs may hold deprecated aliases, not every argument
+
+
 class PipelineSource:
     """Images generated on the fly by a pipeline, batched and seeded.
 
@@ -350,7 +361,9 @@ class PipelineSource:
     def generate(self, start: int, stop: int) -> list:
         """Images `start..stop-1` (PIL)."""
         generators = [torch.Generator("cpu").manual_seed(self.seed + i) for i in range(start, stop)]
-        kwargs = dict(num_inference_steps=self.num_inference_steps, generator=generators, output_type="pil")
+        kwargs = dict(generator=generators, output_type="pil")
+        if takes_argument(self.pipeline, "num_inference_steps"):  # diffusion; a GAN makes images in one pass
+            kwargs["num_inference_steps"] = self.num_inference_steps
         if self.maps is not None:
             kwargs["semantic_map"] = [self.requested_map(i) for i in range(start, stop)]
         else:

@@ -1,0 +1,113 @@
+"""The generated set `dermdiff evaluate --pipeline DIR` scores, for every kind of pipeline dermdiff saves.
+
+Each kind is asked for what it can make, and every image is written with the map it was asked for, so
+the rest of the evaluation (FID per condition / skin type, placement, skin tone, memorisation) reads one
+layout (`dermdiff.metrics.generated`):
+
+| kind    | pipelines                           | what is drawn                                  | map written with each image    |
+|---------|-------------------------------------|------------------------------------------------|--------------------------------|
+| `maps`  | `DermDiffPipeline`, `DermGANPipeline` | maps of real reference rows (+ sweeps)       | that map                       |
+| `noise` | `DCGANPipeline`                     | `batch_size` samples from seeded noise          | the null map (nothing asked)   |
+| `edit`  | `LesionEditPipeline`                | real photos + lesion masks of other real rows, | the mask's condition on the    |
+|         |                                     | edited with `direction="add"`                  | photo's skin type (the null map |
+|         |                                     |                                                | for an untargeted model)       |
+
+Null maps ask for no lesion, so placement and sweeps skip those images and FID per condition groups
+them under "no condition"; FID, KID and memorisation apply to every kind.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from ..semantic_map import SemanticMap
+from .generated import generate_evaluation_set, lesion_maps, read_generated_set, write_generated_set
+
+KINDS = ("maps", "noise", "edit")
+
+
+def pipeline_kind(pipe) -> str:
+    """"maps", "noise" or "edit", read off the pipeline's call signature."""
+    parameters = inspect.signature(pipe.__call__).parameters
+    if "semantic_map" in parameters:
+        return "maps"
+    if "image" in parameters and "mask" in parameters:
+        return "edit"
+    if "batch_size" in parameters:
+        return "noise"
+    raise ValueError(
+        f"{type(pipe).__name__} takes neither semantic_map=, image= + mask= nor batch_size=; "
+        f"--pipeline needs a map-conditioned, lesion-edit or unconditional dermdiff pipeline"
+    )
+
+
+def reference_maps(dataset, registry, count: int, seed: int) -> list:
+    """`count` maps of seeded random rows (with replacement when the data has fewer rows)."""
+    rows = np.random.default_rng(seed).choice(len(dataset), count, replace=count > len(dataset))
+    return [SemanticMap.decode(dataset[int(i)]["semantic_map"], registry=registry) for i in rows]
+
+
+def sample_evaluation_set(pipe, reference, registry, num_images: int, out_dir: str, num_inference_steps: int = 50,
+                          batch_size: int = 8, seed: int = 0, num_sweeps: int = 1, verbose: bool = True):
+    """Generates and writes the evaluation set of `pipe` (see the module table); returns the `GeneratedSet`."""
+    kind = pipeline_kind(pipe)
+    if kind == "maps":
+        maps = reference_maps(reference, registry, num_images, seed)
+        return generate_evaluation_set(pipe, maps, out_dir, registry, num_inference_steps=num_inference_steps,
+                                       batch_size=batch_size, seed=seed, sweep_maps=lesion_maps(maps)[:num_sweeps],
+                                       verbose=verbose)
+    if kind == "noise":
+        images = _noise_samples(pipe, num_images, batch_size, seed, num_inference_steps, verbose)
+        size = images[0].size[::-1]
+        maps = [SemanticMap.from_annotations(None, None, size=size, registry=registry) for _ in images]
+    else:
+        images, maps = _edited_photos(pipe, reference, registry, num_images, batch_size, seed, verbose)
+    write_generated_set(out_dir, images, maps, registry)
+    return read_generated_set(out_dir, registry)
+
+
+def _noise_samples(pipe, num_images: int, batch_size: int, seed: int, num_inference_steps: int, verbose: bool):
+    from tqdm.auto import tqdm
+
+    from .sources import PipelineSource
+
+    source = PipelineSource(pipe, num_images=max(2, num_images), batch_size=batch_size, seed=seed,
+                            num_inference_steps=num_inference_steps)
+    images = []
+    for start in tqdm(range(0, num_images, batch_size), desc="generate", disable=not verbose):
+        images += source.generate(start, min(start + batch_size, num_images))
+    return images
+
+
+def _edited_photos(pipe, reference, registry, num_images: int, batch_size: int, seed: int, verbose: bool):
+    """Real photos (healthy rows first) with the lesion masks of other real rows added ("add" direction)."""
+    from tqdm.auto import tqdm
+
+    if pipe.add_model is None:
+        raise ValueError("this lesion-edit pipeline has no add_model; the evaluation adds lesions to real photos")
+    targeted = bool(pipe.add_model.config.mask_channels)
+    rng = np.random.default_rng(seed)
+    conditions = reference["condition"] if "condition" in reference.column_names else [None] * len(reference)
+    pool = [i for i, condition in enumerate(conditions) if condition is None] or list(range(len(reference)))
+    photo_rows = rng.choice(pool, num_images, replace=num_images > len(pool))
+    lesions = lesion_maps(reference_maps(reference, registry, max(num_images, 16), seed + 1))
+    if targeted and not lesions:
+        raise ValueError("--pipeline with a targeted lesion-edit model needs real rows with lesion masks to add")
+    images, maps = [], []
+    for start in tqdm(range(0, num_images, batch_size), desc="edit", disable=not verbose):
+        rows = [reference[int(i)] for i in photo_rows[start : start + batch_size]]
+        call = {"image": [row["image"].convert("RGB") for row in rows], "direction": "add", "output_type": "pil"}
+        chosen = [lesions[(start + j) % len(lesions)] for j in range(len(rows))] if targeted else [None] * len(rows)
+        if targeted:
+            call["mask"] = [np.asarray(smap.lesion_mask) for smap in chosen]
+        images += pipe(**call).images
+        for smap, row in zip(chosen, rows):
+            size = rows[0]["image"].size[::-1]
+            if smap is None:  # untargeted: the lesion goes wherever the model puts it
+                maps.append(SemanticMap.from_annotations(None, row.get("skin_type"), size=size, registry=registry))
+            else:
+                maps.append(SemanticMap.from_annotations(smap.condition, row.get("skin_type"), mask=smap.lesion_mask,
+                                                         size=size, registry=registry))
+    return images, maps
