@@ -4,6 +4,7 @@ Everything runs on a tiny seeded conv net as feature extractor and on the proced
 file takes seconds on a CPU.
 """
 
+import hashlib
 import json
 import os
 
@@ -156,6 +157,7 @@ def test_inception_missing_weights_fail_with_instructions(tmp_path, monkeypatch)
     with pytest.raises(FileNotFoundError, match="inception-2015-12-05.pt") as error:
         features.load_extractor("inception")
     assert "never downloads" in str(error.value) and features.INCEPTION_URL in str(error.value)
+    assert "--extractor inception:DIR" in str(error.value) and "--inception-dir" not in str(error.value)
 
 
 def test_inception_loads_from_a_local_file_without_download(tmp_path, monkeypatch):
@@ -174,6 +176,11 @@ def test_inception_loads_from_a_local_file_without_download(tmp_path, monkeypatc
             return self.layers(x)
 
     torch.jit.script(FakeInception()).save(str(tmp_path / features.INCEPTION_FILENAME))
+    with pytest.raises(ValueError, match="is not clean-fid's Inception") as refused:
+        features.load_extractor(f"inception:{tmp_path}")
+    assert features.INCEPTION_ENV in str(refused.value) and "--extractor inception:DIR" in str(refused.value)
+    fake_digest = hashlib.sha256((tmp_path / features.INCEPTION_FILENAME).read_bytes()).hexdigest()
+    monkeypatch.setattr(features, "INCEPTION_SHA256", fake_digest)  # accepted once it is the expected file
 
     def no_download(*args, **kwargs):
         raise AssertionError("tried to download")

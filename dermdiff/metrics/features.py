@@ -34,6 +34,9 @@ from torch import nn
 INCEPTION_FILENAME = "inception-2015-12-05.pt"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 INCEPTION_ENV = "DERMDIFF_INCEPTION_DIR"
+# SHA-256 of the file at INCEPTION_URL that clean-fid downloads (95,607,719 bytes); k-diffusion pins the same
+# digest for the same URL. Any other file under that name is refused rather than reported as this network.
+INCEPTION_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -101,6 +104,20 @@ def inception_search_dirs(weights_dir: str | None = None) -> list[str]:
     return dirs
 
 
+def check_inception_file(path: str) -> None:
+    """Refuses (one line) a file whose SHA-256 is not clean-fid's published Inception's."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != INCEPTION_SHA256:
+        raise ValueError(
+            f"{path} is not clean-fid's Inception (SHA-256 {digest.hexdigest()[:16]}..., expected "
+            f"{INCEPTION_SHA256[:16]}...); replace it with the file from {INCEPTION_URL}, or point ${INCEPTION_ENV} "
+            f"or --extractor inception:DIR at a folder holding the right one"
+        )
+
+
 def find_inception_weights(weights_dir: str | None = None) -> str:
     """The folder holding clean-fid's `inception-2015-12-05.pt`, or a FileNotFoundError that says where to put it.
 
@@ -117,7 +134,8 @@ def find_inception_weights(weights_dir: str | None = None) -> str:
         f"clean-fid's Inception weights {INCEPTION_FILENAME} were not found in {dirs}. dermdiff never downloads "
         f"them. On a machine with network fetch {INCEPTION_URL} and copy the file to "
         f"{os.path.join(cleanfid_inception_dir(), INCEPTION_FILENAME)} (clean-fid's fixed location), or to a folder "
-        f"named by ${INCEPTION_ENV} or --inception-dir. Offline alternatives: --extractor torchvision:ARCH:WEIGHTS "
+        f"named by ${INCEPTION_ENV} or by --extractor inception:DIR. Offline alternatives: "
+        f"--extractor torchvision:ARCH:WEIGHTS "
         f"or --extractor classifier:DIR (domain FD)."
     )
 
@@ -137,6 +155,7 @@ class InceptionFeatures(FeatureExtractor):
 
         folder = find_inception_weights(weights_dir)
         self.weights_path = os.path.join(folder, INCEPTION_FILENAME)
+        check_inception_file(self.weights_path)  # the name alone does not make it clean-fid's network
         # download=False: build from the local file only
         self.model = InceptionV3W(folder, download=False, resize_inside=False).eval()
         self.name = "inception_v3-cleanfid-pool3"
