@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 
-from .classifier import LIST_BACKBONES_HINT, TRANSFORMERS_BACKBONE, backbone_config_from_text, check_backbone
+from .classifier_flags import add_backbone_arguments, check_backbone_arguments
 
 SPLIT_NAMES = ("train", "validation", "mining", "test")
 
@@ -52,23 +52,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_classifier_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("classifier (dermdiff.classifier_training)")
-    group.add_argument(
-        "--backbone",
-        default="resnet18",
-        help="Any torchvision classification model name (" + LIST_BACKBONES_HINT.replace("%", "%%") + "), "
-        "'transformers' with --backbone_config, or a transformers image classifier's Hub id or local folder.",
-    )
-    group.add_argument(
-        "--backbone_config",
-        default=None,
-        help="transformers only: a JSON file, inline JSON, or a model_type name (e.g. vit).",
-    )
-    group.add_argument(
-        "--pretrained",
-        default=None,
-        help="Initial weights: a local .safetensors/.pth file, 'imagenet' or a weights name (torch hub cache, "
-        "$TORCH_HOME/hub/checkpoints; downloaded only with network), or a transformers folder / Hub id.",
-    )
+    add_backbone_arguments(group)
     group.add_argument(
         "--resolution", type=int, default=None, help="Classifier input side (default: the generator's)."
     )
@@ -111,13 +95,7 @@ def parse_json_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error("give exactly one of --data_dir and --phantom")
     if args.patience < 0 or args.n_boot < 1:
         parser.error("--patience must be >= 0 and --n_boot >= 1")
-    try:
-        check_backbone(args.backbone)
-        args.backbone_config = backbone_config_from_text(args.backbone_config)
-    except ValueError as error:
-        parser.error(f"--backbone: {error}")
-    if args.backbone_config is not None and args.backbone != TRANSFORMERS_BACKBONE:
-        parser.error("--backbone_config needs --backbone transformers")
+    check_backbone_arguments(parser, args)
 
 
 def classifier_settings(args: argparse.Namespace, resolution: int) -> dict:

@@ -33,12 +33,7 @@ import json
 import os
 import sys
 
-from dermdiff.classifier import (
-    LIST_BACKBONES_HINT,
-    TRANSFORMERS_BACKBONE,
-    backbone_config_from_text,
-    check_backbone,
-)
+from dermdiff.classifier_flags import add_backbone_arguments, check_backbone_arguments
 from dermdiff.classifier_training import (
     ClassifierTrainingConfig,
     dataset_label_names,
@@ -102,24 +97,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--resolution", type=int, default=None, help="Image side in pixels (default 224).")
 
     model = parser.add_argument_group("model")
-    model.add_argument(
-        "--backbone",
-        default="resnet18",
-        help="Any torchvision classification model name (" + LIST_BACKBONES_HINT.replace("%", "%%") + "), "
-        "'transformers' with --backbone_config, or a transformers image classifier's Hub id or local folder.",
-    )
-    model.add_argument(
-        "--backbone_config",
-        default=None,
-        help="transformers only: a JSON file, inline JSON, or a model_type name (e.g. vit).",
-    )
-    model.add_argument(
-        "--pretrained",
-        default=None,
-        help="Initial weights: a local .safetensors/.pth file (torchvision), 'imagenet' or a weights name "
-        "such as IMAGENET1K_V2 (read from the torch hub cache, $TORCH_HOME/hub/checkpoints, else downloaded), "
-        "or a transformers checkpoint folder / Hub id.",
-    )
+    add_backbone_arguments(model)
 
     train = parser.add_argument_group("training")
     train.add_argument(
@@ -177,17 +155,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"--{name} must be a JSON object, got {getattr(args, name)!r}")
     if args.validation_loader_kwargs is None:
         args.validation_loader_kwargs = args.train_loader_kwargs
-    try:
-        check_backbone(args.backbone)
-    except ValueError as error:
-        parser.error(f"--backbone: {error}")
-    if args.backbone_config is not None:
-        if args.backbone != TRANSFORMERS_BACKBONE:
-            parser.error("--backbone_config needs --backbone transformers")
-        try:
-            args.backbone_config = backbone_config_from_text(args.backbone_config)
-        except ValueError as error:
-            parser.error(f"--{error}")
+    check_backbone_arguments(parser, args)
     if args.patience < 0 or args.n_boot < 0:
         parser.error("--patience and --n_boot must be >= 0")
     return args
