@@ -138,3 +138,15 @@ def test_hub_dataset_ids_are_loaded_renamed_and_fail_offline_in_one_line(tmp_pat
         match = r"no 'image' column for the images; its columns: \['img', 'dx'\] \(pass image_column"
         with pytest.raises(ValueError, match=match):
             load_any("someone/skin")
+
+
+def test_a_saved_dataset_dict_needs_its_split(folder, tmp_path):
+    whole = load_any(folder)
+    parts = datasets.DatasetDict({"train": whole.select(range(16)), "test": whole.select(range(16, 24))})
+    parts.save_to_disk(str(tmp_path / "dict"))
+    assert load_any(str(tmp_path / "dict"), split="test")["image_id"] == load_any(folder)["image_id"][16:]
+    with pytest.raises(ValueError, match=r"holds splits \['train', 'test'\]; pass split= one of them \(got None\)"):
+        load_any(str(tmp_path / "dict"))
+    match = r"loader option\(s\) \['size'\] do not apply to .*\(saved layout\); its options: \['split', 'limit', "
+    with pytest.raises(ValueError, match=match):
+        load_any(str(tmp_path / "dict"), size=32)
