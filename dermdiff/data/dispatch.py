@@ -51,16 +51,20 @@ def load_any(path_or_name: str, data_root: str | None = None, **kwargs):
     """Loads a dataset whatever its layout (see the module table); extra keywords go to the loader.
 
     Args:
-        path_or_name (`str`): a folder, a DermaMNIST `.npz`, a known name, or `"phantom"`.
+        path_or_name (`str`): a folder, a DermaMNIST `.npz`, a `save_to_disk` folder, a known name,
+            `"phantom"`, or a Hub dataset id (`owner/name`, when no such local path exists).
         data_root (`str`, *optional*): where known names live (default: `$DERMDIFF_DATA`).
-        **kwargs: the chosen loader's options, e.g. `limit=100`, `size=64`, `skip_bad=True`, `split="val"`.
+        **kwargs: the chosen loader's options, e.g. `limit=100`, `size=64`, `skip_bad=True`, `split="val"`;
+            one it does not take is a `ValueError` naming the ones it does (`loader_options(layout)`).
 
     Returns:
-        `datasets.Dataset` with the dermdiff columns; `registry_of(dataset)` gives its registry.
+        `datasets.Dataset` with the dermdiff columns (a Hub or saved dataset: at least `image` and a
+        `ClassLabel` `label`); `registry_of(dataset)` gives its registry.
 
     Example:
         >>> load_any("/data/ham10000", size=64)
         >>> load_any("dermamnist", data_root="/data", split="val")
+        >>> load_any("someone/skin-lesions", split="test", label_column="dx")
     """
     if is_hub_id(path_or_name):
         check_loader_options("hub", path_or_name, kwargs)
