@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/dermdiff demo --out outputs/demo --resume $(DEMO_ARGS)
 
 test: $(STAMP)
+	bash .ci/install-browser
 	$(PY) -m pytest -q $(TEST_ARGS)
 
 clean:

@@ -477,9 +477,13 @@ def test_access_codes_from_text_or_file(tmp_path):
             parse_access_codes(bad)
 
 
-def test_browser_test_skips_cleanly_without_chromium(monkeypatch):
+def test_browser_test_skips_without_chromium_but_fails_in_ci(monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="chromium"):
+        _chromium()
+    monkeypatch.setenv("CI", "true")  # CI must run it: .ci/install-browser installs Chromium there
+    with pytest.raises(pytest.fail.Exception, match="CI.*chromium"):
         _chromium()
 
 
@@ -532,10 +536,21 @@ class _Server:
             self.process.wait(timeout=20)
 
 
+def _skip_or_fail(reason: str):
+    """Skip on a developer's machine; in CI (CI=true) a browser test that cannot run is a failure."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI must run the browser tests, but: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def _chromium():
     if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        pytest.skip(f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER})")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install dermdiff[browser])")
+        _skip_or_fail(f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}); "
+                      "run .ci/install-browser as root")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        _skip_or_fail("needs selenium (pip install dermdiff[browser])")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
@@ -644,3 +659,108 @@ def test_browser_answer_crash_restart_resume_export(tmp_path):
     tpr = sum(row["answer"] == "selected" for row in real_shown) / len(real_shown)
     assert summary["tasks"]["select"]["rates"]["all"]["tpr"]["per_rater"]["ana"] == pytest.approx(tpr)
     assert summary["tasks"]["timed"]["answers"] == 2
+
+
+def _serve_folder(folder: str, port: int):
+    """A plain static server for `folder` on another loopback port: the "other site" of a cross-site test."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Quiet, directory=folder))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(240)
+def test_browser_refuses_cross_site_login_and_skips_broken_images(tmp_path):
+    driver = _chromium()
+    from selenium.webdriver.common.by import By
+
+    real = make_folder(tmp_path / "real", "real", per_condition=2, seed=4)
+    synthetic = make_folder(tmp_path / "synthetic", "synthetic", per_condition=2, seed=5)
+    for name in os.listdir(real):  # every real image is damaged: not an image any more
+        if name.endswith(".jpg"):
+            with open(os.path.join(real, name), "wb") as handle:
+                handle.write(b"not a jpeg")
+    db, port, other_port = str(tmp_path / "study.sqlite"), _free_port(), _free_port()
+    base = ["--real", real, "--synthetic", synthetic, "--db", db, "--access-codes", CODES]
+    url = f"http://127.0.0.1:{port}/"
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "index.html").write_text(  # a page elsewhere that tries to log the visitor in as ben
+        f'<form method="post" action="{url}login"><input name="rater" value="ben">'
+        '<input name="code" value="secret-ben"><button id="go">Win a prize</button></form>')
+    server, other = None, _serve_folder(str(evil), other_port)
+    log = str(tmp_path / "server.log")
+
+    def progress():
+        return driver.find_element(By.ID, "progress-text").text
+
+    try:
+        server = _Server(base + ["--task", "timed", "--view-seconds", "0.5"], port, log)
+        # 1. the cross-site login is refused and leaves no session
+        driver.get(f"http://127.0.0.1:{other_port}/")
+        driver.find_element(By.ID, "go").click()
+        _wait(driver, lambda d: "cross-site request refused" in d.page_source)
+        driver.get(url)
+        assert driver.find_elements(By.ID, "rater")  # the login page: not logged in as ben
+        with StudyStore(db) as store:
+            assert store.count("sessions") == 0
+        # 2. log in; one readable image is deleted after the start; the rater answers to the end
+        driver.find_element(By.ID, "rater").send_keys("ana")
+        driver.find_element(By.ID, "code").send_keys("secret-ana")
+        driver.find_element(By.ID, "login").click()
+        _wait(driver, lambda d: progress() == "0 / 8")
+        with StudyStore(db) as store:
+            deleted = next(store.item(i)["path"] for i, source, _ in store.items() if source == "synthetic")
+        with open(deleted, "rb") as handle:
+            kept = handle.read()
+        os.remove(deleted)
+        for _ in range(10):
+            ready = _wait(driver, lambda d: ("done" if d.find_element(By.ID, "done").is_displayed() else
+                                             d.find_element(By.ID, "answer-real").is_enabled() and "answer"))
+            if ready == "done":
+                break
+            before = progress()
+            driver.find_element(By.TAG_NAME, "body").send_keys("s")
+            _wait(driver, lambda d: progress() != before)
+        assert driver.find_element(By.ID, "done").is_displayed() and progress() == "8 / 8"
+        driver.save_screenshot(str(tmp_path / "study_done.png"))
+        # 3. the grid task: broken tiles are marked and the page is still submitted
+        server.kill(signal.SIGTERM)
+        with open(deleted, "wb") as handle:  # back in place, so the new server starts and shows it
+            handle.write(kept)
+        server = _Server(base + ["--task", "select", "--grid", "4"], port, log)
+        driver.refresh()
+        for _ in range(4):
+            if driver.find_element(By.ID, "done").is_displayed():
+                break
+            before = progress()
+            found = _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#grid .tile"))
+            _wait(driver, lambda d: all(t.get_attribute("class") == "tile broken"
+                                        or t.find_element(By.TAG_NAME, "img").get_property("naturalWidth") > 0
+                                        for t in found))
+            for tile in found:
+                tile.click()  # broken tiles ignore the click
+            driver.find_element(By.ID, "submit").click()
+            _wait(driver, lambda d: progress() != before)
+        _wait(driver, lambda d: d.find_element(By.ID, "done").is_displayed())
+    finally:
+        driver.quit()
+        other.shutdown()
+        if server is not None:
+            server.kill(signal.SIGTERM)
+
+    with StudyStore(db) as store:
+        rows, skipped = store.answer_rows(), store.skipped_rows()
+    assert {(row["task"], row["source"], row["answer"]) for row in rows} == {("timed", "synthetic", "synthetic"),
+                                                                             ("select", "synthetic", "selected")}
+    assert [row["task"] for row in rows].count("timed") == 3 and [row["task"] for row in rows].count("select") == 4
+    assert len(skipped) == 9 and {row["task"] for row in skipped} == {"timed", "select"}
+    with open(log, encoding="utf-8") as handle:
+        assert handle.read().count("cannot be read") >= 5

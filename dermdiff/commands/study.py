@@ -42,6 +42,11 @@ def configure(parser) -> None:
                        help="side of the served images in pixels, the same for real and synthetic (0 = original)")
     serve.add_argument("--fit", default="crop", choices=("crop", "contain"),
                        help="crop = centred square; contain = keep the aspect ratio")
+    serve.add_argument("--allowed-hosts", dest="allowed_hosts", default="",
+                       help="comma-separated host names raters type in the address bar, besides the loopback "
+                            "names and --host (needed with a wildcard --host such as 0.0.0.0)")
+    serve.add_argument("--session-hours", dest="session_hours", type=float, default=12.0,
+                       help="a login stays valid this many hours (default 12)")
 
     export = actions.add_parser("export", help="write answers.csv, summary.json and summary.md")
     export.add_argument("--db", required=True, help="the study's SQLite file")
@@ -67,16 +72,24 @@ def run(args) -> int:
         return 0
 
     from ..study.app import create_app, parse_access_codes, parse_pairs, serve
+    from ..study.guards import WILDCARD_HOSTS, allowed_hosts
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be 0..65535, got {args.port}")
     codes = parse_access_codes(args.access_codes)
     if not _is_loopback(args.host) and codes is None:
         raise ValueError(f"--host {args.host} exposes the study beyond this machine: give --access-codes too")
+    if not 0 < args.session_hours <= 8760:
+        raise ValueError(f"--session-hours must be > 0 and at most 8760 (a year), got {args.session_hours}")
+    extra_hosts = [name for name in args.allowed_hosts.split(",") if name.strip()]
+    if args.host in WILDCARD_HOSTS and not extra_hosts:
+        raise ValueError(f"--host {args.host} listens on every address: name the host(s) raters will use "
+                         "with --allowed-hosts (e.g. --allowed-hosts studybox.lan,10.0.0.5)")
     app = create_app(
         args.db, args.real, args.synthetic, task=args.task, access_codes=codes, view_seconds=args.view_seconds,
         seed=args.seed, grid=args.grid, items_per_rater=args.items_per_rater, image_size=args.image_size,
         condition_names=parse_pairs(args.condition_names), fit=args.fit,
+        hosts=allowed_hosts(args.host, extra_hosts), session_hours=args.session_hours,
     )
     serve(app, host=args.host, port=args.port)
     return 0

@@ -46,6 +46,9 @@ def summary_markdown(summary: dict) -> str:
     overview = (f"Raters: {', '.join(summary['raters']) or 'none'}; answers: {summary['answers']}. "
                 "Rates are mean ± sample std across raters (n = raters with data).")
     lines = ["# Human study summary", "", overview, ""]
+    if summary.get("skipped"):
+        lines += [f"{summary['skipped']} image(s) could not be shown to a rater and were skipped for them "
+                  "(not counted as answers; the server log names each).", ""]
     for task, result in summary["tasks"].items():
         lines += [f"## {_TASK_TITLES[task]}", "",
                   f"Raters: {len(result['raters'])}; images: {result['images']}; answers: {result['answers']}.", ""]
@@ -84,10 +87,9 @@ def export_study(db: str, out: str) -> dict:
         >>> summary["tasks"]["select"]["rates"]["all"]["tpr"]["mean"]  # doctest: +SKIP
         0.52
     """
-    if not os.path.isfile(db):
-        raise FileNotFoundError(f"study database {db} does not exist")
-    with StudyStore(db) as store:
+    with StudyStore(db, create=False) as store:
         rows = store.answer_rows()
+        skipped = store.skipped_rows()
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "answers.csv"), "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
@@ -95,7 +97,7 @@ def export_study(db: str, out: str) -> dict:
         for row in rows:
             stamp = datetime.fromtimestamp(row["answered_at"], tz=timezone.utc).isoformat(timespec="milliseconds")
             writer.writerow({**row, "answered_at": stamp})
-    summary = {"database": os.path.abspath(db), **summarize(rows)}
+    summary = {"database": os.path.abspath(db), **summarize(rows), "skipped": len(skipped)}
     with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
     with open(os.path.join(out, "summary.md"), "w", encoding="utf-8") as handle:

@@ -1,5 +1,7 @@
 // Drives one study page: fetch the next unit, show it, post the answer, repeat.
 // The server keeps all state (plan, answers), so reloading or restarting resumes where the rater was.
+// An image that fails to load never leaves the rater stuck: in a grid its tile is marked unavailable and
+// reported as skipped with the page; in the timed task the unit is reported as skipped and the next follows.
 (function () {
   "use strict";
   const root = document.getElementById("study");
@@ -9,6 +11,7 @@
   const $ = (id) => document.getElementById(id);
   let state = null;
   let selected = new Set();
+  let broken = new Set();
   let shownAt = 0;
   let hideTimer = null;
   let busy = false;
@@ -59,6 +62,7 @@
     const grid = $("grid");
     grid.replaceChildren();
     selected = new Set();
+    broken = new Set();
     next.items.forEach((id, index) => {
       const tile = document.createElement("button");
       tile.type = "button";
@@ -72,6 +76,7 @@
       const badge = document.createElement("span");
       badge.className = "badge";
       badge.textContent = index < 9 ? String(index + 1) : "";
+      img.onerror = () => markBroken(tile, badge);
       tile.append(img, badge);
       tile.addEventListener("click", () => toggle(tile));
       grid.append(tile);
@@ -81,8 +86,19 @@
     shownAt = performance.now();
   }
 
+  function markBroken(tile, badge) {
+    broken.add(tile.dataset.id);
+    selected.delete(tile.dataset.id);
+    tile.disabled = true;
+    tile.classList.add("broken");
+    tile.setAttribute("aria-pressed", "false");
+    badge.textContent = "unavailable";
+    updateCount();
+  }
+
   function toggle(tile) {
     const id = tile.dataset.id;
+    if (broken.has(id)) return;
     if (selected.has(id)) selected.delete(id); else selected.add(id);
     tile.setAttribute("aria-pressed", String(selected.has(id)));
     updateCount();
@@ -97,7 +113,8 @@
     busy = true;
     $("submit").disabled = true;
     try {
-      const body = { unit: state.unit, selected: [...selected], response_ms: Math.round(performance.now() - shownAt) };
+      const body = { unit: state.unit, selected: [...selected], skipped: [...broken],
+                     response_ms: Math.round(performance.now() - shownAt) };
       await settle(await call("POST", "/api/answer", body));
     } finally { busy = false; }
   }
@@ -129,7 +146,22 @@
         veil.hidden = false;
       }, viewMs);
     };
-    img.src = "/image/" + next.items[0];
+    const item = next.items[0];
+    img.onerror = () => {
+      if (state !== next) return;  // a late error from an image already replaced
+      clearTimeout(hideTimer);
+      veil.textContent = "This image could not be shown; skipping it…";
+      skipTimed(next, item);
+    };
+    img.src = "/image/" + item;
+  }
+
+  async function skipTimed(next, item) {
+    if (busy) return;
+    busy = true;
+    try {
+      await settle(await call("POST", "/api/answer", { unit: next.unit, skipped: [item] }));
+    } finally { busy = false; }
   }
 
   async function answerTimed(answer) {
