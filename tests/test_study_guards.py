@@ -323,17 +323,17 @@ def _bad_db(tmp_path, kind: str):
     return db, (db.read_bytes() if db.is_file() else None)
 
 
-@pytest.mark.parametrize("kind,match", [
-    ("foreign", "not a dermdiff study database \\(it holds other tables: patients\\)"),
-    ("empty", "not a dermdiff study database \\(it holds no tables\\)"),
-    ("text", "is not an SQLite file"),
-    ("folder", "is a folder"),
-    ("missing", "does not exist"),
-    ("missing-folder", "does not exist"),
+@pytest.mark.parametrize("kind,rc,match", [  # 1: the file's content is wrong; 2: the path is
+    ("foreign", 1, "not a dermdiff study database \\(it holds other tables: patients\\)"),
+    ("empty", 1, "not a dermdiff study database \\(it holds no tables\\)"),
+    ("text", 1, "is not an SQLite file"),
+    ("folder", 2, "is a folder"),
+    ("missing", 2, "does not exist"),
+    ("missing-folder", 2, "does not exist"),
 ])
-def test_study_export_refuses_a_database_that_is_not_a_study(tmp_path, capsys, kind, match):
+def test_study_export_refuses_a_database_that_is_not_a_study(tmp_path, capsys, kind, rc, match):
     db, before = _bad_db(tmp_path, kind)
-    assert cli_main(["study", "export", "--db", str(db), "--out", str(tmp_path / "out")]) == 2
+    assert cli_main(["study", "export", "--db", str(db), "--out", str(tmp_path / "out")]) == rc
     err = capsys.readouterr().err
     assert re.search(match, err) and str(db) in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
@@ -346,20 +346,20 @@ def test_study_export_refuses_a_database_that_is_not_a_study(tmp_path, capsys, k
         conn.close()
 
 
-@pytest.mark.parametrize("kind,extra,match", [
-    ("foreign", [], "not a dermdiff study database"),
-    ("text", [], "not an SQLite file"),
-    ("folder", [], "is a folder"),
-    ("missing-folder", [], "does not exist"),
-    ("ok", ["--session-hours", "0"], "--session-hours must be"),
-    ("ok", ["--host", "0.0.0.0", "--access-codes", CODES], "--allowed-hosts"),
-    ("ok", ["--port", "70000"], "--port"),
+@pytest.mark.parametrize("kind,extra,rc,match", [
+    ("foreign", [], 1, "not a dermdiff study database"),
+    ("text", [], 1, "not an SQLite file"),
+    ("folder", [], 2, "is a folder"),
+    ("missing-folder", [], 2, "does not exist"),
+    ("ok", ["--session-hours", "0"], 2, "--session-hours must be"),
+    ("ok", ["--host", "0.0.0.0", "--access-codes", CODES], 2, "--allowed-hosts"),
+    ("ok", ["--port", "70000"], 2, "--port"),
 ])
-def test_study_serve_refuses_bad_databases_and_flags(folders, tmp_path, capsys, kind, extra, match):  # noqa: F811
+def test_study_serve_refuses_bad_databases_and_flags(folders, tmp_path, capsys, kind, extra, rc, match):  # noqa: F811
     db, before = _bad_db(tmp_path, kind)
     code = cli_main(["study", "serve", "--real", folders[0], "--synthetic", folders[1], "--db", str(db), *extra])
     err = capsys.readouterr().err
-    assert code == 2 and match in err and "Traceback" not in err
+    assert code == rc and match in err and "Traceback" not in err
     if before is not None:
         assert db.read_bytes() == before
 

@@ -72,6 +72,7 @@ def run(args) -> int:
         return 0
 
     from ..study.app import create_app, parse_access_codes, parse_pairs, serve
+    from ..errors import UsageError
     from ..study.guards import WILDCARD_HOSTS, allowed_hosts
 
     if not 0 <= args.port <= 65535:
@@ -80,10 +81,10 @@ def run(args) -> int:
     if not _is_loopback(args.host) and codes is None:
         raise ValueError(f"--host {args.host} exposes the study beyond this machine: give --access-codes too")
     if not 0 < args.session_hours <= 8760:
-        raise ValueError(f"--session-hours must be > 0 and at most 8760 (a year), got {args.session_hours}")
+        raise UsageError(f"--session-hours must be > 0 and at most 8760 (a year), got {args.session_hours}")
     extra_hosts = [name for name in args.allowed_hosts.split(",") if name.strip()]
     if args.host in WILDCARD_HOSTS and not extra_hosts:
-        raise ValueError(f"--host {args.host} listens on every address: name the host(s) raters will use "
+        raise UsageError(f"--host {args.host} listens on every address: name the host(s) raters will use "
                          "with --allowed-hosts (e.g. --allowed-hosts studybox.lan,10.0.0.5)")
     app = create_app(
         args.db, args.real, args.synthetic, task=args.task, access_codes=codes, view_seconds=args.view_seconds,

@@ -20,6 +20,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 
+from ..errors import DataError
 from .items import StudyImage
 from .plan import TASKS, Unit
 
@@ -131,13 +132,13 @@ class StudyStore:
             self.conn.execute("PRAGMA busy_timeout=10000")
             tables = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as error:
-            raise ValueError(f"study database {self.path} is not an SQLite file ({error})") from None
+            raise DataError(f"study database {self.path} is not an SQLite file ({error})") from None
         if tables and not STUDY_TABLES <= tables:
             shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
-            raise ValueError(f"{self.path} is not a dermdiff study database (it holds other tables: {shown}); "
+            raise DataError(f"{self.path} is not a dermdiff study database (it holds other tables: {shown}); "
                              "give the file `dermdiff study serve --db` created, or a new file name")
         if not tables and not create:
-            raise ValueError(f"{self.path} is not a dermdiff study database (it holds no tables)")
+            raise DataError(f"{self.path} is not a dermdiff study database (it holds no tables)")
         return tables
 
     # -- plumbing -----------------------------------------------------------------------------
