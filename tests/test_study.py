@@ -741,11 +741,11 @@ def test_browser_refuses_cross_site_login_and_skips_broken_images(tmp_path):
         for _ in range(4):
             if driver.find_element(By.ID, "done").is_displayed():
                 break
-            before = progress()
             found = _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#grid .tile"))
             _wait(driver, lambda d: all(t.get_attribute("class") == "tile broken"
                                         or t.find_element(By.TAG_NAME, "img").get_property("naturalWidth") > 0
                                         for t in found))
+            before = progress()  # read once the page is shown ("–" until the first page arrives)
             for tile in found:
                 tile.click()  # broken tiles ignore the click
             driver.find_element(By.ID, "submit").click()
