@@ -1,0 +1,221 @@
+"""Reconstruction quality of latent DermDiff's autoencoder on real HAM10000 images, against CPU-minutes.
+
+Three steps (issue 12). The autoencoder is trained on the train split of `make_splits(seed=0)` only, and
+measured on the test split, whose lesions it never saw:
+
+    # 1. the splits as image folders at 128 px (train for the trainer, test for the measurement)
+    python benchmarks/autoencoder_quality.py export --data /work/shared/data/ham10000 --resolution 128 \\
+        --out outputs/ham10000-128
+    # 2. train, keeping a checkpoint every N updates (the curve's points)
+    OMP_NUM_THREADS=1 accelerate launch training/train_autoencoder.py \\
+        --train_data_dir outputs/ham10000-128/train --resolution 128 --crop_size 64 --checkpointing_steps 100 \\
+        --output_dir outputs/ae-ham10000-128 ...
+    # 3. PSNR / SSIM / classifier-feature distance on the test split for every checkpoint and the final model
+    python benchmarks/autoencoder_quality.py measure --run outputs/ae-ham10000-128 \\
+        --test_dir outputs/ham10000-128/test --num_images 500 --markdown benchmarks/results/autoencoder_quality.md
+
+CPU-minutes of a checkpoint are the training process's own CPU time (`time.process_time`, which the loop
+logs as `cpu_minutes`), read from the run's tensorboard log: on a shared machine wall-clock time would
+count the other jobs. PSNR is on 8-bit images,
+SSIM is scikit-image's on RGB (7 x 7 window, data range 255), both per image and averaged with a 95%
+bootstrap interval. The feature distance is the mean L2 distance between the pooled features of an image
+and its reconstruction under an ImageNet-free extractor (`dermdiff.metrics.load_extractor`), divided by
+the mean distance between two different test images, so 0 = identical features and 1 = as far apart as
+unrelated images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+DATA_ROOT = os.environ.get("DERMDIFF_DATA", "/work/shared/data")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. export
+# ----------------------------------------------------------------------------------------------------------------
+def export(args) -> int:
+    from dermdiff.data import load_any, make_splits, save_image_folder
+
+    dataset = load_any(args.data, size=args.resolution)
+    parts = make_splits(dataset, seed=args.split_seed)
+    for name in args.splits:
+        folder = save_image_folder(parts[name], os.path.join(args.out, name))
+        print(f"{name}: {len(parts[name])} images -> {folder}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. measure
+# ----------------------------------------------------------------------------------------------------------------
+def test_images(test_dir: str, resolution: int, num_images: int) -> torch.Tensor:
+    """The first `num_images` test images as a (N, 3, R, R) tensor in [-1, 1] (same preprocessing as training)."""
+    from dermdiff.data.folder import load_dataset_dir
+    from dermdiff.data.info import registry_of
+    from dermdiff.loops.diffusion import DiffusionExamples
+
+    rows = load_dataset_dir(test_dir)
+    rows = rows.select(range(min(num_images, len(rows))))
+    examples = rows.with_transform(DiffusionExamples(registry_of(rows), resolution))
+    return torch.stack([examples[i]["pixel_values"] for i in range(len(rows))])
+
+
+def ssim_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """scikit-image SSIM of uint8 (N, H, W, 3) pairs."""
+    from skimage.metrics import structural_similarity
+
+    return np.array([structural_similarity(x, y, channel_axis=2, data_range=255, win_size=7) for x, y in zip(a, b)])
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0, rounds: int = 1000) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    means = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(rounds)]
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def feature_distance(originals, reconstructions, extractor) -> float:
+    """Mean ||f(x) - f(x_hat)|| over mean ||f(x_i) - f(x_j)|| (i != j); see the module docstring."""
+    from dermdiff.metrics.sources import ExtractOptions, ImageListSource
+
+    options = ExtractOptions(extractor, None, 32, 0, "cpu", False)
+    real = torch.as_tensor(ImageListSource(originals).features(options).features, dtype=torch.float64)
+    fake = torch.as_tensor(ImageListSource(reconstructions).features(options).features, dtype=torch.float64)
+    paired = (real - fake).norm(dim=1).mean()
+    between = torch.cdist(real, real)
+    unrelated = between.sum() / (len(real) * (len(real) - 1))
+    return float(paired / unrelated)
+
+
+def measure_model(vae, images: torch.Tensor, extractor=None) -> dict:
+    """PSNR, SSIM (means, 95% CIs) and optionally the feature distance of D(mu(x)) against x."""
+    from dermdiff.loops.autoencoder import psnr, reconstruct, to_pil
+
+    vae.eval()
+    reconstruction = reconstruct(vae, images)
+    values = psnr(reconstruction, images).numpy()
+    originals, rebuilt = to_pil(images), to_pil(reconstruction)
+    ssim = ssim_per_image(np.stack([np.asarray(x) for x in originals]), np.stack([np.asarray(x) for x in rebuilt]))
+    result = {"psnr": float(values.mean()), "psnr_ci95": bootstrap_ci(values), "ssim": float(ssim.mean()),
+              "ssim_ci95": bootstrap_ci(ssim), "n": len(images)}
+    if extractor is not None:
+        result["feature_distance"] = feature_distance(originals, rebuilt, extractor)
+    return result
+
+
+def step_minutes(run_dir: str) -> dict[int, float]:
+    """CPU-minutes of the training process at each logged step (the loop logs `cpu_minutes`; restarts add up)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = os.path.join(run_dir, "logs", "train_autoencoder")
+    if not os.path.isdir(folder):
+        return {}
+    minutes: dict[int, float] = {}
+    for name in sorted(os.listdir(folder)):  # one events file per (re)start, named by its start time
+        if not name.startswith("events"):
+            continue
+        events = EventAccumulator(os.path.join(folder, name))
+        events.Reload()
+        if "cpu_minutes" not in events.Tags().get("scalars", []):
+            continue
+        offset = max(minutes.values(), default=0.0)
+        for scalar in events.Scalars("cpu_minutes"):
+            minutes[scalar.step] = offset + scalar.value
+    return minutes
+
+
+def run_models(run_dir: str):
+    """(step, label, AutoencoderKL) for every checkpoint (its EMA if kept) and the final model."""
+    from diffusers import AutoencoderKL
+
+    from dermdiff.loops.common import checkpoint_step, list_checkpoints
+
+    for path in list_checkpoints(run_dir):
+        sub = "vae_ema" if os.path.isdir(os.path.join(path, "vae_ema")) else "vae"
+        yield checkpoint_step(path), os.path.basename(path), AutoencoderKL.from_pretrained(os.path.join(path, sub))
+    if os.path.isfile(os.path.join(run_dir, "config.json")):
+        yield None, "final", AutoencoderKL.from_pretrained(run_dir)
+
+
+def measure(args) -> int:
+    from dermdiff.metrics.features import load_extractor
+
+    torch.set_grad_enabled(False)
+    images = test_images(args.test_dir, args.resolution, args.num_images)
+    extractor = load_extractor(args.extractor) if args.extractor != "none" else None
+    minutes = step_minutes(args.run)
+    rows = []
+    for step, label, vae in run_models(args.run):
+        last = step if step is not None else max(minutes, default=0)
+        use_extractor = extractor if (step is None or args.features_every_checkpoint) else None
+        result = {"label": label, "step": last, "cpu_minutes": minutes.get(last),
+                  **measure_model(vae, images, use_extractor)}
+        rows.append(result)
+        print(json.dumps(result), flush=True)
+    if args.markdown:
+        write_markdown(args, rows)
+    return 0
+
+
+def write_markdown(args, rows) -> None:
+    lines = [
+        "# Autoencoder reconstruction quality (HAM10000 test split, 128 px)",
+        "",
+        f"Run: `{args.run}`; {rows[0]['n'] if rows else 0} test images from `{args.test_dir}` (make_splits seed 0);"
+        f" PSNR on 8-bit RGB, SSIM 7 x 7 window; 95% bootstrap CIs. Feature distance: extractor `{args.extractor}`,"
+        " paired distance / distance between unrelated test images (0 = identical).",
+        "",
+        "| model | step | CPU-minutes | PSNR (dB) | SSIM | feature distance |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        minutes = f"{row['cpu_minutes']:.1f}" if row["cpu_minutes"] is not None else "?"
+        feature = f"{row['feature_distance']:.3f}" if "feature_distance" in row else ""
+        lines.append(
+            f"| {row['label']} | {row['step']} | {minutes} | {row['psnr']:.2f} [{row['psnr_ci95'][0]:.2f}, "
+            f"{row['psnr_ci95'][1]:.2f}] | {row['ssim']:.3f} [{row['ssim_ci95'][0]:.3f}, {row['ssim_ci95'][1]:.3f}] "
+            f"| {feature} |"
+        )
+    os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
+    with open(args.markdown, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print(f"wrote {args.markdown}")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    out = sub.add_parser("export", help="Write make_splits parts as image folders.")
+    out.add_argument("--data", default=os.path.join(DATA_ROOT, "ham10000"), help="Any layout load_any reads.")
+    out.add_argument("--resolution", type=int, default=128, help="Image side of the exported images.")
+    out.add_argument("--split_seed", type=int, default=0, help="make_splits seed.")
+    out.add_argument("--splits", nargs="+", default=["train", "test"], help="Parts to write.")
+    out.add_argument("--out", required=True, help="Folder; each part goes to a subfolder of its name.")
+    run = sub.add_parser("measure", help="PSNR / SSIM / feature distance of a run's checkpoints on test images.")
+    run.add_argument("--run", required=True, help="train_autoencoder.py output folder.")
+    run.add_argument("--test_dir", required=True, help="Image folder of the test split (from `export`).")
+    run.add_argument("--resolution", type=int, default=128, help="Side the images are measured at.")
+    run.add_argument("--num_images", type=int, default=500, help="Test images to measure.")
+    run.add_argument("--extractor", default="none",
+                     help="dermdiff.metrics.load_extractor spec for the feature distance ('none' to skip).")
+    run.add_argument("--features_every_checkpoint", action="store_true",
+                     help="Also compute the feature distance per checkpoint (default: final model only).")
+    run.add_argument("--markdown", default=None, help="Write the table here.")
+    args = parser.parse_args(argv)
+    if args.command == "measure" and args.num_images < 2:
+        parser.error(f"--num_images must be >= 2, got {args.num_images}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return export(args) if args.command == "export" else measure(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

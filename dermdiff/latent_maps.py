@@ -1,0 +1,70 @@
+"""Semantic maps and masks brought from the image grid to the latent grid (f x f pixels per latent cell).
+
+A latent DermDiff UNet denoises a (C, H / f, W / f) latent; its map must sit on the same grid, and its
+codes must stay the codes the model was trained on, not blends of them. So each channel is reduced the
+way its meaning allows:
+
+| channels                | reduction                          | why                                                |
+|-------------------------|------------------------------------|----------------------------------------------------|
+| 0: skin type / 6        | mean over the f x f block, snapped | constant over an image, so the mean is the code;   |
+|                         | to the nearest code k / 6          | snapping removes float rounding (0 = unknown/null) |
+| 1..K: condition one-hot | majority vote over the f x f block | each cell keeps exactly one code (one-hot, or none |
+|                         | (background counts as a vote;      | = healthy skin), as in training at pixel level;    |
+|                         | ties go to the condition)          | area fractions would invent in-between codes, and  |
+|                         |                                    | nearest would take the block's top-left pixel and  |
+|                         |                                    | shift every boundary by (f - 1) / 2 pixels         |
+
+The lesion-transfer mask is reduced differently (`mask_to_latent_grid`): a cell is regenerated if any of
+its pixels is, because the decoder's receptive field spreads each latent cell over its neighbours, and a
+latent blend that kept a cell partly covered by the new lesion would cut it off. The pipeline pastes the
+photo back outside the pixel mask at the end, so the photo is exact there regardless.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SKIN_CODES = 6  # the skin channel holds skin_type / 6 (SemanticMap.to_channels), 0 when unknown
+
+
+def vae_factor(vae) -> int:
+    """Pixels per latent cell along a side of an `AutoencoderKL`: 2 ** (number of encoder levels - 1)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def _check_grid(tensor: torch.Tensor, factor: int, what: str) -> None:
+    if factor < 1:
+        raise ValueError(f"latent factor must be >= 1, got {factor}")
+    if tensor.ndim != 4:
+        raise ValueError(f"{what} must be (B, C, H, W), got shape {tuple(tensor.shape)}")
+    height, width = tensor.shape[-2:]
+    if height % factor or width % factor:
+        raise ValueError(f"{what} is {height} x {width}, not a multiple of the VAE's factor {factor}")
+
+
+def map_to_latent_grid(channels: torch.Tensor, factor: int) -> torch.Tensor:
+    """(B, 1 + K, H, W) map channels -> (B, 1 + K, H / f, W / f) with exact codes (see the module table).
+
+    Example:
+        >>> smap = SemanticMap.from_annotations("melanoma", 5, boxes=[(32, 32, 96, 96)], size=128)
+        >>> map_to_latent_grid(smap.to_channels()[None], 4).shape
+        torch.Size([1, 8, 32, 32])
+    """
+    _check_grid(channels, factor, "semantic map")
+    if factor == 1:
+        return channels
+    skin = torch.round(F.avg_pool2d(channels[:, :1].float(), factor) * SKIN_CODES) / SKIN_CODES
+    area = F.avg_pool2d(channels[:, 1:].float(), factor)
+    background = 1.0 - area.sum(dim=1, keepdim=True)
+    # background votes first and loses ties: argmax takes the first maximum, so put it last
+    votes = torch.cat([area, background - 1e-6], dim=1)
+    winner = votes.argmax(dim=1)
+    one_hot = F.one_hot(winner, num_classes=votes.shape[1])[..., :-1].permute(0, 3, 1, 2)
+    return torch.cat([skin, one_hot.float()], dim=1).to(channels.dtype)
+
+
+def mask_to_latent_grid(mask: torch.Tensor, factor: int) -> torch.Tensor:
+    """(B, 1, H, W) region to regenerate -> (B, 1, H / f, W / f): a cell is regenerated if any pixel is."""
+    _check_grid(mask, factor, "mask")
+    return F.max_pool2d(mask.float(), factor).to(mask.dtype) if factor > 1 else mask

@@ -1,0 +1,447 @@
+"""The autoencoder training loop of latent DermDiff: a diffusers `AutoencoderKL` trained with L1 + KL (+ GAN).
+
+Rombach et al. 2022 (LDM), section 3 and appendix G; MONAI GenerativeModels trains the same model for
+medical images. For an image x, the encoder gives a diagonal Gaussian q(z | x) = N(mu, sigma^2) on a grid
+f = 4 times smaller, z ~ q, and the decoder reconstructs x_hat = D(z):
+
+    L_rec = mean |x - x_hat|                                   (L1 per pixel and channel)
+    L_KL  = KL(q(z | x) || N(0, I)) / (3 H W)                  (per image, divided by the pixel count)
+    L_G   = L_rec + kl_weight L_KL [+ lambda_adv gan_loss(D(x_hat), real)  once step >= discriminator_start]
+
+Dividing the KL by the number of pixel values makes `kl_weight` mean what it means in LDM, where both terms
+are summed over the image (LDM's f=4 "KL" models use 1e-6). The adversarial weight lambda_adv is LDM's
+adaptive weight ||grad L_rec|| / ||grad L_adv|| at the decoder's last layer, times `discriminator_weight`,
+so the GAN term can never swamp reconstruction. The discriminator is the project's PatchGAN
+(`dermdiff.models.PatchGANDiscriminator`), conditioned on the semantic map like DermGAN's, with the GAN
+loss of `dermdiff.losses.gan_loss`; the order is pix2pix's: D step on `x_hat.detach()`, freeze D, G step.
+No perceptual (LPIPS) term: it needs downloaded VGG weights.
+
+Training may use random `crop_size` crops of the `resolution` images: the autoencoder is convolutional (the
+mid-block attention is off by default), so it learns on 64 px crops what it applies to 128 px images at a
+quarter of the cost per image, as LDM trains its autoencoders on 256 px crops.
+
+After training, `scaling_factor` in the model's config is set to 1 / std of the latents of (up to)
+`scaling_num_images` training images, so the diffusion model sees latents of unit variance (LDM 4.3.2);
+`DermDiffPipeline` multiplies by it before denoising and divides after.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate.logging import get_logger
+from diffusers import AutoencoderKL
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from PIL import Image
+
+from ..latent_maps import vae_factor
+from ..losses import GAN_LOSS_MODES, gan_loss
+from . import common
+from .gan import discriminator_loss, set_requires_grad
+
+logger = get_logger(__name__)
+
+
+def default_autoencoder_config(resolution: int = 128, latent_channels: int = 4) -> dict:
+    """The f=4 `AutoencoderKL` dermdiff trains by default: three levels (32, 64, 128 wide), 2.6 M parameters.
+
+    Why this small: it has to train on a CPU in an hour. Three encoder levels halve the side twice
+    (f = 4); the mid-block attention is switched off because at 128 px it attends over 32 x 32 = 1,024
+    positions and cost more than the convolutions, and without it the model is convolutional, so it can
+    train on crops.
+    """
+    return {
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D"] * 3,
+        "up_block_types": ["UpDecoderBlock2D"] * 3,
+        "block_out_channels": [32, 64, 128],
+        "layers_per_block": 1,
+        "latent_channels": latent_channels,
+        "norm_num_groups": 32,
+        "sample_size": resolution,
+        "mid_block_add_attention": False,
+    }
+
+
+def load_vae(name_or_path: str, **kwargs) -> AutoencoderKL:
+    """Any diffusers `AutoencoderKL`: a model folder, a pipeline folder with `vae/`, or a Hub id of either.
+
+    Args:
+        name_or_path (`str`): e.g. `outputs/ae-128` (this trainer's output), `stabilityai/sd-vae-ft-mse`,
+            or a Stable Diffusion pipeline repo (its `vae` subfolder is used).
+        **kwargs: passed to `AutoencoderKL.from_pretrained` (`cache_dir`, `token`, `revision`, ...).
+    """
+    if os.path.isdir(name_or_path):
+        if os.path.isfile(os.path.join(name_or_path, "config.json")):
+            return AutoencoderKL.from_pretrained(name_or_path, **kwargs)
+        if os.path.isfile(os.path.join(name_or_path, "vae", "config.json")):
+            return AutoencoderKL.from_pretrained(name_or_path, subfolder="vae", **kwargs)
+        raise ValueError(f"VAE {name_or_path!r}: no config.json in the folder or in its vae/ subfolder")
+    if os.path.exists(name_or_path):
+        raise ValueError(f"VAE {name_or_path!r} is a file; give an AutoencoderKL folder or a Hub id")
+    try:
+        return AutoencoderKL.from_pretrained(name_or_path, **kwargs)
+    except (OSError, EnvironmentError):
+        return AutoencoderKL.from_pretrained(name_or_path, subfolder="vae", **kwargs)
+
+
+@dataclass
+class AutoencoderTrainingConfig:
+    """Settings of one autoencoder run (the flags of `training/train_autoencoder.py`).
+
+    Args:
+        output_dir (`str`): checkpoints, logs, reconstruction grids and the final `AutoencoderKL`.
+        train_batch_size (`int`, defaults to 8); num_epochs (`int`, defaults to 100); max_train_steps
+            (`int`, *optional*, overrides `num_epochs`).
+        learning_rate (`float`, defaults to 1e-4); lr_scheduler (`str`, defaults to `"constant"`);
+            lr_warmup_steps (`int`, defaults to 0); adam_beta1/2 (0.5, 0.9 as LDM's autoencoders);
+            adam_weight_decay (0); max_grad_norm (`float`, defaults to 1.0).
+        kl_weight (`float`, defaults to 1e-6): weight of L_KL (see the module docstring).
+        crop_size (`int`, *optional*): train on random crops of this side (a multiple of the model's f).
+        discriminator_start (`int`, *optional*): the update from which the patch discriminator trains and
+            its loss enters L_G; None = no discriminator.
+        discriminator_weight (`float`, defaults to 0.5): factor on the adaptive GAN weight.
+        discriminator_channels (`tuple[int]`, defaults to (32, 64, 128)): PatchGAN widths.
+        gan_mode (`str`, defaults to `"hinge"`): a `dermdiff.losses.gan_loss` mode.
+        use_ema (`bool`, defaults to False); ema_decay (`float`, defaults to 0.999).
+        checkpointing_steps (`int`, defaults to 500); checkpoints_total_limit (`int`, *optional*);
+            resume_from_checkpoint (`str`, *optional*): `"latest"` or a checkpoint folder.
+        validation_steps (`int`, defaults to 500): a grid of originals over reconstructions every N updates
+            (0 = only at the end); num_validation_images (`int`, defaults to 8).
+        scaling_num_images (`int`, defaults to 512): training images whose latents give `scaling_factor`.
+        logging_dir, report_to, seed, dataloader_num_workers, mixed_precision: as the other trainers.
+    """
+
+    output_dir: str
+    train_batch_size: int = 8
+    num_epochs: int = 100
+    max_train_steps: int | None = None
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "constant"
+    lr_warmup_steps: int = 0
+    adam_beta1: float = 0.5
+    adam_beta2: float = 0.9
+    adam_weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    kl_weight: float = 1e-6
+    crop_size: int | None = None
+    discriminator_start: int | None = None
+    discriminator_weight: float = 0.5
+    discriminator_channels: tuple = (32, 64, 128)
+    gan_mode: str = "hinge"
+    use_ema: bool = False
+    ema_decay: float = 0.999
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int | None = None
+    resume_from_checkpoint: str | None = None
+    validation_steps: int = 500
+    num_validation_images: int = 8
+    scaling_num_images: int = 512
+    mixed_precision: str = "no"
+    logging_dir: str = "logs"
+    report_to: str | None = "tensorboard"
+    seed: int = 0
+    dataloader_num_workers: int = 0
+    extra_tracker_config: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("train_batch_size", "num_epochs", "num_validation_images", "scaling_num_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_train_steps is not None and self.max_train_steps < 1:
+            raise ValueError(f"max_train_steps must be >= 1 or None, got {self.max_train_steps}")
+        if self.checkpointing_steps < 0 or self.validation_steps < 0:
+            raise ValueError("checkpointing_steps and validation_steps must be >= 0 (0 = never)")
+        if self.kl_weight < 0 or self.discriminator_weight < 0:
+            raise ValueError(f"kl_weight and discriminator_weight must be >= 0, got {self.kl_weight}, "
+                             f"{self.discriminator_weight}")
+        if self.discriminator_start is not None and self.discriminator_start < 0:
+            raise ValueError(f"discriminator_start must be >= 0 or None, got {self.discriminator_start}")
+        if self.gan_mode not in GAN_LOSS_MODES:
+            raise ValueError(f"gan_mode must be one of {GAN_LOSS_MODES}, got {self.gan_mode!r}")
+        if self.crop_size is not None and self.crop_size < 8:
+            raise ValueError(f"crop_size must be >= 8 pixels or None, got {self.crop_size}")
+
+
+@dataclass
+class AutoencoderRun:
+    """What `train_autoencoder` returns: the trained model (EMA weights if kept) and where the run ended."""
+
+    vae: AutoencoderKL | None
+    global_step: int
+    last_losses: dict
+    validation_psnr: float | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# pieces of one step
+# ----------------------------------------------------------------------------------------------------------------
+def random_crops(batch: dict, size: int | None, generator: torch.Generator) -> dict:
+    """The same random `size` x `size` window of each image and its map (one window per example)."""
+    images = batch["pixel_values"]
+    height, width = images.shape[-2:]
+    if size is None or (size == height and size == width):
+        return batch
+    if size > min(height, width):
+        raise ValueError(f"crop_size {size} is larger than the training images ({height} x {width})")
+    tops = torch.randint(0, height - size + 1, (images.shape[0],), generator=generator).tolist()
+    lefts = torch.randint(0, width - size + 1, (images.shape[0],), generator=generator).tolist()
+    out = dict(batch)
+    for key in ("pixel_values", "semantic_map"):
+        out[key] = torch.stack([x[:, t : t + size, s : s + size] for x, t, s in zip(batch[key], tops, lefts)])
+    return out
+
+
+def reconstruction_terms(vae, images: torch.Tensor, generator: torch.Generator | None = None):
+    """Encodes, samples z ~ q(z | x), decodes; returns (x_hat, L_rec, L_KL) as in the module docstring."""
+    posterior = vae.encode(images).latent_dist
+    noise = torch.randn(posterior.mean.shape, generator=generator).to(images.device, posterior.mean.dtype)
+    latents = posterior.mean + posterior.std * noise
+    reconstruction = vae.decode(latents).sample
+    rec = F.l1_loss(reconstruction.float(), images.float())
+    kl = posterior.kl().mean() / images[0].numel()
+    return reconstruction, rec, kl
+
+
+def adaptive_gan_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
+    """LDM's lambda_adv = ||grad_L L_rec|| / (||grad_L L_adv|| + 1e-4), clamped to [0, 1e4], L the last layer."""
+    rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
+    adv_grad = torch.autograd.grad(adv_loss, last_layer, retain_graph=True)[0]
+    return (rec_grad.norm() / (adv_grad.norm() + 1e-4)).clamp(0.0, 1e4).detach()
+
+
+def psnr(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio per image, in dB, of [-1, 1] images quantised as 8-bit would be."""
+    a = ((reconstruction.float().clamp(-1, 1) + 1) * 127.5).round()
+    b = ((images.float().clamp(-1, 1) + 1) * 127.5).round()
+    mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(255.0**2 / mse)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# latent scale, validation
+# ----------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def latent_scaling_factor(vae, images: torch.Tensor, batch_size: int = 16) -> float:
+    """1 / std of sampled latents z ~ q(z | x) over `images` (LDM's scale; SD's VAE has 0.18215)."""
+    latents = [vae.encode(images[i : i + batch_size]).latent_dist.sample() for i in range(0, len(images), batch_size)]
+    std = torch.cat(latents).float().std().item()
+    if not math.isfinite(std) or std <= 0:
+        raise ValueError(f"latents of the training images have std {std}; cannot set scaling_factor")
+    return 1.0 / std
+
+
+def stack_examples(dataset, count: int, key: str = "pixel_values") -> torch.Tensor:
+    """The first `count` examples' `key` tensors as one batch (fixed validation / scaling images)."""
+    return torch.stack([torch.as_tensor(dataset[i][key]) for i in range(min(count, len(dataset)))])
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """[-1, 1] (B, 3, H, W) -> PIL images."""
+    arrays = ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(np.ascontiguousarray(a)) for a in arrays]
+
+
+@torch.no_grad()
+def reconstruct(vae, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Deterministic reconstructions D(mu(x)) (the posterior mode), as they are measured and shown."""
+    out = [vae.decode(vae.encode(images[i : i + batch_size]).latent_dist.mode()).sample
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out).clamp(-1, 1)
+
+
+def log_reconstructions(accelerator, vae, images: torch.Tensor, step: int, output_dir: str) -> float:
+    """Top row originals, bottom row reconstructions (PNG + trackers); returns their mean PSNR."""
+    vae.eval()
+    reconstruction = reconstruct(vae, images.to(accelerator.device))
+    vae.train()
+    value = psnr(reconstruction, images.to(reconstruction.device)).mean().item()
+    grid = common.image_grid(to_pil(images) + to_pil(reconstruction), cols=len(images))
+    common.log_image_grid(accelerator, grid, "reconstruction", step, output_dir)
+    accelerator.log({"validation_psnr": value}, step=step)
+    return value
+
+
+class _EMAWeights:
+    """The EMA weights sit in `model` inside the block, the trained ones after (no-op without EMA)."""
+
+    def __init__(self, ema, model):
+        self.ema, self.model = ema, model
+
+    def __enter__(self):
+        if self.ema is not None:
+            self.ema.store(self.model.parameters())
+            self.ema.copy_to(self.model.parameters())
+
+    def __exit__(self, *exc):
+        if self.ema is not None:
+            self.ema.restore(self.model.parameters())
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the loop
+# ----------------------------------------------------------------------------------------------------------------
+def build_discriminator(registry, config: AutoencoderTrainingConfig, in_channels: int = 3):
+    """The PatchGAN that judges (map, image) pairs; None when the run has no discriminator."""
+    if config.discriminator_start is None:
+        return None
+    from ..models.dermgan import PatchGANDiscriminator
+
+    return PatchGANDiscriminator(in_channels=in_channels, conditions=list(registry.names),
+                                 registry_name=registry.name_, block_out_channels=tuple(config.discriminator_channels))
+
+
+def _adam(parameters, config: AutoencoderTrainingConfig):
+    return torch.optim.AdamW(parameters, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+                             weight_decay=config.adam_weight_decay)
+
+
+def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, registry, accelerator=None,
+                      validation_dataset=None) -> AutoencoderRun:
+    """Trains (or fine-tunes) `vae` to reconstruct `train_dataset` images; saves it in `config.output_dir`.
+
+    Args:
+        vae (`AutoencoderKL`): freshly built (`default_autoencoder_config`) or loaded to fine-tune.
+        train_dataset: map-style examples with `pixel_values` (3, H, W) in [-1, 1] and `semantic_map`
+            (`dermdiff.loops.diffusion.DiffusionExamples` makes them from dermdiff rows).
+        config (`AutoencoderTrainingConfig`): run settings.
+        registry (`ConditionRegistry`): the data's conditions (the discriminator reads the map).
+        accelerator (`Accelerator`, *optional*): built from `config` when None.
+        validation_dataset (*optional*): the grid's images; the first training images when None.
+
+    Returns:
+        `AutoencoderRun` with the model whose config holds the measured `scaling_factor`.
+
+    Example:
+        >>> vae = AutoencoderKL(**default_autoencoder_config(128))
+        >>> run = train_autoencoder(vae, examples, AutoencoderTrainingConfig("runs/ae", max_train_steps=2000), reg)
+    """
+    factor = vae_factor(vae)
+    if config.crop_size is not None and config.crop_size % factor:
+        raise ValueError(f"crop_size {config.crop_size} must be a multiple of the autoencoder's factor {factor}")
+    # 1. accelerator, models, optimisers
+    if accelerator is None:
+        accelerator = common.build_accelerator(config.output_dir, config.logging_dir, config.mixed_precision, 1,
+                                               config.report_to, config.seed)
+    rng = common.CheckpointedGenerator(config.seed, accelerator.process_index)
+    discriminator = build_discriminator(registry, config, vae.config.in_channels)
+    dataloader = torch.utils.data.DataLoader(train_dataset, batch_size=config.train_batch_size, shuffle=True,
+                                             num_workers=config.dataloader_num_workers, drop_last=len(train_dataset)
+                                             >= config.train_batch_size)
+    per_epoch = common.updates_per_epoch(math.ceil(len(dataloader) / accelerator.num_processes), 1)
+    max_steps = config.max_train_steps or config.num_epochs * per_epoch
+    optimizer = _adam(vae.parameters(), config)
+    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer,
+                                 num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=max_steps * accelerator.num_processes)
+    ema = None
+    if config.use_ema:
+        ema = EMAModel(vae.parameters(), decay=config.ema_decay, foreach=True, model_cls=AutoencoderKL,
+                       model_config=vae.config)
+        ema.to(accelerator.device)
+    common.register_pretrained_hooks(accelerator, ["vae", "discriminator"], {"vae_ema": ema} if ema else None)
+    if discriminator is not None:
+        d_optimizer = _adam(discriminator.parameters(), config)
+        vae, discriminator, optimizer, d_optimizer, dataloader, lr_scheduler = accelerator.prepare(
+            vae, discriminator, optimizer, d_optimizer, dataloader, lr_scheduler)
+    else:
+        vae, optimizer, dataloader, lr_scheduler = accelerator.prepare(vae, optimizer, dataloader, lr_scheduler)
+    accelerator.register_for_checkpointing(rng)
+    per_epoch = common.updates_per_epoch(len(dataloader), 1)
+    num_epochs = math.ceil(max_steps / per_epoch)
+    if accelerator.is_main_process:
+        accelerator.init_trackers("train_autoencoder",
+                                  config={**common.tracker_config(asdict(config)), **config.extra_tracker_config})
+    validation_images = stack_examples(train_dataset if validation_dataset is None else validation_dataset, config.num_validation_images)
+
+    # 2. resume
+    position = common.resume(accelerator, config.output_dir, config.resume_from_checkpoint, per_epoch)
+    global_step = position.global_step
+    logger.info(f"training {max_steps} updates ({num_epochs} epochs of {per_epoch}), {len(train_dataset)} images, "
+                f"crops {config.crop_size or 'none'}, discriminator from step {config.discriminator_start}; "
+                f"starting at step {global_step}", main_process_only=True)
+    bar = common.progress_bar(accelerator, max_steps, global_step)
+    model = accelerator.unwrap_model(vae)
+    losses: dict = {}
+    validation_psnr = None
+    cpu_start = time.process_time()  # logged as cpu_minutes: this process's CPU time since (re)start
+
+    # 3. train
+    for epoch in range(position.epoch, num_epochs):
+        vae.train()
+        skip = position.batch_in_epoch if epoch == position.epoch else 0
+        for batch in common.epoch_batches(accelerator, dataloader, epoch, skip):
+            if global_step >= max_steps:
+                break
+            batch = random_crops(batch, config.crop_size, rng.generator)
+            images = batch["pixel_values"]
+            reconstruction, rec, kl = reconstruction_terms(vae, images, rng.generator)
+            loss = rec + config.kl_weight * kl
+            losses = {"rec_l1": rec.item(), "kl": kl.item()}
+            use_gan = discriminator is not None and global_step >= config.discriminator_start
+            if use_gan:
+                # 3a. D step on x_hat.detach(); 3b. freeze D, generator loss with the adaptive weight
+                set_requires_grad(discriminator, True)
+                real_logits = discriminator(images, batch["semantic_map"]).sample
+                fake_logits = discriminator(reconstruction.detach(), batch["semantic_map"]).sample
+                d_loss = discriminator_loss(real_logits, fake_logits, config.gan_mode)
+                d_optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(d_loss)
+                d_optimizer.step()
+                set_requires_grad(discriminator, False)
+                adv = gan_loss(discriminator(reconstruction, batch["semantic_map"]).sample, True, config.gan_mode,
+                               for_discriminator=False)
+                weight = adaptive_gan_weight(rec, adv, model.decoder.conv_out.weight) * config.discriminator_weight
+                loss = loss + weight * adv
+                losses.update(d_loss=d_loss.item(), g_adv=adv.item(), adv_weight=weight.item())
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(vae.parameters(), config.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            # 4. once per update: EMA, logs, checkpoint, reconstruction grid
+            global_step += 1
+            if ema is not None:
+                ema.step(vae.parameters())
+            losses.update(loss=loss.item(), lr=lr_scheduler.get_last_lr()[0],
+                          cpu_minutes=(time.process_time() - cpu_start) / 60)
+            bar.update(1)
+            bar.set_postfix(l1=f"{losses['rec_l1']:.4f}", kl=f"{losses['kl']:.3g}")
+            accelerator.log(losses, step=global_step)
+            if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
+                common.save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit)
+            if accelerator.is_main_process and config.validation_steps and global_step % config.validation_steps == 0:
+                with _EMAWeights(ema, model):
+                    validation_psnr = log_reconstructions(accelerator, model, validation_images, global_step,
+                                                          config.output_dir)
+            if global_step >= max_steps:
+                break
+        if global_step >= max_steps:
+            break
+
+    # 5. final model: EMA weights, measured latent scale, saved with save_pretrained
+    bar.close()
+    accelerator.wait_for_everyone()
+    final = None
+    if accelerator.is_main_process:
+        final = model.eval()
+        if ema is not None:
+            ema.copy_to(final.parameters())
+        validation_psnr = log_reconstructions(accelerator, final, validation_images, global_step, config.output_dir)
+        final.eval()
+        scale_images = stack_examples(train_dataset, config.scaling_num_images).to(accelerator.device)
+        final.register_to_config(scaling_factor=latent_scaling_factor(final, scale_images))
+        final.save_pretrained(config.output_dir)
+        logger.info(f"saved the autoencoder to {config.output_dir} (scaling_factor "
+                    f"{final.config.scaling_factor:.4f}, validation PSNR {validation_psnr:.2f} dB)")
+    accelerator.end_training()
+    return AutoencoderRun(final, global_step, losses, validation_psnr)

@@ -1,0 +1,261 @@
+"""training/train_autoencoder.py, dermdiff.latent_maps and dermdiff.latent_cache: tiny AutoencoderKLs at 16 px."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from unittest import mock
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from safetensors.torch import load_file
+
+from dermdiff.latent_maps import map_to_latent_grid, mask_to_latent_grid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "training", "train_autoencoder.py")
+TINY_AE = {"block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D"] * 2,
+           "up_block_types": ["UpDecoderBlock2D"] * 2, "norm_num_groups": 4}
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_autoencoder_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+script = load_script()
+
+
+@pytest.fixture
+def model_config(tmp_path):
+    path = tmp_path / "tiny_ae.json"
+    path.write_text(json.dumps(TINY_AE))
+    return str(path)
+
+
+def run(output_dir, *extra) -> int:
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    argv = ["--phantom", "--phantom_num_images", "8", "--resolution", "16", "--train_batch_size", "4",
+            "--output_dir", str(output_dir), "--validation_steps", "0", "--report_to", "none", "--seed", "0",
+            "--num_validation_images", "2", "--scaling_num_images", "8", *extra]
+    return script.main(script.parse_args(argv))
+
+
+def weights(folder) -> dict:
+    return load_file(os.path.join(folder, "diffusion_pytorch_model.safetensors"))
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-6, msg=key)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the trainer
+# ----------------------------------------------------------------------------------------------------------------
+def test_three_step_run_with_discriminator_and_ema_writes_a_scaled_autoencoder(tmp_path, model_config):
+    out = tmp_path / "run"
+    assert run(out, "--model_config", model_config, "--max_train_steps", "3", "--checkpointing_steps", "1",
+               "--validation_steps", "2", "--crop_size", "8", "--discriminator_start", "1",
+               "--discriminator_channels", "8", "16", "--use_ema") == 0
+    for name in ("config.json", "diffusion_pytorch_model.safetensors", "samples/reconstruction-0000002.png",
+                 "samples/reconstruction-0000003.png", "checkpoint-3/vae", "checkpoint-3/vae_ema",
+                 "checkpoint-3/discriminator", "checkpoint-3/optimizer_1.bin"):
+        assert (out / name).exists(), name
+    vae = AutoencoderKL.from_pretrained(out)
+    assert vae.config.block_out_channels == [8, 16] and vae.config.latent_channels == 4
+    # scaling_factor = 1 / std of the training latents, measured again here
+    from dermdiff.data.info import registry_of
+    from dermdiff.data.phantom import phantom_dataset
+    from dermdiff.loops.autoencoder import latent_scaling_factor, stack_examples
+    from dermdiff.loops.diffusion import DiffusionExamples
+
+    rows = phantom_dataset(n=8, size=16, seed=0)
+    images = stack_examples(rows.with_transform(DiffusionExamples(registry_of(rows), 16)), 8)
+    torch.manual_seed(0)
+    expected = latent_scaling_factor(vae, images)
+    assert vae.config.scaling_factor != 0.18215 and abs(vae.config.scaling_factor - expected) / expected < 0.2
+    # the final model is the EMA
+    assert_same_weights(out, out / "checkpoint-3" / "vae_ema")
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path, model_config):
+    """8 images / batch 4 = 2 updates per epoch; resuming at step 3 is mid-epoch, with the GAN on."""
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    steps = ("--model_config", model_config, "--max_train_steps", "4", "--checkpointing_steps", "3",
+             "--discriminator_start", "2", "--discriminator_channels", "8", "16")
+    run(full, *steps)
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
+    run(resumed, *steps, "--resume_from_checkpoint", "latest")
+    assert_same_weights(full / "checkpoint-3" / "vae", resumed / "checkpoint-3" / "vae")
+    assert_same_weights(full, resumed)
+    # and resuming really continued: a fresh run of 1 step is different
+    fresh = tmp_path / "fresh"
+    run(fresh, "--model_config", model_config, "--max_train_steps", "1", "--checkpointing_steps", "0")
+    assert any(not torch.equal(a, b) for a, b in zip(weights(full).values(), weights(fresh).values()))
+
+
+def test_pretrained_vae_from_a_model_folder_or_a_pipeline_folder(tmp_path):
+    from dermdiff.loops.autoencoder import load_vae
+
+    torch.manual_seed(0)
+    AutoencoderKL(**TINY_AE, latent_channels=3).save_pretrained(tmp_path / "pipe" / "vae")
+    assert load_vae(str(tmp_path / "pipe")).config.latent_channels == 3
+    assert load_vae(str(tmp_path / "pipe" / "vae")).config.latent_channels == 3
+    out = tmp_path / "run"
+    assert run(out, "--pretrained_vae", str(tmp_path / "pipe"), "--max_train_steps", "1",
+               "--checkpointing_steps", "0") == 0
+    assert AutoencoderKL.from_pretrained(out).config.latent_channels == 3
+    with pytest.raises(ValueError, match="no config.json in the folder or in its vae/ subfolder"):
+        load_vae(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--phantom", "--crop_size", "64", "--resolution", "32"], "--crop_size must be between 8 and --resolution"),
+        (["--phantom", "--model_config", "x.json", "--pretrained_vae", "y"], "not both"),
+        (["--phantom", "--model_config", "missing.json"], "--model_config 'missing.json' does not exist"),
+        (["--resolution", "32"], "give exactly one of --train_data_dir, --dataset_name, --phantom"),
+        (["--phantom", "--gan_mode", "wgan"], "invalid choice"),
+    ],
+)
+def test_bad_flags_exit_with_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_model_config_and_crop_are_named(tmp_path, model_config):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"block_out_channels": [8, 16], "no_such_field": 1, "norm_num_groups": 4}))
+    with pytest.raises(ValueError, match=r"not a valid AutoencoderKL config"):
+        run(tmp_path / "a", "--model_config", str(bad), "--max_train_steps", "1")
+    with pytest.raises(ValueError, match="crop_size 9 must be a multiple of the autoencoder's factor 2"):
+        run(tmp_path / "b", "--model_config", model_config, "--crop_size", "9", "--max_train_steps", "1")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# maps and masks on the latent grid
+# ----------------------------------------------------------------------------------------------------------------
+def test_map_reduction_keeps_exact_codes():
+    from dermdiff.semantic_map import SemanticMap
+
+    smap = SemanticMap.from_annotations("melanoma", 5, boxes=[(3, 5, 13, 14)], size=16, registry="phantom")
+    channels = smap.to_channels()[None]
+    reduced = map_to_latent_grid(channels, 4)
+    assert reduced.shape == (1, channels.shape[1], 4, 4)
+    assert torch.equal(reduced[:, 0], torch.full((1, 4, 4), 5 / 6))  # skin type: the code exactly
+    conditions = reduced[0, 1:]
+    assert set(conditions.unique().tolist()) <= {0.0, 1.0} and conditions.sum(0).max() == 1  # one-hot or none
+    # majority vote: block (row 1, col 1) = pixels 4..7 is fully inside the box; column 0 (pixels 0..3) has
+    # 1 of 4 columns inside -> healthy; row 3 (pixels 12..15) has 2 of 4 rows inside -> tie goes to the lesion
+    melanoma = conditions[smap.registry.index("melanoma")]
+    assert melanoma[1, 1] == 1 and melanoma[1, 0] == 0 and melanoma[3, 1] == 1
+    assert map_to_latent_grid(torch.zeros_like(channels), 4).abs().sum() == 0  # the null map stays null
+
+
+def test_mask_reduction_regenerates_any_touched_cell_and_sizes_are_checked():
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 3, 3] = 1
+    reduced = mask_to_latent_grid(mask, 4)
+    assert reduced.tolist() == [[[[1.0, 0.0], [0.0, 0.0]]]]
+    with pytest.raises(ValueError, match="semantic map is 10 x 10, not a multiple of the VAE's factor 4"):
+        map_to_latent_grid(torch.zeros(1, 3, 10, 10), 4)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the latent cache
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def cache_inputs():
+    from dermdiff.data.info import registry_of
+    from dermdiff.data.phantom import phantom_dataset
+    from dermdiff.loops.diffusion import DiffusionExamples
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**TINY_AE, sample_size=16)
+    vae.register_to_config(scaling_factor=0.5)
+    rows = phantom_dataset(n=5, size=16, seed=0)
+    return rows, vae, DiffusionExamples(registry_of(rows), 16)
+
+
+def test_cache_holds_scaled_posteriors_and_latent_grid_maps(tmp_path, cache_inputs):
+    from dermdiff.latent_cache import cached_latents, sample_cached_latents
+
+    rows, vae, examples = cache_inputs
+    cache = cached_latents(rows, vae, examples, str(tmp_path), batch_size=2, verbose=False)
+    assert len(cache) == 5
+    example = examples.example(rows[3]["image"], rows[3]["semantic_map"], rows[3]["label"])
+    with torch.no_grad():
+        posterior = vae.encode(example["pixel_values"][None]).latent_dist
+    torch.testing.assert_close(cache[3]["latent_mean"], posterior.mean[0] * 0.5, rtol=0, atol=1e-5)
+    torch.testing.assert_close(cache[3]["latent_std"], posterior.std[0] * 0.5, rtol=0, atol=1e-5)
+    assert torch.equal(cache[3]["semantic_map"], map_to_latent_grid(example["semantic_map"][None], 2)[0])
+    assert cache[3]["class_labels"] == example["class_labels"]
+    batch = sample_cached_latents(cache[:2], torch.Generator().manual_seed(0))
+    assert batch["pixel_values"].shape == (2, 4, 8, 8) and "latent_mean" not in batch
+
+
+def test_cache_is_reused_and_invalidated_by_data_or_vae_changes(tmp_path, cache_inputs):
+    from dermdiff.latent_cache import _Encoder, cached_latents
+
+    rows, vae, examples = cache_inputs
+    first = cached_latents(rows, vae, examples, str(tmp_path), verbose=False)
+    with mock.patch.object(_Encoder, "__call__", side_effect=AssertionError("re-encoded")):
+        again = cached_latents(rows, vae, examples, str(tmp_path), verbose=False)
+    assert torch.equal(first[:]["latent_mean"], again[:]["latent_mean"])
+    assert len(os.listdir(tmp_path)) == 1
+    # one changed image -> a new cache
+    from dermdiff.data.phantom import phantom_dataset
+
+    changed = phantom_dataset(n=5, size=16, seed=1)
+    cached_latents(changed, vae, examples, str(tmp_path), verbose=False)
+    assert len(os.listdir(tmp_path)) == 2
+    # one changed weight -> a new cache, and so does a changed scaling factor
+    with torch.no_grad():
+        vae.encoder.conv_in.bias[0] += 1e-3
+    cached_latents(rows, vae, examples, str(tmp_path), verbose=False)
+    vae.register_to_config(scaling_factor=0.25)
+    scaled = cached_latents(rows, vae, examples, str(tmp_path), verbose=False)
+    assert len(os.listdir(tmp_path)) == 4
+    assert not torch.allclose(scaled[:]["latent_mean"], first[:]["latent_mean"])
+
+
+def test_a_killed_build_is_never_read_and_a_tampered_key_is_refused(tmp_path, cache_inputs):
+    from dermdiff.latent_cache import KEY_FILE, _Encoder, cache_key, cached_latents
+
+    rows, vae, examples = cache_inputs
+    calls = {"n": 0}
+    original = _Encoder.__call__
+
+    def dies_on_the_second_batch(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, batch)
+
+    with mock.patch.object(_Encoder, "__call__", dies_on_the_second_batch), pytest.raises(KeyboardInterrupt):
+        cached_latents(rows, vae, examples, str(tmp_path), batch_size=2, verbose=False)
+    key = cache_key(rows, vae, 16)
+    assert not os.path.exists(tmp_path / f"latents-{key['id']}")  # only .tmp leftovers
+    assert all(".tmp" in name for name in os.listdir(tmp_path))
+    cache = cached_latents(rows, vae, examples, str(tmp_path), batch_size=2, verbose=False)
+    assert len(cache) == 5 and os.listdir(tmp_path) == [f"latents-{key['id']}"]
+    # a folder whose key file says otherwise (e.g. copied over by hand) is refused with one line
+    path = tmp_path / f"latents-{key['id']}" / KEY_FILE
+    path.write_text(json.dumps({**key, "vae": "0" * 64}))
+    with pytest.raises(ValueError, match=r"latent cache .* was built for .* expected .*; delete the folder"):
+        cached_latents(rows, vae, examples, str(tmp_path), verbose=False)
