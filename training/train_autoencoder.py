@@ -29,6 +29,7 @@ import sys
 
 from accelerate.utils import set_seed
 
+from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.hub import ModelCardInfo, push_to_hub
 from dermdiff.loops.autoencoder import (
     AutoencoderTrainingConfig,
@@ -45,7 +46,7 @@ CONFIG_FIELDS = tuple(AutoencoderTrainingConfig.__dataclass_fields__)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_data_source_arguments(parser, default_resolution=128)
     parser.set_defaults(phantom_healthy_fraction=0.0)
 
@@ -88,6 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     runs.add_argument("--checkpointing_steps", type=int, default=500, help="Save the training state every N updates.")
     runs.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
     runs.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
+    runs.add_argument("--allow_inexact_resume", action="store_true",
+                      help="Resume past a damaged random-generator state with a warning instead of stopping.")
     runs.add_argument("--validation_steps", type=int, default=500,
                       help="Save a reconstruction grid every N updates (0 = only at the end).")
     runs.add_argument("--num_validation_images", type=int, default=8, help="Images in the reconstruction grid.")
@@ -171,4 +174,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(run_script(parse_args, main))

@@ -113,7 +113,8 @@ class AutoencoderTrainingConfig:
         gan_mode (`str`, defaults to `"hinge"`): a `dermdiff.losses.gan_loss` mode.
         use_ema (`bool`, defaults to False); ema_decay (`float`, defaults to 0.999).
         checkpointing_steps (`int`, defaults to 500); checkpoints_total_limit (`int`, *optional*);
-            resume_from_checkpoint (`str`, *optional*): `"latest"` or a checkpoint folder.
+            resume_from_checkpoint (`str`, *optional*): `"latest"` or a checkpoint folder; allow_inexact_resume
+            (`bool`, defaults to False): resume past a damaged random-generator state with a warning.
         validation_steps (`int`, defaults to 500): a grid of originals over reconstructions every N updates
             (0 = only at the end); num_validation_images (`int`, defaults to 8).
         scaling_num_images (`int`, defaults to 512): training images whose latents give `scaling_factor`.
@@ -142,6 +143,7 @@ class AutoencoderTrainingConfig:
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = None
     resume_from_checkpoint: str | None = None
+    allow_inexact_resume: bool = False
     validation_steps: int = 500
     num_validation_images: int = 8
     scaling_num_images: int = 512
@@ -355,7 +357,6 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
             vae, discriminator, optimizer, d_optimizer, dataloader, lr_scheduler)
     else:
         vae, optimizer, dataloader, lr_scheduler = accelerator.prepare(vae, optimizer, dataloader, lr_scheduler)
-    accelerator.register_for_checkpointing(rng)
     per_epoch = common.updates_per_epoch(len(dataloader), 1)
     num_epochs = math.ceil(max_steps / per_epoch)
     if accelerator.is_main_process:
@@ -364,7 +365,8 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
     validation_images = stack_examples(train_dataset if validation_dataset is None else validation_dataset, config.num_validation_images)
 
     # 2. resume
-    position = common.resume(accelerator, config.output_dir, config.resume_from_checkpoint, per_epoch)
+    position = common.resume(accelerator, config.output_dir, config.resume_from_checkpoint, per_epoch, rng,
+                             config.allow_inexact_resume)
     global_step = position.global_step
     logger.info(f"training {max_steps} updates ({num_epochs} epochs of {per_epoch}), {len(train_dataset)} images, "
                 f"crops {config.crop_size or 'none'}, discriminator from step {config.discriminator_start}; "
@@ -418,7 +420,7 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
             bar.set_postfix(l1=f"{losses['rec_l1']:.4f}", kl=f"{losses['kl']:.3g}")
             accelerator.log(losses, step=global_step)
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                common.save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit)
+                common.save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit, rng)
             if accelerator.is_main_process and config.validation_steps and global_step % config.validation_steps == 0:
                 with _EMAWeights(ema, model):
                     validation_psnr = log_reconstructions(accelerator, model, validation_images, global_step,
