@@ -44,6 +44,7 @@ from PIL import Image
 from ..latent_maps import vae_factor
 from ..losses import GAN_LOSS_MODES, gan_loss
 from . import common
+from .diffusion import _EMAWeights
 from .gan import discriminator_loss, set_requires_grad
 
 logger = get_logger(__name__)
@@ -270,23 +271,6 @@ def log_reconstructions(accelerator, vae, images: torch.Tensor, step: int, outpu
     common.log_image_grid(accelerator, grid, "reconstruction", step, output_dir)
     accelerator.log({"validation_psnr": value}, step=step)
     return value
-
-
-class _EMAWeights:
-    """The EMA weights sit in `model` inside the block, the trained ones after (no-op without EMA)."""
-
-    def __init__(self, ema, model):
-        self.ema, self.model = ema, model
-
-    def __enter__(self):
-        if self.ema is not None:
-            self.ema.store(self.model.parameters())
-            self.ema.copy_to(self.model.parameters())
-
-    def __exit__(self, *exc):
-        if self.ema is not None:
-            self.ema.restore(self.model.parameters())
-        return False
 
 
 # ----------------------------------------------------------------------------------------------------------------
