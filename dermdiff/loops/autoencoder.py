@@ -346,7 +346,8 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
     if accelerator.is_main_process:
         accelerator.init_trackers("train_autoencoder",
                                   config={**common.tracker_config(asdict(config)), **config.extra_tracker_config})
-    validation_images = stack_examples(train_dataset if validation_dataset is None else validation_dataset, config.num_validation_images)
+    shown = train_dataset if validation_dataset is None else validation_dataset
+    validation_images = stack_examples(shown, config.num_validation_images)
 
     # 2. resume
     position = common.resume(accelerator, config.output_dir, config.resume_from_checkpoint, per_epoch, rng,
@@ -404,7 +405,8 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
             bar.set_postfix(l1=f"{losses['rec_l1']:.4f}", kl=f"{losses['kl']:.3g}")
             accelerator.log(losses, step=global_step)
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                common.save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit, rng)
+                common.save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit,
+                                       rng)
             if accelerator.is_main_process and config.validation_steps and global_step % config.validation_steps == 0:
                 with _EMAWeights(ema, model):
                     validation_psnr = log_reconstructions(accelerator, model, validation_images, global_step,
