@@ -381,3 +381,23 @@ def test_store_refuses_foreign_database_directly(tmp_path):
     conn.close()
     with StudyStore(str(older), create=False) as store:
         assert store.count("skipped") == 0 and store.count("answers") == 0
+
+
+@pytest.mark.parametrize("flag,match", [
+    ("--access-codes", "codes.txt is not UTF-8 text"),
+    ("--condition-names", "codes.txt is not UTF-8 text"),
+    ("--real", "metadata.csv is not UTF-8 text"),
+])
+def test_study_serve_names_undecodable_files(folders, tmp_path, capsys, flag, match):  # noqa: F811
+    undecodable = b"\xff\xfeana:secret-ana\n"
+    (tmp_path / "codes.txt").write_bytes(undecodable)
+    real = folders[0]
+    if flag == "--real":
+        real = str(tmp_path / "badmeta")
+        os.makedirs(real)
+        (tmp_path / "badmeta" / "metadata.csv").write_bytes(undecodable)
+    extra = [] if flag == "--real" else [flag, str(tmp_path / "codes.txt")]
+    code = cli_main(["study", "serve", "--real", real, "--synthetic", folders[1], "--db", str(tmp_path / "s.sqlite"),
+                     *extra])
+    err = capsys.readouterr().err
+    assert code == 1 and match in err and "Traceback" not in err and "UnicodeDecodeError" not in err

@@ -22,6 +22,7 @@ import re
 from flask import Flask, g, jsonify, redirect, render_template, request, send_file
 from werkzeug.exceptions import HTTPException
 
+from ..errors import DataError
 from .guards import (
     LOOPBACK_NAMES,
     MAX_BODY_BYTES,
@@ -53,8 +54,11 @@ def parse_pairs(text: str | None) -> dict[str, str] | None:
     if not text:
         return None
     if os.path.isfile(text):
-        with open(text, encoding="utf-8") as handle:
-            entries = [line.strip() for line in handle if line.strip() and not line.lstrip().startswith("#")]
+        try:
+            with open(text, encoding="utf-8") as handle:
+                entries = [line.strip() for line in handle if line.strip() and not line.lstrip().startswith("#")]
+        except UnicodeDecodeError as error:
+            raise DataError(f"{text} is not UTF-8 text (byte {error.start}: {error.reason})") from None
     else:
         entries = [entry.strip() for entry in text.split(",") if entry.strip()]
     pairs = {}

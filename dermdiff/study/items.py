@@ -12,6 +12,8 @@ import csv
 import os
 from dataclasses import dataclass
 
+from ..errors import DataError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 SOURCES = ("real", "synthetic")
 
@@ -28,19 +30,25 @@ class StudyImage:
 def _from_metadata(folder: str, source: str) -> list[StudyImage]:
     metadata = os.path.join(folder, "metadata.csv")
     images = []
-    with open(metadata, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "file_name" not in reader.fieldnames:
-            raise ValueError(f"{metadata} needs a 'file_name' column, found {reader.fieldnames}")
-        for row in reader:
-            name = (row.get("file_name") or "").strip()
-            if not name.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            path = os.path.normpath(os.path.join(folder, name))
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{metadata} lists {name}, which does not exist")
-            label = (row.get("label") or "").strip() or None
-            images.append(StudyImage(os.path.abspath(path), source, label))
+    try:
+        with open(metadata, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "file_name" not in reader.fieldnames:
+                raise DataError(f"{metadata} needs a 'file_name' column, found {reader.fieldnames}")
+            rows = list(reader)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{metadata} is not UTF-8 text (byte {error.start}: {error.reason})") from None
+    except csv.Error as error:
+        raise DataError(f"{metadata} line {reader.line_num}: {error}") from None
+    for row in rows:
+        name = (row.get("file_name") or "").strip()
+        if not name.lower().endswith(IMAGE_EXTENSIONS):
+            continue
+        path = os.path.normpath(os.path.join(folder, name))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{metadata} lists {name}, which does not exist")
+        label = (row.get("label") or "").strip() or None
+        images.append(StudyImage(os.path.abspath(path), source, label))
     return images
 
 
