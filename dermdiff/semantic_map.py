@@ -402,6 +402,10 @@ class SemanticMap:
         """The same regions on another skin type (DermGAN figure 5)."""
         return self._replace(skin_type=skin_type)
 
+    def to_box_map(self) -> "SemanticMap":
+        """Every region replaced by its filled bounding box (DermGAN's box-only format), codes kept."""
+        return self._replace(regions=[Region(r.code, _box_mask(r.box, self.size)) for r in self.regions])
+
     def with_condition(self, condition) -> "SemanticMap":
         """Every region relabelled to one condition."""
         code = self.registry.code(condition)

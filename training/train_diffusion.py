@@ -20,9 +20,13 @@ Two CPU processes (gloo). `accelerate launch --cpu --num_processes 2` starts onl
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \\
         training/train_diffusion.py --phantom --resolution 32 --output_dir outputs/dermdiff-2proc
 
-Your own data (an image folder with metadata.csv) or a Hub dataset in dermdiff's columns:
+Your own data in any layout dermdiff reads (an image folder with metadata.csv, HAM10000/ISIC with masks,
+PAD-UFES-20, a DermaMNIST .npz), optionally only the training part of `dermdiff.data.make_splits`, or a Hub
+dataset in dermdiff's columns:
 
     accelerate launch training/train_diffusion.py --train_data_dir my_data --resolution 64 --output_dir out
+    accelerate launch training/train_diffusion.py --train_data_dir /data/ham10000 --train_split train \
+        --split_seed 0 --resolution 64 --augment dihedral --output_dir out
     accelerate launch training/train_diffusion.py --dataset_name user/derm-maps --output_dir out
 
 Resume after a crash or a kill: add `--resume_from_checkpoint latest` to the same command.
@@ -39,7 +43,8 @@ from accelerate.utils import set_seed
 
 from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.hub import ModelCardInfo, push_to_hub
-from dermdiff.loops.data_flags import add_data_source_arguments
+from dermdiff.loops.data_flags import add_data_source_arguments, check_data_source_args, load_training_rows
+from dermdiff.loops.pair_augment import AUGMENTS, parse_map_shapes
 from dermdiff.loops.diffusion import (
     DEFAULT_BETA_SCHEDULE,
     DEFAULT_PREDICTION_TYPE,
@@ -60,6 +65,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     data = add_data_source_arguments(parser)
     data.add_argument("--random_flip", action="store_true", help="Flip image and map together horizontally.")
+    data.add_argument("--augment", default="none", choices=AUGMENTS,
+                      help="Transform image and map together: 'flip' (left-right) or 'dihedral' (all 8 flips and "
+                           "quarter turns; dermoscopy has no up or down).")
+    data.add_argument("--map_shapes", default="mask,box",
+                      help="How lesions are drawn in training maps: 'mask', 'box' or 'mask,box' (default: both, "
+                           "half each, so a box-only map yields a natural lesion inside the box).")
 
     model = parser.add_argument_group("model and noise")
     model.add_argument("--model_config", default=None, help="JSON file of SemanticUNet2DModel hyperparameters.")
@@ -122,9 +133,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     runs.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
     args = parser.parse_args(argv)
 
-    sources = [bool(args.train_data_dir), bool(args.dataset_name), args.phantom]
-    if sum(sources) != 1:
-        parser.error("give exactly one of --train_data_dir, --dataset_name, --phantom")
+    check_data_source_args(parser, args)
     if args.resolution < 8:
         parser.error(f"--resolution must be >= 8, got {args.resolution}")
     if not 0.0 <= args.condition_dropout <= 1.0:
@@ -135,54 +144,28 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--compute_fid_every must be >= 0 and --fid_num_images >= 2")
     if args.model_config and not os.path.isfile(args.model_config):
         parser.error(f"--model_config {args.model_config!r} does not exist")
+    if args.random_flip and args.augment != "none":
+        parser.error(f"--random_flip and --augment {args.augment} both flip; give one")
+    try:
+        args.map_shapes = parse_map_shapes(args.map_shapes)
+    except ValueError as error:
+        parser.error(f"--map_shapes: {error}")
     return args
-
-
-HELDOUT_SPLITS = ("val", "validation")
-
-
-def in_splits(names):
-    """A `datasets.filter` predicate on the `split` column; rows without a split count as training rows."""
-
-    def keep(split) -> bool:
-        return (split or "train") in names
-
-    return keep
 
 
 def load_datasets(args):
     """Training rows, held-out rows (None unless FID is computed), the registry and a name for the card."""
-    from dermdiff.data.folder import load_dataset_dir
-    from dermdiff.data.info import registry_of
-
-    heldout = None
-    if args.phantom:
+    rows = load_training_rows(args)
+    heldout = rows.heldout if args.compute_fid_every else None
+    if args.phantom and args.compute_fid_every:  # a phantom drawn from another seed: images and maps never trained on
         from dermdiff.data.phantom import phantom_dataset
 
-        train = phantom_dataset(n=args.phantom_num_images, size=args.resolution, seed=args.phantom_seed)
-        if args.compute_fid_every:  # a phantom drawn from another seed: images and maps never trained on
-            heldout = phantom_dataset(n=args.fid_num_images, size=args.resolution, seed=args.phantom_seed + 1)
-        return train, heldout, registry_of(train), "phantom"
-    if args.train_data_dir:
-        rows = load_dataset_dir(args.train_data_dir, size=args.resolution)
-        name = os.path.basename(os.path.normpath(args.train_data_dir))
-    else:
-        import datasets
-
-        rows = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
-        if args.compute_fid_every:
-            split = next((s for s in HELDOUT_SPLITS if s in rows), None)
-            heldout = rows[split] if split else None
-        rows, name = rows["train"], args.dataset_name
-    if "split" in rows.column_names:  # never train on validation / test rows
-        if args.compute_fid_every:
-            heldout = rows.filter(in_splits(HELDOUT_SPLITS), input_columns="split")
-        rows = rows.filter(in_splits(("train",)), input_columns="split")
+        heldout = phantom_dataset(n=args.fid_num_images, size=args.resolution, seed=args.phantom_seed + 1)
     if args.compute_fid_every and not heldout:
-        raise ValueError(f"--compute_fid_every needs held-out rows (split {' or '.join(HELDOUT_SPLITS)}) in {name}")
+        raise ValueError(f"--compute_fid_every needs held-out rows (split validation or val) in {rows.name}")
     if heldout is not None:
         heldout = heldout.select(range(min(len(heldout), args.fid_num_images)))
-    return rows, heldout, registry_of(rows), name
+    return rows.train, heldout, rows.registry, rows.name
 
 
 def fid_evaluation(args, heldout, registry) -> FIDEvaluation:
@@ -215,6 +198,7 @@ def training_config(args) -> DiffusionTrainingConfig:
         "prediction_type": args.prediction_type,
         "ddpm_beta_schedule": args.ddpm_beta_schedule,
         "ddpm_num_steps": args.ddpm_num_steps,
+        "map_shapes": ",".join(args.map_shapes),
     }
     return DiffusionTrainingConfig(**values)
 
@@ -252,7 +236,7 @@ def main(args: argparse.Namespace) -> int:
     set_seed(args.seed)  # the initial weights too
     unet = build_model(args, registry)
     noise_scheduler = default_noise_scheduler(args.ddpm_num_steps, args.ddpm_beta_schedule, args.prediction_type)
-    examples = dataset.with_transform(DiffusionExamples(registry, args.resolution))
+    examples = dataset.with_transform(DiffusionExamples(registry, args.resolution, args.map_shapes))
     evaluate = fid_evaluation(args, heldout, registry) if args.compute_fid_every else None
     run = train_diffusion(unet, noise_scheduler, examples, training_config(args), evaluate=evaluate,
                           evaluate_every=args.compute_fid_every)

@@ -1,14 +1,50 @@
-"""The data-source flags every training script shares (diffusion and the three GANs), defined once."""
+"""The data-source flags every training script shares (diffusion, autoencoder, the three GANs), defined once,
+and the one function that turns them into training rows.
+
+`--train_data_dir` takes any layout `dermdiff.data.load_any` recognises (an image folder with `metadata.csv`,
+HAM10000 / ISIC with masks, PAD-UFES-20, a DermaMNIST `.npz`, or a known name under `$DERMDIFF_DATA`), so a
+HAM10000 user trains on the release as downloaded instead of exporting an image folder first.
+`--train_split` picks one part of `dermdiff.data.make_splits` (lesion/patient-grouped; a dataset's own
+`split` column wins), so a generator can be trained on exactly the classifier's training part and never
+see its validation, mining or test images.
+
+Example:
+    >>> parser = argparse.ArgumentParser()
+    >>> add_data_source_arguments(parser)
+    >>> args = parser.parse_args(["--train_data_dir", "/data/ham10000", "--train_split", "train"])
+    >>> rows = load_training_rows(args)
+    >>> rows.train, rows.heldout, rows.registry.names, rows.name
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+from dataclasses import dataclass
+
+SPLIT_NAMES = ("train", "validation", "mining", "test")
+HELDOUT_SPLITS = ("validation", "val")
 
 
 def add_data_source_arguments(parser: argparse.ArgumentParser, default_resolution: int = 32):
     """Adds `--train_data_dir | --dataset_name | --phantom` and their options; returns the group for extras."""
     data = parser.add_argument_group("data (exactly one source)")
-    data.add_argument("--train_data_dir", default=None, help="Image folder with metadata.csv (dermdiff layout).")
+    data.add_argument(
+        "--train_data_dir", default=None,
+        help="Training data in any layout dermdiff reads: an image folder with metadata.csv, HAM10000/ISIC "
+             "(with masks), PAD-UFES-20, a DermaMNIST .npz, or a known name under $DERMDIFF_DATA.",
+    )
+    data.add_argument(
+        "--train_split", default=None,
+        help=f"Train on this part of dermdiff.data.make_splits ({', '.join(SPLIT_NAMES)}; a dataset's own "
+             "split column wins) or 'all'. Default: rows whose split is 'train', all rows if there is no split.",
+    )
+    data.add_argument("--split_seed", type=int, default=0, help="Seed of make_splits for --train_split.")
+    data.add_argument(
+        "--loader_kwargs", default=None,
+        help='JSON options for the --train_data_dir loader (dermdiff.data.load_any), e.g. \'{"limit": 500}\'.',
+    )
     data.add_argument(
         "--dataset_name", default=None, help="Hub dataset with dermdiff columns (image, label, semantic_map)."
     )
@@ -22,3 +58,98 @@ def add_data_source_arguments(parser: argparse.ArgumentParser, default_resolutio
     )
     data.add_argument("--dataloader_num_workers", type=int, default=0, help="Data loading worker processes.")
     return data
+
+
+def check_data_source_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The cross-flag checks of the data flags (argparse errors, exit 2); parses `--loader_kwargs` in place."""
+    if sum([bool(args.train_data_dir), bool(args.dataset_name), bool(args.phantom)]) != 1:
+        parser.error("give exactly one of --train_data_dir, --dataset_name, --phantom")
+    if args.loader_kwargs is not None:
+        if not args.train_data_dir:
+            parser.error("--loader_kwargs applies to --train_data_dir only")
+        try:
+            args.loader_kwargs = json.loads(args.loader_kwargs)
+        except json.JSONDecodeError as error:
+            parser.error(f"--loader_kwargs is not JSON ({error.msg} at character {error.pos})")
+        if not isinstance(args.loader_kwargs, dict):
+            parser.error(f"--loader_kwargs must be a JSON object, got {args.loader_kwargs!r}")
+
+
+@dataclass
+class TrainingRows:
+    """What the data flags load: rows to train on, held-out rows (validation part, if any), registry, name."""
+
+    train: object
+    heldout: object | None
+    registry: object
+    name: str
+
+
+def load_training_rows(args: argparse.Namespace, **phantom_kwargs) -> TrainingRows:
+    """Loads `--train_data_dir` (any layout), `--dataset_name` or `--phantom` and keeps the `--train_split` part.
+
+    Args:
+        args: parsed flags of `add_data_source_arguments` (after `check_data_source_args`).
+        **phantom_kwargs: extra `phantom_dataset` options (e.g. `healthy_fraction`).
+    """
+    from ..data.info import registry_of
+
+    hub_heldout = None
+    if args.phantom:
+        from ..data.phantom import phantom_dataset
+
+        rows = phantom_dataset(n=args.phantom_num_images, size=args.resolution, seed=args.phantom_seed,
+                               **phantom_kwargs)
+        name = "phantom"
+    elif args.train_data_dir:
+        rows = load_data_dir(args.train_data_dir, args.resolution, getattr(args, "loader_kwargs", None) or {})
+        name = os.path.basename(os.path.normpath(args.train_data_dir))
+    else:
+        import datasets
+
+        hub = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
+        rows, name = hub["train"], args.dataset_name
+        hub_heldout = next((hub[s] for s in HELDOUT_SPLITS if s in hub), None)
+    train, heldout = select_split(rows, getattr(args, "train_split", None), getattr(args, "split_seed", 0), name)
+    return TrainingRows(train, heldout if heldout is not None else hub_heldout, registry_of(train), name)
+
+
+def load_data_dir(path: str, resolution: int, loader_kwargs: dict):
+    """`load_any(path)` at `resolution`; a DermaMNIST npz loads all its splits (its split column then decides)."""
+    from ..data.dispatch import detect_layout, load_any, resolve_path
+
+    options = dict(loader_kwargs)
+    options.setdefault("size", resolution)
+    resolved = resolve_path(path)
+    if resolved is not None and detect_layout(resolved)[0] == "dermamnist":
+        options.setdefault("split", "all")
+    try:
+        return load_any(path, **options)
+    except TypeError as error:  # an option the chosen loader does not take
+        raise ValueError(f"--loader_kwargs {sorted(loader_kwargs)} do not fit the loader of {path}: {error}") from None
+
+
+def select_split(rows, split: str | None, seed: int = 0, name: str = "the data"):
+    """(training rows, held-out rows or None) for `--train_split`.
+
+    - `None`: rows whose `split` is `train` (or empty) when there is a split column, else all rows; the
+      held-out rows are those in `validation` / `val`;
+    - `"all"`: every row, nothing held out;
+    - a split name: that part of `make_splits(rows, seed=seed)`; the validation part is held out.
+    """
+    from ..data import make_splits
+
+    if split == "all":
+        return rows, None
+    if split is None:
+        if "split" not in rows.column_names:
+            return rows, None
+        values = rows["split"]
+        train = [i for i, value in enumerate(values) if (value or "train") == "train"]
+        heldout = [i for i, value in enumerate(values) if value in HELDOUT_SPLITS]
+        return rows.select(train), (rows.select(heldout) if heldout else None)
+    parts = make_splits(rows, seed=seed)
+    if split not in parts:
+        raise ValueError(f"--train_split {split!r} is not a split of {name}; its splits: {list(parts) + ['all']}")
+    heldout = next((parts[h] for h in HELDOUT_SPLITS if h in parts and h != split and len(parts[h])), None)
+    return parts[split], heldout

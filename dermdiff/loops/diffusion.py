@@ -34,6 +34,7 @@ from PIL import Image
 
 from ..semantic_map import SemanticMap, validate_skin_type
 from . import common
+from .pair_augment import BOX_MAP_KEY, augment_pairs, check_augment, mix_map_shapes, parse_map_shapes
 
 logger = get_logger(__name__)
 
@@ -61,7 +62,11 @@ class DiffusionTrainingConfig:
         use_ema (`bool`, defaults to True); ema_max_decay, ema_inv_gamma, ema_power: `EMAModel` warm-up.
         condition_dropout (`float`, defaults to 0.1): probability of training on the null map (and null
             class); 0 disables classifier-free guidance.
-        random_flip (`bool`, defaults to False): flip image and map together horizontally.
+        random_flip (`bool`, defaults to False): flip image and map together horizontally (`augment="flip"`).
+        augment (`str`, defaults to `"none"`): `"flip"` or `"dihedral"` (the 8 flips / quarter turns) applied
+            to image and map together, per example (`dermdiff.loops.pair_augment`).
+        box_map_probability (`float`, defaults to 0.5): when the examples carry a box map too
+            (`DiffusionExamples(map_shapes=("mask", "box"))`), the chance an example trains on it.
         checkpointing_steps (`int`, defaults to 500); checkpoints_total_limit (`int`, *optional*);
             resume_from_checkpoint (`str`, *optional*): `"latest"` or a checkpoint folder.
         allow_inexact_resume (`bool`, defaults to False): resume past a damaged random-generator state
@@ -94,6 +99,8 @@ class DiffusionTrainingConfig:
     ema_power: float = 0.75
     condition_dropout: float = 0.1
     random_flip: bool = False
+    augment: str = "none"
+    box_map_probability: float = 0.5
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = None
     resume_from_checkpoint: str | None = None
@@ -119,6 +126,11 @@ class DiffusionTrainingConfig:
         if self.checkpointing_steps < 0 or self.validation_steps < 0:
             raise ValueError("checkpointing_steps and validation_steps must be >= 0 (0 = never)")
         self.validation_skin_types = tuple(validate_skin_type(t) for t in self.validation_skin_types)
+        check_augment(self.augment)
+        if self.random_flip and self.augment != "none":
+            raise ValueError(f"random_flip and augment={self.augment!r} both flip; give one (augment='flip')")
+        if not 0.0 <= self.box_map_probability <= 1.0:
+            raise ValueError(f"box_map_probability must be in [0, 1], got {self.box_map_probability}")
 
 
 @dataclass
@@ -169,12 +181,17 @@ class DiffusionExamples:
     Args:
         registry (`ConditionRegistry`): the dataset's conditions (must match the model's).
         resolution (`int`): the model's image side.
+        map_shapes (`str` or `Sequence[str]`, defaults to `("mask",)`): how lesions are drawn in the training
+            maps: `"mask"` as annotated, `"box"` as the filled bounding box of each region, or both, in which
+            case each example also carries `semantic_map_box` and the training loop picks one per example
+            (`pair_augment.mix_map_shapes`), so a box-only map yields a lesion of natural shape in its box.
     """
 
-    def __init__(self, registry, resolution: int):
+    def __init__(self, registry, resolution: int, map_shapes=("mask",)):
         if resolution < 8:
             raise ValueError(f"resolution must be >= 8 pixels, got {resolution}")
         self.registry, self.resolution = registry, resolution
+        self.map_shapes = parse_map_shapes(map_shapes)
 
     def example(self, image, semantic_map, label) -> dict:
         size = (self.resolution, self.resolution)
@@ -187,7 +204,11 @@ class DiffusionExamples:
             smap = smap.resize(size)
         healthy = label is None or int(label) < 0  # class index K = healthy skin (see SemanticUNet2DModel)
         class_label = len(self.registry) if healthy else int(label)
-        return {"pixel_values": pixels, "semantic_map": smap.to_channels(), "class_labels": class_label}
+        drawn = smap if "mask" in self.map_shapes else smap.to_box_map()
+        example = {"pixel_values": pixels, "semantic_map": drawn.to_channels(), "class_labels": class_label}
+        if len(self.map_shapes) == 2:
+            example[BOX_MAP_KEY] = smap.to_box_map().to_channels()
+        return example
 
     def __call__(self, rows: dict) -> dict:
         examples = [self.example(*fields) for fields in zip(rows["image"], rows["semantic_map"], rows["label"])]
@@ -483,6 +504,8 @@ def train_diffusion(
                 break
             if config.random_flip:
                 batch = flip_pairs(batch, rng.generator)
+            batch = augment_pairs(batch, config.augment, rng.generator)  # before the shape choice: both maps turn
+            batch = mix_map_shapes(batch, rng.generator, config.box_map_probability)
             with accelerator.accumulate(unet):
                 loss = diffusion_loss(
                     unet, noise_scheduler, batch, config.condition_dropout, null_class, rng.generator

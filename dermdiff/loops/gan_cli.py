@@ -11,7 +11,7 @@ import json
 import os
 
 from ..losses import GAN_LOSS_MODES
-from .data_flags import add_data_source_arguments
+from .data_flags import add_data_source_arguments, check_data_source_args, load_training_rows
 from .gan import GANTrainingConfig
 
 CONFIG_FIELDS = tuple(GANTrainingConfig.__dataclass_fields__)
@@ -84,8 +84,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Cross-flag checks shared by the GAN scripts (argparse errors, exit 2)."""
-    if sum([bool(args.train_data_dir), bool(args.dataset_name), args.phantom]) != 1:
-        parser.error("give exactly one of --train_data_dir, --dataset_name, --phantom")
+    check_data_source_args(parser, args)
     if args.resolution < 8:
         parser.error(f"--resolution must be >= 8, got {args.resolution}")
     if not 0.0 <= args.heldout_fraction < 1.0:
@@ -98,40 +97,10 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"--model_config {args.model_config!r} does not exist")
 
 
-def is_train_split(split) -> bool:
-    """Rows without a split, or in "train", are training rows."""
-    return split in (None, "", "train")
-
-
 def load_train_images(args):
-    """The raw dataset (dermdiff columns), its registry and a name for the model card; validation/test rows dropped."""
-    from ..data.info import registry_of
-
-    if args.phantom:
-        from ..data.phantom import phantom_dataset
-
-        dataset = phantom_dataset(
-            n=args.phantom_num_images,
-            size=args.resolution,
-            seed=args.phantom_seed,
-            healthy_fraction=args.phantom_healthy_fraction,
-        )
-        name = "phantom"
-    elif args.train_data_dir:
-        from ..data.folder import load_dataset_dir
-
-        dataset = load_dataset_dir(args.train_data_dir, size=args.resolution)
-        name = os.path.basename(os.path.normpath(args.train_data_dir))
-    else:
-        import datasets
-
-        dataset = datasets.load_dataset(
-            args.dataset_name, args.dataset_config_name, split="train", cache_dir=args.cache_dir
-        )
-        name = args.dataset_name
-    if "split" in dataset.column_names:  # never train on validation / test rows
-        dataset = dataset.filter(is_train_split, input_columns="split")
-    return dataset, registry_of(dataset), name
+    """The training rows (dermdiff columns), their registry and a name for the model card (see `data_flags`)."""
+    rows = load_training_rows(args, healthy_fraction=args.phantom_healthy_fraction)
+    return rows.train, rows.registry, rows.name
 
 
 def model_configs(args) -> tuple[dict, dict]:
