@@ -537,8 +537,8 @@ def test_cli_generate_on_a_saved_pipeline(tmp_path, capsys):
                    "--steps", "2", "--seed", "7", "--out", str(out)])
     assert status == 0, capsys.readouterr().err
     rows = (out / "metadata.csv").read_text().strip().splitlines()
-    assert rows[0] == "file_name,label,skin_type,boxes,mask_file,map_file"
-    assert rows[1] == 'images/000000.png,melanoma,5,"[[2, 3, 10, 12]]",,maps/000000.png'
+    assert rows[0] == "file_name,label,skin_type,boxes,mask_file,map_file,seed"
+    assert rows[1] == 'images/000000.png,melanoma,5,"[[2, 3, 10, 12]]",,maps/000000.png,7'
     assert len(rows) == 4
     with Image.open(out / "maps" / "000002.png") as written:
         smap = SemanticMap.decode(written.convert("RGB"), registry="phantom")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 NAME = "generate"
@@ -13,10 +14,18 @@ EXAMPLES = """\
   dermdiff generate --pipeline runs/phantom-32 --map map.png --scheduler dpm --steps 20 --guidance-scale 2 --out gen/
   dermdiff generate --pipeline runs/phantom-32 --image healthy.png --mask spot.png --condition psoriasis --out gen/
 
+  dermdiff maps vary map.png --count 1000 --out maps/ && \
+  ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 -m dermdiff.cli \
+      generate --pipeline runs/phantom-32 --maps maps/ --out big/        (on GPUs: accelerate launch -m ...)
+
 Writes gen/images/*.png, gen/maps/*.png (gen/masks/*.png with --mask), gen/metadata.csv
-(file_name,label,skin_type,boxes,mask_file,map_file) and
+(file_name,label,skin_type,boxes,mask_file,map_file,seed) and
 gen/dataset_info.json (registry + generation settings): a folder `dermdiff.data.load_dataset_dir` reads.
-Image i uses seed SEED + i, so any single image can be regenerated alone.
+Image i uses seed SEED + i (and with --maps the i-th map, cycling), so any single image can be regenerated
+alone and the images are the same whatever the number of processes. Under `accelerate launch` the batches
+are shared out across processes; each image is written once (temp file + rename), its metadata row is
+appended as soon as it is written, and a killed run resumes by running the same command again: finished
+images are kept, the folder loads at any moment.
 """
 
 
@@ -28,10 +37,12 @@ def configure(parser) -> None:
     parser.add_argument("--skin-type", dest="skin_type", help="Fitzpatrick type 1..6 or I..VI (omit if unknown)")
     parser.add_argument("--box", action="append", type=_parse_box, default=None, help="x0,y0,x1,y1 (repeatable)")
     parser.add_argument("--map", help="semantic-map PNG at the model's size (instead of --condition/--box)")
+    parser.add_argument("--maps", help="folder of semantic-map PNGs (sorted by name): image i uses map i, cycling")
     parser.add_argument("--mask", help="lesion mask PNG (white = lesion); with --image the region to regenerate")
     parser.add_argument("--image", help="start image: a variation of it, or with --mask a lesion grown into it")
     parser.add_argument("--strength", type=float, help="noise level to start --image from, in (0, 1]")
-    parser.add_argument("--num-images", dest="num_images", type=int, default=4, help="images to write (default 4)")
+    parser.add_argument("--num-images", dest="num_images", type=int, default=None,
+                        help="images to write (default 4, or one per map with --maps)")
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=16, help="images per forward pass")
     parser.add_argument("--scheduler", choices=("ddpm", "ddim", "dpm", "euler", "unipc"),
                         help="swap in this scheduler (default: the pipeline's own)")
@@ -39,7 +50,8 @@ def configure(parser) -> None:
     parser.add_argument("--guidance-scale", dest="guidance_scale", type=float,
                         help="classifier-free guidance weight (default 2.0, or 1.0 for a model without map dropout)")
     parser.add_argument("--seed", type=int, default=0, help="seed of image 0; image i uses seed + i")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--device", default=None,
+                        help="torch device (default: this process's accelerate device, e.g. cpu or cuda:N)")
     parser.add_argument("--out", required=True, help="output folder")
 
 
@@ -79,75 +91,112 @@ def _open(path: str, what: str):
         return image.copy()
 
 
+# the settings that decide the images: a folder is resumed only with the same ones
+SETTINGS = ("pipeline", "condition", "skin_type", "box", "map", "maps", "mask", "image", "strength", "scheduler",
+            "steps", "guidance_scale", "seed")
+COLUMNS = ("file_name", "label", "skin_type", "boxes", "mask_file", "map_file", "seed")
+
+
+def map_files(folder: str) -> list[str]:
+    """The map PNGs of `--maps`, sorted by name; one clear error for a missing or empty folder."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--maps folder {folder} does not exist")
+    names = sorted(name for name in os.listdir(folder) if name.lower().endswith(".png"))
+    if not names:
+        raise ValueError(f"--maps folder {folder} holds no .png map")
+    return [os.path.join(folder, name) for name in names]
+
+
 def run(args) -> int:
     import torch
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
 
+    from ..data.append_folder import AppendingImageFolder
     from ..pipelines.map_inputs import resolve_semantic_maps, to_mask_array
     from ..pipelines.scheduler_names import scheduler_from_name
     from ..semantic_map import SemanticMap
 
-    if args.num_images < 1 or args.batch_size < 1:
+    if (args.num_images is not None and args.num_images < 1) or args.batch_size < 1:
         raise ValueError(f"--num-images and --batch-size must be >= 1, got {args.num_images} and {args.batch_size}")
     if args.map and (args.condition or args.skin_type or args.box):
         raise ValueError("--map replaces --condition/--skin-type/--box; pass one or the other")
-    pipe = load_pipeline(args.pipeline).to(args.device)
+    if args.maps and (args.map or args.condition or args.skin_type or args.box or args.mask):
+        raise ValueError("--maps replaces --map/--condition/--skin-type/--box/--mask; pass one or the other")
+    state = PartialState()
+    pipe = load_pipeline(args.pipeline).to(args.device or state.device)
     pipe.set_progress_bar_config(disable=True)
     if args.scheduler:
         pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
     registry, size = pipe.unet.registry, pipe.sample_size
 
-    # 1. the map (drawn once; every image uses it) and the optional start image / mask
+    # 1. the maps (one for every image, or a folder's, cycling) and the optional start image / mask
     mask = to_mask_array(_open(args.mask, "mask"), size) if args.mask else None
-    if args.map:
-        decoded = SemanticMap.decode(_open(args.map, "map").convert("RGB"), registry=registry, source=args.map)
-        maps = resolve_semantic_maps(decoded, size=size, registry=registry)
-    else:
-        condition = int(args.condition) if args.condition and args.condition.isdigit() else args.condition
-        maps = resolve_semantic_maps(
-            None, condition, args.skin_type, args.box, mask, size=size, registry=registry
-        )
+    sources = map_files(args.maps) if args.maps else [args.map]
+
+    def read_map(path):
+        if path is None:
+            condition = int(args.condition) if args.condition and args.condition.isdigit() else args.condition
+            maps = resolve_semantic_maps(None, condition, args.skin_type, args.box, mask, size=size, registry=registry)
+        else:
+            decoded = SemanticMap.decode(_open(path, "map").convert("RGB"), registry=registry, source=path)
+            maps = resolve_semantic_maps(decoded, size=size, registry=registry)
+        return maps[0] if maps else None
+
+    first_map = read_map(sources[0])  # bad maps fail here, before anything is written
+    num_images = args.num_images or (len(sources) if args.maps else 4)
     image = _open(args.image, "image").convert("RGB") if args.image else None
     call = dict(num_inference_steps=args.steps, guidance_scale=args.guidance_scale, output_type="pil",
                 image=image, strength=args.strength, mask=mask if image is not None else None)
-    smap = maps[0] if maps else None
-    written_map = smap or SemanticMap.from_annotations(None, size=size, registry=registry)  # null map: all zero
-
-    # 2. sample in batches; image i from seed + i
-    os.makedirs(os.path.join(args.out, "images"), exist_ok=True)
-    os.makedirs(os.path.join(args.out, "maps"), exist_ok=True)
     lesion_png = None
     if mask is not None:  # the lesion's shape, in the dataset layout's `mask_file` column
         from PIL import Image
 
-        os.makedirs(os.path.join(args.out, "masks"), exist_ok=True)
-        lesion_png = Image.fromarray((written_map.lesion_mask * 255).astype("uint8"), mode="L")
-    rows = []
-    for start in range(0, args.num_images, args.batch_size):
-        count = min(args.batch_size, args.num_images - start)
-        generators = [torch.Generator().manual_seed(args.seed + start + k) for k in range(count)]
-        if smap is None:
-            images = pipe(num_images_per_prompt=count, generator=generators, **call).images
-        else:
-            images = pipe(semantic_map=[smap] * count, generator=generators, **call).images
-        for k, picture in enumerate(images):
-            stem = f"{start + k:06d}"
-            picture.save(os.path.join(args.out, "images", f"{stem}.png"))
-            written_map.to_pil().save(os.path.join(args.out, "maps", f"{stem}.png"))
-            if lesion_png is not None:
-                lesion_png.save(os.path.join(args.out, "masks", f"{stem}.png"))
-            rows.append(_row(stem, written_map, with_mask=lesion_png is not None))
+        lesion_png = Image.fromarray((first_map.lesion_mask * 255).astype("uint8"), mode="L")
 
-    # 3. metadata in the imagefolder convention, registry and settings beside it
-    _write_metadata(os.path.join(args.out, "metadata.csv"), rows)
-    settings = {key: getattr(args, key) for key in ("pipeline", "scheduler", "steps", "guidance_scale", "seed",
-                                                    "strength", "image", "mask", "map")}
-    with open(os.path.join(args.out, "dataset_info.json"), "w", encoding="utf-8") as handle:
-        json.dump({"registry": registry.to_dict(), "generation": settings}, handle, indent=2)
-    print(f"wrote {len(rows)} images to {args.out}")
+    # 2. the folder: settings checked, header and registry written before any image
+    settings = {key: getattr(args, key) for key in SETTINGS}
+    folder = AppendingImageFolder(args.out, COLUMNS, is_main=state.is_main_process)
+    folder.prepare({"registry": registry.to_dict(), "generation": {**settings, "num_images": num_images}},
+                   compare=SETTINGS, subfolders=("images", "maps") + (("masks",) if mask is not None else ()))
+    state.wait_for_everyone()
+    finished = folder.finished()
+
+    # 3. batches of fixed members (image i in batch i // batch_size) shared out by striding, so every image
+    #    is computed in the same batch whatever the number of processes; image i from seed + i
+    batches = range(math.ceil(num_images / args.batch_size))[state.process_index :: state.num_processes]
+    cache = {0: first_map}
+    for batch in tqdm(batches, desc="generate", disable=not state.is_main_process):
+        members = range(batch * args.batch_size, min((batch + 1) * args.batch_size, num_images))
+        missing = [i for i in members if f"images/{i:06d}.png" not in finished]
+        if not missing:
+            continue
+        maps = [cache.get(i % len(sources)) or read_map(sources[i % len(sources)]) for i in members]
+        generators = [torch.Generator().manual_seed(args.seed + i) for i in members]
+        if maps[0] is None:
+            images = pipe(num_images_per_prompt=len(members), generator=generators, **call).images
+        else:
+            images = pipe(semantic_map=maps, generator=generators, **call).images
+        for i, picture, smap in zip(members, images, maps):
+            if i not in missing:
+                continue
+            stem = f"{i:06d}"
+            smap = smap or SemanticMap.from_annotations(None, size=size, registry=registry)  # null map: all zero
+            files = {f"maps/{stem}.png": smap.to_pil()}
+            if lesion_png is not None:
+                files[f"masks/{stem}.png"] = lesion_png
+            files[f"images/{stem}.png"] = picture  # last: its presence marks the image finished
+            folder.add(files, _row(stem, smap, with_mask=lesion_png is not None, seed=args.seed + i))
+
+    # 4. every process done: the main process sorts the metadata
+    state.wait_for_everyone()
+    total = folder.finish()
+    if state.is_main_process:
+        print(f"wrote {total - len(finished)} images to {args.out} ({total} in the folder)")
     return 0
 
 
-def _row(stem: str, smap, with_mask: bool) -> dict:
+def _row(stem: str, smap, with_mask: bool, seed: int) -> dict:
     return {
         "file_name": f"images/{stem}.png",
         "label": smap.condition or "",
@@ -155,14 +204,5 @@ def _row(stem: str, smap, with_mask: bool) -> dict:
         "boxes": json.dumps([list(box) for box in smap.boxes]),
         "mask_file": f"masks/{stem}.png" if with_mask else "",
         "map_file": f"maps/{stem}.png",
+        "seed": seed,
     }
-
-
-def _write_metadata(path: str, rows: list[dict]) -> None:
-    import csv
-
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        columns = ["file_name", "label", "skin_type", "boxes", "mask_file", "map_file"]
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
