@@ -139,3 +139,37 @@ def test_config_rejects_two_flips_and_bad_values(tmp_path):
         DiffusionTrainingConfig(output_dir=str(tmp_path), augment="spin")
     with pytest.raises(ValueError, match=r"box_map_probability must be in \[0, 1\], got 1.5"):
         DiffusionTrainingConfig(output_dir=str(tmp_path), box_map_probability=1.5)
+
+
+def test_a_dihedral_box_mixing_run_resumes_exactly(tmp_path):
+    """The symmetries and shape choices come from the checkpointed generator, so a resume draws the same ones."""
+    import json
+    import shutil
+
+    from test_train_diffusion import TINY_MODEL, assert_same_weights, run
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY_MODEL))
+    full, resumed, plain = tmp_path / "full", tmp_path / "resumed", tmp_path / "plain"
+    steps = ("--max_train_steps", "4", "--checkpointing_steps", "3", "--augment", "dihedral")
+    assert run(str(config), full, *steps) == 0
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
+    assert run(str(config), resumed, *steps, "--resume_from_checkpoint", "latest") == 0
+    assert_same_weights(full / "unet", resumed / "unet")
+    assert run(str(config), plain, "--max_train_steps", "4", "--checkpointing_steps", "0", "--map_shapes", "mask") == 0
+    with pytest.raises(AssertionError):  # the augmentation really changed what was trained on
+        assert_same_weights(full / "unet", plain / "unet")
+
+
+def test_gan_trainers_take_the_same_augmentation(tmp_path):
+    from test_train_gans import run, weights
+
+    for name, extra in (("plain", ()), ("turned", ("--augment", "dihedral"))):
+        assert run(tmp_path, "train_dermgan", tmp_path / name, "--max_train_steps", "1", *extra) == 0
+    a, b = weights(tmp_path / "plain" / "dermgan"), weights(tmp_path / "turned" / "dermgan")
+    assert any(not torch.equal(a[key], b[key]) for key in a)
+    from dermdiff.loops.gan import GANTrainingConfig
+
+    with pytest.raises(ValueError, match="augment must be one of"):
+        GANTrainingConfig(output_dir=str(tmp_path), augment="spin")

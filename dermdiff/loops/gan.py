@@ -45,6 +45,7 @@ from ..losses import (
     roi_l1_loss,
 )
 from . import common
+from .pair_augment import augment_pairs, check_augment
 
 logger = get_logger(__name__)
 
@@ -77,6 +78,8 @@ class GANTrainingConfig:
         monitor_steps (`int`, defaults to 100): log the discriminator gap every N updates (0 = never).
         logging_dir (`str`, defaults to `"logs"`); report_to (`str`, defaults to `"tensorboard"`).
         dataloader_num_workers (`int`, defaults to 0).
+        augment (`str`, defaults to `"none"`): `"flip"` or `"dihedral"`: each example's images, map and mask
+            turned / mirrored together (`dermdiff.loops.pair_augment`), drawn from the checkpointed generator.
         extra_tracker_config (`dict`): more run settings (loss weights, ablation switches) for the tracker.
     """
 
@@ -99,9 +102,11 @@ class GANTrainingConfig:
     logging_dir: str = "logs"
     report_to: str | None = "tensorboard"
     dataloader_num_workers: int = 0
+    augment: str = "none"
     extra_tracker_config: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        check_augment(self.augment)
         if self.gan_mode not in GAN_LOSS_MODES:
             raise ValueError(f"gan_mode must be one of {GAN_LOSS_MODES}, got {self.gan_mode!r}")
         if self.train_batch_size < 1:
@@ -509,7 +514,7 @@ def train_gan(task: GANTask, train_dataset, config: GANTrainingConfig, accelerat
         for batch in common.epoch_batches(accelerator, dataloader, epoch, skip):
             if global_step >= max_steps:
                 break
-            logs = task.step(step, batch)
+            logs = task.step(step, augment_pairs(batch, config.augment, rng.generator))
             global_step += 1
             bar.update(1)
             bar.set_postfix(d=f"{logs['d_loss']:.3f}", g=f"{logs['g_loss']:.3f}")

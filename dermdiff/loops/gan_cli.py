@@ -13,6 +13,7 @@ import os
 from ..losses import GAN_LOSS_MODES
 from .data_flags import add_data_source_arguments, check_data_source_args, load_training_rows
 from .gan import GANTrainingConfig
+from .pair_augment import AUGMENTS
 
 CONFIG_FIELDS = tuple(GANTrainingConfig.__dataclass_fields__)
 
@@ -24,6 +25,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_resolution: int 
         type=float,
         default=0.0,
         help="Share of phantom images showing healthy skin (lesion editing needs some).",
+    )
+    data.add_argument(
+        "--augment", default="none", choices=AUGMENTS,
+        help="Transform each example's images and map together: 'flip' or 'dihedral' (8 flips/quarter turns).",
     )
     data.add_argument(
         "--heldout_fraction",
