@@ -30,13 +30,11 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 
 import numpy as np
 import torch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from diffusion_quality_phantom import ROOT, phantom_training_command
 VARIANTS = ("mask,box", "mask")
 # a quarter of the default UNet's width: two of these train in ~40 wall-minutes on a shared 2-core machine
 SMALL_MODEL = {"block_out_channels": [16, 32, 64], "norm_num_groups": 8}
@@ -68,16 +66,11 @@ def train_model(args, shapes: str, model_dir: str) -> float:
         model_config = os.path.join(args.out, "small_unet.json")
         with open(model_config, "w") as handle:
             json.dump(SMALL_MODEL, handle)
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", os.path.join(ROOT, "accelerate_config.yaml"),
-        os.path.join(ROOT, "training", "train_diffusion.py"),
-        "--phantom", "--phantom_num_images", str(args.train_images), "--phantom_seed", str(args.seed),
-        "--resolution", str(args.resolution), "--train_batch_size", str(args.train_batch_size),
-        "--max_train_steps", str(args.max_train_steps), "--learning_rate", str(args.learning_rate),
-        "--lr_warmup_steps", "100", "--lr_scheduler", "cosine", "--augment", "flip", "--map_shapes", shapes,
+    command = phantom_training_command(
+        args, model_dir, "--lr_warmup_steps", "100", "--augment", "flip", "--map_shapes", shapes,
         "--checkpointing_steps", "400", "--checkpoints_total_limit", "1", "--validation_steps", "0",
-        "--model_config", model_config, "--output_dir", model_dir, "--seed", str(args.seed), "--report_to", "none",
-    ]
+        "--model_config", model_config,
+    )
     print("training:", " ".join(command), flush=True)
     started = time.time()
     subprocess.run(command + ["--resume_from_checkpoint", "latest"], check=True, cwd=ROOT)

@@ -46,18 +46,24 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def train_model(args, model_dir: str) -> None:
-    """Runs training/train_diffusion.py under accelerate with a wall-clock budget, then keeps its output."""
-    command = [
+def phantom_training_command(args, model_dir: str, *flags: str) -> list[str]:
+    """`accelerate launch training/train_diffusion.py` on the phantom with `args`' data and optimiser settings."""
+    return [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", os.path.join(ROOT, "accelerate_config.yaml"),
         os.path.join(ROOT, "training", "train_diffusion.py"),
         "--phantom", "--phantom_num_images", str(args.train_images), "--phantom_seed", str(args.seed),
         "--resolution", str(args.resolution), "--train_batch_size", str(args.train_batch_size),
         "--max_train_steps", str(args.max_train_steps), "--learning_rate", str(args.learning_rate),
-        "--lr_warmup_steps", "200", "--lr_scheduler", "cosine", "--random_flip",
-        "--checkpointing_steps", "500", "--checkpoints_total_limit", "2", "--validation_steps", "1000",
-        "--output_dir", model_dir, "--seed", str(args.seed), "--report_to", "none",
-    ]
+        "--lr_scheduler", "cosine", "--output_dir", model_dir, "--seed", str(args.seed), "--report_to", "none", *flags,
+    ]  # fmt: skip
+
+
+def train_model(args, model_dir: str) -> None:
+    """Runs training/train_diffusion.py under accelerate with a wall-clock budget, then keeps its output."""
+    command = phantom_training_command(
+        args, model_dir, "--lr_warmup_steps", "200", "--random_flip", "--checkpointing_steps", "500",
+        "--checkpoints_total_limit", "2", "--validation_steps", "1000",
+    )
     print("training:", " ".join(command), flush=True)
     started = time.time()
     subprocess.run(command, check=True, cwd=ROOT)
