@@ -35,6 +35,7 @@ import time
 import numpy as np
 import torch
 from diffusion_quality_phantom import ROOT, phantom_training_command
+
 VARIANTS = ("mask,box", "mask")
 # a quarter of the default UNet's width: two of these train in ~40 wall-minutes on a shared 2-core machine
 SMALL_MODEL = {"block_out_channels": [16, 32, 64], "norm_num_groups": 8}
