@@ -102,7 +102,9 @@ def load_training_rows(args: argparse.Namespace, **phantom_kwargs) -> TrainingRo
                                **phantom_kwargs)
         name = "phantom"
     elif args.train_data_dir:
-        rows = load_data_dir(args.train_data_dir, args.resolution, getattr(args, "loader_kwargs", None) or {})
+        options = getattr(args, "loader_kwargs", None) or {}
+        rows = load_data_dir(args.train_data_dir, args.resolution,
+                             json.loads(options) if isinstance(options, str) else options)
         name = os.path.basename(os.path.normpath(args.train_data_dir))
     else:
         import datasets

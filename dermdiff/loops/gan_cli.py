@@ -104,7 +104,7 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 def load_train_images(args):
     """The training rows (dermdiff columns), their registry and a name for the model card (see `data_flags`)."""
-    rows = load_training_rows(args, healthy_fraction=args.phantom_healthy_fraction)
+    rows = load_training_rows(args, healthy_fraction=getattr(args, "phantom_healthy_fraction", 0.0))
     return rows.train, rows.registry, rows.name
 
 
