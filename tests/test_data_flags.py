@@ -82,7 +82,7 @@ def test_bad_data_flags_exit_2_with_the_flag(argv, message, capsys):
 def test_loader_options_pass_through_and_a_wrong_one_is_named(tmp_path):
     root = layout("ham10000", tmp_path)
     assert len(load_training_rows(parse("--train_data_dir", root, "--loader_kwargs", '{"limit": 6}')).train) == 6
-    with pytest.raises(ValueError, match=r"--loader_kwargs \['colour'\] do not fit the loader of"):
+    with pytest.raises(ValueError, match=r"loader option\(s\) \['colour'\] do not apply to .* \(ham10000 layout\)"):
         load_training_rows(parse("--train_data_dir", root, "--loader_kwargs", json.dumps({"colour": 1})))
 
 

@@ -117,18 +117,19 @@ def load_training_rows(args: argparse.Namespace, **phantom_kwargs) -> TrainingRo
 
 
 def load_data_dir(path: str, resolution: int, loader_kwargs: dict):
-    """`load_any(path)` at `resolution`; a DermaMNIST npz loads all its splits (its split column then decides)."""
-    from ..data.dispatch import detect_layout, load_any, resolve_path
+    """`load_any(path)`, resized to `resolution` where the loader can; a DermaMNIST npz loads all its splits
+    (its split column then decides)."""
+    from ..data.dispatch import detect_layout, is_hub_id, load_any, loader_options, resolve_path
+    from ..data.phantom import phantom_dataset
 
+    resolved = None if is_hub_id(path) else resolve_path(path)
+    layout = "hub" if is_hub_id(path) else "phantom" if resolved is None else detect_layout(resolved)[0]
     options = dict(loader_kwargs)
-    options.setdefault("size", resolution)
-    resolved = resolve_path(path)
-    if resolved is not None and detect_layout(resolved)[0] == "dermamnist":
+    if "size" in loader_options(layout, phantom_dataset if layout == "phantom" else None):
+        options.setdefault("size", resolution)
+    if layout == "dermamnist":
         options.setdefault("split", "all")
-    try:
-        return load_any(path, **options)
-    except TypeError as error:  # an option the chosen loader does not take
-        raise ValueError(f"--loader_kwargs {sorted(loader_kwargs)} do not fit the loader of {path}: {error}") from None
+    return load_any(path, **options)
 
 
 def select_split(rows, split: str | None, seed: int = 0, name: str = "the data"):
