@@ -31,6 +31,8 @@ from dermgan_ablation import Distance, add_run_arguments, check_run_arguments, p
 from gan_phantom import config
 from tqdm.auto import tqdm
 
+from dermdiff.conditions import get_registry
+from dermdiff.data.info import registry_of
 from dermdiff.data.phantom import phantom_dataset
 from dermdiff.data.transforms import model_transform
 from dermdiff.loops.gan import train_gan
@@ -99,7 +101,7 @@ def main(argv=None):
     torch.set_num_threads(1)  # the CPU is shared; one thread is faster than contended ones
     warnings.filterwarnings("ignore", message="Matrix is singular")
     train_rows, heldout_rows = load_rows(args)
-    transform = model_transform(args.resolution, None)
+    transform = model_transform(args.resolution, registry_of(train_rows) or get_registry("phantom"))
     train_examples = train_rows.with_transform(transform)
     real = stack_examples(heldout_rows.with_transform(transform), range(len(heldout_rows)), ("pixel_values",))
     real = real["pixel_values"]
