@@ -19,7 +19,6 @@ import sys
 
 from dermdiff.data.transforms import model_transform
 from dermdiff.errors import ArgumentParser, run_script
-from dermdiff.loops.gan import train_gan
 from dermdiff.loops.gan_cli import (
     add_data_arguments,
     add_training_arguments,
@@ -27,7 +26,7 @@ from dermdiff.loops.gan_cli import (
     load_train_images,
     model_configs,
     push,
-    training_config,
+    run_training,
 )
 from dermdiff.loops.gan_tasks import dcgan_task, split_heldout, stack_examples
 from dermdiff.models.dcgan import DCGAN_PRESETS, DCGANGenerator
@@ -123,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
     generator, discriminator = build_models(args)
     task = dcgan_task(generator, discriminator, args.num_validation_images, args.truncation, monitor, args.seed)
     settings = {"condition": args.condition or "all", "preset": args.preset or "none"}
-    run = train_gan(task, examples, training_config(args, settings))
+    run = run_training(args, task, examples, settings)
     push(
         args,
         run,

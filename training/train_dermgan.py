@@ -24,7 +24,7 @@ import sys
 from dermdiff.data.transforms import model_transform
 from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.loops.diffusion import validation_maps
-from dermdiff.loops.gan import DermGANLossWeights, train_gan
+from dermdiff.loops.gan import DermGANLossWeights
 from dermdiff.loops.gan_cli import (
     add_data_arguments,
     add_training_arguments,
@@ -32,7 +32,7 @@ from dermdiff.loops.gan_cli import (
     load_train_images,
     model_configs,
     push,
-    training_config,
+    run_training,
 )
 from dermdiff.loops.gan_tasks import dermgan_task, split_heldout, stack_examples
 from dermdiff.models.dermgan import DermGANGenerator, PatchGANDiscriminator
@@ -111,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
     maps = validation_maps(registry, args.resolution, args.validation_skin_types)
     task = dermgan_task(generator, discriminator, weights, maps, len(args.validation_skin_types), monitor, args.seed)
     settings = {f"lambda_{k}": v for k, v in vars(weights).items()} | {"upsample": generator.config.upsample}
-    run = train_gan(task, examples, training_config(args, settings))
+    run = run_training(args, task, examples, settings)
     push(
         args,
         run,

@@ -28,7 +28,7 @@ import sys
 
 from dermdiff.data.transforms import model_transform
 from dermdiff.errors import ArgumentParser, run_script
-from dermdiff.loops.gan import EDIT_MODES, train_gan
+from dermdiff.loops.gan import EDIT_MODES
 from dermdiff.loops.gan_cli import (
     add_data_arguments,
     add_training_arguments,
@@ -36,7 +36,7 @@ from dermdiff.loops.gan_cli import (
     load_train_images,
     model_configs,
     push,
-    training_config,
+    run_training,
 )
 from dermdiff.loops.gan_tasks import (
     EditPairs,
@@ -132,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
         "lambda_cyc": args.lambda_cyc,
         "cycle_distance": args.cycle_distance,
     }
-    run = train_gan(task, pairs, training_config(args, settings))
+    run = run_training(args, task, pairs, settings)
     mask_example = ", mask=lesion_mask" if args.mode == "targeted" else ""
     push(
         args,

@@ -437,14 +437,17 @@ def _validate(accelerator, task: GANTask, generators: dict, step: int, output_di
     )
 
 
-def train_gan(task: GANTask, train_dataset, config: GANTrainingConfig, accelerator=None) -> GANRun:
+def train_gan(
+    task: GANTask, train_dataset, config: GANTrainingConfig, accelerator=None, on_checkpoint: Callable | None = None
+) -> GANRun:
     """Trains `task`'s generators and discriminators on `train_dataset`; saves the pipeline in `output_dir`.
 
     Generators share one Adam optimiser and discriminators another (seed 003: lr 5e-5, betas 0.9 / 0.999).
     Checkpoints hold `save_pretrained` folders of every model (named by `task.generators` /
     `task.discriminators`), both optimisers and the training random stream; `--resume_from_checkpoint
     latest` continues at the same batch. At the end, the pipeline (generators in eval mode) is saved in
-    `output_dir` and the discriminators in `output_dir/discriminators/<name>`.
+    `output_dir` and the discriminators in `output_dir/discriminators/<name>`. `on_checkpoint(path)` is
+    called on the main process after each checkpoint is complete (e.g. `CheckpointPusher.checkpoint_saved`).
 
     Example:
         >>> task = dermgan_task(generator, discriminator, registry, resolution=32)  # see training/train_dermgan.py
@@ -520,9 +523,11 @@ def train_gan(task: GANTask, train_dataset, config: GANTrainingConfig, accelerat
             bar.set_postfix(d=f"{logs['d_loss']:.3f}", g=f"{logs['g_loss']:.3f}")
             accelerator.log(logs, step=global_step)
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                common.save_checkpoint(
+                saved = common.save_checkpoint(
                     accelerator, config.output_dir, global_step, config.checkpoints_total_limit, rng
                 )
+                if on_checkpoint is not None and accelerator.is_main_process:
+                    on_checkpoint(saved)
             if accelerator.is_main_process:
                 if gap_path and global_step % config.monitor_steps == 0:
                     _log_gap(accelerator, task, discriminators, config, global_step, gap_path)

@@ -85,6 +85,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     runs.add_argument("--hub_model_id", default=None, help="Hub repo id (defaults to the output folder name).")
     runs.add_argument("--hub_token", default=None, help="Hub token (never logged; default: cached login).")
     runs.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
+    runs.add_argument(
+        "--hub_strategy",
+        default="end",
+        choices=["end", "every_save", "checkpoint"],
+        help="With --push_to_hub: 'end' pushes the final model; 'every_save' also each checkpoint as it is written; "
+        "'checkpoint' also the latest checkpoint only (last-checkpoint/, to resume elsewhere). Pushes run in the "
+        "background and are retried (dermdiff.hub_sync).",
+    )
 
 
 def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -124,6 +132,23 @@ def training_config(args, extra: dict | None = None) -> GANTrainingConfig:
     values = {name: getattr(args, name) for name in CONFIG_FIELDS if hasattr(args, name)}
     values["extra_tracker_config"] = {"resolution": args.resolution, **(extra or {})}
     return GANTrainingConfig(**values)
+
+
+def run_training(args, task, dataset, extra: dict | None = None):
+    """`train_gan` with the run's settings, pushing checkpoints in the background under --hub_strategy."""
+    from ..hub_sync import CheckpointPusher
+    from .gan import train_gan
+
+    pusher = None
+    if args.push_to_hub and args.hub_strategy != "end":
+        repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+        pusher = CheckpointPusher(repo_id, args.hub_strategy, args.output_dir, token=args.hub_token,
+                                  private=args.hub_private_repo)
+    run = train_gan(task, dataset, training_config(args, extra),
+                    on_checkpoint=pusher.checkpoint_saved if pusher else None)
+    if pusher is not None:
+        pusher.finish()
+    return run
 
 
 def push(args, run, model_type: str, dataset_name: str, conditions, hyperparameters: dict, usage: str) -> None:

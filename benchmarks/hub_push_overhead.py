@@ -1,0 +1,98 @@
+"""What `--hub_strategy every_save` costs training: images/s with and without background checkpoint pushes.
+
+Trains the same small DCGAN on the phantom (CPU, one thread) with checkpoints every `--every` updates, once
+with `hub_strategy="end"` (checkpoints written, nothing pushed) and once with `"every_save"` (each checkpoint
+hard-linked into a snapshot and uploaded by the background thread), alternating `--repeats` times. The upload
+is patched offline: it copies the snapshot to a local folder and sleeps `--upload_seconds` (a slow network),
+so the measured cost is that of the push machinery, not of a real network.
+
+    python benchmarks/hub_push_overhead.py            # ~5 CPU-minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from unittest import mock
+
+import torch
+
+from dermdiff import hub_sync
+from dermdiff.data.info import registry_of
+from dermdiff.data.phantom import phantom_dataset
+from dermdiff.data.transforms import model_transform
+from dermdiff.loops.gan import GANTrainingConfig, train_gan
+from dermdiff.loops.gan_tasks import dcgan_task
+from dermdiff.models import DCGANGenerator, MultiScaleDiscriminator
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=120, help="Updates per run.")
+    parser.add_argument("--every", type=int, default=20, help="Checkpoint every N updates.")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="Runs per strategy, alternating.")
+    parser.add_argument("--upload_seconds", type=float, default=2.0, help="Simulated upload time per checkpoint.")
+    args = parser.parse_args(argv)
+    for name in ("steps", "every", "batch_size", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+def one_run(strategy: str, args, examples, root: str) -> float:
+    """Images per second of one training run under `strategy`."""
+    output_dir = os.path.join(root, strategy)
+    shutil.rmtree(output_dir, ignore_errors=True)
+    remote = os.path.join(root, "remote")
+
+    def upload_folder(folder_path, path_in_repo, **kwargs):
+        time.sleep(args.upload_seconds)
+        shutil.copytree(folder_path, os.path.join(remote, path_in_repo), dirs_exist_ok=True)
+
+    pusher = hub_sync.CheckpointPusher("me/bench", strategy, output_dir, retry_wait=0)
+    torch.manual_seed(0)
+    generator = DCGANGenerator(sample_size=32, num_upsamples=2, base_channels=32, dense_channels=16)
+    discriminator = MultiScaleDiscriminator(sample_size=32, num_layers=3, base_channels=16)
+    config = GANTrainingConfig(output_dir=output_dir, train_batch_size=args.batch_size, max_train_steps=args.steps,
+                               checkpointing_steps=args.every, checkpoints_total_limit=2, validation_steps=0,
+                               monitor_steps=0, report_to=None)
+    with mock.patch.object(hub_sync, "upload_folder", upload_folder), \
+            mock.patch.object(hub_sync, "create_repo", lambda repo_id, **kw: mock.Mock(repo_id=repo_id)):
+        start = time.perf_counter()
+        train_gan(dcgan_task(generator, discriminator, num_validation_images=0), examples, config,
+                  on_checkpoint=pusher.checkpoint_saved)
+        seconds = time.perf_counter() - start  # training only: pushes still running are not waited for
+        left = pusher.finish()
+    if left:
+        raise RuntimeError(f"pushes failed: {left}")
+    return args.steps * args.batch_size / seconds
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    dataset = phantom_dataset(n=160, size=32, seed=0)
+    examples = dataset.with_transform(model_transform(32, registry_of(dataset)))
+    rates = {"end": [], "every_save": []}
+    with tempfile.TemporaryDirectory() as root:
+        for _ in range(args.repeats):
+            for strategy in rates:
+                rates[strategy].append(one_run(strategy, args, examples, root))
+                print(f"{strategy:10s} {rates[strategy][-1]:.1f} images/s")
+    end, every = statistics.median(rates["end"]), statistics.median(rates["every_save"])
+    print(f"\n{args.steps} updates of batch {args.batch_size}, a checkpoint every {args.every}, uploads patched to "
+          f"a local copy + {args.upload_seconds:g} s sleep; median of {args.repeats} alternating runs:")
+    print("| hub_strategy | images/s (median) | runs |\n|---|---|---|")
+    for strategy, values in rates.items():
+        print(f"| {strategy} | {statistics.median(values):.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
+    print(f"every_save vs end: {100 * (every / end - 1):+.1f}% images/s")
+
+
+if __name__ == "__main__":
+    main()
