@@ -124,7 +124,8 @@ def test_end_pushes_nothing_during_training_and_bad_strategies_are_refused(tmp_p
         pusher = hub_sync.CheckpointPusher("me/run", "end", str(tmp_path))
         pusher.checkpoint_saved(fake_checkpoint(tmp_path, 2))
         assert pusher.finish() == [] and hub.calls == []
-    with pytest.raises(ValueError, match=r"hub_strategy must be one of \('end', 'every_save', 'checkpoint'\), got 'all'"):
+    allowed = r"hub_strategy must be one of \('end', 'every_save', 'checkpoint'\), got 'all'"
+    with pytest.raises(ValueError, match=allowed):
         hub_sync.CheckpointPusher("me/run", "all", str(tmp_path))
     with pytest.raises(ValueError, match="needs a repo id"):
         hub_sync.CheckpointPusher("", "every_save", str(tmp_path))

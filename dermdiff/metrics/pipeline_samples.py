@@ -4,13 +4,13 @@ Each kind is asked for what it can make, and every image is written with the map
 the rest of the evaluation (FID per condition / skin type, placement, skin tone, memorisation) reads one
 layout (`dermdiff.metrics.generated`):
 
-| kind    | pipelines                           | what is drawn                                  | map written with each image    |
-|---------|-------------------------------------|------------------------------------------------|--------------------------------|
-| `maps`  | `DermDiffPipeline`, `DermGANPipeline` | maps of real reference rows (+ sweeps)       | that map                       |
-| `noise` | `DCGANPipeline`                     | `batch_size` samples from seeded noise          | the null map (nothing asked)   |
-| `edit`  | `LesionEditPipeline`                | real photos + lesion masks of other real rows, | the mask's condition on the    |
-|         |                                     | edited with `direction="add"`                  | photo's skin type (the null map |
-|         |                                     |                                                | for an untargeted model)       |
+| kind    | pipelines                  | what is drawn                        | map written with each image      |
+|---------|----------------------------|--------------------------------------|----------------------------------|
+| `maps`  | DermDiff, DermGAN          | maps of real reference rows + sweeps | that map                         |
+| `noise` | DCGAN                      | `batch_size` samples of seeded noise | the null map (nothing asked)     |
+| `edit`  | LesionEdit (`add`)         | real photos (healthy rows first) +   | the mask's condition on the      |
+|         |                            | lesion masks of other real rows      | photo's skin type (null map for  |
+|         |                            |                                      | an untargeted CycleGAN model)    |
 
 Null maps ask for no lesion, so placement and sweeps skip those images and FID per condition groups
 them under "no condition"; FID, KID and memorisation apply to every kind.
