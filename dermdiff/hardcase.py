@@ -51,6 +51,7 @@ import numpy as np
 
 from .classifier_training import ClassifierTrainingConfig, predict, train_classifier
 from .metrics.classification import classification_metrics, compare_classifiers, format_entry
+from .metrics.fixed_broken import fixed_broken, fixed_broken_markdown
 from .metrics.subgroups import UNKNOWN, compare_by_group, group_key, metrics_by_group, subgroups_to_markdown
 from .mining import Ledger, check_mining_split, mine_hard_cases
 from .synthesis import (
@@ -221,6 +222,17 @@ def paired(before: dict, after: dict, label_names, n_boot: int, seed: int, names
     if groups is None:
         return compare_classifiers(labels, *predictions, **common)
     return compare_by_group(labels, *predictions, groups, **common)
+
+
+def rescore_hard_cases(baseline: dict, after: dict, label_names, n_boot: int, seed: int, groups=None) -> dict:
+    """The test split's baseline mistakes the new model fixes, and its right answers the new model breaks.
+
+    `dermdiff.metrics.fixed_broken` of two `predict` outputs, overall, per class and per `groups` (skin type).
+    """
+    return fixed_broken(
+        baseline["labels"], baseline["predictions"], after["predictions"],
+        label_names=label_names, groups=groups, n_boot=n_boot, seed=seed,
+    )
 
 
 def skin_types_of(split) -> list | None:
@@ -480,6 +492,9 @@ def run_hardcase_loop(
             "test": comparison["b"],
             "before_test": comparison["a"],
             "comparison": {"mcnemar": comparison["mcnemar"], "difference": comparison["difference"]},
+            "fixed_broken": rescore_hard_cases(
+                baseline_test, after_test, label_names, config.n_boot, config.seed, skin_types
+            ),
         }
         if skin_types is not None:
             by_type = paired(current_test, after_test, label_names, config.n_boot, config.seed, groups=skin_types)
@@ -501,17 +516,20 @@ def run_hardcase_loop(
 
     # -- final: baseline vs final on the test split, report, plot -------------------------------------------
     final = paired(baseline_test, current_test, label_names, config.n_boot, config.seed, names=("baseline", "final"))
+    final_rescored = rescore_hard_cases(baseline_test, current_test, label_names, config.n_boot, config.seed, skin_types)
     end = {
         "event": "end",
         "stopped": stopped,
         "leakage_warning": leakage_warning,
         "baseline_vs_final": {"mcnemar": final["mcnemar"], "difference": final["difference"]},
+        "baseline_vs_final_fixed_broken": final_rescored,
     }
     result = {
         "rounds": summaries,
         "stopped": stopped,
         "leakage_warning": leakage_warning,
         "baseline_vs_final": final,
+        "baseline_vs_final_fixed_broken": final_rescored,
         "label_names": label_names,
     }
     if skin_types is not None:
@@ -633,6 +651,7 @@ def report_markdown(result: dict) -> str:
         if result.get("leakage_warning"):
             lines += [f"> **{result['leakage_warning']}**", ""]
         lines.append(before_after_markdown(summary["before_test"], summary["test"], summary["comparison"]))
+        lines += rescored_markdown(summary["fixed_broken"], f"round {summary['round']}")
     final = result["baseline_vs_final"]
     lines += ["", "## Baseline vs final model on the test split", ""]
     if result.get("leakage_warning"):
@@ -642,9 +661,24 @@ def report_markdown(result: dict) -> str:
         f"n = {final['a']['n']} test images; {final['bootstrap']['n_boot']} bootstrap replicates, "
         f"seed {final['bootstrap']['seed']}; CIs are 95% percentile intervals."
     )
+    lines += rescored_markdown(result["baseline_vs_final_fixed_broken"], "final")
     if "baseline_vs_final_by_skin_type" in result:
         lines += skin_type_markdown(result)
     return "\n".join(lines) + "\n"
+
+
+def rescored_markdown(rescored: dict, name: str) -> list[str]:
+    """The 'hard cases re-scored' subsection: the baseline's test mistakes fixed and its right answers broken."""
+    return [
+        "",
+        f"### Hard cases re-scored: baseline → {name} (test split)",
+        "",
+        f"Of the test images the baseline got wrong, how many the {name} model gets right (fixed); of those it "
+        "got right, how many are now wrong (broken). (fixed - broken) / n is the accuracy change on those rows, "
+        "with a paired bootstrap interval.",
+        "",
+        fixed_broken_markdown(rescored, names=("baseline", name), group_name="skin type"),
+    ]
 
 
 def skin_type_markdown(result: dict) -> list[str]:
@@ -757,6 +791,7 @@ def write_report(result: dict, output_dir: str) -> dict:
             row["before"] = dict(metric_rows(summary["before_test"]))
             row["mcnemar"] = summary["comparison"]["mcnemar"]
             row["difference"] = summary["comparison"]["difference"]
+            row["fixed_broken"] = summary["fixed_broken"]
         if "test_by_skin_type" in summary:
             row["by_skin_type"] = skin_type_rows(
                 summary["test_by_skin_type"],
@@ -775,6 +810,7 @@ def write_report(result: dict, output_dir: str) -> dict:
             "final": dict(metric_rows(final["b"])),
             "mcnemar": final["mcnemar"],
             "difference": final["difference"],
+            "fixed_broken": result["baseline_vs_final_fixed_broken"],
         },
     }
     if "baseline_vs_final_by_skin_type" in result:

@@ -290,6 +290,20 @@ def test_one_round_end_to_end(splits, tmp_path, monkeypatch):
     assert "melanoma sensitivity" in payload["rounds"][1]["after"]
     assert os.path.getsize(os.path.join(output_dir, "metrics_per_round.png")) > 1000
 
+    # hard cases re-scored: round 1's model is compared with the baseline it was mined from, so fixed and
+    # broken are McNemar's c and b; the same counts reach the ledger, report.json and report.md
+    rescored = round_1["fixed_broken"]["overall"]
+    mcnemar = round_1["comparison"]["mcnemar"]
+    assert (rescored["fixed"], rescored["broken"]) == (mcnemar["c"], mcnemar["b"])
+    assert rescored["wrong_before"] + rescored["right_before"] == len(splits["test"])
+    assert rescored["net"]["ci"][0] <= rescored["net"]["value"] <= rescored["net"]["ci"][1]
+    assert sum(row["n"] for row in round_1["fixed_broken"]["per_class"].values()) == len(splits["test"])
+    assert payload["rounds"][1]["fixed_broken"]["overall"] == rescored
+    assert payload["baseline_vs_final"]["fixed_broken"]["overall"] == rescored  # one round: final = round 1
+    assert records[-1]["baseline_vs_final_fixed_broken"]["overall"] == rescored
+    assert "### Hard cases re-scored: baseline → round 1 (test split)" in report
+    assert f"| all | {len(splits['test'])} | {rescored['wrong_before']} | {rescored['fixed']} (" in report
+
     # per skin type: the phantom's test split has Fitzpatrick types, so every report splits by them too
     types = sorted({str(t) for t in splits["test"]["skin_type"]}, key=int)
     assert list(result["rounds"][0]["test_by_skin_type"]) == types
@@ -308,11 +322,17 @@ def test_one_round_end_to_end(splits, tmp_path, monkeypatch):
     assert "## Per skin type (test split)" in report and "### Baseline → final" in report
     assert report.count("| skin type | n |") == 2  # round 1 and baseline -> final
     assert set(payload["baseline_vs_final_by_skin_type"]) == set(types)
+    assert set(round_1["fixed_broken"]["by_group"]) == set(types)
+    assert f"| skin type {types[0]} |" in report
     assert set(payload["rounds"][1]["by_skin_type"][types[0]]) == {"n", "before", "after", "mcnemar", "difference"}
     assert records[-1]["baseline_vs_final_by_skin_type"][types[0]]["comparison"]["mcnemar"]["p_value"] <= 1
     # a test split without skin types (HAM10000): no per-type keys, no empty section
     plain = {key: value for key, value in result.items() if key != "baseline_vs_final_by_skin_type"}
     plain["rounds"] = [{k: v for k, v in s.items() if "skin_type" not in k} for s in result["rounds"]]
+    for entry in [plain] + plain["rounds"]:
+        for key in ("fixed_broken", "baseline_vs_final_fixed_broken"):
+            if key in entry:
+                entry[key] = {k: v for k, v in entry[key].items() if k != "by_group"}
     assert "skin type" not in report_markdown(plain).lower()
     assert skin_types_of(splits["test"].remove_columns("skin_type")) is None
     assert skin_types_of(splits["test"].map(lambda row: {"skin_type": None})) is None

@@ -19,6 +19,8 @@ _EXPORTS = {
     "metrics_by_group": ".subgroups",
     "compare_by_group": ".subgroups",
     "subgroups_to_markdown": ".subgroups",
+    "fixed_broken": ".fixed_broken",
+    "fixed_broken_markdown": ".fixed_broken",
     "FeatureExtractor": ".features",
     "InceptionFeatures": ".features",
     "TorchvisionFeatures": ".features",
