@@ -20,7 +20,8 @@ marked in the report), classifier:DIR (domain FD from a dermdiff SkinClassifier)
 def configure(parser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--pipeline", help="pipeline folder (save_pretrained) to sample from")
-    source.add_argument("--generated", help="folder of generated images + maps (images/, maps/, metadata.csv)")
+    source.add_argument("--generated", help="folder of generated images + maps (images/, maps/, metadata.csv), "
+                        "or real data in any layout --data takes (scored like samples; the floor is always shown)")
     parser.add_argument("--data", required=True, help="real data: a folder or name dermdiff.data.load_any reads")
     parser.add_argument("--out", required=True, help="output folder for report.html, metrics.json, figures/")
     parser.add_argument("--num-images", dest="num_images", type=int, default=64, help="samples to generate (pipeline)")
@@ -32,6 +33,8 @@ def configure(parser) -> None:
     parser.add_argument("--reference-split", dest="reference_split", help="rows of --data used as FID reference")
     parser.add_argument("--train-split", dest="train_split", default="train", help="rows searched for memorisation")
     parser.add_argument("--data-limit", dest="data_limit", type=int, help="read only the first N rows of --data")
+    parser.add_argument("--generated-limit", dest="generated_limit", type=int,
+                        help="read only the first N rows of a real --generated folder")
     parser.add_argument("--cache-dir", dest="cache_dir", default="default",
                         help="reference-feature cache (default $DERMDIFF_CACHE/fid_stats, else "
                         "~/.cache/dermdiff/fid_stats)")
@@ -59,6 +62,7 @@ def run(args) -> int:
         extractor=args.extractor, extractor_resolution=args.extractor_resolution, classifier=args.classifier,
         resolution=args.resolution,
         reference_split=args.reference_split, train_split=args.train_split, data_limit=args.data_limit,
+        generated_limit=args.generated_limit,
         cache_dir=None if args.no_cache else args.cache_dir, trials=args.trials,
         num_inference_steps=args.num_inference_steps, batch_size=args.batch_size, seed=args.seed,
         num_sweeps=args.num_sweeps, ssim_threshold=args.ssim_threshold, max_train_images=args.max_train_images,
@@ -66,8 +70,11 @@ def run(args) -> int:
     )
     distribution = metrics.get("distribution")
     if distribution:
+        from ..metrics.floor import floor_text
+
         fid, kid = distribution["fid"], distribution["kid"]
-        print(f"FID {fid['value']:.3f} ± {fid['ci95']:.3f}  KID {kid['value']:.5f} ± {kid['ci95']:.5f}  "
-              f"[{distribution['extractor']['name']}]")
+        print(f"FID                 {fid['value']:.3f} ± {fid['ci95']:.3f}  [{distribution['extractor']['name']}]")
+        print(f"real-vs-real floor  {floor_text(distribution.get('floor'))}")
+        print(f"KID                 {kid['value']:.5f} ± {kid['ci95']:.5f}")
     print(f"report: {args.out}/report.html")
     return 0

@@ -1,9 +1,11 @@
 """`evaluate(...)`: everything that applies to a generator, in one report (the face of `dermdiff evaluate`).
 
 1. the generated set: sampled from a pipeline folder (maps drawn from the real data, plus skin-type and size
-   sweeps) into `out/generated/`, or read from a folder in the same layout (`generated.py`);
+   sweeps) into `out/generated/`, or read from a folder in the same layout (`generated.py`), or real data in
+   any layout `dermdiff.data.load_any` reads (each image with the map of its own annotations);
 2. the real data (any layout `dermdiff.data.load_any` reads), resized to the generation resolution;
-3. FID/KID with intervals, per condition and per skin type (reference features cached);
+3. FID/KID with intervals, per condition and per skin type (reference features cached), always beside the
+   real-vs-real floor (`floor.py`: the reference's own split-half distance, or training split vs reference);
 4. conditioning fidelity: class (when a classifier is given), placement, skin tone; the sweeps' numbers;
 5. memorisation: nearest training images under MSE, features and SSIM;
 6. the discriminator-overfitting plot when a GAN log is given;
@@ -35,7 +37,8 @@ from .fidelity import (
     skin_tone_fidelity,
     skin_type_sweep_scores,
 )
-from .generated import read_generated_set
+from .floor import real_floor
+from .generated import is_generated_set, read_generated_set, real_image_set
 from .memorisation import nearest_neighbours, plot_nearest_pairs
 from .pipeline_samples import sample_evaluation_set
 from .report import image_grid, plot_discriminator_gap, plot_group_fid, render_report
@@ -101,6 +104,24 @@ def _reference_ita(dataset, per_type: int, seed: int) -> dict:
     return ita_by_skin_type(subset["image"], subset["skin_type"], masks)
 
 
+def _floor(real, reference_split, reference_features, size: int, extractor, data: str, options: dict,
+           trials: int, seed: int) -> dict:
+    """The real-vs-real floor (`floor.py`) and the seconds it added to the evaluation.
+
+    Training split vs reference when the reference is another split of data that has a `train` split (the
+    training features are extracted, and cached like the reference's); else the reference split in two.
+    """
+    started = time.perf_counter()
+    other = None
+    if reference_split not in (None, "train") and "split" in real.column_names and "train" in set(real["split"]):
+        train = DatasetSource(_split_rows(real, "train", "training"), name=os.path.basename(os.path.normpath(data)),
+                              split="train")
+        other = source_features(train, extractor, **options)[0].features
+    floor = real_floor(reference_features.features, size, other, trials=max(trials, 1), seed=seed)
+    floor["seconds"] = round(time.perf_counter() - started, 2)
+    return floor
+
+
 def _load_gan_log(gan_log):
     if gan_log is None or isinstance(gan_log, list):
         return gan_log
@@ -122,6 +143,7 @@ def evaluate(
     reference_split: str | None = None,
     train_split: str | None = "train",
     data_limit: int | None = None,
+    generated_limit: int | None = None,
     cache_dir: str | None = "default",
     trials: int = 50,
     num_inference_steps: int = 50,
@@ -143,7 +165,7 @@ def evaluate(
         out (`str`): output folder.
         pipeline (`str` or pipeline, *optional*): a pipeline (or its folder) to sample `num_images` images from.
         generated (`str`, *optional*): instead of `pipeline`, a folder of generated images + maps
-            (`dermdiff.metrics.generated` layout).
+            (`dermdiff.metrics.generated` layout), or real data in any layout `load_any` reads.
         num_images (`int`, defaults to 64): samples to generate (pipeline only).
         extractor (`str` or `nn.Module`, defaults to `"inception"`): feature extractor (`features.EXTRACTOR_SPECS`).
         extractor_resolution (`int`, *optional*): input side of a torchvision / classifier extractor spec.
@@ -152,6 +174,7 @@ def evaluate(
         reference_split (`str`, *optional*): rows of `data` used as FID reference (default: all rows).
         train_split (`str`, defaults to `"train"`): rows searched for memorisation (all rows if absent).
         data_limit (`int`, *optional*): read only the first rows of `data` (quick looks).
+        generated_limit (`int`, *optional*): read only the first rows of a real `generated` folder.
         cache_dir (`str` or `None`): reference-feature cache (`"default"`: `fid.default_cache_dir()`).
         trials (`int`, defaults to 50): FID subsamples for the intervals.
         num_inference_steps, batch_size, seed: sampling settings (pipeline only; `seed` also drives subsampling).
@@ -166,7 +189,8 @@ def evaluate(
         device (`str`, *optional*): torch device; default CUDA when available.
 
     Returns:
-        the metrics `dict` (also written to `metrics.json`).
+        the metrics `dict` (also written to `metrics.json`); `distribution["floor"]` is the real-vs-real floor
+        (`floor.real_floor`, plus the `seconds` it took).
     """
     from ..data import load_any, registry_of
 
@@ -189,8 +213,11 @@ def evaluate(
         if not verbose and hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
         resolution = resolution or _pipeline_resolution(pipe)
-    else:
+    elif is_generated_set(generated):
         gen_set = read_generated_set(generated)
+        resolution = resolution or gen_set.images[0].size[1]
+    else:
+        gen_set = real_image_set(generated, resolution, generated_limit)
         resolution = resolution or gen_set.images[0].size[1]
 
     # 2. real data at that resolution
@@ -228,9 +255,17 @@ def evaluate(
                                      split=reference_split or "all")
     distribution = None
     try:
-        distribution = compute_fid_kid(generated_source, reference_source, extractor_module, resolution=resolution,
-                                       cache_dir=cache_dir, trials=trials, min_group_size=min_group_size, seed=seed,
+        options = dict(resolution=resolution, cache_dir=cache_dir, device=device, verbose=verbose)
+        reference_features, cache_info = source_features(reference_source, extractor_module, **options)
+        distribution = compute_fid_kid(generated_source, reference_features, extractor_module, resolution=resolution,
+                                       cache_dir=None, trials=trials, min_group_size=min_group_size, seed=seed,
                                        device=device, verbose=verbose)
+        distribution["reference_cache"] = cache_info
+        try:
+            distribution["floor"] = _floor(real, reference_split, reference_features, len(images),
+                                           extractor_module, str(data), options, trials, seed)
+        except ValueError as error:  # e.g. fewer than 4 reference images: say why instead of a number
+            distribution["floor"] = {"skipped": str(error)}
         for key, title in (("per_class", "FID per condition"), ("per_skin_type", "FID per Fitzpatrick type")):
             if any("fid" in entry for entry in distribution[key].values()):
                 figures[key] = os.path.relpath(plot_group_fid(distribution[key], title,

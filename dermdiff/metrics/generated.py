@@ -110,6 +110,38 @@ def read_generated_set(path: str, registry=None) -> GeneratedSet:
     return GeneratedSet(images, maps, rows, registry)
 
 
+def is_generated_set(path: str) -> bool:
+    """True for a folder in this module's layout (`dataset_info.json` + a `metadata.csv` with `map_file`).
+
+    The phantom's folders qualify too (their maps are the ones each image was drawn from); anything else is
+    read as real data by `real_image_set`.
+    """
+    import pandas as pd
+
+    metadata = os.path.join(path, "metadata.csv")
+    if not (os.path.isfile(metadata) and os.path.isfile(os.path.join(path, "dataset_info.json"))):
+        return False
+    return "map_file" in pd.read_csv(metadata, nrows=0).columns
+
+
+def real_image_set(path: str, size: int | None = None, limit: int | None = None) -> GeneratedSet:
+    """Real data (any layout `dermdiff.data.load_any` reads) in the place of generated images.
+
+    Why: `dermdiff evaluate --generated REAL_FOLDER` scores real photos exactly as it would score samples, each
+    with the semantic map of its own annotations, e.g. to see what another real data set (or a held-out part)
+    scores against the reference.
+    """
+    from ..data import load_any, registry_of
+
+    dataset = load_any(path, **({"size": size} if size else {}), **({"limit": limit} if limit else {}))
+    registry = registry_of(dataset)
+    images, maps = [], []
+    for row in dataset.select_columns(["image", "semantic_map"]):
+        images.append(row["image"].convert("RGB"))
+        maps.append(SemanticMap.decode(row["semantic_map"], registry=registry, source=path))
+    return GeneratedSet(images, maps, [{} for _ in images], registry)
+
+
 def generate_evaluation_set(pipeline, maps: list, out_dir: str, registry, num_inference_steps: int = 50,
                             batch_size: int = 8, seed: int = 0, sweep_maps: list | None = None,
                             size_factors=SIZE_FACTORS, verbose: bool = True, **call_kwargs) -> GeneratedSet:
