@@ -11,6 +11,8 @@ when the source has them; see `dermdiff.data.records`), and stores its condition
 | HAM10000 / ISIC 2018                 | `load_ham10000(root)`                                       |
 | DermaMNIST `.npz`                    | `load_dermamnist(npz_path, split="train")`                  |
 | PAD-UFES-20                          | `load_pad_ufes20(root)`                                     |
+| Fitzpatrick17k, DDI, SCIN            | `load_fitzpatrick17k(root)`, `load_ddi(root)`, `load_scin(root)` |
+| ISIC 2019 / 2020 challenge sets      | `load_isic2019(root)`, `load_isic2020(root)`                |
 | any of them, layout recognised       | `load_any(path_or_name)`                                    |
 | train/validation/mining/test         | `make_splits(dataset)`, `split_composition(parts)`          |
 | DermGAN ROI-centred crop             | `roi_crop(...)`, `roi_crop_dataset(dataset)`                |
@@ -31,6 +33,11 @@ _EXPORTS = {
     "load_ham10000": ".ham10000",
     "load_dermamnist": ".dermamnist",
     "load_pad_ufes20": ".pad_ufes20",
+    "load_fitzpatrick17k": ".fitzpatrick17k",
+    "load_ddi": ".ddi",
+    "load_scin": ".scin",
+    "load_isic2019": ".isic",
+    "load_isic2020": ".isic",
     "load_any": ".dispatch",
     "detect_layout": ".dispatch",
     "registry_of": ".info",

@@ -8,8 +8,14 @@
 | `dermamnist`  | a `.npz` with `{split}_images` (or a folder holding exactly one)       | `load_dermamnist`   |
 | `saved`       | a `save_to_disk` folder (`state.json` or `dataset_dict.json`)          | `load_saved_dataset`|
 | `hub`         | `owner/name` that is not a local path: a Hugging Face Hub dataset id   | `load_hub_dataset`  |
+| `fitzpatrick17k` | `fitzpatrick17k.csv`                                                | `load_fitzpatrick17k` |
+| `ddi`         | `ddi_metadata.csv`                                                     | `load_ddi`          |
+| `scin`        | `scin_cases.csv` (in the folder or its `dataset/`)                     | `load_scin`         |
+| `isic2019`    | `ISIC_2019_Training_GroundTruth.csv` / `ISIC_2019_Test_GroundTruth.csv` | `load_isic2019`     |
+| `isic2020`    | `ISIC_2020_Training_GroundTruth[_v2].csv`, or `train.csv` with `image_name` + `target` | `load_isic2020` |
 
-A bare name (`"ham10000"`, `"dermamnist"`, `"pad_ufes20"`) is looked up as a folder under `data_root`
+The source-specific files are looked for first. A bare name (`"ham10000"`, `"dermamnist"`, `"pad_ufes20"`,
+`"fitzpatrick17k"`, `"ddi"`, `"scin"`, `"isic2019"`, `"isic2020"`) is looked up as a folder under `data_root`
 or the `DERMDIFF_DATA` environment variable; `"phantom"` (when no such path exists) builds the
 built-in phantom with `dermdiff.data.phantom_dataset(**kwargs)`.
 
@@ -27,15 +33,29 @@ import numpy as np
 import pandas as pd
 
 from ..hub import looks_like_repo_id
+from .ddi import load_ddi
 from .dermamnist import load_dermamnist
+from .fitzpatrick17k import load_fitzpatrick17k
 from .folder import load_dataset_dir
 from .ham10000 import METADATA_NAMES as HAM_METADATA_NAMES
 from .ham10000 import load_ham10000
 from .hub_source import is_saved_dataset, load_hub_dataset, load_saved_dataset
+from .isic import ISIC2020_FILES, load_isic2019, load_isic2020
 from .pad_ufes20 import load_pad_ufes20
+from .scin import load_scin
 
-LAYOUTS = ("imagefolder", "ham10000", "pad_ufes20", "dermamnist", "saved", "hub")
-KNOWN_NAMES = ("ham10000", "dermamnist", "pad_ufes20")
+LAYOUTS = ("imagefolder", "ham10000", "pad_ufes20", "dermamnist", "saved", "hub", "fitzpatrick17k", "ddi",
+           "scin", "isic2019", "isic2020")
+KNOWN_NAMES = ("ham10000", "dermamnist", "pad_ufes20", "fitzpatrick17k", "ddi", "scin", "isic2019", "isic2020")
+# source-specific metadata files -> layout, looked for before metadata.csv
+SOURCE_FILES = (
+    ("fitzpatrick17k.csv", "fitzpatrick17k"),
+    ("ddi_metadata.csv", "ddi"),
+    ("scin_cases.csv", "scin"),
+    ("dataset/scin_cases.csv", "scin"),
+    ("ISIC_2019_Training_GroundTruth.csv", "isic2019"),
+    ("ISIC_2019_Test_GroundTruth.csv", "isic2019"),
+) + tuple((name, "isic2020") for name in ISIC2020_FILES if name != "train.csv")
 DATA_ROOT_VARIABLE = "DERMDIFF_DATA"
 _LOADERS = {
     "imagefolder": load_dataset_dir,
@@ -44,6 +64,11 @@ _LOADERS = {
     "dermamnist": load_dermamnist,
     "saved": load_saved_dataset,
     "hub": load_hub_dataset,
+    "fitzpatrick17k": load_fitzpatrick17k,
+    "ddi": load_ddi,
+    "scin": load_scin,
+    "isic2019": load_isic2019,
+    "isic2020": load_isic2020,
 }
 
 
@@ -135,6 +160,12 @@ def detect_layout(path: str) -> tuple[str, str]:
         raise ValueError(f"{path!r} is a file but not a MedMNIST npz; supported layouts: {list(LAYOUTS)}")
     if is_saved_dataset(path):
         return "saved", path
+    for name, layout in SOURCE_FILES:
+        if os.path.isfile(os.path.join(path, name)):
+            return layout, path
+    kaggle = os.path.join(path, "train.csv")  # the SIIM-ISIC Kaggle copy of ISIC 2020
+    if os.path.isfile(kaggle) and {"image_name", "target"} <= set(pd.read_csv(kaggle, nrows=0).columns):
+        return "isic2020", path
     for name in ("metadata.csv",) + HAM_METADATA_NAMES:
         csv_path = os.path.join(path, name)
         if os.path.isfile(csv_path):
@@ -156,8 +187,8 @@ def detect_layout(path: str) -> tuple[str, str]:
     if len(medmnist) > 1:
         raise ValueError(f"{path!r} holds several MedMNIST files {medmnist}; pass the one to load")
     raise ValueError(
-        f"cannot tell the layout of {path!r}: no metadata.csv / HAM10000_metadata.csv and no MedMNIST npz "
-        f"(supported layouts: {list(LAYOUTS)})"
+        f"cannot tell the layout of {path!r}: no metadata.csv / HAM10000_metadata.csv, no source file "
+        f"{[name for name, _ in SOURCE_FILES]} and no MedMNIST npz (supported layouts: {list(LAYOUTS)})"
     )
 
 

@@ -26,11 +26,11 @@ import pandas as pd
 
 from ..conditions import get_registry
 from .records import Record, build_dataset, check_limit
+from .tables import index_images
 
 METADATA_NAMES = ("metadata.csv", "HAM10000_metadata.csv", "HAM10000_metadata")
 IMAGE_FOLDERS = ("images", "HAM10000_images_part_1", "HAM10000_images_part_2", ".")
 MASK_FOLDERS = ("masks", "HAM10000_segmentations_lesion_tschandl", "ISIC2018_Task1_Training_GroundTruth")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 BOX_COLUMNS = ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")
 
 
@@ -69,7 +69,7 @@ def load_ham10000(
     limit = check_limit(limit)
     if limit is not None:
         table = table.head(limit)
-    images = _index_images(root)
+    images = index_images(root, IMAGE_FOLDERS)
     mask_source = _MaskSource(root, masks, set(table["image_id"]))
     records = _records(table, images, mask_source, os.path.basename(metadata_path), root)
     return build_dataset(records, get_registry("ham10000"), "ham10000", os.path.abspath(root), skip_bad, size)
@@ -84,21 +84,6 @@ def find_metadata(root: str) -> str:
         if os.path.isfile(path):
             return path
     raise FileNotFoundError(f"no HAM10000 metadata in {root!r}; expected one of {list(METADATA_NAMES)}")
-
-
-def _index_images(root: str) -> dict[str, str]:
-    """image_id -> path over every recognised image folder (one directory scan each)."""
-    found: dict[str, str] = {}
-    for folder in IMAGE_FOLDERS:
-        directory = os.path.join(root, folder)
-        if not os.path.isdir(directory):
-            continue
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                stem, extension = os.path.splitext(entry.name)
-                if extension.lower() in IMAGE_EXTENSIONS and stem not in found:
-                    found[stem] = entry.path
-    return found
 
 
 class _MaskSource:
