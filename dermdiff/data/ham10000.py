@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..conditions import get_registry
 from .records import Record, build_dataset, check_limit
-from .tables import index_images
+from .tables import find_file, index_images
 
 METADATA_NAMES = ("metadata.csv", "HAM10000_metadata.csv", "HAM10000_metadata")
 IMAGE_FOLDERS = ("images", "HAM10000_images_part_1", "HAM10000_images_part_2", ".")
@@ -77,13 +77,7 @@ def load_ham10000(
 
 def find_metadata(root: str) -> str:
     """The HAM10000 metadata file under `root` (see `METADATA_NAMES`)."""
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"HAM10000 folder {root!r} does not exist")
-    for name in METADATA_NAMES:
-        path = os.path.join(root, name)
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"no HAM10000 metadata in {root!r}; expected one of {list(METADATA_NAMES)}")
+    return find_file(root, METADATA_NAMES, "HAM10000")
 
 
 class _MaskSource:
