@@ -265,3 +265,14 @@ def test_loader_options_are_checked(tmp_path):
     write_scin(tmp_path / "scin")
     with pytest.raises(ValueError, match=r"skin_type_source must be one of \['dermatologist', 'self_reported'\]"):
         load_any(str(tmp_path / "scin"), skin_type_source="monk")
+
+
+def test_commands_taking_data_accept_a_new_source(tmp_path, capsys):
+    from dermdiff.cli import main
+
+    write_fitzpatrick17k(tmp_path / "fitz")
+    code = main(["evaluate", "--generated", str(tmp_path / "fitz"), "--data", str(tmp_path / "fitz"), "--out",
+                 str(tmp_path / "eval"), "--extractor", "torchvision:resnet18:random", "--extractor-resolution", "32",
+                 "--resolution", "16", "--trials", "2", "--no-cache", "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "(split-half, 2 vs 2 real images)" in printed
