@@ -275,4 +275,4 @@ def test_commands_taking_data_accept_a_new_source(tmp_path, capsys):
                  str(tmp_path / "eval"), "--extractor", "torchvision:resnet18:random", "--extractor-resolution", "32",
                  "--resolution", "16", "--trials", "2", "--no-cache", "--quiet"])
     printed = capsys.readouterr().out
-    assert code == 0 and "(split-half, 2 vs 2 real images)" in printed
+    assert code == 0 and "(split-half, 2 vs 2 real images)" in printed and "at samples' size" not in printed

@@ -74,7 +74,10 @@ def run(args) -> int:
 
         fid, kid = distribution["fid"], distribution["kid"]
         print(f"FID                 {fid['value']:.3f} ± {fid['ci95']:.3f}  [{distribution['extractor']['name']}]")
-        print(f"real-vs-real floor  {floor_text(distribution.get('floor'))}")
+        floor = distribution.get("floor") or {}
+        print(f"real-vs-real floor  {floor_text(floor)}")
+        if floor.get("at_generated_size"):
+            print(f"  at samples' size  {floor_text(floor['at_generated_size'])}")
         print(f"KID                 {kid['value']:.5f} ± {kid['ci95']:.5f}")
     print(f"report: {args.out}/report.html")
     return 0

@@ -5,7 +5,8 @@
    any layout `dermdiff.data.load_any` reads (each image with the map of its own annotations);
 2. the real data (any layout `dermdiff.data.load_any` reads), resized to the generation resolution;
 3. FID/KID with intervals, per condition and per skin type (reference features cached), always beside the
-   real-vs-real floor (`floor.py`: the reference's own split-half distance, or training split vs reference);
+   real-vs-real floor (`floor.py`: the reference's own split-half distance, or training split vs reference,
+   and the same at the generated set's size when that is smaller);
 4. conditioning fidelity: class (when a classifier is given), placement, skin tone; the sweeps' numbers;
 5. memorisation: nearest training images under MSE, features and SSIM;
 6. the discriminator-overfitting plot when a GAN log is given;
@@ -37,7 +38,7 @@ from .fidelity import (
     skin_tone_fidelity,
     skin_type_sweep_scores,
 )
-from .floor import real_floor
+from .floor import evaluation_floors
 from .generated import is_generated_set, read_generated_set, real_image_set
 from .memorisation import nearest_neighbours, plot_nearest_pairs
 from .pipeline_samples import sample_evaluation_set
@@ -106,7 +107,7 @@ def _reference_ita(dataset, per_type: int, seed: int) -> dict:
 
 def _floor(real, reference_split, reference_features, size: int, extractor, data: str, options: dict,
            trials: int, seed: int) -> dict:
-    """The real-vs-real floor (`floor.py`) and the seconds it added to the evaluation.
+    """The real-vs-real floors (`floor.evaluation_floors`) and the seconds they added to the evaluation.
 
     Training split vs reference when the reference is another split of data that has a `train` split (the
     training features are extracted, and cached like the reference's); else the reference split in two.
@@ -117,7 +118,7 @@ def _floor(real, reference_split, reference_features, size: int, extractor, data
         train = DatasetSource(_split_rows(real, "train", "training"), name=os.path.basename(os.path.normpath(data)),
                               split="train")
         other = source_features(train, extractor, **options)[0].features
-    floor = real_floor(reference_features.features, size, other, trials=max(trials, 1), seed=seed)
+    floor = evaluation_floors(reference_features.features, size, other, trials=max(trials, 1), seed=seed)
     floor["seconds"] = round(time.perf_counter() - started, 2)
     return floor
 
@@ -190,7 +191,7 @@ def evaluate(
 
     Returns:
         the metrics `dict` (also written to `metrics.json`); `distribution["floor"]` is the real-vs-real floor
-        (`floor.real_floor`, plus the `seconds` it took).
+        (`floor.evaluation_floors`: with `at_generated_size`, plus the `seconds` both took).
     """
     from ..data import load_any, registry_of
 

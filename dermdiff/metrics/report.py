@@ -171,6 +171,8 @@ Reference features: {{ distribution.cache_text }}.</p>
 <table><tr><th>metric</th><th>value ± 95% CI</th></tr>
 <tr><td>FID</td><td>{{ ci(distribution.fid) }}</td></tr>
 <tr><td>real-vs-real floor (FID of real against real)</td><td>{{ distribution.floor_text }}</td></tr>
+{% if distribution.floor and distribution.floor.at_generated_size %}<tr><td>real-vs-real floor at the samples'
+size</td><td>{{ distribution.floor_matched_text }}</td></tr>{% endif %}
 <tr><td>KID</td><td>{{ ci(distribution.kid, 4) }}</td></tr></table>
 {% for title, key in [("per condition", "per_class"), ("per Fitzpatrick type", "per_skin_type")] %}
 <h3>FID {{ title }}</h3>
@@ -279,7 +281,8 @@ def render_report(metrics: dict, figures: dict, out_dir: str, sweeps: dict | Non
         distribution = {**distribution,
                         "extractor_text": ", ".join(f"{k}={v}" for k, v in extractor.items() if k != "name"),
                         "cache_text": _cache_text(distribution.get("reference_cache")),
-                        "floor_text": floor_text(distribution.get("floor"))}
+                        "floor_text": floor_text(distribution.get("floor")),
+                        "floor_matched_text": floor_text((distribution.get("floor") or {}).get("at_generated_size"))}
     environment = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     html = environment.from_string(_TEMPLATE).render(
         settings=metrics.get("settings", {}), distribution=distribution, fidelity=metrics.get("fidelity", {}),
