@@ -276,3 +276,15 @@ def test_commands_taking_data_accept_a_new_source(tmp_path, capsys):
                  "--resolution", "16", "--trials", "2", "--no-cache", "--quiet"])
     printed = capsys.readouterr().out
     assert code == 0 and "(split-half, 2 vs 2 real images)" in printed and "at samples' size" not in printed
+
+
+def test_bad_metadata_from_the_command_line_is_one_line_and_exit_1(tmp_path, capsys):
+    from dermdiff.cli import main
+
+    path = write_ddi(tmp_path / "ddi")
+    _rewrite(path, "skin_tone", 3, "78")
+    code = main(["evaluate", "--generated", str(tmp_path / "ddi"), "--data", str(tmp_path / "ddi"), "--out",
+                 str(tmp_path / "eval"), "--extractor", "torchvision:resnet18:random", "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in error and len(error.strip().splitlines()) == 1
+    assert "ddi_metadata.csv line 3: column 'skin_tone' has '78'; allowed values: 12, 34, 56" in error

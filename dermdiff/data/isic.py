@@ -26,6 +26,7 @@ import os
 import datasets
 
 from ..conditions import ConditionRegistry
+from ..errors import DataError
 from .records import Record, build_dataset, check_limit
 from .tables import cell, check_values, find_file, index_images, read_table
 
@@ -83,7 +84,7 @@ def _isic2019_records(table, images: dict, lesions: dict, path: str, root: str):
         image = cell(row, "image")
         hot = [column for column in ISIC2019_CLASSES if float(cell(row, column)) == 1.0]
         if len(hot) != 1:
-            raise ValueError(f"{path} line {position + 2} (image={image!r}): {len(hot)} of the one-hot columns "
+            raise DataError(f"{path} line {position + 2} (image={image!r}): {len(hot)} of the one-hot columns "
                              f"{list(ISIC2019_CLASSES)} are 1 ({hot}); exactly one must be")
         yield Record(
             where=f"{name} line {position + 2} (image={image!r})",

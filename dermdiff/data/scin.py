@@ -36,6 +36,7 @@ from collections import Counter
 import datasets
 
 from ..conditions import MAX_CONDITIONS, ConditionRegistry
+from ..errors import DataError
 from .records import Record, build_dataset, check_limit
 from .tables import cell, check_values, find_file, locate, read_table
 
@@ -93,7 +94,7 @@ def load_scin(
     wanted = None if conditions is None else {str(name) for name in conditions}
     names = sorted({name for name in condition.values() if name and (wanted is None or name in wanted)})
     if len(names) > MAX_CONDITIONS:
-        raise ValueError(f"{labels_path}: {len(names)} distinct conditions, a map holds at most {MAX_CONDITIONS}; "
+        raise DataError(f"{labels_path}: {len(names)} distinct conditions, a map holds at most {MAX_CONDITIONS}; "
                          "pass conditions=[...] to keep the ones you study")
     registry = ConditionRegistry(names, name="scin")
 
@@ -123,7 +124,7 @@ def _top_condition(text: str, path: str, position: int) -> str:
     except (ValueError, SyntaxError):
         weights = None
     if not isinstance(weights, dict) or not all(isinstance(v, (int, float)) for v in weights.values()):
-        raise ValueError(f"{path} line {position + 2}: column 'weighted_skin_condition_label' has {text!r}; "
+        raise DataError(f"{path} line {position + 2}: column 'weighted_skin_condition_label' has {text!r}; "
                          "allowed values: a dict of condition -> weight, e.g. {'Eczema': 0.69, 'Psoriasis': 0.31}")
     return min(weights, key=lambda name: (-weights[name], str(name))) if weights else ""
 

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
+from ..errors import DataError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
@@ -30,13 +32,13 @@ def read_table(path: str, required: Iterable[str], what: str) -> pd.DataFrame:
     """A CSV as strings (empty cells stay ""), with every `required` column present.
 
     Raises:
-        ValueError: `"<path> lacks column(s) [...] of the <what> layout; it has [...]"`.
+        DataError (a `ValueError`): `"<path> lacks column(s) [...] of the <what> layout; it has [...]"`.
     """
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     table.columns = [str(name).strip() for name in table.columns]
     missing = [name for name in required if name not in table.columns]
     if missing:
-        raise ValueError(f"{path} lacks column(s) {missing} of the {what} layout; it has {list(table.columns)}")
+        raise DataError(f"{path} lacks column(s) {missing} of the {what} layout; it has {list(table.columns)}")
     return table
 
 
@@ -47,7 +49,7 @@ def check_values(table: pd.DataFrame, column: str, allowed: Iterable[str], path:
     for position, value in enumerate(table[column]):
         if str(value).strip() not in accepted:
             shown = [value for value in allowed if value != ""] + (["(empty)"] if "" in accepted else [])
-            raise ValueError(
+            raise DataError(
                 f"{path} line {position + 2}: column {column!r} has {value!r}; allowed values: {', '.join(shown)}"
             )
 
