@@ -107,3 +107,18 @@ def test_evaluate_uses_the_training_split_when_the_reference_is_another_split(tm
     assert floor["kind"] == "train-vs-reference" and floor["sizes"] == [24, 12] and floor["trials"] == 1
     assert floor["at_generated_size"]["sizes"] == [8, 12] and floor["at_generated_size"]["trials"] == 4
     assert metrics["distribution"]["num_reference"] == 12
+
+
+@pytest.mark.parametrize("limit, match", [("1", r"--generated-limit\) must be >= 2 rows, got 1"),
+                                          ("5", r"--generated-limit\) reads part of real data; .* is a generated set")])
+def test_generated_limit_is_checked(tmp_path, capsys, limit, match):
+    import re
+
+    from dermdiff.cli import main
+    from dermdiff.data.phantom import write_phantom
+
+    phantom = write_phantom(str(tmp_path / "phantom"), n=6, size=16, seed=0)  # a generated-set layout
+    code = main(["evaluate", "--generated", phantom, "--data", phantom, "--out", str(tmp_path / "eval"),
+                 "--extractor", "torchvision:resnet18:random", "--generated-limit", limit, "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 2 and re.search(match, error) and "Traceback" not in error

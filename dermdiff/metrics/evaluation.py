@@ -199,6 +199,8 @@ def evaluate(
         raise ValueError("give exactly one of pipeline= (sample now) or generated= (a folder of samples + maps)")
     if num_images < 2:
         raise ValueError(f"num_images must be >= 2, got {num_images}")
+    if generated_limit is not None and (isinstance(generated_limit, bool) or generated_limit < 2):
+        raise ValueError(f"generated_limit (--generated-limit) must be >= 2 rows, got {generated_limit!r}")
     if data_limit is not None and (isinstance(data_limit, bool) or int(data_limit) != data_limit or data_limit < 1):
         raise ValueError(f"data_limit (--data-limit) must be a whole number of rows >= 1, got {data_limit!r}")
     started = time.perf_counter()
@@ -215,6 +217,9 @@ def evaluate(
             pipe.set_progress_bar_config(disable=True)
         resolution = resolution or _pipeline_resolution(pipe)
     elif is_generated_set(generated):
+        if generated_limit is not None:
+            raise ValueError(f"generated_limit (--generated-limit) reads part of real data; {generated!r} is a "
+                             "generated set (metadata.csv with map_file), which is always read whole")
         gen_set = read_generated_set(generated)
         resolution = resolution or gen_set.images[0].size[1]
     else:
