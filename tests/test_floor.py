@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dermdiff.metrics.fid import fast_fid
@@ -67,9 +68,10 @@ def test_evaluate_command_takes_a_real_folder_and_prints_the_floor(tmp_path, cap
     from dermdiff.data.phantom import write_phantom
 
     real = write_phantom(str(tmp_path / "real"), n=40, size=16, seed=0)
-    other = tmp_path / "other"  # real data in the image-folder layout (no maps/dataset_info): read by load_any
+    other = tmp_path / "other"  # real data in the image-folder layout (no map_file column): read by load_any
     write_phantom(str(other), n=12, size=16, seed=5)
-    (other / "dataset_info.json").unlink()
+    table = pd.read_csv(other / "metadata.csv")
+    table.drop(columns=["map_file"]).to_csv(other / "metadata.csv", index=False)
     out = tmp_path / "eval"
     code = main(["evaluate", "--generated", str(other), "--data", real, "--out", str(out), "--extractor",
                  "torchvision:resnet18:random", "--extractor-resolution", "32", "--trials", "3", "--no-cache",
@@ -90,8 +92,6 @@ def test_evaluate_command_takes_a_real_folder_and_prints_the_floor(tmp_path, cap
 
 
 def test_evaluate_uses_the_training_split_when_the_reference_is_another_split(tmp_path):
-    import pandas as pd
-
     from dermdiff.data.phantom import write_phantom
     from dermdiff.metrics.evaluation import evaluate
     from test_metrics_eval import TinyFeatures
