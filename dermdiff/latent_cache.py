@@ -5,7 +5,7 @@ A latent diffusion step should cost no encoder pass. `cached_latents` encodes ev
 
 - the data: every image's and map's bytes (a file's content when the row holds a path) and its label,
 - the VAE: its config (including `scaling_factor`) and every weight,
-- the resolution and this module's `CACHE_VERSION`,
+- the resolution, the map shapes (`--map_shapes`) and this module's `CACHE_VERSION`,
 
 so a second run on the same data and VAE reuses the folder, and any change to either builds a new one
 (a stale cache is never read). A build writes into `<key>.tmp-<pid>` and renames it to `<key>` only when
@@ -69,9 +69,10 @@ def vae_hash(vae) -> str:
     return digest.hexdigest()
 
 
-def cache_key(dataset, vae, resolution: int) -> dict:
+def cache_key(dataset, vae, resolution: int, map_shapes=("mask",)) -> dict:
     """What a cache folder is valid for; its hash names the folder."""
-    key = {"version": CACHE_VERSION, "resolution": int(resolution), "data": data_hash(dataset), "vae": vae_hash(vae)}
+    key = {"version": CACHE_VERSION, "resolution": int(resolution), "map_shapes": list(map_shapes),
+           "data": data_hash(dataset), "vae": vae_hash(vae)}
     key["id"] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return key
 
@@ -93,23 +94,33 @@ class _Encoder:
         examples = [self.examples.example(*row) for row in fields]
         pixels = torch.stack([e["pixel_values"] for e in examples])
         posterior = self.vae.encode(pixels.to(self.vae.device, self.vae.dtype)).latent_dist
-        maps = map_to_latent_grid(torch.stack([e["semantic_map"] for e in examples]), self.factor)
-        return {
+        out = {
             "latent_mean": (posterior.mean.float() * self.scale).cpu().numpy(),
             "latent_std": (posterior.std.float() * self.scale).cpu().numpy(),
-            "semantic_map": maps.numpy(),
             "class_labels": [e["class_labels"] for e in examples],
         }
+        for key in map_columns(self.examples):  # the box-drawn map too when training mixes map shapes
+            out[key] = map_to_latent_grid(torch.stack([e[key] for e in examples]), self.factor).numpy()
+        return out
+
+
+def map_columns(examples) -> list[str]:
+    """The map columns the examples carry: `semantic_map`, plus the box-drawn one with two map shapes."""
+    from .loops.pair_augment import BOX_MAP_KEY
+
+    return ["semantic_map"] + ([BOX_MAP_KEY] if len(examples.map_shapes) == 2 else [])
 
 
 def cache_features(vae, examples) -> datasets.Features:
     """Fixed-shape columns (so rows come back as tensors without per-row shape bookkeeping)."""
     side = examples.resolution // vae_factor(vae)
     latent = (vae.config.latent_channels, side, side)
+    map_shape = (1 + len(examples.registry), side, side)
+    maps = {key: datasets.Array3D(map_shape, "float32") for key in map_columns(examples)}
     return datasets.Features({
         "latent_mean": datasets.Array3D(latent, "float32"),
         "latent_std": datasets.Array3D(latent, "float32"),
-        "semantic_map": datasets.Array3D((1 + len(examples.registry), side, side), "float32"),
+        **maps,
         "class_labels": datasets.Value("int64"),
     })
 
@@ -129,7 +140,7 @@ def cached_latents(dataset, vae, examples, cache_dir: str, batch_size: int = 16,
         >>> cache[0]["latent_mean"].shape
         torch.Size([4, 32, 32])
     """
-    key = cache_key(dataset, vae, examples.resolution)
+    key = cache_key(dataset, vae, examples.resolution, examples.map_shapes)
     final = os.path.join(cache_dir, f"latents-{key['id']}")
     if os.path.isdir(final):
         stored = read_key(final)
@@ -180,5 +191,7 @@ def sample_cached_latents(batch: dict, generator: torch.Generator) -> dict:
     noise = torch.randn(mean.shape, generator=generator).to(mean.device, mean.dtype)
     out = {key: value for key, value in batch.items() if key not in ("latent_mean", "latent_std")}
     out["pixel_values"] = mean + std * noise
-    out["semantic_map"] = batch["semantic_map"].float()
+    for key in ("semantic_map", "semantic_map_box"):
+        if key in batch:
+            out[key] = batch[key].float()
     return out

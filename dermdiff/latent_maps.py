@@ -29,8 +29,8 @@ SKIN_CODES = 6  # the skin channel holds skin_type / 6 (SemanticMap.to_channels)
 
 
 def vae_factor(vae) -> int:
-    """Pixels per latent cell along a side of an `AutoencoderKL`: 2 ** (number of encoder levels - 1)."""
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+    """Pixels per latent cell along a side of an `AutoencoderKL`: 2 ** (number of encoder levels - 1); 1 for None."""
+    return 1 if vae is None else 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def _check_grid(tensor: torch.Tensor, factor: int, what: str) -> None:
@@ -68,3 +68,51 @@ def mask_to_latent_grid(mask: torch.Tensor, factor: int) -> torch.Tensor:
     """(B, 1, H, W) region to regenerate -> (B, 1, H / f, W / f): a cell is regenerated if any pixel is."""
     _check_grid(mask, factor, "mask")
     return F.max_pool2d(mask.float(), factor).to(mask.dtype) if factor > 1 else mask
+
+
+def record_vae(unet, vae) -> None:
+    """Writes into the UNet's config which latents it learned: the VAE's factor f and `scaling_factor`.
+
+    The pipeline compares them with the VAE it is given (`check_unet_matches_vae`), so a UNet is never
+    run on latents of another scale or grid without an error.
+    """
+    unet.register_to_config(
+        latent_downsampling=vae_factor(vae), latent_scaling_factor=float(vae.config.scaling_factor)
+    )
+
+
+def check_unet_matches_vae(unet_config, vae, image_size: int | None = None) -> None:
+    """Raises a one-line `ValueError` when a UNet cannot denoise this VAE's latents (or needs a VAE and has none).
+
+    Args:
+        unet_config: the UNet's config (`in_channels`, `out_channels`, `sample_size`, and the
+            `latent_downsampling` / `latent_scaling_factor` that `record_vae` wrote at training time).
+        vae (`AutoencoderKL` or None): the autoencoder.
+        image_size (`int`, *optional*): the image side; the UNet's `sample_size` must be image_size / f.
+    """
+    trained_factor = getattr(unet_config, "latent_downsampling", None)
+    trained_scale = getattr(unet_config, "latent_scaling_factor", None)
+    if vae is None:
+        if trained_factor is not None:
+            raise ValueError(f"vae is missing: this unet denoises latents of an AutoencoderKL (factor "
+                             f"{trained_factor}, scaling_factor {trained_scale}); pass vae=")
+        return
+    latent = vae.config.latent_channels
+    for name in ("in_channels", "out_channels"):
+        if getattr(unet_config, name) != latent:
+            raise ValueError(f"unet {name} is {getattr(unet_config, name)} but the VAE's latent_channels is {latent}")
+    factor = vae_factor(vae)
+    if trained_factor is not None and trained_factor != factor:
+        raise ValueError(f"vae downsamples by {factor} but the unet was trained on latents of a factor-"
+                         f"{trained_factor} VAE")
+    if trained_scale is not None and abs(trained_scale - vae.config.scaling_factor) > 1e-6 * abs(trained_scale):
+        raise ValueError(f"vae scaling_factor is {vae.config.scaling_factor} but the unet was trained on latents "
+                         f"scaled by {trained_scale}")
+    if image_size is not None:
+        size = unet_config.sample_size
+        size = size if isinstance(size, int) else size[0]
+        if image_size % factor or size != image_size // factor:
+            raise ValueError(
+                f"unet sample_size is {size} but {image_size} px images give {image_size / factor:g} x "
+                f"{image_size / factor:g} latents with this VAE (factor {factor})"
+            )

@@ -29,6 +29,13 @@ dataset in dermdiff's columns:
         --split_seed 0 --resolution 64 --augment dihedral --output_dir out
     accelerate launch training/train_diffusion.py --dataset_name user/derm-maps --output_dir out
 
+A latent model at 128 px (LDM): first train an autoencoder (training/train_autoencoder.py) or take any
+diffusers AutoencoderKL, then add `--vae`; the UNet then denoises (latent_channels, 128 / f, 128 / f) latents
+encoded once and cached, and the saved pipeline holds the VAE:
+
+    accelerate launch training/train_diffusion.py --train_data_dir my_data --resolution 128 \\
+        --vae outputs/ae-128 --output_dir outputs/dermdiff-latent-128
+
 Resume after a crash or a kill: add `--resume_from_checkpoint latest` to the same command.
 """
 
@@ -54,6 +61,8 @@ from dermdiff.loops.diffusion import (
     default_noise_scheduler,
     train_diffusion,
 )
+from dermdiff.latent_maps import check_unet_matches_vae, vae_factor
+from dermdiff.loops.autoencoder import load_vae
 from dermdiff.models.semantic_unet import SemanticUNet2DModel
 from dermdiff.semantic_map import SemanticMap
 
@@ -75,6 +84,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     model = parser.add_argument_group("model and noise")
     model.add_argument("--model_config", default=None, help="JSON file of SemanticUNet2DModel hyperparameters.")
     model.add_argument("--use_class_embedding", action="store_true", help="Also embed the image-level condition.")
+    model.add_argument("--vae", "--pretrained_vae", dest="vae", default=None,
+                       help="Train a latent model: an AutoencoderKL folder (train_autoencoder.py output), a pipeline "
+                            "folder with vae/, or a Hub id. Latents are encoded once and cached.")
+    model.add_argument("--latent_cache_dir", default=None,
+                       help="Where encoded latents are cached (default: $DERMDIFF_CACHE or ~/.cache/dermdiff, "
+                            "subfolder latents); keyed by data and VAE, reused across runs.")
     model.add_argument("--prediction_type", default=DEFAULT_PREDICTION_TYPE, choices=["epsilon", "v_prediction"],
                        help="What the model predicts (see dermdiff.loops.diffusion.default_noise_scheduler).")
     model.add_argument("--ddpm_num_steps", type=int, default=1000, help="Diffusion steps T of the noise schedule.")
@@ -150,6 +165,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.map_shapes = parse_map_shapes(args.map_shapes)
     except ValueError as error:
         parser.error(f"--map_shapes: {error}")
+    if args.vae and (args.random_flip or args.augment != "none"):
+        parser.error("--vae trains on cached latents, which are not flipped exactly; drop --random_flip / --augment")
     return args
 
 
@@ -175,19 +192,36 @@ def fid_evaluation(args, heldout, registry) -> FIDEvaluation:
                          num_inference_steps=args.ddpm_num_inference_steps, seed=args.seed)
 
 
-def build_model(args, registry) -> SemanticUNet2DModel:
-    """The UNet from --model_config (if any), sized and labelled for this data."""
+def build_model(args, registry, vae=None) -> SemanticUNet2DModel:
+    """The UNet from --model_config (if any), sized and labelled for this data (and for the VAE's latents)."""
     config = {}
     if args.model_config:
         with open(args.model_config, encoding="utf-8") as handle:
             config = json.load(handle)
+    if vae is not None:
+        config.setdefault("in_channels", vae.config.latent_channels)
+        config.setdefault("out_channels", vae.config.latent_channels)
     config.update(
-        sample_size=args.resolution,
+        sample_size=args.resolution // vae_factor(vae),
         conditions=list(registry.names),
         registry_name=registry.name_,
         use_class_embedding=args.use_class_embedding or config.get("use_class_embedding", False),
     )
-    return SemanticUNet2DModel(**config)
+    unet = SemanticUNet2DModel(**config)
+    if vae is not None:
+        check_unet_matches_vae(unet.config, vae, args.resolution)
+    return unet
+
+
+def latent_examples(args, dataset, registry, vae):
+    """The training rows encoded once by the VAE (cached; see dermdiff.latent_cache)."""
+    from dermdiff.latent_cache import cached_latents
+
+    cache_dir = args.latent_cache_dir or os.path.join(
+        os.environ.get("DERMDIFF_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "dermdiff")), "latents"
+    )
+    examples = DiffusionExamples(registry, args.resolution, args.map_shapes)
+    return cached_latents(dataset, vae, examples, cache_dir)
 
 
 def training_config(args) -> DiffusionTrainingConfig:
@@ -234,12 +268,16 @@ def push(args, run, registry, dataset_label: str) -> str:
 def main(args: argparse.Namespace) -> int:
     dataset, heldout, registry, dataset_label = load_datasets(args)
     set_seed(args.seed)  # the initial weights too
-    unet = build_model(args, registry)
+    vae = load_vae(args.vae, cache_dir=args.cache_dir, token=args.hub_token).eval() if args.vae else None
+    unet = build_model(args, registry, vae)
     noise_scheduler = default_noise_scheduler(args.ddpm_num_steps, args.ddpm_beta_schedule, args.prediction_type)
-    examples = dataset.with_transform(DiffusionExamples(registry, args.resolution, args.map_shapes))
+    if vae is None:
+        examples = dataset.with_transform(DiffusionExamples(registry, args.resolution, args.map_shapes))
+    else:
+        examples = latent_examples(args, dataset, registry, vae)
     evaluate = fid_evaluation(args, heldout, registry) if args.compute_fid_every else None
     run = train_diffusion(unet, noise_scheduler, examples, training_config(args), evaluate=evaluate,
-                          evaluate_every=args.compute_fid_every)
+                          evaluate_every=args.compute_fid_every, vae=vae)
     if args.push_to_hub and run.pipeline is not None:
         push(args, run, registry, dataset_label)
     return 0

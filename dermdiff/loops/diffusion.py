@@ -32,6 +32,8 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
 
+from ..latent_cache import sample_cached_latents
+from ..latent_maps import check_unet_matches_vae, record_vae, vae_factor
 from ..semantic_map import SemanticMap, validate_skin_type
 from . import common
 from .pair_augment import BOX_MAP_KEY, augment_pairs, check_augment, mix_map_shapes, parse_map_shapes
@@ -314,10 +316,10 @@ def sample_grid(pipeline, maps: Sequence[SemanticMap], cols: int, steps: int, gu
     return common.image_grid(images, cols)
 
 
-def _pipeline(unet, noise_scheduler):
+def _pipeline(unet, noise_scheduler, vae=None):
     from ..pipelines.pipeline_dermdiff import DermDiffPipeline
 
-    pipeline = DermDiffPipeline(unet=unet, scheduler=noise_scheduler)
+    pipeline = DermDiffPipeline(unet=unet, scheduler=noise_scheduler, vae=vae)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -392,6 +394,7 @@ def train_diffusion(
     accelerator=None,
     evaluate: Callable | None = None,
     evaluate_every: int = 0,
+    vae=None,
 ) -> DiffusionRun:
     """Trains (or fine-tunes) `unet` to denoise `train_dataset` images under their semantic maps.
 
@@ -405,6 +408,9 @@ def train_diffusion(
         evaluate (`Callable[[pipeline, int], dict]`, *optional*): called on the main process every
             `evaluate_every` updates and at the end with the EMA pipeline and the step; its returned
             numbers are logged and kept in `DiffusionRun.metrics`.
+        vae (`AutoencoderKL`, *optional*): train a latent model: `train_dataset` rows are then latent-cache rows
+            (`dermdiff.latent_cache.cached_latents`), each batch draws z ~ q(z | x) from them, and the VAE
+            joins the validation and final pipelines (it is not trained).
 
     Returns:
         `DiffusionRun`: the `DermDiffPipeline` with EMA weights (also saved in `config.output_dir`).
@@ -469,6 +475,9 @@ def train_diffusion(
     # the pipeline reads it to refuse guidance_scale != 1 for a model that never saw the null map (recorded
     # after the EMA copied the config, so EMA checkpoints rebuild the model without an unknown-key warning)
     unet.register_to_config(condition_dropout=config.condition_dropout)
+    if vae is not None:
+        check_unet_matches_vae(unet.config, vae)
+        record_vae(unet, vae)
     common.register_pretrained_hooks(accelerator, ["unet"], {"unet_ema": ema} if ema else None)
     unet, optimizer, dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler)
     per_epoch = common.updates_per_epoch(len(dataloader), config.gradient_accumulation_steps)
@@ -489,7 +498,7 @@ def train_diffusion(
         main_process_only=True,
     )
     bar = common.progress_bar(accelerator, max_steps, global_step)
-    maps = validation_maps(accelerator.unwrap_model(unet).registry, unet_size(unet, accelerator),
+    maps = validation_maps(accelerator.unwrap_model(unet).registry, unet_size(unet, accelerator) * vae_factor(vae),
                            config.validation_skin_types)
     metrics: dict = {}
     last_loss = None
@@ -502,6 +511,8 @@ def train_diffusion(
         for batch in common.epoch_batches(accelerator, dataloader, epoch, skip):
             if global_step >= max_steps:  # resumed from the last checkpoint of a finished run
                 break
+            if "latent_mean" in batch:  # cached posteriors -> one latent sample each
+                batch = sample_cached_latents(batch, rng.generator)
             if config.random_flip:
                 batch = flip_pairs(batch, rng.generator)
             batch = augment_pairs(batch, config.augment, rng.generator)  # before the shape choice: both maps turn
@@ -535,9 +546,9 @@ def train_diffusion(
                     accelerator, config.output_dir, global_step, config.checkpoints_total_limit, rng
                 )
             if accelerator.is_main_process and config.validation_steps and global_step % config.validation_steps == 0:
-                log_validation(accelerator, unet, ema, noise_scheduler, maps, config, global_step)
+                log_validation(accelerator, unet, ema, noise_scheduler, maps, config, global_step, vae=vae)
             if accelerator.is_main_process and evaluate and evaluate_every and global_step % evaluate_every == 0:
-                metrics = run_evaluation(accelerator, unet, ema, noise_scheduler, evaluate, global_step)
+                metrics = run_evaluation(accelerator, unet, ema, noise_scheduler, evaluate, global_step, vae=vae)
             if global_step >= max_steps:
                 break
         if global_step >= max_steps:
@@ -551,7 +562,7 @@ def train_diffusion(
         model = accelerator.unwrap_model(unet).eval()
         if ema is not None:
             ema.copy_to(model.parameters())
-        pipeline = _pipeline(model, noise_scheduler)
+        pipeline = _pipeline(model, noise_scheduler, vae)
         if evaluate and evaluate_every and global_step % evaluate_every:
             metrics = evaluate(pipeline, global_step)
             accelerator.log(metrics, step=global_step)
@@ -567,13 +578,15 @@ def unet_size(unet, accelerator) -> int:
     return size if isinstance(size, int) else size[0]
 
 
-def log_validation(accelerator, unet, ema, noise_scheduler, maps, config: DiffusionTrainingConfig, step: int) -> str:
+def log_validation(
+    accelerator, unet, ema, noise_scheduler, maps, config: DiffusionTrainingConfig, step: int, vae=None
+) -> str:
     """Samples the fixed validation maps with EMA weights and logs the grid (tracker + PNG)."""
     model = accelerator.unwrap_model(unet)
     model.eval()
     with _EMAWeights(ema, model):
         grid = sample_grid(
-            _pipeline(model, noise_scheduler),
+            _pipeline(model, noise_scheduler, vae),
             maps,
             cols=len(config.validation_skin_types),
             steps=config.validation_inference_steps,
@@ -584,12 +597,12 @@ def log_validation(accelerator, unet, ema, noise_scheduler, maps, config: Diffus
     return common.log_image_grid(accelerator, grid, "validation", step, config.output_dir)
 
 
-def run_evaluation(accelerator, unet, ema, noise_scheduler, evaluate: Callable, step: int) -> dict:
+def run_evaluation(accelerator, unet, ema, noise_scheduler, evaluate: Callable, step: int, vae=None) -> dict:
     """Calls `evaluate(pipeline, step)` with EMA weights swapped in and logs what it returns."""
     model = accelerator.unwrap_model(unet)
     model.eval()
     with _EMAWeights(ema, model):
-        metrics = dict(evaluate(_pipeline(model, noise_scheduler), step))
+        metrics = dict(evaluate(_pipeline(model, noise_scheduler, vae), step))
     model.train()
     accelerator.log(metrics, step=step)
     logger.info(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
