@@ -1,4 +1,6 @@
-"""`DermDiffPipeline`: sample skin images for a semantic map, vary an image, or grow a lesion into a photo."""
+"""`DermDiffPipeline`: sample skin images for a semantic map, vary an image, or grow a lesion into a photo.
+
+In pixel space, or in the latent space of an optional `AutoencoderKL` (latent DermDiff, issue 12)."""
 
 import inspect
 import math
@@ -8,11 +10,13 @@ import numpy as np
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.models import AutoencoderKL
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from dermdiff.latent_maps import check_unet_matches_vae, map_to_latent_grid, mask_to_latent_grid, vae_factor
 from dermdiff.models.semantic_unet import SemanticUNet2DModel
 from dermdiff.pipelines.map_inputs import (
     class_labels_from_channels,
@@ -53,6 +57,15 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
     skipped and the current latents post-processed), and may replace the tensors it asked for
     (`"latents"`, `"semantic_map"`: the conditional map channels, `None` when sampling unconditionally).
 
+    **Latent** (LDM; Rombach et al. 2022): with a `vae`, the unet denoises the VAE's latents (its `sample_size`
+    is the latent side; images are f times larger). Everything above works the same at the image size: maps,
+    masks and start images are given in pixels; maps reach the latent grid with exact codes
+    (`dermdiff.latent_maps`), a start image is encoded (posterior mean x `scaling_factor`), the lesion-transfer
+    blend uses the mask grown to whole latent cells, and after decoding the photo is pasted back outside the
+    pixel mask, so the result equals the photo there exactly. `output_type="latent"` returns the denoised
+    latents (scaled, before decoding). Without a `vae` the pipeline is the pixel model it always was, and
+    folders saved before the `vae` component existed load unchanged.
+
     Any diffusers scheduler can be swapped in without retraining, e.g.
     `pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)`; epsilon or v
     prediction follows `scheduler.config.prediction_type`.
@@ -65,6 +78,9 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
     Args:
         unet ([`SemanticUNet2DModel`]): the denoiser; its config holds the condition registry and size.
         scheduler ([`SchedulerMixin`]): any diffusers noise scheduler (DDPM, DDIM, DPM-Solver++, Euler, UniPC).
+        vae ([`AutoencoderKL`], *optional*): the autoencoder of a latent unet (e.g. from
+            `training/train_autoencoder.py`); its latent channels, factor and `scaling_factor` must be those
+            the unet was trained on.
 
     Example:
         >>> pipe = DermDiffPipeline.from_pretrained("runs/phantom-32")
@@ -73,18 +89,33 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
         >>> healed = pipe(image=photo, mask=lesion_mask, condition="psoriasis", skin_type=3).images[0]
     """
 
-    model_cpu_offload_seq = "unet"
+    model_cpu_offload_seq = "unet->vae"
+    _optional_components = ["vae"]
     _callback_tensor_inputs = ["latents", "semantic_map"]
 
-    def __init__(self, unet: SemanticUNet2DModel, scheduler: SchedulerMixin):
+    def __init__(self, unet: SemanticUNet2DModel, scheduler: SchedulerMixin, vae: AutoencoderKL | None = None):
         super().__init__()
-        self.register_modules(unet=unet, scheduler=scheduler)
-        self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False)
+        check_unet_matches_vae(unet.config, vae)
+        self.register_modules(unet=unet, scheduler=scheduler, vae=vae)
+        self.vae_scale_factor = vae_factor(vae)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor, do_resize=False)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' loader, after checking that a local folder holds every component its index lists."""
+        check_saved_components(pretrained_model_name_or_path, kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        """The side(s) the unet denoises (its `sample_size`)."""
+        size = self.unet.config.sample_size
+        return (size, size) if isinstance(size, int) else tuple(size)
 
     @property
     def sample_size(self) -> tuple[int, int]:
-        size = self.unet.config.sample_size
-        return (size, size) if isinstance(size, int) else tuple(size)
+        """The image size (height, width): the unet's size times the VAE's factor (1 without a VAE)."""
+        return tuple(side * self.vae_scale_factor for side in self.latent_size)
 
     # -- step state, as diffusers' Stable Diffusion pipelines expose it to callbacks --------------------------------
     @property
@@ -287,9 +318,11 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
         batch = prompts * num_images_per_prompt
         if isinstance(generator, list) and len(generator) != batch:
             raise ValueError(f"got {len(generator)} generators for {batch} images; pass one generator or {batch}")
-        shape = (batch, self.unet.config.in_channels) + size
+        shape = (batch, self.unet.config.in_channels) + self.latent_size
         self.check_latents(latents, shape)
         labels = self.prepare_class_labels(class_labels, channels, batch, device)
+        if channels is not None and self.vae is not None:
+            channels = map_to_latent_grid(channels, self.vae_scale_factor)
 
         # 3. Step state read (and changed) by callbacks; guidance itself is decided per step
         self._guidance_scale = guidance_scale
@@ -310,15 +343,17 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
             noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         else:
             noise = latents.to(device=device, dtype=dtype)
-        keep = None
+        keep = pixel_keep = None
         if init_image is None:
             latents = noise * self.scheduler.init_noise_sigma
         else:
             init_image = init_image.to(device=device, dtype=dtype).repeat_interleave(num_images_per_prompt, dim=0)
-            latents = self.scheduler.add_noise(init_image, noise, timesteps[:1].repeat(batch))
+            init_latents = self.encode_image(init_image)
+            latents = self.scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(batch))
             if mask is not None:
                 regenerate = torch.from_numpy(to_mask_array(mask, size, what="mask")).to(device=device, dtype=dtype)
-                keep = 1.0 - regenerate[None, None]
+                pixel_keep = 1.0 - regenerate[None, None]
+                keep = 1.0 - mask_to_latent_grid(regenerate[None, None], self.vae_scale_factor)
 
         # 6. Denoising loop
         extra_step_kwargs = {}
@@ -332,9 +367,9 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
             latents = self.scheduler.step(prediction, t, latents, **extra_step_kwargs).prev_sample
 
             if keep is not None:  # lesion transfer: the photo, noised to the next level, outside the mask
-                known = init_image
+                known = init_latents
                 if i < last:
-                    known = self.scheduler.add_noise(init_image, noise, timesteps[i + 1 : i + 2])
+                    known = self.scheduler.add_noise(init_latents, noise, timesteps[i + 1 : i + 2])
                 latents = keep * known + (1.0 - keep) * latents
 
             if callback_on_step_end is not None:
@@ -344,15 +379,33 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
                 latents = callback_outputs.pop("latents", latents)
                 channels = callback_outputs.pop("semantic_map", channels)
 
-        # 7. Post-process; "latent" returns the denoised tensor as it is
+        # 7. Post-process; "latent" returns the denoised tensor as it is. With a VAE: decode, then paste the
+        #    photo back outside the pixel mask (exact there, whatever the decoder does at the border)
         if output_type == "latent":
             images = latents
         else:
-            images = self.image_processor.postprocess(latents, output_type=output_type)
+            decoded = self.decode_latents(latents)
+            if pixel_keep is not None and self.vae is not None:
+                decoded = pixel_keep * init_image + (1.0 - pixel_keep) * decoded
+            images = self.image_processor.postprocess(decoded, output_type=output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Pixels in [-1, 1] -> what the unet denoises: the image itself, or the VAE's posterior mean x scale."""
+        if self.vae is None:
+            return image
+        mean = self.vae.encode(image.to(self.vae.dtype)).latent_dist.mode()
+        return (mean * self.vae.config.scaling_factor).to(image.dtype)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """The inverse of `encode_image`: pixels in [-1, 1] (unclipped; post-processing clips)."""
+        if self.vae is None:
+            return latents
+        scaled = (latents / self.vae.config.scaling_factor).to(self.vae.dtype)
+        return self.vae.decode(scaled).sample.to(latents.dtype)
 
     def predict_noise(self, latents, t, channels, labels) -> torch.Tensor:
         """The unet's prediction at `t`; under guidance the null map and label go in the first half of one
@@ -368,6 +421,25 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
         prediction = self.unet(model_input, t, semantic_map=model_map, class_labels=model_labels).sample
         null_prediction, map_prediction = prediction.chunk(2)
         return null_prediction + self._guidance_scale * (map_prediction - null_prediction)
+
+
+def check_saved_components(path, kwargs: dict) -> None:
+    """A local pipeline folder whose `model_index.json` lists a component must hold that component's folder."""
+    import json
+    import os
+
+    index = os.path.join(os.fspath(path), "model_index.json")
+    if not os.path.isfile(index):
+        return
+    with open(index, encoding="utf-8") as handle:
+        components = json.load(handle)
+    for name, value in components.items():
+        listed = isinstance(value, (list, tuple)) and len(value) == 2 and value[1] is not None
+        if listed and not name.startswith("_") and name not in kwargs and not os.path.isdir(os.path.join(path, name)):
+            raise ValueError(
+                f"{path}: model_index.json lists {name} ({value[1]}) but the folder {name}/ is missing; copy it "
+                f"there or pass {name}= to from_pretrained"
+            )
 
 
 def _batch_of(image) -> int:

@@ -259,3 +259,52 @@ def test_a_killed_build_is_never_read_and_a_tampered_key_is_refused(tmp_path, ca
     path.write_text(json.dumps({**key, "vae": "0" * 64}))
     with pytest.raises(ValueError, match=r"latent cache .* was built for .* expected .*; delete the folder"):
         cached_latents(rows, vae, examples, str(tmp_path), verbose=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# train_diffusion.py --vae: the autoencoder's output drives a latent UNet on cached latents
+# ----------------------------------------------------------------------------------------------------------------
+TINY_UNET = {"block_out_channels": [8, 16], "norm_num_groups": 4, "layers_per_block": 1,
+             "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+             "attention_head_dim": 4}
+
+
+def diffusion_script():
+    spec = importlib.util.spec_from_file_location("train_diffusion_script", os.path.join(ROOT, "training",
+                                                                                         "train_diffusion.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_latent_diffusion_trains_on_a_reused_cache_and_saves_a_three_component_pipeline(tmp_path, model_config):
+    from accelerate.state import AcceleratorState, GradientState
+
+    from dermdiff import DermDiffPipeline
+
+    ae = tmp_path / "ae"
+    run(ae, "--model_config", model_config, "--max_train_steps", "1", "--checkpointing_steps", "0")
+    unet_config = tmp_path / "unet.json"
+    unet_config.write_text(json.dumps(TINY_UNET))
+    train = diffusion_script()
+    argv = ["--phantom", "--phantom_num_images", "8", "--resolution", "16", "--train_batch_size", "4",
+            "--model_config", str(unet_config), "--vae", str(ae), "--latent_cache_dir", str(tmp_path / "cache"),
+            "--max_train_steps", "2", "--checkpointing_steps", "0", "--validation_steps", "2",
+            "--ddpm_num_inference_steps", "2", "--report_to", "none"]
+    for name in ("first", "second"):
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+        assert train.main(train.parse_args([*argv, "--output_dir", str(tmp_path / name)])) == 0
+    assert len(os.listdir(tmp_path / "cache")) == 1  # encoded once, reused by the second run
+    pipe = DermDiffPipeline.from_pretrained(tmp_path / "second")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.vae is not None and pipe.unet.config.sample_size == 8 and pipe.unet.config.in_channels == 4
+    assert pipe.unet.config.latent_scaling_factor == pytest.approx(pipe.vae.config.scaling_factor)
+    assert (tmp_path / "second" / "samples" / "validation-0000002.png").is_file()
+    images = pipe(condition="melanoma", skin_type=5, num_inference_steps=2, output_type="np",
+                  generator=torch.Generator().manual_seed(0)).images
+    assert images.shape == (1, 16, 16, 3)
+    # a UNet config that contradicts the VAE is named in one line
+    unet_config.write_text(json.dumps({**TINY_UNET, "in_channels": 3}))
+    with pytest.raises(ValueError, match="unet in_channels is 3 but the VAE's latent_channels is 4"):
+        train.main(train.parse_args([*argv, "--output_dir", str(tmp_path / "bad")]))
