@@ -54,13 +54,13 @@ def export(args) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 # 2. measure
 # ----------------------------------------------------------------------------------------------------------------
-def test_images(test_dir: str, resolution: int, num_images: int) -> torch.Tensor:
-    """The first `num_images` test images as a (N, 3, R, R) tensor in [-1, 1] (same preprocessing as training)."""
+def folder_images(folder: str, resolution: int, num_images: int) -> torch.Tensor:
+    """The first `num_images` images of a folder, (N, 3, R, R) in [-1, 1], preprocessed as in training."""
     from dermdiff.data.folder import load_dataset_dir
     from dermdiff.data.info import registry_of
     from dermdiff.loops.diffusion import DiffusionExamples
 
-    rows = load_dataset_dir(test_dir)
+    rows = load_dataset_dir(folder)
     rows = rows.select(range(min(num_images, len(rows))))
     examples = rows.with_transform(DiffusionExamples(registry_of(rows), resolution))
     return torch.stack([examples[i]["pixel_values"] for i in range(len(rows))])
@@ -129,13 +129,18 @@ def step_minutes(run_dir: str) -> dict[int, float]:
     return minutes
 
 
-def run_models(run_dir: str):
-    """(step, label, AutoencoderKL) for every checkpoint (its EMA if kept) and the final model."""
+def run_models(run_dir: str, with_initial: bool = False):
+    """(step, label, AutoencoderKL): initial weights (optional), each checkpoint (its EMA if kept), the final model."""
     from diffusers import AutoencoderKL
 
     from dermdiff.loops.common import checkpoint_step, list_checkpoints
 
-    for path in list_checkpoints(run_dir):
+    checkpoints = list_checkpoints(run_dir)
+    if with_initial and checkpoints:  # the run's architecture with the seed-0 initial weights (train_autoencoder's)
+        torch.manual_seed(0)
+        config = AutoencoderKL.load_config(os.path.join(checkpoints[0], "vae"))
+        yield 0, "initial", AutoencoderKL.from_config(config)
+    for path in checkpoints:
         sub = "vae_ema" if os.path.isdir(os.path.join(path, "vae_ema")) else "vae"
         yield checkpoint_step(path), os.path.basename(path), AutoencoderKL.from_pretrained(os.path.join(path, sub))
     if os.path.isfile(os.path.join(run_dir, "config.json")):
@@ -146,12 +151,13 @@ def measure(args) -> int:
     from dermdiff.metrics.features import load_extractor
 
     torch.set_grad_enabled(False)
-    images = test_images(args.test_dir, args.resolution, args.num_images)
+    images = folder_images(args.test_dir, args.resolution, args.num_images)
     extractor = load_extractor(args.extractor) if args.extractor != "none" else None
     minutes = step_minutes(args.run)
     rows = []
-    for step, label, vae in run_models(args.run):
+    for step, label, vae in run_models(args.run, args.with_initial):
         last = step if step is not None else max(minutes, default=0)
+        minutes.setdefault(0, 0.0)
         use_extractor = extractor if (step is None or args.features_every_checkpoint) else None
         result = {"label": label, "step": last, "cpu_minutes": minutes.get(last),
                   **measure_model(vae, images, use_extractor)}
@@ -159,6 +165,22 @@ def measure(args) -> int:
         print(json.dumps(result), flush=True)
     if args.markdown:
         write_markdown(args, rows)
+    return 0
+
+
+def finalize(args) -> int:
+    """What train_autoencoder does at the end of a run, for a run stopped at a checkpoint."""
+    from diffusers import AutoencoderKL
+
+    from dermdiff.loops.autoencoder import latent_scaling_factor
+
+    sub = "vae_ema" if os.path.isdir(os.path.join(args.checkpoint, "vae_ema")) else "vae"
+    vae = AutoencoderKL.from_pretrained(os.path.join(args.checkpoint, sub)).eval()
+    torch.manual_seed(0)
+    images = folder_images(args.train_dir, args.resolution, args.scaling_num_images)
+    vae.register_to_config(scaling_factor=latent_scaling_factor(vae, images))
+    vae.save_pretrained(args.out)
+    print(f"saved {args.out} (scaling_factor {vae.config.scaling_factor:.4f})")
     return 0
 
 
@@ -206,6 +228,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--features_every_checkpoint", action="store_true",
                      help="Also compute the feature distance per checkpoint (default: final model only).")
     run.add_argument("--markdown", default=None, help="Write the table here.")
+    run.add_argument("--with_initial", action="store_true", help="Also measure the untrained model (step 0).")
+    final = sub.add_parser("finalize", help="Save a checkpoint's autoencoder as a model with its scaling_factor.")
+    final.add_argument("--checkpoint", required=True, help="A checkpoint-N folder of train_autoencoder.py.")
+    final.add_argument("--train_dir", required=True, help="Image folder of the training split.")
+    final.add_argument("--resolution", type=int, default=128, help="Image side.")
+    final.add_argument("--scaling_num_images", type=int, default=512, help="Training images for scaling_factor.")
+    final.add_argument("--out", required=True, help="Where the AutoencoderKL is saved.")
     args = parser.parse_args(argv)
     if args.command == "measure" and args.num_images < 2:
         parser.error(f"--num_images must be >= 2, got {args.num_images}")
@@ -214,7 +243,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return export(args) if args.command == "export" else measure(args)
+    return {"export": export, "measure": measure, "finalize": finalize}[args.command](args)
 
 
 if __name__ == "__main__":
