@@ -73,7 +73,7 @@ class TestDermDiffConformance(PipelineConformanceMixin):
     def get_dummy_components(self) -> dict:
         unet = tiny_unet()
         torch.manual_seed(0)
-        return {"unet": unet, "scheduler": DDPMScheduler(num_train_timesteps=100)}
+        return {"unet": unet, "scheduler": DDPMScheduler(num_train_timesteps=100), "vae": None}
 
     def get_dummy_inputs(self, seed: int = 0) -> dict:
         skin = 1 + seed % 6
