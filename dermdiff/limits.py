@@ -20,6 +20,8 @@ import warnings
 
 from PIL import Image
 
+from .errors import DataError, UsageError
+
 MAX_IMAGE_PIXELS_ENV = "DERMDIFF_MAX_IMAGE_PIXELS"
 MAX_PHANTOM_IMAGES_ENV = "DERMDIFF_MAX_PHANTOM_IMAGES"
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
@@ -35,7 +37,7 @@ def _limit(env: str, default: int) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"{env}={text!r} must be a positive whole number")
+        raise UsageError(f"{env}={text!r} must be a positive whole number")
     return value
 
 
@@ -44,16 +46,17 @@ def max_image_pixels() -> int:
     return _limit(MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)
 
 
-def check_image_size(width: int, height: int, what: str) -> None:
+def check_image_size(width: int, height: int, what: str, error: type[ValueError] = DataError) -> None:
     """Refuses an image or map of `width` x `height` above the pixel limit, before it is decoded or made.
 
     Args:
         width (`int`), height (`int`): the claimed size.
         what (`str`): names the file or flag in the message, e.g. `"--size"` or `"metadata.csv line 3"`.
+        error (`type`, defaults to `DataError`): `UsageError` when the size comes from a flag.
     """
     limit = max_image_pixels()
     if int(width) * int(height) > limit:
-        raise ValueError(
+        raise error(
             f"{what}: {int(width)}x{int(height)} = {int(width) * int(height):,} pixels is over the limit of "
             f"{limit:,}; set {MAX_IMAGE_PIXELS_ENV} to raise it"
         )
@@ -63,7 +66,7 @@ def check_phantom_count(n: int) -> None:
     """Refuses more phantom images than `DERMDIFF_MAX_PHANTOM_IMAGES` (default 1,000,000) in one call."""
     limit = _limit(MAX_PHANTOM_IMAGES_ENV, DEFAULT_MAX_PHANTOM_IMAGES)
     if n > limit:
-        raise ValueError(
+        raise UsageError(
             f"n = {n:,} phantom images is over the limit of {limit:,}; set {MAX_PHANTOM_IMAGES_ENV} to raise it"
         )
 
@@ -82,7 +85,7 @@ def open_image(path: str, what: str) -> Image.Image:
         try:
             image = Image.open(path)
         except Image.DecompressionBombError as error:
-            raise ValueError(f"{what}: {error}; set {MAX_IMAGE_PIXELS_ENV} to raise dermdiff's limit") from None
+            raise DataError(f"{what}: {error}; set {MAX_IMAGE_PIXELS_ENV} to raise dermdiff's limit") from None
     try:
         check_image_size(image.width, image.height, what)
     except ValueError:

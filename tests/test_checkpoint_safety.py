@@ -15,9 +15,14 @@ import logging
 import os
 import pickle
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from test_train_diffusion import model_config, run  # noqa: F401  (fixture)
 
 from dermdiff.loops import checkpoint_files, common, rng_state
@@ -190,3 +195,63 @@ def test_a_rank_added_on_resume_starts_a_fresh_stream_with_a_warning(tmp_path, c
     common._restore_random_state(str(tmp_path), 1, generator, allow_inexact=False)
     assert torch.equal(generator.generator.get_state(), before)
     assert any("no saved random state for process 1" in r.getMessage() for r in caplog.records)
+
+
+def test_a_training_script_reports_a_refused_checkpoint_in_one_line_with_status_1(trained, tmp_path, capsys):
+    from test_train_diffusion import script, tiny_args
+
+    from dermdiff.errors import run_script
+
+    marker = tmp_path / "payload-ran"
+    out, _ = resume_from(trained, tmp_path, "checkpoint-2")
+    (out / "checkpoint-2" / "optimizer.bin").write_bytes(payload(str(marker), torch_format=True))
+    forge_manifest(out / "checkpoint-2")
+    argv = tiny_args(str(trained / "tiny.json"), out, "--max_train_steps", "2", "--resume_from_checkpoint", "latest")
+    assert run_script(script.parse_args, script.main, argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "optimizer.bin holds more than tensors" in err[0] and "Traceback" not in err[0], err
+    assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SIGKILL at several moments (mid-save included), each run resumed with `latest`: the end equals a run never killed
+# ----------------------------------------------------------------------------------------------------------------
+def _kill_when(process, folder, names, deadline_s=300) -> str | None:
+    """Kills `process` as soon as one of `names` exists in `folder`; returns which (None: it ended first)."""
+    deadline = time.time() + deadline_s
+    while time.time() < deadline and process.poll() is None:
+        for name in names:
+            if (folder / name).exists():
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                return name
+        time.sleep(0.005)
+    return None
+
+
+@pytest.mark.slow
+def test_a_gan_killed_three_times_resumes_to_the_uninterrupted_weights(tmp_path):
+    from test_train_gans import args_for
+    from test_train_gans import run as run_gan
+
+    steps = ("--max_train_steps", "12", "--checkpointing_steps", "2", "--checkpoints_total_limit", "2")
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert run_gan(tmp_path, "train_dermgan", reference, *steps) == 0
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "train_dermgan.py")
+    command = [sys.executable, script, *args_for(tmp_path, "train_dermgan", killed, *steps),
+               "--resume_from_checkpoint", "latest"]  # fmt: skip
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    for targets in (["checkpoint-2.tmp", "checkpoint-2"], ["checkpoint-6"], ["checkpoint-8.tmp", "checkpoint-8"]):
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert _kill_when(process, killed, targets) is not None, f"the run ended before {targets}"
+        assert not (killed / "model_index.json").exists()
+        for path in common.list_checkpoints(str(killed)):  # whatever the kill hit, complete checkpoints verify
+            assert checkpoint_files.verify_checkpoint(path) == [], path
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for part in ("dermgan", "checkpoint-12/dermgan", "checkpoint-12/discriminator"):
+        a = load_file(str(reference / part / "diffusion_pytorch_model.safetensors"))
+        b = load_file(str(killed / part / "diffusion_pytorch_model.safetensors"))
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=f"{part}/{key}")

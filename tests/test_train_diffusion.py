@@ -314,7 +314,9 @@ def test_list_checkpoints_orders_by_step_and_ignores_tmp_and_strays(tmp_path):
         common.resolve_checkpoint(str(tmp_path), str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="not a checkpoint folder"):
         common.checkpoint_step(str(tmp_path / "other"))
+    (tmp_path / "checkpoint-3.deleting").mkdir()  # a kill in the middle of an earlier deletion
     assert [os.path.basename(p) for p in common.prune_checkpoints(str(tmp_path), 1)] == ["checkpoint-9"]
+    assert not (tmp_path / "checkpoint-3.deleting").exists() and not (tmp_path / "checkpoint-9.deleting").exists()
     with pytest.raises(ValueError, match="checkpoints_total_limit"):
         common.prune_checkpoints(str(tmp_path), 0)
 

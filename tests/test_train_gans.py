@@ -175,3 +175,15 @@ def test_bad_flags_exit_with_usage_error(script, flags):
 def test_lesion_edit_needs_healthy_images(tmp_path):
     with pytest.raises(ValueError, match="healthy"):
         run(tmp_path, "train_lesion_edit", tmp_path / "edit", "--max_train_steps", "1")
+
+
+@pytest.mark.parametrize("kind", ["dermgan", "dcgan", "targeted"])
+def test_same_seed_same_initial_weights_and_run(tmp_path, kind):
+    """The seed fixes the initial weights too (a run killed before its first checkpoint restarts identically)."""
+    script, extra, parts = RUNS[kind]
+    for name in ("a", "b"):
+        assert run(tmp_path, script, tmp_path / name, "--max_train_steps", "1", "--checkpointing_steps", "0",
+                   "--monitor_steps", "0", *extra) == 0  # fmt: skip
+    for part in parts:
+        a, b = weights(tmp_path / "a" / part), weights(tmp_path / "b" / part)
+        assert all(torch.equal(a[key], b[key]) for key in a), part

@@ -17,6 +17,8 @@ import argparse
 import math
 import sys
 
+from accelerate.utils import set_seed
+
 from dermdiff.data.transforms import model_transform
 from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.loops.gan_cli import (
@@ -119,6 +121,7 @@ def main(args: argparse.Namespace) -> int:
         count = min(args.monitor_images, len(heldout), len(examples))
         keys = ("pixel_values",)
         monitor = (stack_examples(examples, range(count), keys), stack_examples(heldout, range(count), keys))
+    set_seed(args.seed)  # the initial weights too, so the same seed repeats the run
     generator, discriminator = build_models(args)
     task = dcgan_task(generator, discriminator, args.num_validation_images, args.truncation, monitor, args.seed)
     settings = {"condition": args.condition or "all", "preset": args.preset or "none"}

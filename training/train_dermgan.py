@@ -21,6 +21,8 @@ import argparse
 import math
 import sys
 
+from accelerate.utils import set_seed
+
 from dermdiff.data.transforms import model_transform
 from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.loops.diffusion import validation_maps
@@ -106,6 +108,7 @@ def main(args: argparse.Namespace) -> int:
         heldout = heldout_rows.with_transform(transform)
         count = min(args.monitor_images, len(heldout), len(examples))
         monitor = (stack_examples(examples, range(count)), stack_examples(heldout, range(count)))
+    set_seed(args.seed)  # the initial weights too, so the same seed repeats the run
     generator, discriminator = build_models(args, registry)
     weights = loss_weights(args)
     maps = validation_maps(registry, args.resolution, args.validation_skin_types)

@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from accelerate.utils import set_seed
+
 from dermdiff.data.transforms import model_transform
 from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.loops.gan import EDIT_MODES
@@ -113,6 +115,7 @@ def main(args: argparse.Namespace) -> int:
         heldout = heldout_rows.with_transform(transform)
         monitor = domain_monitor(examples, train_rows, heldout, heldout_rows, args.monitor_images)
     validation = edit_batches(examples, train_rows, args.num_validation_images) if args.num_validation_images else None
+    set_seed(args.seed)  # the initial weights too, so the same seed repeats the run
     add_model, remove_model, lesion_disc, healthy_disc = build_models(args)
     task = edit_task(
         add_model,

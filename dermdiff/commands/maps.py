@@ -63,6 +63,7 @@ def _load(path: str, registry: str):
 
 
 def run(args) -> int:
+    from ..errors import UsageError
     from ..limits import check_image_size, open_image
     from ..semantic_map import SemanticMap
 
@@ -72,8 +73,8 @@ def run(args) -> int:
             size = args.size[0] if len(args.size) == 1 else tuple(args.size[:2])
             height, width = (size, size) if isinstance(size, int) else size
             if height < 1 or width < 1:
-                raise ValueError(f"--size must be positive (SIZE or HEIGHT WIDTH), got {args.size}")
-            check_image_size(width, height, "--size")
+                raise UsageError(f"--size must be positive (SIZE or HEIGHT WIDTH), got {args.size}")
+            check_image_size(width, height, "--size", UsageError)
         mask = None
         if args.mask:
             if not os.path.isfile(args.mask):
@@ -96,7 +97,7 @@ def run(args) -> int:
         return 0
     skin_types = [int(t) for t in args.skin_types.split(",")] if args.skin_types else None
     if args.count < 1:
-        raise ValueError(f"--count must be >= 1 (the number of maps to write), got {args.count}")
+        raise UsageError(f"--count must be >= 1 (the number of maps to write), got {args.count}")
     os.makedirs(args.out, exist_ok=True)
     for index in range(args.count):
         varied = smap.random_variation(

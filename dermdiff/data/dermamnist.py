@@ -43,7 +43,7 @@ def load_dermamnist(
     if not os.path.isfile(npz_path):
         raise FileNotFoundError(f"DermaMNIST file {npz_path!r} does not exist")
     limit = check_limit(limit)
-    with np.load(npz_path) as archive:
+    with np.load(npz_path, allow_pickle=False) as archive:
         available = [name for name in SPLITS if f"{name}_images" in archive.files and f"{name}_labels" in archive.files]
         if split != "all" and split not in available:
             raise ValueError(f"split {split!r} is not in {npz_path}; available: {available + ['all']}")

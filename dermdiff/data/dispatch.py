@@ -193,5 +193,5 @@ def detect_layout(path: str) -> tuple[str, str]:
 
 
 def _is_medmnist(path: str) -> bool:
-    with np.load(path) as archive:
+    with np.load(path, allow_pickle=False) as archive:
         return any(key.endswith("_images") for key in archive.files)

@@ -101,7 +101,7 @@ class _MaskSource:
             raise FileNotFoundError(f"mask source {masks!r} is neither a .npz file nor a folder")
 
     def _load_npz(self, path: str, wanted: set[str]) -> None:
-        with np.load(path) as archive:
+        with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in ("image_ids", "masks") if key not in archive.files]
             if missing:
                 raise ValueError(f"{path} lacks array(s) {missing}; it has {archive.files}")

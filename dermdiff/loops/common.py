@@ -31,6 +31,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..errors import DataError
 from . import checkpoint_files
 from .rng_state import load_rng_state, save_rng_state
 
@@ -203,7 +204,14 @@ def checkpoint_step(path: str) -> int:
 
 
 def prune_checkpoints(output_dir: str, total_limit: int | None) -> list[str]:
-    """Deletes the oldest checkpoints so that at most `total_limit` remain; returns the deleted paths."""
+    """Deletes the oldest checkpoints so that at most `total_limit` remain; returns the deleted paths.
+
+    Also removes `checkpoint-N.deleting` folders a kill left in the middle of an earlier deletion.
+    """
+    if os.path.isdir(output_dir):
+        for name in os.listdir(output_dir):
+            if name.startswith(CHECKPOINT_PREFIX) and name.endswith(".deleting"):
+                shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
     if total_limit is None:
         return []
     if total_limit < 1:
@@ -211,8 +219,21 @@ def prune_checkpoints(output_dir: str, total_limit: int | None) -> list[str]:
     checkpoints = list_checkpoints(output_dir)
     doomed = checkpoints[: max(0, len(checkpoints) - total_limit)]
     for path in doomed:
-        shutil.rmtree(path)
+        remove_checkpoint(path)
     return doomed
+
+
+def remove_checkpoint(path: str) -> None:
+    """Deletes a checkpoint so that a kill midway never leaves a half-deleted `checkpoint-N` behind.
+
+    The folder is first renamed to `checkpoint-N.deleting` (atomic; `list_checkpoints` ignores it), then
+    removed.
+    """
+    trash = f"{os.path.normpath(path)}.deleting"
+    if os.path.exists(trash):
+        shutil.rmtree(trash)
+    os.replace(path, trash)
+    shutil.rmtree(trash)
 
 
 def save_checkpoint(
@@ -246,7 +267,7 @@ def save_checkpoint(
     if accelerator.is_main_process:
         checkpoint_files.write_manifest(staging, global_step)
         if os.path.exists(final):  # the same step saved again (e.g. a resumed run's last step)
-            shutil.rmtree(final)
+            remove_checkpoint(final)
         os.replace(staging, final)
         for path in prune_checkpoints(output_dir, total_limit):
             logger.info(f"removed old checkpoint {path}")
@@ -282,7 +303,7 @@ def resolve_checkpoint(
     with a warning, under `allow_inexact_resume` (and only when no exact checkpoint is left).
 
     Raises:
-        `ValueError` (one line) when checkpoints exist but none can be resumed from, or the named one cannot.
+        `DataError` (a one-line `ValueError`) when checkpoints exist but none can be resumed from, or the named one cannot.
     """
     if not resume_from_checkpoint:
         return None
@@ -293,7 +314,7 @@ def resolve_checkpoint(
         problems = checkpoint_files.verify_checkpoint(resume_from_checkpoint)
         if not _usable(problems, allow_inexact_resume):
             hint = f"; {INEXACT_HINT}" if all(problem.only_random_state for problem in problems) else ""
-            raise ValueError(f"cannot resume from {resume_from_checkpoint}: {'; '.join(map(str, problems))}{hint}")
+            raise DataError(f"cannot resume from {resume_from_checkpoint}: {'; '.join(map(str, problems))}{hint}")
         return resume_from_checkpoint
     checkpoints = list_checkpoints(output_dir)
     if not checkpoints:
@@ -309,7 +330,7 @@ def resolve_checkpoint(
         if _usable(problems, allow_inexact_resume):
             return path
     newest, problems = verdicts[0]
-    raise ValueError(
+    raise DataError(
         f"no checkpoint in {output_dir} can be resumed from ({len(checkpoints)} found, all damaged; newest "
         f"{os.path.basename(newest)}: {'; '.join(map(str, problems))}); move them away to start a new run"
     )
@@ -351,7 +372,7 @@ def _load_state(accelerator: Accelerator, path: str) -> None:
         culprit = checkpoint_files.refused_pickle(path)
         if culprit is None:
             raise
-        raise ValueError(
+        raise DataError(
             f"cannot resume from {path}: {culprit[0]} holds more than tensors and plain values, so it is not "
             f"unpickled (torch.load(weights_only=True): {culprit[1]})"
         ) from error
@@ -367,7 +388,7 @@ def _restore_random_state(path: str, process_index: int, rng: CheckpointedGenera
         load_rng_state(path, process_index, rng.streams if rng else None)
     except (FileNotFoundError, ValueError) as error:
         if not allow_inexact:
-            raise ValueError(f"cannot resume exactly: {error}; {INEXACT_HINT}") from None
+            raise DataError(f"cannot resume exactly: {error}; {INEXACT_HINT}") from None
         logger.warning(f"{error}; resuming anyway (--allow_inexact_resume): the random streams start afresh, so "
                        f"this run will not repeat an uninterrupted one", main_process_only=False)  # fmt: skip
 

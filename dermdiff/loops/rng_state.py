@@ -24,6 +24,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..errors import DataError
+
 FORMAT = "dermdiff-rng/1"
 _MT_KEYS = 624  # Mersenne-Twister state words (Python keeps one more: the position)
 
@@ -66,8 +68,8 @@ def load_rng_state(folder: str, process_index: int, generators: Mapping[str, tor
     """Restores what `save_rng_state` wrote, all or nothing.
 
     Raises:
-        `FileNotFoundError` when this rank has no state file; `ValueError` naming the file and the part
-        when it cannot be read or does not fit (then no generator has been changed).
+        `FileNotFoundError` when this rank has no state file; `DataError` (a `ValueError`) naming the file
+        and the part when it cannot be read or does not fit (then no generator has been changed).
     """
     path = os.path.join(folder, rng_file_name(process_index))
     if not os.path.isfile(path):
@@ -78,9 +80,9 @@ def load_rng_state(folder: str, process_index: int, generators: Mapping[str, tor
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         scalars = json.loads(metadata.get("scalars", "null"))
     except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable random-generator state ({_first_line(error)})") from None
+        raise DataError(f"{path}: not a readable random-generator state ({_first_line(error)})") from None
     if metadata.get("format") != FORMAT or not isinstance(scalars, dict):
-        raise ValueError(f"{path}: not a dermdiff random-generator state (format {metadata.get('format')!r})")
+        raise DataError(f"{path}: not a dermdiff random-generator state (format {metadata.get('format')!r})")
     setters = _setters(path, tensors, scalars, generators or {})
     before = _snapshot(generators or {})
     try:
@@ -88,7 +90,7 @@ def load_rng_state(folder: str, process_index: int, generators: Mapping[str, tor
             setter()
     except (ValueError, TypeError, RuntimeError, OverflowError) as error:
         _restore(before, generators or {})
-        raise ValueError(f"{path}: damaged random-generator state ({_first_line(error)})") from None
+        raise DataError(f"{path}: damaged random-generator state ({_first_line(error)})") from None
 
 
 def _setters(path: str, tensors: dict, scalars: dict, generators: Mapping[str, torch.Generator]) -> list:
@@ -97,9 +99,9 @@ def _setters(path: str, tensors: dict, scalars: dict, generators: Mapping[str, t
     def part(key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
         value = tensors.get(key)
         if value is None:
-            raise ValueError(f"{path}: damaged random-generator state (no {key!r} part)")
+            raise DataError(f"{path}: damaged random-generator state (no {key!r} part)")
         if value.dtype != dtype or value.dim() != 1 or value.numel() != numel:
-            raise ValueError(
+            raise DataError(
                 f"{path}: damaged random-generator state ({key!r} is {value.dtype} of shape {tuple(value.shape)}, "
                 f"expected {dtype} of shape ({numel},))"
             )
@@ -108,14 +110,14 @@ def _setters(path: str, tensors: dict, scalars: dict, generators: Mapping[str, t
     python = part("python", torch.int64, _MT_KEYS + 1).tolist()
     numpy_keys = part("numpy", torch.int64, _MT_KEYS).numpy()
     if min(python + numpy_keys.tolist()) < 0 or max(python[:-1] + numpy_keys.tolist()) >= 2**32:
-        raise ValueError(f"{path}: damaged random-generator state (Mersenne-Twister words outside 0..2**32-1)")
+        raise DataError(f"{path}: damaged random-generator state (Mersenne-Twister words outside 0..2**32-1)")
     cpu = part("torch", torch.uint8, torch.get_rng_state().numel())
     try:
         python_state = (int(scalars["python_version"]), tuple(python), scalars["python_gauss"])
         numpy_state = (str(scalars["numpy_kind"]), numpy_keys.astype(np.uint32), int(scalars["numpy_pos"]),
                        int(scalars["numpy_has_gauss"]), float(scalars["numpy_gauss"]))  # fmt: skip
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path}: damaged random-generator state (scalar {_first_line(error)})") from None
+        raise DataError(f"{path}: damaged random-generator state (scalar {_first_line(error)})") from None
     setters = [partial(random.setstate, python_state), partial(np.random.set_state, numpy_state),
                partial(torch.set_rng_state, cpu)]  # fmt: skip
     for name, generator in generators.items():

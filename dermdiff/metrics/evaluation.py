@@ -28,6 +28,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..errors import UsageError
 from .features import describe_extractor, load_extractor
 from .fid import compute_fid_kid, default_cache_dir, source_features
 from .fidelity import (
@@ -202,7 +203,7 @@ def evaluate(
     if generated_limit is not None and (isinstance(generated_limit, bool) or generated_limit < 2):
         raise ValueError(f"generated_limit (--generated-limit) must be >= 2 rows, got {generated_limit!r}")
     if data_limit is not None and (isinstance(data_limit, bool) or int(data_limit) != data_limit or data_limit < 1):
-        raise ValueError(f"data_limit (--data-limit) must be a whole number of rows >= 1, got {data_limit!r}")
+        raise UsageError(f"data_limit (--data-limit) must be a whole number of rows >= 1, got {data_limit!r}")
     started = time.perf_counter()
     figures_dir = os.path.join(out, "figures")
     os.makedirs(figures_dir, exist_ok=True)
