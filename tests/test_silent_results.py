@@ -22,9 +22,9 @@ from dermdiff.data import load_dataset_dir, load_dermamnist
 from dermdiff.semantic_map import SemanticMap
 
 
-def cli_error(argv, capsys) -> str:
-    """Runs `dermdiff argv`, expects a refusal, returns its one stderr line."""
-    assert main(argv) != 0
+def cli_error(argv, capsys, status: int = 2) -> str:
+    """Runs `dermdiff argv`, expects a refusal with `status` (2 usage, 1 data), returns its one stderr line."""
+    assert main(argv) == status
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in err[0], err
     return err[0]
@@ -123,7 +123,7 @@ def test_an_image_claiming_too_many_pixels_is_refused_before_decoding(tmp_path, 
 
 def test_maps_inspect_refuses_a_huge_map_in_one_line(tmp_path, capsys):
     png_claiming(tmp_path / "big.png", 20000, 20000)
-    line = cli_error(["maps", "inspect", str(tmp_path / "big.png")], capsys)
+    line = cli_error(["maps", "inspect", str(tmp_path / "big.png")], capsys, status=1)
     assert "big.png" in line and "DERMDIFF_MAX_IMAGE_PIXELS" in line
 
 
