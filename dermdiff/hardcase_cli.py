@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from .classifier_flags import add_backbone_arguments, check_backbone_arguments
 
@@ -119,18 +118,12 @@ def load_generator(path: str, scheduler: str | None = None):
 
     `scheduler` swaps a diffusion pipeline's scheduler by name (`dermdiff.pipelines.scheduler_names`).
     """
-    from . import pipelines
-    from .pipelines.portable import pipeline_class_name
+    from .pipelines.saved_folder import load_saved_pipeline, read_model_index
 
-    index_path = os.path.join(path, "model_index.json")
-    if not os.path.isfile(index_path):
-        raise FileNotFoundError(
-            f"{index_path} not found; --generator must be a saved pipeline folder (save_pretrained)"
-        )
-    name = pipeline_class_name(path)
+    name = read_model_index(path)["_class_name"]
     if name not in ("DermDiffPipeline", "DermGANPipeline"):
         raise ValueError(f"{path} holds a {name!r}; the generator must be a DermDiffPipeline or a DermGANPipeline")
-    pipe = getattr(pipelines, name).from_pretrained(path)
+    pipe = load_saved_pipeline(path)
     pipe.set_progress_bar_config(disable=True)
     if scheduler:
         if not hasattr(pipe, "scheduler"):

@@ -88,7 +88,7 @@ def open_image(path: str, what: str) -> Image.Image:
             raise DataError(f"{what}: {error}; set {MAX_IMAGE_PIXELS_ENV} to raise dermdiff's limit") from None
     try:
         check_image_size(image.width, image.height, what)
-    except ValueError:
+    except ValueError as error:  # the file's header claims the size: a data error (exit status 1)
         image.close()
-        raise
+        raise DataError(str(error)) from None
     return image

@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -85,7 +86,7 @@ def validate_skin_type(skin_type) -> int:
         as_float = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"skin type {skin_type!r} is not a Fitzpatrick type; allowed: 1..6 or I..VI") from None
-    if as_float != int(as_float) or int(as_float) not in SKIN_TYPES:
+    if not math.isfinite(as_float) or as_float != int(as_float) or int(as_float) not in SKIN_TYPES:
         raise ValueError(f"skin type {skin_type!r} is outside the Fitzpatrick scale; allowed: 1..6 (I..VI)")
     return int(as_float)
 

@@ -55,8 +55,17 @@ def configure(parser) -> None:
 def run(args) -> int:
     from ..metrics.evaluation import evaluate
 
-    if args.trials < 2:
-        raise ValueError(f"--trials must be >= 2 for an interval, got {args.trials}")
+    import os
+
+    from .flags import check_at_least, check_device, check_fraction
+
+    check_at_least(args, {"trials": 2, "num_images": 2, "batch_size": 1, "num_inference_steps": 1, "num_sweeps": 0,
+                          "max_train_images": 1, "resolution": 16, "extractor_resolution": 16})
+    check_fraction(args.ssim_threshold, "--ssim-threshold")
+    check_device(args.device)
+    for flag, path in (("--pipeline", args.pipeline), ("--generated", args.generated), ("--classifier", args.classifier)):
+        if path is not None and not os.path.isdir(path):
+            raise FileNotFoundError(f"{flag} {path} is not a folder")
     metrics = evaluate(
         data=args.data, out=args.out, pipeline=args.pipeline, generated=args.generated, num_images=args.num_images,
         extractor=args.extractor, extractor_resolution=args.extractor_resolution, classifier=args.classifier,

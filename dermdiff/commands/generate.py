@@ -6,6 +6,9 @@ import json
 import math
 import os
 
+from ..errors import UsageError
+from .flags import check_device
+
 NAME = "generate"
 HELP = "Generate skin images with a DermDiffPipeline (folder or Hub id) for a condition, skin type and lesion place."
 EXAMPLES = """\
@@ -61,10 +64,9 @@ def load_pipeline(name_or_path: str):
 
     looks_local = os.path.isabs(name_or_path) or name_or_path.startswith((".", "~")) or os.path.exists(name_or_path)
     if looks_local:
-        folder = os.path.expanduser(name_or_path)
-        if not os.path.isfile(os.path.join(folder, "model_index.json")):
-            raise FileNotFoundError(f"{name_or_path} is not a saved pipeline folder (no model_index.json)")
-        return DermDiffPipeline.from_pretrained(folder)
+        from ..pipelines.saved_folder import load_saved_pipeline
+
+        return load_saved_pipeline(os.path.expanduser(name_or_path), DermDiffPipeline)
     from diffusers.utils import logging as diffusers_logging
 
     verbosity = diffusers_logging.get_verbosity()
@@ -82,13 +84,26 @@ def load_pipeline(name_or_path: str):
 
 
 def _open(path: str, what: str):
-    from ..limits import open_image
+    from ..data.files import read_image
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} file {path} does not exist")
-    with open_image(path, f"{what} file {path}") as image:
-        image.load()
-        return image.copy()
+    return read_image(path, f"--{what}", f"{what} file")
+
+
+def _check_flags(args) -> None:
+    """Flag values checked before the pipeline is loaded, so a typo fails at once and names its flag."""
+    if (args.num_images is not None and args.num_images < 1) or args.batch_size < 1:
+        raise UsageError(f"--num-images and --batch-size must be >= 1, got {args.num_images} and {args.batch_size}")
+    if args.maps and (args.map or args.condition or args.skin_type or args.box or args.mask):
+        raise UsageError("--maps replaces --map/--condition/--skin-type/--box/--mask; pass one or the other")
+    if args.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    if args.map and (args.condition or args.skin_type or args.box):
+        raise UsageError("--map replaces --condition/--skin-type/--box; pass one or the other")
+    if args.strength is not None and not args.image:
+        raise UsageError("--strength needs --image (the noise level the start image is taken to)")
+    if args.strength is not None and not 0 < args.strength <= 1:
+        raise UsageError(f"--strength must be in (0, 1], got {args.strength}")
+    check_device(args.device)
 
 
 # the settings that decide the images: a folder is resumed only with the same ones
@@ -116,13 +131,10 @@ def run(args) -> int:
     from ..pipelines.map_inputs import resolve_semantic_maps, to_mask_array
     from ..pipelines.scheduler_names import scheduler_from_name
     from ..semantic_map import SemanticMap
+    from .maps import decode_map
 
-    if (args.num_images is not None and args.num_images < 1) or args.batch_size < 1:
-        raise ValueError(f"--num-images and --batch-size must be >= 1, got {args.num_images} and {args.batch_size}")
-    if args.map and (args.condition or args.skin_type or args.box):
-        raise ValueError("--map replaces --condition/--skin-type/--box; pass one or the other")
-    if args.maps and (args.map or args.condition or args.skin_type or args.box or args.mask):
-        raise ValueError("--maps replaces --map/--condition/--skin-type/--box/--mask; pass one or the other")
+    _check_flags(args)
+    files = {what: _open(getattr(args, what), what) for what in ("mask", "image") if getattr(args, what)}
     state = PartialState()
     pipe = load_pipeline(args.pipeline).to(args.device or state.device)
     pipe.set_progress_bar_config(disable=True)
@@ -131,7 +143,7 @@ def run(args) -> int:
     registry, size = pipe.unet.registry, pipe.sample_size
 
     # 1. the maps (one for every image, or a folder's, cycling) and the optional start image / mask
-    mask = to_mask_array(_open(args.mask, "mask"), size) if args.mask else None
+    mask = to_mask_array(files["mask"], size) if args.mask else None
     sources = map_files(args.maps) if args.maps else [args.map]
 
     def read_map(path):
@@ -139,13 +151,13 @@ def run(args) -> int:
             condition = int(args.condition) if args.condition and args.condition.isdigit() else args.condition
             maps = resolve_semantic_maps(None, condition, args.skin_type, args.box, mask, size=size, registry=registry)
         else:
-            decoded = SemanticMap.decode(_open(path, "map").convert("RGB"), registry=registry, source=path)
+            decoded = decode_map(_open(path, "map"), path, registry)
             maps = resolve_semantic_maps(decoded, size=size, registry=registry)
         return maps[0] if maps else None
 
     first_map = read_map(sources[0])  # bad maps fail here, before anything is written
     num_images = args.num_images or (len(sources) if args.maps else 4)
-    image = _open(args.image, "image").convert("RGB") if args.image else None
+    image = files["image"].convert("RGB") if args.image else None
     call = dict(num_inference_steps=args.steps, guidance_scale=args.guidance_scale, output_type="pil",
                 image=image, strength=args.strength, mask=mask if image is not None else None)
     lesion_png = None

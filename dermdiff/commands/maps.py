@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+
+from ..errors import DataError, UsageError
+from .flags import check_fraction, parse_skin_types
 
 NAME = "maps"
 HELP = "Draw, inspect and vary DermGAN semantic maps (R = skin type, G/B = condition inside its region)."
@@ -52,34 +56,58 @@ def configure(parser) -> None:
     vary.add_argument("--out", required=True, help="output folder")
 
 
-def _load(path: str, registry: str):
-    from ..limits import open_image
+def decode_map(image, path: str, registry):
+    """The `SemanticMap` in an image read from `path`; a file that is no map of `registry` is a `DataError`."""
+    from ..conditions import get_registry
     from ..semantic_map import SemanticMap
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"map file {path} does not exist")
-    with open_image(path, f"map file {path}") as image:
+    registry = get_registry(registry)
+    try:
         return SemanticMap.decode(image.convert("RGB"), registry=registry, source=path)
+    except ValueError as error:  # the file is no map of this registry: its content is wrong
+        raise DataError(f"{error} (is {path} a semantic map of registry {registry.name_!r}?)") from None
+
+
+def _load(path: str, registry: str):
+    from ..conditions import get_registry
+    from ..data.files import read_image
+
+    registry = get_registry(registry)  # an unknown --registry is a usage error, raised before the file is read
+    return decode_map(read_image(path, "MAP", "map file"), path, registry)
+
+
+def _check_vary_flags(args) -> list[int] | None:
+    """--count, --max-shift, --scale and --skin-types, checked before any map is written."""
+    if args.count < 1:
+        raise UsageError(f"--count must be >= 1, got {args.count}")
+    check_fraction(args.max_shift, "--max-shift")
+    if args.scale is not None:
+        low, high = args.scale
+        if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+            raise UsageError(f"--scale LOW HIGH needs 0 < LOW <= HIGH (finite), got {low} {high}")
+    return parse_skin_types(args.skin_types) if args.skin_types else None
 
 
 def run(args) -> int:
-    from ..errors import UsageError
-    from ..limits import check_image_size, open_image
+    from ..limits import check_image_size
     from ..semantic_map import SemanticMap
 
     if args.action == "draw":
         size = None
         if args.size:
-            size = args.size[0] if len(args.size) == 1 else tuple(args.size[:2])
-            height, width = (size, size) if isinstance(size, int) else size
-            if height < 1 or width < 1:
-                raise UsageError(f"--size must be positive (SIZE or HEIGHT WIDTH), got {args.size}")
-            check_image_size(width, height, "--size", UsageError)
+            if len(args.size) > 2 or min(args.size) < 1:
+                raise UsageError(f"--size must be positive: SIZE or HEIGHT WIDTH, got {' '.join(map(str, args.size))}")
+            size = args.size[0] if len(args.size) == 1 else tuple(args.size)
+            check_image_size(args.size[-1], args.size[0], "--size", UsageError)
+        elif not args.mask:
+            raise UsageError("give --size SIZE (or HEIGHT WIDTH), or --mask (whose size is used)")
+        if not args.out.lower().endswith(".png"):
+            raise UsageError(f"--out must name a .png file (a map must be stored losslessly), got {args.out}")
         mask = None
         if args.mask:
-            if not os.path.isfile(args.mask):
-                raise FileNotFoundError(f"mask file {args.mask} does not exist")
-            mask = open_image(args.mask, f"--mask {args.mask}")
+            from ..data.files import read_image
+
+            mask = read_image(args.mask, "--mask", "mask file")
         condition = args.condition
         if condition is not None and condition.isdigit():
             condition = int(condition)
@@ -91,13 +119,11 @@ def run(args) -> int:
         smap.to_pil().save(args.out)
         print(json.dumps(smap.to_annotations()["regions"]))
         return 0
+    skin_types = _check_vary_flags(args) if args.action == "vary" else None
     smap = _load(args.map, args.registry)
     if args.action == "inspect":
         print(json.dumps(smap.to_annotations(), indent=2))
         return 0
-    skin_types = [int(t) for t in args.skin_types.split(",")] if args.skin_types else None
-    if args.count < 1:
-        raise UsageError(f"--count must be >= 1 (the number of maps to write), got {args.count}")
     os.makedirs(args.out, exist_ok=True)
     for index in range(args.count):
         varied = smap.random_variation(

@@ -14,6 +14,8 @@ import datasets
 import numpy as np
 
 from ..conditions import get_registry
+from ..errors import DataError
+from .files import open_npz
 from .records import Record, build_dataset, check_limit
 
 SPLITS = ("train", "val", "test")
@@ -43,7 +45,7 @@ def load_dermamnist(
     if not os.path.isfile(npz_path):
         raise FileNotFoundError(f"DermaMNIST file {npz_path!r} does not exist")
     limit = check_limit(limit)
-    with np.load(npz_path, allow_pickle=False) as archive:
+    with open_npz(npz_path) as archive:
         available = [name for name in SPLITS if f"{name}_images" in archive.files and f"{name}_labels" in archive.files]
         if split != "all" and split not in available:
             raise ValueError(f"split {split!r} is not in {npz_path}; available: {available + ['all']}")
@@ -59,10 +61,12 @@ def _records(arrays: dict, registry, file_name: str, limit: int | None, tag_spli
         if images.ndim == 3:  # grey-scale MedMNIST sets store (N, H, W)
             images = np.repeat(images[..., None], 3, axis=-1)
         if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(labels):
-            raise ValueError(
+            raise DataError(
                 f"{file_name}: {split}_images has shape {images.shape} and {split}_labels {labels.shape}; "
                 "expected (N, H, W, 3) images and (N, 1) labels"
             )
+        if images.dtype != np.uint8:  # floats would be cast (and wrapped) silently, or fail inside PIL
+            raise DataError(f"{file_name}: {split}_images has dtype {images.dtype}; MedMNIST images are uint8 0..255")
         count = len(images) if limit is None else min(limit, len(images))
         flat = np.asarray(labels).reshape(len(labels), -1)[:, 0]
         for index in range(count):

@@ -29,13 +29,12 @@ from __future__ import annotations
 import inspect
 import os
 
-import numpy as np
-import pandas as pd
-
+from ..errors import DataError
 from ..hub import looks_like_repo_id
 from .ddi import load_ddi
 from .dermamnist import load_dermamnist
 from .fitzpatrick17k import load_fitzpatrick17k
+from .files import open_npz, read_table
 from .folder import load_dataset_dir
 from .ham10000 import METADATA_NAMES as HAM_METADATA_NAMES
 from .ham10000 import load_ham10000
@@ -169,14 +168,14 @@ def detect_layout(path: str) -> tuple[str, str]:
     for name in ("metadata.csv",) + HAM_METADATA_NAMES:
         csv_path = os.path.join(path, name)
         if os.path.isfile(csv_path):
-            columns = set(pd.read_csv(csv_path, nrows=0).columns)
+            columns = set(read_table(csv_path, nrows=0).columns)
             if "file_name" in columns:
                 return "imagefolder", path
             if {"image_id", "dx"} <= columns:
                 return "ham10000", path
             if {"diagnostic", "patient_id"} <= columns:
                 return "pad_ufes20", path
-            raise ValueError(
+            raise DataError(
                 f"{csv_path} has columns {sorted(columns)}; expected file_name (image folder), image_id+dx "
                 "(HAM10000) or diagnostic+patient_id (PAD-UFES-20)"
             )
@@ -193,5 +192,5 @@ def detect_layout(path: str) -> tuple[str, str]:
 
 
 def _is_medmnist(path: str) -> bool:
-    with np.load(path, allow_pickle=False) as archive:
+    with open_npz(path) as archive:
         return any(key.endswith("_images") for key in archive.files)

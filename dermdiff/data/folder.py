@@ -21,6 +21,8 @@ import datasets
 import pandas as pd
 
 from ..conditions import ConditionRegistry, get_registry
+from ..errors import read_json
+from .files import read_table
 from .records import Record, build_dataset, check_limit
 
 METADATA_FILE = "metadata.csv"
@@ -74,7 +76,7 @@ def read_metadata(path: str) -> pd.DataFrame:
     csv_path = os.path.join(path, METADATA_FILE)
     if not os.path.isfile(csv_path):
         raise FileNotFoundError(f"{csv_path} not found; an image folder needs a {METADATA_FILE} (file_name,label,...)")
-    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    table = read_table(csv_path, dtype=str, keep_default_na=False)
     missing = [name for name in REQUIRED_COLUMNS if name not in table.columns]
     if missing:
         raise ValueError(f"{csv_path} lacks column(s) {missing}; it has {list(table.columns)}")
@@ -87,8 +89,7 @@ def resolve_registry(path: str, registry, labels) -> ConditionRegistry:
         return get_registry(registry)
     info_path = os.path.join(path, INFO_FILE)
     if os.path.isfile(info_path):
-        with open(info_path, encoding="utf-8") as handle:
-            info = json.load(handle)
+        info = read_json(info_path, "dataset info")
         stored = info.get("registry", info if "conditions" in info else None) if isinstance(info, dict) else None
         if stored is None:
             raise ValueError(f"{info_path} has no 'registry' entry; expected {{'registry': {{'name', 'conditions'}}}}")

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..conditions import get_registry
+from .files import open_npz, read_table
 from .records import Record, build_dataset, check_limit
 from .tables import find_file, index_images
 
@@ -62,7 +63,7 @@ def load_ham10000(
         ['akiec', 'bcc', 'bkl', 'df', 'mel', 'nv', 'vasc']
     """
     metadata_path = find_metadata(root)
-    table = pd.read_csv(metadata_path, dtype=str, keep_default_na=False)
+    table = read_table(metadata_path, dtype=str, keep_default_na=False)
     missing = [name for name in ("image_id", "dx") if name not in table.columns]
     if missing:
         raise ValueError(f"{metadata_path} lacks column(s) {missing}; it has {list(table.columns)}")
@@ -101,7 +102,7 @@ class _MaskSource:
             raise FileNotFoundError(f"mask source {masks!r} is neither a .npz file nor a folder")
 
     def _load_npz(self, path: str, wanted: set[str]) -> None:
-        with np.load(path, allow_pickle=False) as archive:
+        with open_npz(path) as archive:
             missing = [key for key in ("image_ids", "masks") if key not in archive.files]
             if missing:
                 raise ValueError(f"{path} lacks array(s) {missing}; it has {archive.files}")

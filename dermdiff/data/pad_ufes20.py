@@ -15,6 +15,7 @@ import datasets
 import pandas as pd
 
 from ..conditions import get_registry
+from .files import read_table
 from .records import Record, build_dataset, check_limit
 
 METADATA_FILE = "metadata.csv"
@@ -45,7 +46,7 @@ def load_pad_ufes20(
     path = os.path.join(root, METADATA_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found; PAD-UFES-20 needs its {METADATA_FILE}")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = read_table(path, dtype=str, keep_default_na=False)
     missing = [name for name in ("diagnostic", "patient_id") if name not in table.columns]
     if "file" not in table.columns and "img_id" not in table.columns:
         missing.append("file or img_id")

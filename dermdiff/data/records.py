@@ -36,7 +36,8 @@ import numpy as np
 from PIL import Image
 
 from ..conditions import ConditionRegistry
-from ..limits import check_image_size, open_image
+from ..errors import DataError
+from ..limits import check_image_size
 from ..semantic_map import SemanticMap, _validate_box, validate_skin_type
 from .files import fit_mask, mask_image, png_bytes, read_image, read_mask, resize_mask, to_rgb
 from .info import dataset_info
@@ -148,7 +149,7 @@ def build_dataset(
         except ValueError as error:
             message = str(error) if str(error).startswith(record.where) else f"{record.where}: {error}"
             if not skip_bad:
-                raise ValueError(message) from None
+                raise DataError(message) from None
             bad.append(message)
             continue
         seen[str(record.image_id)] = record.where
@@ -287,13 +288,7 @@ def _row(record: Record, registry: ConditionRegistry, size: tuple[int, int] | No
 
 
 def _read_map(path: str, registry, size, skin_type, where: str) -> SemanticMap:
-    if not os.path.isfile(path):
-        raise ValueError(f"{where}: semantic map file {path!r} does not exist")
-    try:
-        with open_image(path, f"{where}: semantic map {path!r}") as image:
-            image = image.convert("RGB")
-    except (OSError, SyntaxError) as error:
-        raise ValueError(f"{where}: cannot read semantic map {path!r} ({error})") from None
+    image = read_image(path, where, "semantic map file").convert("RGB")
     smap = SemanticMap.decode(image, registry, source=path)
     if smap.size != size:
         raise ValueError(f"{where}: semantic map {path!r} has size {smap.size}, the image {size} (height, width)")

@@ -28,7 +28,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import UsageError
+from ..errors import DataError, UsageError, read_json
 from .features import describe_extractor, load_extractor
 from .fid import compute_fid_kid, default_cache_dir, source_features
 from .fidelity import (
@@ -49,16 +49,9 @@ from .sources import DatasetSource, ImageListSource
 
 def load_pipeline(path: str, device: str | None = None):
     """A dermdiff pipeline from a `save_pretrained` folder; the class comes from its `model_index.json`."""
-    from .. import pipelines
-    from ..pipelines.portable import pipeline_class_name
+    from ..pipelines.saved_folder import load_saved_pipeline
 
-    index = os.path.join(path, "model_index.json")
-    if not os.path.isfile(index):
-        raise FileNotFoundError(f"{index} not found; --pipeline takes a pipeline's save_pretrained folder")
-    class_name = pipeline_class_name(path)
-    if not hasattr(pipelines, class_name):
-        raise ValueError(f"{index} names {class_name!r}, not a dermdiff pipeline ({sorted(pipelines._EXPORTS)})")
-    pipe = getattr(pipelines, class_name).from_pretrained(path)
+    pipe = load_saved_pipeline(path)
     return pipe.to(device) if device else pipe
 
 
@@ -127,9 +120,19 @@ def _floor(real, reference_split, reference_features, size: int, extractor, data
 def _load_gan_log(gan_log):
     if gan_log is None or isinstance(gan_log, list):
         return gan_log
-    with open(gan_log) as handle:
+    with open(gan_log, encoding="utf-8") as handle:
         text = handle.read().strip()
-    return json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines() if line]
+    if text.startswith("["):
+        return read_json(gan_log, "discriminator log")
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise DataError(f"discriminator log {gan_log} line {number} is not JSON ({error.msg}); expected "
+                                "JSON lines of {step, d_train, d_heldout} or one JSON list") from None
+    return records
 
 
 def evaluate(
