@@ -299,7 +299,7 @@ cli("evaluate-no-source", USAGE, "--pipeline|--generated", lambda w: _evaluate(w
 
 # 4. dermdiff phantom and demo
 def _phantom(w, *extra):
-    return ["phantom", "--out", _out(w, "phantom"), "--n", "4", "--size", "16", "--quiet", *extra]
+    return ["phantom", "--out", _out(w, "phantom" + "".join(extra)), "--n", "4", "--size", "16", "--quiet", *extra]
 
 
 for flag, value, match in (
@@ -307,7 +307,8 @@ for flag, value, match in (
     ("--size", "0", "size"), ("--size", "x", "--size"), ("--rare", "eczema", "eczema"),
     ("--rare-fraction", "2", "fraction"), ("--rare-fraction", "-0.1", "fraction"), ("--skin-types", "0", "skin type"),
     ("--skin-types", "7", "skin type"), ("--skin-types", "x", "skin type"), ("--healthy-fraction", "1.5", "healthy"),
-    ("--healthy-fraction", "-1", "healthy"), ("--images-per-lesion", "0", "images.per.lesion"),
+    ("--healthy-fraction", "-1", "healthy"), ("--healthy-fraction", "nan", "healthy"),
+    ("--rare-fraction", "nan", "fraction"), ("--n", str(10**12), "--n|limit"), ("--images-per-lesion", "0", "images.per.lesion"),
     ("--seed", "one", "--seed"),
 ):
     extra = (flag, value) if flag != "--rare" else ("--rare", value)
@@ -322,8 +323,6 @@ cli("phantom-grid-in-file", USAGE, "image.png", lambda w: ["phantom", "--grid", 
 for argv, match in ((["--train-steps", "0"], "--train-steps"), (["--resume", "--overwrite"], "--resume"),
                     (["--stop-after", "nothing"], "--stop-after"), (["--seed", "x"], "--seed")):
     cli(f"demo-{'_'.join(argv)}", USAGE, match, lambda w, a=argv: ["demo", "--out", _out(w, "demo"), *a])
-cli("demo-resume-nothing", USAGE, "demo.*resume|resume.*demo",
-    lambda w: ["demo", "--out", _out(w, "no-demo"), "--resume", "--quick"])
 cli("unknown-command", USAGE, "nosuch", lambda w: ["nosuch"])
 cli("unknown-flag", USAGE, "--frobnicate", lambda w: ["maps", "inspect", w.map, "--frobnicate"])
 
@@ -355,8 +354,10 @@ FOLDER_ERRORS = {
 }
 for name, match in FOLDER_ERRORS.items():
     call(f"load-folder-{name}", ValueError, match, lambda w, n=name: _load(getattr(w.folders, n)))
-    cli(f"evaluate-data-{name}", DATA, match.replace("line 2.*", "metadata.csv line 2.*") if "line 2" in match
-        else match, lambda w, n=name: _evaluate(w, "--pipeline", w.pipe, data=getattr(w.folders, n)))
+for name in ("boxes_infinity", "image_truncated", "csv_latin1", "info_bad"):  # the same loader, through the CLI
+    match = FOLDER_ERRORS[name]
+    cli(f"evaluate-data-{name}", DATA, match.replace("line 2.*", "metadata.csv line 2.*"),
+        lambda w, n=name: _evaluate(w, "--pipeline", w.pipe, data=getattr(w.folders, n)))
 call("load-missing", FileNotFoundError, "nowhere", lambda w: _load(os.path.join(w.root, "nowhere")))
 call("load-unknown-name", (ValueError, FileNotFoundError), "no-such-dataset", lambda w: _load("no-such-dataset"))
 call("load-empty-dir", ValueError, "empty-dir", lambda w: _load(w.empty_dir))
@@ -368,3 +369,116 @@ call("npz-not-zip", ValueError, "dermamnist_text.npz", lambda w: _load(w.npz_tex
 call("npz-folder-truncated", ValueError, "dermamnist.npz", lambda w: _load(w.npz_dir))
 call("npz-float-images", ValueError, "dermamnist_float.npz.*(uint8|float)", lambda w: _load(w.npz_float))
 call("npz-split", ValueError, "nosuch", lambda w: _load(w.npz, split="nosuch"))
+
+
+# 6. training scripts, in-process through `run_script` (what their `__main__` runs); each fails before training
+def _gan(w, name, *extra, data=None):
+    source = ["--train_data_dir", data or w.phantom]
+    if name == "train_lesion_edit" and data is None:  # lesion editing needs healthy images too
+        source = ["--phantom", "--phantom_num_images", "8", "--phantom_healthy_fraction", "0.5"]
+    return [*source, "--resolution", "32" if name == "train_dermgan" else "16", "--max_train_steps", "1",
+            "--output_dir", _out(w, name), "--report_to", "none", *extra]
+
+
+GAN_SCRIPTS = ("train_dermgan", "train_dcgan", "train_lesion_edit")
+for name in GAN_SCRIPTS:
+    script(name, "no-output-dir", USAGE, "--output_dir", lambda w: ["--phantom"])
+    script(name, "two-sources", USAGE, "exactly one", lambda w, n=name: _gan(w, n, "--phantom", data=w.phantom))
+    script(name, "resolution-4", USAGE, "--resolution", lambda w, n=name: _gan(w, n, "--resolution", "4"))
+    script(name, "heldout-1", USAGE, "--heldout_fraction", lambda w, n=name: _gan(w, n, "--heldout_fraction", "1"))
+    script(name, "model-config-missing", USAGE, "--model_config.*nowhere.json",
+           lambda w, n=name: _gan(w, n, "--model_config", os.path.join(w.root, "nowhere.json")))
+    script(name, "model-config-bad-json", DATA, "bad.json", lambda w, n=name: _gan(w, n, "--model_config", w.bad_json))
+    script(name, "model-config-list", DATA, "list.json", lambda w, n=name: _gan(w, n, "--model_config", w.list_json))
+    script(name, "data-missing", USAGE, "nowhere",
+           lambda w, n=name: _gan(w, n, data=os.path.join(w.root, "nowhere")))
+    script(name, "data-truncated-image", DATA, "line 2.*cannot read image",
+           lambda w, n=name: _gan(w, n, data=w.folders.image_truncated))
+    script(name, "data-csv-latin1", DATA, "metadata.csv.*UTF-8", lambda w, n=name: _gan(w, n, data=w.folders.csv_latin1))
+    script(name, "batch-size-0", USAGE, "train_batch_size", lambda w, n=name: _gan(w, n, "--train_batch_size", "0"))
+    script(name, "learning-rate-negative", USAGE, "learning_rate",
+           lambda w, n=name: _gan(w, n, "--learning_rate", "-1"))
+    script(name, "steps-0", USAGE, "max_train_steps", lambda w, n=name: _gan(w, n, "--max_train_steps", "0"))
+    script(name, "checkpoints-total-limit-0", USAGE, "--checkpoints_total_limit",
+           lambda w, n=name: _gan(w, n, "--checkpoints_total_limit", "0"))
+    script(name, "checkpointing-steps-negative", USAGE, "--checkpointing_steps",
+           lambda w, n=name: _gan(w, n, "--checkpointing_steps", "-1"))
+    script(name, "resume-missing", USAGE, "resume_from_checkpoint.*nowhere",
+           lambda w, n=name: _gan(w, n, "--resume_from_checkpoint", os.path.join(w.root, "nowhere")))
+    script(name, "seed-text", USAGE, "--seed", lambda w, n=name: _gan(w, n, "--seed", "x"))
+script("train_dermgan", "resolution-24", USAGE, "--resolution", lambda w: _gan(w, "train_dermgan", "--resolution", "24"))
+script("train_dermgan", "resolution-8", USAGE, "--resolution", lambda w: _gan(w, "train_dermgan", "--resolution", "8"))
+script("train_dermgan", "resolution-16", USAGE, "--resolution.*PatchGAN",
+       lambda w: _gan(w, "train_dermgan", "--resolution", "16"))
+script("train_dermgan", "lambda-negative", USAGE, "--lambda_l1", lambda w: _gan(w, "train_dermgan", "--lambda_l1", "-1"))
+script("train_dermgan", "validation-skin-type", USAGE, "--validation_skin_types",
+       lambda w: _gan(w, "train_dermgan", "--validation_skin_types", "9"))
+script("train_dcgan", "truncation-0", USAGE, "--truncation", lambda w: _gan(w, "train_dcgan", "--truncation", "0"))
+script("train_lesion_edit", "resolution-18", USAGE, "--resolution",
+       lambda w: _gan(w, "train_lesion_edit", "--resolution", "18"))
+
+
+def _diffusion(w, *extra, data=None):
+    return ["--train_data_dir", data or w.phantom, "--resolution", "16", "--max_train_steps", "1",
+            "--output_dir", _out(w, "diffusion"), "--report_to", "none", *extra]
+
+
+script("train_diffusion", "no-source", USAGE, "exactly one", lambda w: ["--output_dir", _out(w, "d")])
+script("train_diffusion", "resolution-4", USAGE, "--resolution", lambda w: _diffusion(w, "--resolution", "4"))
+script("train_diffusion", "dropout-2", USAGE, "--condition_dropout", lambda w: _diffusion(w, "--condition_dropout", "2"))
+script("train_diffusion", "model-config-bad-json", DATA, "bad.json", lambda w: _diffusion(w, "--model_config", w.bad_json))
+script("train_diffusion", "model-config-list", DATA, "list.json", lambda w: _diffusion(w, "--model_config", w.list_json))
+script("train_diffusion", "data-missing", USAGE, "nowhere", lambda w: _diffusion(w, data=os.path.join(w.root, "nowhere")))
+script("train_diffusion", "data-boxes-nan", DATA, "line 2.*boxes", lambda w: _diffusion(w, data=w.folders.boxes_nan))
+script("train_diffusion", "data-truncated-map", DATA, "line 2.*semantic map",
+       lambda w: _diffusion(w, data=w.folders.map_truncated))
+script("train_diffusion", "batch-size-0", USAGE, "train_batch_size", lambda w: _diffusion(w, "--train_batch_size", "0"))
+script("train_diffusion", "learning-rate-0", USAGE, "learning_rate", lambda w: _diffusion(w, "--learning_rate", "0"))
+script("train_diffusion", "resume-missing", USAGE, "resume_from_checkpoint.*nowhere",
+       lambda w: _diffusion(w, "--resume_from_checkpoint", os.path.join(w.root, "nowhere")))
+
+
+def _classifier(w, *extra, data=None):
+    return ["--train_data_dir", data or w.phantom, "--resolution", "16", "--num_epochs", "1",
+            "--output_dir", _out(w, "classifier"), *extra]
+
+
+script("train_classifier", "no-data", USAGE, "--train_data_dir", lambda w: [])
+script("train_classifier", "data-missing", USAGE, "nowhere", lambda w: _classifier(w, data=os.path.join(w.root, "nowhere")))
+script("train_classifier", "data-npz-truncated", DATA, "dermamnist_truncated.npz",
+       lambda w: _classifier(w, data=w.npz_truncated))
+script("train_classifier", "data-npz-float", DATA, "dermamnist_float.npz", lambda w: _classifier(w, data=w.npz_float))
+script("train_classifier", "data-label-unknown", DATA, "line 2.*eczema",
+       lambda w: _classifier(w, data=w.folders.label_unknown))
+script("train_classifier", "validation-missing", USAGE, "nowhere",
+       lambda w: _classifier(w, "--validation_data_dir", os.path.join(w.root, "nowhere")))
+script("train_classifier", "loader-kwargs-json", USAGE, "--loader_kwargs", lambda w: _classifier(w, "--loader_kwargs", "{x"))
+script("train_classifier", "split-fractions-json", USAGE, "--split_fractions",
+       lambda w: _classifier(w, "--split_fractions", "[1"))
+script("train_classifier", "backbone", USAGE, "--backbone", lambda w: _classifier(w, "--backbone", "nonet"))
+script("train_classifier", "pretrained-missing", USAGE, "nowhere.safetensors",
+       lambda w: _classifier(w, "--pretrained", os.path.join(w.root, "nowhere.safetensors")))
+script("train_classifier", "epochs-0", USAGE, "num_epochs", lambda w: _classifier(w, "--num_epochs", "0"))
+script("train_classifier", "batch-size-0", USAGE, "train_batch_size", lambda w: _classifier(w, "--train_batch_size", "0"))
+script("train_classifier", "label-smoothing-2", USAGE, "--label_smoothing",
+       lambda w: _classifier(w, "--label_smoothing", "2"))
+script("train_classifier", "lr-scheduler", USAGE, "--lr_scheduler", lambda w: _classifier(w, "--lr_scheduler", "bogus"))
+
+
+def _loop(w, *extra, generator=None):
+    return ["--generator", generator or w.pipe, "--data_dir", w.phantom, "--output_dir", _out(w, "loop"), *extra]
+
+
+for name in ("adversarial_loop", "augment_experiment"):
+    for damage in ("no_weights", "truncated_weights", "bad_index", "no_scheduler", "missing_tensor"):
+        code, match = DAMAGED_PIPELINES[damage]
+        script(name, f"generator-{damage}", code, match,
+               lambda w, d=damage: _loop(w, generator=getattr(w.pipes, d)))
+    script(name, "generator-missing", USAGE, "nowhere", lambda w: _loop(w, generator=os.path.join(w.root, "nowhere")))
+    script(name, "no-data", USAGE, "--data_dir", lambda w: ["--generator", w.pipe, "--output_dir", _out(w, "l")])
+    script(name, "data-missing", USAGE, "nowhere",
+           lambda w: ["--generator", w.pipe, "--data_dir", os.path.join(w.root, "nowhere"), "--output_dir", _out(w, "l")])
+    script(name, "loader-kwargs-json", USAGE, "--loader_kwargs", lambda w: _loop(w, "--loader_kwargs", "{x"))
+    script(name, "scheduler", USAGE, "--scheduler.*heun|heun", lambda w: _loop(w, "--scheduler", "heun"))
+script("adversarial_loop", "strategies", USAGE, "--strategies", lambda w: _loop(w, "--strategies", "magic"))
+script("adversarial_loop", "rounds-0", USAGE, "--rounds", lambda w: _loop(w, "--rounds", "0"))

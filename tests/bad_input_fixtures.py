@@ -99,10 +99,10 @@ def damaged_pipelines(good: str, root: str) -> dict[str, str]:
     return out
 
 
-def tiny_phantom(path: str, n: int = 6) -> str:
+def tiny_phantom(path: str, n: int = 6, healthy_fraction: float = 0.0) -> str:
     from dermdiff.data.phantom import write_phantom
 
-    write_phantom(path, n=n, size=SIZE, seed=0)
+    write_phantom(path, n=n, size=SIZE, seed=0, healthy_fraction=healthy_fraction)
     return path
 
 
@@ -162,6 +162,7 @@ def build_workspace(root: str) -> SimpleNamespace:
     os.makedirs(w.empty_dir)
 
     w.phantom = tiny_phantom(os.path.join(root, "phantom"))
+    w.phantom_healthy = tiny_phantom(os.path.join(root, "phantom-healthy"), n=8, healthy_fraction=0.5)
     with open(os.path.join(w.phantom, "metadata.csv"), newline="", encoding="utf-8") as handle:
         first = next(csv.DictReader(handle))
     w.first_image = os.path.join(w.phantom, first["file_name"])

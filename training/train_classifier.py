@@ -158,6 +158,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     check_backbone_arguments(parser, args)
     if args.patience < 0 or args.n_boot < 0:
         parser.error("--patience and --n_boot must be >= 0")
+    for name in ("num_epochs", "train_batch_size", "eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if not 0 <= args.label_smoothing < 1:
+        parser.error(f"--label_smoothing must be in [0, 1), got {args.label_smoothing}")
+    from diffusers.optimization import SchedulerType
+
+    schedulers = [kind.value for kind in SchedulerType]
+    if args.lr_scheduler not in schedulers:
+        parser.error(f"--lr_scheduler {args.lr_scheduler!r} is not one of {schedulers}")
     return args
 
 

@@ -24,7 +24,7 @@ import sys
 from accelerate.utils import set_seed
 
 from dermdiff.data.transforms import model_transform
-from dermdiff.errors import ArgumentParser, run_script
+from dermdiff.errors import ArgumentParser, UsageError, run_script
 from dermdiff.loops.diffusion import validation_maps
 from dermdiff.loops.gan import DermGANLossWeights
 from dermdiff.loops.gan_cli import (
@@ -72,7 +72,22 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
     if args.resolution & (args.resolution - 1):
         parser.error(f"--resolution must be a power of two for the U-Net, got {args.resolution}")
+    if any(skin_type not in range(1, 7) for skin_type in args.validation_skin_types):
+        parser.error(f"--validation_skin_types takes Fitzpatrick types 1..6, got {args.validation_skin_types}")
     return args
+
+
+def check_resolution(args) -> None:
+    """--resolution against the PatchGAN of --model_config, before any data is loaded: too small a side
+    would fail only at the first discriminator step, on a kernel larger than its input."""
+    _, discriminator_config = model_configs(args)
+    widths = discriminator_config.get("block_out_channels", (64, 128, 256, 512))
+    minimum = PatchGANDiscriminator.min_sample_size(widths)
+    if args.resolution < minimum:
+        raise UsageError(
+            f"--resolution {args.resolution} is too small for the PatchGAN discriminator (block_out_channels "
+            f"{list(widths)}): it needs at least {minimum} px; raise --resolution or use fewer widths in --model_config"
+        )
 
 
 def loss_weights(args) -> DermGANLossWeights:
@@ -99,6 +114,7 @@ def build_models(args, registry) -> tuple[DermGANGenerator, PatchGANDiscriminato
 
 
 def main(args: argparse.Namespace) -> int:
+    check_resolution(args)
     dataset, registry, dataset_name = load_train_images(args)
     train_rows, heldout_rows = split_heldout(dataset, args.heldout_fraction, args.seed)
     transform = model_transform(args.resolution, registry)

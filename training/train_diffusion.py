@@ -42,13 +42,12 @@ Resume after a crash or a kill: add `--resume_from_checkpoint latest` to the sam
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from accelerate.utils import set_seed
 
-from dermdiff.errors import ArgumentParser, run_script
+from dermdiff.errors import ArgumentParser, json_object, run_script
 from dermdiff.hub import ModelCardInfo, push_to_hub
 from dermdiff.loops.data_flags import add_data_source_arguments, check_data_source_args, load_training_rows
 from dermdiff.loops.pair_augment import AUGMENTS, parse_map_shapes
@@ -196,8 +195,7 @@ def build_model(args, registry, vae=None) -> SemanticUNet2DModel:
     """The UNet from --model_config (if any), sized and labelled for this data (and for the VAE's latents)."""
     config = {}
     if args.model_config:
-        with open(args.model_config, encoding="utf-8") as handle:
-            config = json.load(handle)
+        config = json_object(args.model_config, "--model_config")
     if vae is not None:
         config.setdefault("in_channels", vae.config.latent_channels)
         config.setdefault("out_channels", vae.config.latent_channels)

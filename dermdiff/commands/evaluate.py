@@ -53,7 +53,7 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from ..metrics.evaluation import evaluate
+    from ..metrics.evaluation import evaluate, read_gan_log
 
     import os
 
@@ -66,6 +66,8 @@ def run(args) -> int:
     for flag, path in (("--pipeline", args.pipeline), ("--generated", args.generated), ("--classifier", args.classifier)):
         if path is not None and not os.path.isdir(path):
             raise FileNotFoundError(f"{flag} {path} is not a folder")
+    if args.gan_log is not None and not os.path.isfile(args.gan_log):
+        raise FileNotFoundError(f"--gan-log {args.gan_log} does not exist")
     metrics = evaluate(
         data=args.data, out=args.out, pipeline=args.pipeline, generated=args.generated, num_images=args.num_images,
         extractor=args.extractor, extractor_resolution=args.extractor_resolution, classifier=args.classifier,
@@ -75,7 +77,7 @@ def run(args) -> int:
         cache_dir=None if args.no_cache else args.cache_dir, trials=args.trials,
         num_inference_steps=args.num_inference_steps, batch_size=args.batch_size, seed=args.seed,
         num_sweeps=args.num_sweeps, ssim_threshold=args.ssim_threshold, max_train_images=args.max_train_images,
-        gan_log=args.gan_log, device=args.device, verbose=not args.quiet,
+        gan_log=read_gan_log(args.gan_log), device=args.device, verbose=not args.quiet,
     )
     distribution = metrics.get("distribution")
     if distribution:

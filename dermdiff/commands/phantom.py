@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+from ..errors import UsageError
+from .flags import check_at_least, check_fraction
+
 NAME = "phantom"
 HELP = "Write the procedural dermatology phantom (images, masks, semantic maps, metadata.csv) and/or a grid picture."
 EXAMPLES = """\
@@ -50,6 +53,10 @@ def run(args) -> int:
 
     if not args.out and not args.grid:
         raise ValueError("nothing to do: give --out DIR (the dataset) and/or --grid PATH (a picture)")
+    check_at_least(args, {"n": 1, "images_per_lesion": 1})
+    check_fraction(args.healthy_fraction, "--healthy-fraction")
+    if not 0 < args.rare_fraction < 1:
+        raise UsageError(f"--rare-fraction must be in (0, 1), got {args.rare_fraction}")
     if args.out:
         class_weights = rare_class_weights(args.rare, args.rare_fraction) if args.rare else None
         write_phantom(

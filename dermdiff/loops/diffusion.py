@@ -125,6 +125,8 @@ class DiffusionTrainingConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_train_steps is not None and self.max_train_steps < 1:
             raise ValueError(f"max_train_steps must be >= 1 or None, got {self.max_train_steps}")
+        if not self.learning_rate > 0:  # also NaN
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.checkpointing_steps < 0 or self.validation_steps < 0:
             raise ValueError("checkpointing_steps and validation_steps must be >= 0 (0 = never)")
         self.validation_skin_types = tuple(validate_skin_type(t) for t in self.validation_skin_types)

@@ -7,9 +7,9 @@ Each script adds only its own model and loss flags; everything else is defined h
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
+from ..errors import json_object
 from ..losses import GAN_LOSS_MODES
 from .data_flags import add_data_source_arguments, check_data_source_args, load_training_rows
 from .gan import GANTrainingConfig
@@ -106,8 +106,16 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"--phantom_healthy_fraction must be in [0, 1), got {args.phantom_healthy_fraction}")
     if args.phantom and args.phantom_num_images < 2:
         parser.error(f"--phantom_num_images must be >= 2, got {args.phantom_num_images}")
+    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
+        parser.error(f"--checkpoints_total_limit must be >= 1 (or left out: keep all), got {args.checkpoints_total_limit}")
+    if args.checkpointing_steps < 0 or args.validation_steps < 0 or args.monitor_steps < 0:
+        parser.error("--checkpointing_steps, --validation_steps and --monitor_steps must be >= 0 (0 = never)")
     if args.model_config and not os.path.isfile(args.model_config):
         parser.error(f"--model_config {args.model_config!r} does not exist")
+    try:  # the loop's own checks (batch size, learning rate, steps, ...), before any data is loaded
+        training_config(args)
+    except ValueError as error:
+        parser.error(f"--{error}")
 
 
 def load_train_images(args):
@@ -120,8 +128,7 @@ def model_configs(args) -> tuple[dict, dict]:
     """(generator, discriminator) hyperparameters from --model_config (empty dicts without one)."""
     if not args.model_config:
         return {}, {}
-    with open(args.model_config, encoding="utf-8") as handle:
-        config = json.load(handle)
+    config = json_object(args.model_config, "--model_config")
     unknown = set(config) - {"generator", "discriminator"}
     if unknown:
         raise ValueError(f"--model_config keys must be 'generator' and 'discriminator', got {sorted(unknown)}")

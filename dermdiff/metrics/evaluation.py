@@ -117,7 +117,8 @@ def _floor(real, reference_split, reference_features, size: int, extractor, data
     return floor
 
 
-def _load_gan_log(gan_log):
+def read_gan_log(gan_log):
+    """A discriminator log (JSON list or JSON lines) from a file, its errors naming file and line."""
     if gan_log is None or isinstance(gan_log, list):
         return gan_log
     with open(gan_log, encoding="utf-8") as handle:
@@ -332,7 +333,7 @@ def evaluate(
         skipped["memorisation"] = str(error)
 
     # 7. discriminator overfitting
-    log, gap = _load_gan_log(gan_log), None
+    log, gap = read_gan_log(gan_log), None
     if log:
         # one curve set per discriminator (the GAN loops log several: multi-scale, CycleGAN's two)
         groups: dict[str, list] = {}

@@ -272,6 +272,17 @@ class PatchGANDiscriminator(ModelMixin, ConfigMixin):
         self.features = nn.Sequential(*layers)
         self.conv_out = nn.Conv2d(in_ch, 1, kernel_size=4, stride=1, padding=1)
 
+    @staticmethod
+    def min_sample_size(block_out_channels: Sequence[int] = (64, 128, 256, 512)) -> int:
+        """The smallest image side that leaves a patch map of at least 1 x 1 (4x4 convolutions, padding 1).
+
+        A stride-2 convolution halves the side (floor); a stride-1 one takes one pixel off. With k stride-2
+        and m stride-1 convolutions (the last feature layer and `conv_out`) a side s gives s // 2**k - m.
+        """
+        halvings = max(len(block_out_channels) - 1, 1)
+        trims = (1 if len(block_out_channels) > 1 else 0) + 1
+        return 2**halvings * (trims + 1)
+
     def forward(
         self,
         sample: torch.Tensor,
