@@ -452,7 +452,8 @@ script("train_classifier", "data-label-unknown", DATA, "line 2.*eczema",
        lambda w: _classifier(w, data=w.folders.label_unknown))
 script("train_classifier", "validation-missing", USAGE, "nowhere",
        lambda w: _classifier(w, "--validation_data_dir", os.path.join(w.root, "nowhere")))
-script("train_classifier", "loader-kwargs-json", USAGE, "--loader_kwargs", lambda w: _classifier(w, "--loader_kwargs", "{x"))
+script("train_classifier", "loader-kwargs-json", USAGE, "--train_loader_kwargs",
+       lambda w: _classifier(w, "--train_loader_kwargs", "{x"))
 script("train_classifier", "split-fractions-json", USAGE, "--split_fractions",
        lambda w: _classifier(w, "--split_fractions", "[1"))
 script("train_classifier", "backbone", USAGE, "--backbone", lambda w: _classifier(w, "--backbone", "nonet"))

@@ -386,6 +386,6 @@ def test_discriminator_gap_plot_checks_its_log():
 def test_evaluate_command_bad_input_exits_2(tmp_path, capsys):
     from dermdiff.cli import main
 
-    code = main(["evaluate", "--generated", str(tmp_path / "missing"), "--data", str(tmp_path), "--out",
+    code = main(["evaluate", "--generated", str(tmp_path), "--data", str(tmp_path), "--out",
                  str(tmp_path / "out"), "--extractor", "nonsense"])
     assert code == 2 and "unknown extractor" in capsys.readouterr().err

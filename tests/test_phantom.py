@@ -278,7 +278,7 @@ def test_cli_writes_folder_and_grid(tmp_path, capsys):
         (["--size", "8"], "16..256"),
         (["--n", "0"], ">= 1"),
         (["--skin-types", "1,7"], "1..6"),
-        (["--healthy-fraction", "1.5"], "healthy_fraction"),
+        (["--healthy-fraction", "1.5"], "--healthy-fraction"),
     ],
 )
 def test_cli_bad_input_is_one_clear_line(tmp_path, capsys, extra, message):
