@@ -483,3 +483,20 @@ for name in ("adversarial_loop", "augment_experiment"):
     script(name, "scheduler", USAGE, "--scheduler.*heun|heun", lambda w: _loop(w, "--scheduler", "heun"))
 script("adversarial_loop", "strategies", USAGE, "--strategies", lambda w: _loop(w, "--strategies", "magic"))
 script("adversarial_loop", "rounds-0", USAGE, "--rounds", lambda w: _loop(w, "--rounds", "0"))
+
+
+def _autoencoder(w, *extra, data=None):
+    return ["--train_data_dir", data or w.phantom, "--resolution", "16", "--max_train_steps", "1",
+            "--output_dir", _out(w, "autoencoder"), "--report_to", "none", *extra]
+
+
+script("train_autoencoder", "no-source", USAGE, "exactly one|--train_data_dir", lambda w: ["--output_dir", _out(w, "a")])
+script("train_autoencoder", "data-missing", USAGE, "nowhere",
+       lambda w: _autoencoder(w, data=os.path.join(w.root, "nowhere")))
+script("train_autoencoder", "data-truncated-image", DATA, "line 2.*cannot read image",
+       lambda w: _autoencoder(w, data=w.folders.image_truncated))
+script("train_autoencoder", "model-config-bad-json", DATA, "bad.json", lambda w: _autoencoder(w, "--model_config",
+                                                                                             w.bad_json))
+script("train_autoencoder", "pretrained-vae-missing", USAGE, "nowhere",
+       lambda w: _autoencoder(w, "--pretrained_vae", os.path.join(w.root, "nowhere")))
+script("train_autoencoder", "batch-size-0", USAGE, "train_batch_size", lambda w: _autoencoder(w, "--train_batch_size", "0"))

@@ -23,13 +23,12 @@ Resume after a crash or a kill: add `--resume_from_checkpoint latest` to the sam
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from accelerate.utils import set_seed
 
-from dermdiff.errors import ArgumentParser, run_script
+from dermdiff.errors import ArgumentParser, json_object, run_script
 from dermdiff.hub import ModelCardInfo, push_to_hub
 from dermdiff.loops.autoencoder import (
     AutoencoderTrainingConfig,
@@ -125,8 +124,7 @@ def build_model(args):
         return load_vae(args.pretrained_vae, cache_dir=args.cache_dir, token=args.hub_token)
     config = default_autoencoder_config(args.resolution, args.latent_channels)
     if args.model_config:
-        with open(args.model_config, encoding="utf-8") as handle:
-            config.update(json.load(handle))
+        config.update(json_object(args.model_config, "--model_config"))
     try:
         return AutoencoderKL(**config)
     except (TypeError, ValueError) as error:

@@ -88,10 +88,17 @@ def load_vae(name_or_path: str, **kwargs) -> AutoencoderKL:
         raise ValueError(f"VAE {name_or_path!r}: no config.json in the folder or in its vae/ subfolder")
     if os.path.exists(name_or_path):
         raise ValueError(f"VAE {name_or_path!r} is a file; give an AutoencoderKL folder or a Hub id")
+    if os.path.isabs(name_or_path) or name_or_path.startswith((".", "~")):
+        raise FileNotFoundError(f"VAE folder {name_or_path} does not exist")
     try:
         return AutoencoderKL.from_pretrained(name_or_path, **kwargs)
-    except (OSError, EnvironmentError):
-        return AutoencoderKL.from_pretrained(name_or_path, subfolder="vae", **kwargs)
+    except OSError:
+        try:
+            return AutoencoderKL.from_pretrained(name_or_path, subfolder="vae", **kwargs)
+        except OSError as error:  # offline, unknown repo, gated: one line, not diffusers' paragraph
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(f"could not load VAE {name_or_path!r} from the Hugging Face Hub ({first_line[:300]})") \
+                from None
 
 
 @dataclass
