@@ -163,7 +163,7 @@ def detect_layout(path: str) -> tuple[str, str]:
         if os.path.isfile(os.path.join(path, name)):
             return layout, path
     kaggle = os.path.join(path, "train.csv")  # the SIIM-ISIC Kaggle copy of ISIC 2020
-    if os.path.isfile(kaggle) and {"image_name", "target"} <= set(pd.read_csv(kaggle, nrows=0).columns):
+    if os.path.isfile(kaggle) and {"image_name", "target"} <= set(read_table(kaggle, nrows=0).columns):
         return "isic2020", path
     for name in ("metadata.csv",) + HAM_METADATA_NAMES:
         csv_path = os.path.join(path, name)

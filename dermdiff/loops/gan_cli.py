@@ -106,14 +106,15 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"--phantom_healthy_fraction must be in [0, 1), got {args.phantom_healthy_fraction}")
     if args.phantom and args.phantom_num_images < 2:
         parser.error(f"--phantom_num_images must be >= 2, got {args.phantom_num_images}")
-    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
+    if getattr(args, "checkpoints_total_limit", None) is not None and args.checkpoints_total_limit < 1:
         parser.error(f"--checkpoints_total_limit must be >= 1 (or left out: keep all), got {args.checkpoints_total_limit}")
-    if args.checkpointing_steps < 0 or args.validation_steps < 0 or args.monitor_steps < 0:
+    if any(getattr(args, name, 0) < 0 for name in ("checkpointing_steps", "validation_steps", "monitor_steps")):
         parser.error("--checkpointing_steps, --validation_steps and --monitor_steps must be >= 0 (0 = never)")
     if args.model_config and not os.path.isfile(args.model_config):
         parser.error(f"--model_config {args.model_config!r} does not exist")
     try:  # the loop's own checks (batch size, learning rate, steps, ...), before any data is loaded
-        training_config(args)
+        if hasattr(args, "output_dir"):
+            training_config(args)
     except ValueError as error:
         parser.error(f"--{error}")
 
