@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from dermdiff.classifier_training import ClassifierTrainingConfig, evaluate_classifier, train_classifier
+from dermdiff.loops.classifier import ClassifierTrainingConfig, evaluate_classifier, train_classifier
 from dermdiff.metrics.classification import metrics_to_markdown, save_metrics
 
 DEFAULT_NPZ = "/work/shared/data/dermamnist/dermamnist_28_from_jpeg.npz"

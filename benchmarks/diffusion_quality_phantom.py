@@ -74,8 +74,8 @@ def main(args) -> dict:
     from diffusers.utils import make_image_grid
 
     from dermdiff import SemanticMap
-    from dermdiff.classifier_training import train_classifier
     from dermdiff.data import make_splits, phantom_dataset
+    from dermdiff.loops.classifier import train_classifier
     from dermdiff.metrics.fidelity import class_fidelity, ita_by_skin_type, placement_scores, skin_tone_fidelity
     from dermdiff.pipelines.pipeline_dermdiff import DermDiffPipeline
     from dermdiff.pipelines.scheduler_names import scheduler_from_name

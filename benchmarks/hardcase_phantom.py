@@ -35,7 +35,7 @@ import torch
 
 from dermdiff.data import save_image_folder
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop
-from dermdiff.hardcase_cli import load_generator, load_splits
+from dermdiff.hardcase.cli import load_generator, load_splits
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -149,7 +149,7 @@ def main(args) -> dict:
 
         print(seed_control_markdown(seed_control(splits, result, config, args.output_dir)))
     if args.augment:
-        from dermdiff.augmentation import run_augmentation_experiment
+        from dermdiff.hardcase.augmentation import run_augmentation_experiment
 
         augment = run_augmentation_experiment(
             splits,

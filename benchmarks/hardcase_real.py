@@ -32,9 +32,9 @@ import torch
 
 from dermdiff.data import save_image_folder
 from dermdiff.data.splits import parse_stratify_by, save_composition
-from dermdiff.classifier_training import evaluate_classifier, train_classifier
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop, seed_control, seed_control_markdown
-from dermdiff.hardcase_cli import load_generator, load_splits
+from dermdiff.hardcase.cli import load_generator, load_splits
+from dermdiff.loops.classifier import evaluate_classifier, train_classifier
 from dermdiff.metrics.classification import metrics_to_markdown
 
 DATA_ROOT = os.environ.get("DERMDIFF_DATA", "/work/shared/data")

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import sys
 
+from . import moved
 from .lazy import lazy_exports
 
 __version__ = "0.1.0"
@@ -56,12 +57,12 @@ _EXPORTS = {
     "MultiScaleDiscriminator": ".models.multiscale_discriminator",
     "TranslationGenerator": ".models.translation",
     "SkinClassifier": ".classifier",
-    "run_hardcase_loop": ".hardcase",
-    "HardCaseConfig": ".hardcase",
-    "run_augmentation_experiment": ".augmentation",
-    "AugmentationConfig": ".augmentation",
-    "synthesize_hard_cases": ".synthesis",
-    "AdversarialGuidance": ".synthesis",
+    "run_hardcase_loop": ".hardcase.loop",
+    "HardCaseConfig": ".hardcase.loop",
+    "run_augmentation_experiment": ".hardcase.augmentation",
+    "AugmentationConfig": ".hardcase.augmentation",
+    "synthesize_hard_cases": ".hardcase.synthesis",
+    "AdversarialGuidance": ".hardcase.synthesis",
 }
 
 
@@ -70,3 +71,4 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)
 
 _map_source_tree_pipelines()
+moved.install()

@@ -44,7 +44,7 @@ def align_labels(dataset, label_names, where: str = "the data"):
     Raises:
         ValueError: the data has a class the classifier does not know (one line with both label sets).
     """
-    from .classifier_training import dataset_label_names
+    from .loops.classifier import dataset_label_names
 
     label_names = [str(name) for name in label_names]
     data_names = dataset_label_names(dataset)
@@ -141,7 +141,7 @@ def classify(
     import torch
 
     from .classifier import SkinClassifier
-    from .classifier_training import predict
+    from .loops.classifier import predict
     from .metrics.classification import classification_metrics, metrics_to_markdown, save_metrics
     from .metrics.subgroups import metrics_by_group, subgroups_to_markdown
 

@@ -35,7 +35,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-RARE_CONDITIONS = ("melanoma", "vascular")
+from .demo_report import RARE_CONDITIONS
+
 MARKER_DIR = "markers"
 DEMO_FILE = "demo.json"
 
@@ -337,7 +338,7 @@ def make_pictures(out: str, config: DemoConfig) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 def hard_case_round(out: str, config: DemoConfig) -> dict:
     """Baseline classifier on real data, hard cases mined on the mining split, synthesis, retraining, test metrics."""
-    from .hardcase import HardCaseConfig, run_hardcase_loop
+    from .hardcase.loop import HardCaseConfig, run_hardcase_loop
     from .metrics.classification import plot_confusion_matrix
     from .metrics.report import to_jsonable
 

@@ -12,6 +12,8 @@ import os
 
 from .metrics.classification import format_entry
 
+# the conditions the demo makes rare in its training data (dermdiff.demo weights them down)
+RARE_CONDITIONS = ("melanoma", "vascular")
 CLASSIFIER_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 PER_CLASS_METRICS = ("sensitivity", "specificity", "f1")
 
@@ -46,8 +48,6 @@ def classifier_rows(hardcase: dict, rare_only: bool = True) -> list[dict]:
     for key in CLASSIFIER_METRICS:
         rows.append(_row(_label(key), before["overall"].get(key), after["overall"].get(key),
                          difference["overall"].get(key)))
-    from .demo import RARE_CONDITIONS
-
     classes = [name for name in before["per_class"] if not rare_only or name in RARE_CONDITIONS]
     for name in classes:
         for key in PER_CLASS_METRICS if not rare_only else ("sensitivity",):
@@ -368,8 +368,6 @@ def render_demo_report(out: str, config, markers: dict, hardcase: dict, evaluati
     rows = classifier_rows(hardcase, rare_only=False)
     data = markers["data"]["outputs"]
     counts = data["counts"]["conditions"]
-    from .demo import RARE_CONDITIONS
-
     widths = "-".join(str(width) for width in config.block_out_channels)
     environment = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     html = environment.from_string(_TEMPLATE).render(

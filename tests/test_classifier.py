@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from dermdiff.classifier import SkinClassifier, WeightsUnavailableError
-from dermdiff.classifier_training import (
+from dermdiff.loops.classifier import (
     ClassifierTrainingConfig,
     class_weights,
     evaluate_classifier,
@@ -337,7 +337,7 @@ def test_history_is_written_after_every_epoch_and_scores_are_printed(tmp_path, c
 
 
 def test_early_stopping_rule():
-    from dermdiff.classifier_training import _EarlyStopping
+    from dermdiff.loops.classifier import _EarlyStopping
 
     model = torch.nn.Linear(2, 2)
     stopping = _EarlyStopping(patience=2)

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from dermdiff.classifier import SkinClassifier
-from dermdiff.classifier_training import evaluate_classifier, predict
 from dermdiff.classify import align_labels, classify
 from dermdiff.cli import main
 from dermdiff.data import load_any, write_phantom
+from dermdiff.loops.classifier import evaluate_classifier, predict
 
 TINY_HF_RESNET = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]}
 PHANTOM_NAMES = ["nevus", "melanoma", "psoriasis", "dermatofibroma", "vascular"]

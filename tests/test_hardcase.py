@@ -7,36 +7,37 @@ import os
 import numpy as np
 import pytest
 import torch
-from dermdiff.pipelines.pipeline_dermdiff import DermDiffPipeline
-from dermdiff.pipelines.pipeline_dermgan import DermGANPipeline
 from diffusers import DDIMScheduler
 from PIL import Image
 from torch import nn
 
 from dermdiff.data import make_splits, phantom_dataset
-from dermdiff import hardcase
+from dermdiff.data.synthetic_folder import write_synthetic
 from dermdiff.hardcase import (
     HardCaseConfig,
     check_no_synthetic_in_evaluation,
     image_hash,
     report_markdown,
     run_hardcase_loop,
+    seed_control_markdown,
     skin_types_of,
 )
-from dermdiff.mining import LEAKAGE_WARNING, Ledger, mine_hard_cases
-from dermdiff.models.dermgan import DermGANGenerator
-from dermdiff.models.semantic_unet import SemanticUNet2DModel
-from dermdiff.synthesis import (
+from dermdiff.hardcase import loop as hardcase
+from dermdiff.hardcase.filters import filter_by_distance
+from dermdiff.hardcase.mining import LEAKAGE_WARNING, Ledger, mine_hard_cases
+from dermdiff.hardcase.synthesis import (
     AdversarialGuidance,
     CaseSource,
     check_strategies,
     derive_seed,
-    filter_by_distance,
     generate_from_maps,
     supported_strategies,
     synthesize_hard_cases,
-    write_synthetic,
 )
+from dermdiff.models.dermgan import DermGANGenerator
+from dermdiff.models.semantic_unet import SemanticUNet2DModel
+from dermdiff.pipelines.pipeline_dermdiff import DermDiffPipeline
+from dermdiff.pipelines.pipeline_dermgan import DermGANPipeline
 
 SIZE = 16
 TINY_CLASSIFIER = {
@@ -345,7 +346,7 @@ def test_one_round_end_to_end(splits, tmp_path, monkeypatch):
     (pool, args), = calls
     assert pool is splits["train"] and args[-1] == derive_seed(3, "classifier", 1)
     assert control["names"] == ["real only, same seed", "final"] and control["mcnemar"]["p_value"] <= 1
-    assert "| metric | real only, same seed | final |" in hardcase.seed_control_markdown(control)
+    assert "| metric | real only, same seed | final |" in seed_control_markdown(control)
 
 
 def test_test_mining_is_refused_and_warned_in_every_report(splits, tmp_path):
@@ -380,14 +381,14 @@ def test_loop_rejects_a_strategy_the_generator_cannot_do(splits, tmp_path):
 
 # -- the augmentation experiment (seed 002) ------------------------------------------------------------------------
 def test_rare_classes_rule():
-    from dermdiff.augmentation import rare_classes
+    from dermdiff.hardcase.augmentation import rare_classes
 
     assert rare_classes([0] * 30 + [1] * 2 + [2] * 30 + [3] * 3, 4) == [1, 3]
     assert rare_classes([0] * 10 + [1] * 9, 2) == [1]  # none under half the mean: the rarest
 
 
 def test_augmentation_experiment_end_to_end(splits, tmp_path):
-    from dermdiff.augmentation import run_augmentation_experiment
+    from dermdiff.hardcase.augmentation import run_augmentation_experiment
 
     result = run_augmentation_experiment(
         splits, tiny_gan(), {"num_images": 3, "n_boot": 30, "classifier": TINY_CLASSIFIER}, str(tmp_path / "aug")
@@ -516,7 +517,7 @@ def test_splits_with_only_train_and_val_get_mining_and_test_from_train(monkeypat
     import argparse
 
     import dermdiff.data
-    from dermdiff.hardcase_cli import load_splits
+    from dermdiff.hardcase.cli import load_splits
 
     data = phantom_dataset(n=100, size=SIZE, seed=1)
     data = data.add_column("split", ["val" if i % 5 == 0 else "train" for i in range(len(data))])
@@ -533,7 +534,7 @@ def test_splits_with_only_train_and_val_get_mining_and_test_from_train(monkeypat
 def test_reference_filter_keeps_what_the_reference_recognises():
     from types import SimpleNamespace
 
-    from dermdiff.synthesis import filter_by_reference
+    from dermdiff.hardcase.filters import filter_by_reference
 
     class Reference(MeanColourClassifier):
         config = SimpleNamespace(image_size=8)

@@ -18,11 +18,12 @@ from PIL import Image
 from test_hardcase import SIZE, TINY_CLASSIFIER, phantom_case, read_text, splits, tiny_gan  # noqa: F401
 from torch import nn
 
-import dermdiff.hardcase as hardcase
+import dermdiff.hardcase.loop as hardcase
 from dermdiff.classifier import SkinClassifier
 from dermdiff.hardcase import HardCaseConfig, image_hash, run_hardcase_loop
-from dermdiff.mining import Ledger
-from dermdiff.synthesis import SyntheticImage, filter_by_distance, filter_by_reference
+from dermdiff.hardcase.filters import filter_by_distance, filter_by_reference
+from dermdiff.hardcase.mining import Ledger
+from dermdiff.hardcase.synthesis import SyntheticImage
 
 # -- helpers --------------------------------------------------------------------------------------------------------
 

@@ -34,3 +34,37 @@ def test_console_script_lists_subcommands():
     for command in ("maps",):
         assert command in help_text
     assert dermdiff.__version__
+
+
+def test_moved_modules_keep_their_old_import_paths_for_one_release():
+    """Issue 16 moved the hard-case modules into dermdiff/hardcase/ and the classifier loop into loops/."""
+    code = """
+import warnings
+warnings.simplefilter("error", DeprecationWarning)
+import dermdiff
+from dermdiff.moved import MOVED
+for old, new in MOVED.items():
+    try:
+        __import__(old)
+    except DeprecationWarning as warning:
+        assert new[0] in str(warning), (old, str(warning))
+    else:
+        raise AssertionError(old + " imported without a DeprecationWarning")
+warnings.simplefilter("ignore", DeprecationWarning)
+from dermdiff.synthesis import derive_seed, filter_by_distance, write_synthetic
+from dermdiff.mining import Ledger
+from dermdiff.augmentation import AugmentationConfig
+from dermdiff.hardcase_cli import load_splits
+from dermdiff.classifier_training import _EarlyStopping, train_classifier
+from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop, seed_control_markdown
+import dermdiff.hardcase.filters, dermdiff.hardcase.loop, dermdiff.hardcase.synthesis, dermdiff.loops.classifier
+assert write_synthetic is dermdiff.data.synthetic_folder.write_synthetic
+assert filter_by_distance is dermdiff.hardcase.filters.filter_by_distance
+assert derive_seed is dermdiff.hardcase.synthesis.derive_seed
+assert train_classifier is dermdiff.loops.classifier.train_classifier
+assert run_hardcase_loop is dermdiff.hardcase.loop.run_hardcase_loop is dermdiff.run_hardcase_loop
+print("ok", len(MOVED))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ok", "5"]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from dermdiff.mining import LEAKAGE_WARNING, Ledger, check_mining_split, mine_hard_cases
+from dermdiff.hardcase.mining import LEAKAGE_WARNING, Ledger, check_mining_split, mine_hard_cases
 
 
 def test_mining_returns_exactly_the_misclassified_ids():

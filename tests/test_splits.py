@@ -127,7 +127,7 @@ def test_the_loop_flags_stratify_and_name_a_bad_column(monkeypatch):
 
     import dermdiff.data
     from dermdiff.data import phantom_dataset
-    from dermdiff.hardcase_cli import load_splits
+    from dermdiff.hardcase.cli import load_splits
 
     data = phantom_dataset(n=120, size=16, seed=1)
     monkeypatch.setattr(dermdiff.data, "load_any", lambda path, **kwargs: data, raising=False)

@@ -30,7 +30,7 @@ import torch
 from dermdiff.data.splits import parse_stratify_by, save_composition
 from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop
-from dermdiff.hardcase_cli import (
+from dermdiff.hardcase.cli import (
     add_classifier_arguments,
     add_data_arguments,
     add_generator_arguments,
@@ -39,7 +39,7 @@ from dermdiff.hardcase_cli import (
     load_splits,
     parse_json_flags,
 )
-from dermdiff.synthesis import STRATEGIES, pipeline_registry
+from dermdiff.hardcase.synthesis import STRATEGIES, pipeline_registry
 
 
 def parse_args(argv=None) -> argparse.Namespace:

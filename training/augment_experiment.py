@@ -1,6 +1,6 @@
 """Seed 002's augmentation experiment: a baseline on real data vs. the same training on real + synthetic images.
 
-The command-line face of `dermdiff.augmentation.run_augmentation_experiment`. On the imbalanced phantom:
+The command-line face of `dermdiff.hardcase.augmentation.run_augmentation_experiment`. On the imbalanced phantom:
 
     accelerate launch --config_file accelerate_config.yaml training/augment_experiment.py \\
         --phantom --phantom_num_images 1000 --phantom_size 32 --phantom_rare melanoma,vascular \\
@@ -20,9 +20,9 @@ import sys
 
 import torch
 
-from dermdiff.augmentation import AugmentationConfig, run_augmentation_experiment
 from dermdiff.errors import ArgumentParser, run_script
-from dermdiff.hardcase_cli import (
+from dermdiff.hardcase.augmentation import AugmentationConfig, run_augmentation_experiment
+from dermdiff.hardcase.cli import (
     add_classifier_arguments,
     add_data_arguments,
     add_generator_arguments,

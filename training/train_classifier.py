@@ -1,4 +1,4 @@
-"""Train a skin-condition classifier; the command-line face of `dermdiff.classifier_training`.
+"""Train a skin-condition classifier; the command-line face of `dermdiff.loops.classifier`.
 
     accelerate launch training/train_classifier.py \
         --train_data_dir outputs/phantom --backbone resnet18 --resolution 32 \
@@ -34,16 +34,16 @@ import os
 import sys
 
 from dermdiff.classifier_flags import add_backbone_arguments, check_backbone_arguments
-from dermdiff.classifier_training import (
+from dermdiff.classify import align_labels
+from dermdiff.data.splits import parse_stratify_by, save_composition
+from dermdiff.errors import ArgumentParser, run_script
+from dermdiff.loops.classifier import (
     ClassifierTrainingConfig,
     dataset_label_names,
     evaluate_classifier,
     split_class_counts,
     train_classifier,
 )
-from dermdiff.classify import align_labels
-from dermdiff.data.splits import parse_stratify_by, save_composition
-from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.metrics.classification import metrics_to_markdown, save_metrics
 
 VALIDATION_NAMES = ("validation", "val", "valid")

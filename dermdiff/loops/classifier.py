@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
-from .classifier import SkinClassifier, check_backbone
-from .loops.common import (
+from ..classifier import SkinClassifier, check_backbone
+from ..metrics.classification import classification_metrics
+from .common import (
     build_accelerator,
     epoch_batches,
     progress_bar,
@@ -44,7 +45,6 @@ from .loops.common import (
     tracker_config,
     updates_per_epoch,
 )
-from .metrics.classification import classification_metrics
 
 BALANCE_MODES = (None, "sampler", "loss")
 TRAINER_STATE_FILE = "trainer_state.json"
@@ -148,7 +148,7 @@ def dataset_label_names(dataset) -> Optional[list]:
     features = getattr(dataset, "features", None)
     if features is not None and "label" in features:
         try:
-            from .data.info import registry_of
+            from ..data.info import registry_of
 
             return list(registry_of(dataset).names)
         except (ImportError, ValueError):

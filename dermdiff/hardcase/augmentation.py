@@ -26,18 +26,12 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .classifier_training import ClassifierTrainingConfig, dataset_labels, predict
-from .hardcase import (
-    before_after_markdown,
-    check_no_synthetic_in_evaluation,
-    evaluation_fingerprints,
-    fit_classifier,
-    metric_rows,
-    paired,
-    training_pool,
-)
-from .semantic_map import SemanticMap
-from .synthesis import derive_seed, generate_from_maps, pipeline_registry, write_synthetic
+from ..data.synthetic_folder import write_synthetic
+from ..loops.classifier import ClassifierTrainingConfig, dataset_labels, predict
+from ..semantic_map import SemanticMap
+from .loop import check_no_synthetic_in_evaluation, evaluation_fingerprints, fit_classifier, paired, training_pool
+from .report import before_after_markdown, metric_rows
+from .synthesis import derive_seed, generate_from_maps, pipeline_registry
 
 
 @dataclass

@@ -29,23 +29,20 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import inspect
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .conditions import get_registry
-from .semantic_map import SemanticMap
+from ..conditions import get_registry
+from ..semantic_map import SemanticMap
 
 STRATEGIES = ("map", "sdedit", "adversarial")
 # the keyword arguments of a pipeline call each strategy relies on
@@ -54,17 +51,6 @@ _NEEDS = {
     "sdedit": ("semantic_map", "image", "strength"),
     "adversarial": ("semantic_map", "callback_on_step_end"),
 }
-METADATA_COLUMNS = (
-    "file_name",
-    "label",
-    "skin_type",
-    "map_file",
-    "image_id",
-    "source_id",
-    "strategy",
-    "seed",
-    "target",
-)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -157,7 +143,7 @@ class CaseSource:
 def case_source(row: dict, registry, case=None, size=None) -> CaseSource:
     """A `CaseSource` from a dermdiff dataset row (`image`, `label`, `semantic_map`, `image_id`), at `size`.
 
-    `case` (a `dermdiff.mining.HardCase`) supplies the id and the confusion target.
+    `case` (a `dermdiff.hardcase.mining.HardCase`) supplies the id and the confusion target.
     """
     registry = get_registry(registry)
     smap = SemanticMap.decode(row["semantic_map"], registry=registry, source=f"row {row.get('image_id')}")
@@ -451,147 +437,3 @@ def synthesize_hard_cases(
                 item.extra["adversarial_guidance_scale"] = adversarial_guidance_scale
         out.extend(generated)
     return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# Filters
-# ----------------------------------------------------------------------------------------------------
-
-
-def _as_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
-    """(N, 3, size, size) float tensor in [-1, 1]."""
-    arrays = [
-        np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) for image in images
-    ]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
-
-
-@torch.no_grad()
-def filter_by_reference(
-    images: list[SyntheticImage], reference, min_probability: float | None = None, batch_size: int = 64
-) -> tuple[list[SyntheticImage], list[SyntheticImage]]:
-    """Keeps images a reference classifier (trained on real data) recognises as their label.
-
-    Recognised = the reference's top class is the label, or, with `min_probability`, p(label) reaches it.
-    Returns `(kept, dropped)`; each image's `extra["reference_probability"]` records p(label).
-    """
-    if not images:
-        return [], []
-    reference.eval()
-    size = reference.config.image_size
-    device = next(reference.parameters()).device
-    kept, dropped = [], []
-    for start in range(0, len(images), batch_size):
-        part = images[start : start + batch_size]
-        probabilities = reference.predict_proba(_as_batch([item.image for item in part], size).to(device)).cpu()
-        for item, row in zip(part, probabilities):
-            p = float(row[item.label])
-            item.extra["reference_probability"] = p
-            ok = p >= min_probability if min_probability is not None else int(row.argmax()) == item.label
-            (kept if ok else dropped).append(item)
-    return kept, dropped
-
-
-def filter_by_distance(
-    images: list[SyntheticImage],
-    training_images: Sequence[Image.Image],
-    min_mse: float | None = None,
-    min_feature_distance: float | None = None,
-    feature_model=None,
-    size: int = 32,
-) -> tuple[list[SyntheticImage], list[SyntheticImage]]:
-    """Drops images closer than `min_mse` (pixels in [0, 1] at `size`) or `min_feature_distance` (Euclidean,
-    `feature_model.features`) to their nearest training image: near-copies add no new information.
-
-    Returns `(kept, dropped)`; `extra["nearest_mse"]` / `extra["nearest_feature_distance"]` record the distances.
-    """
-    from .metrics.memorisation import pairwise_feature_distance, pairwise_mse
-
-    if not images:
-        return [], []
-    if min_mse is None and min_feature_distance is None:
-        return list(images), []
-    if min_feature_distance is not None and feature_model is None:
-        raise ValueError("min_feature_distance needs feature_model (e.g. the reference SkinClassifier)")
-    if len(training_images) == 0:
-        raise ValueError("filter_by_distance needs at least one training image to measure distances to")
-    generated = _as_batch([item.image for item in images], size)
-    training = _as_batch(list(training_images), size)
-    near = np.zeros(len(images), dtype=bool)
-    if min_mse is not None:
-
-        def to_uint8(batch):
-            return ((batch + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-
-        nearest = pairwise_mse(to_uint8(generated), to_uint8(training)).min(dim=1).values.numpy()
-        for item, value in zip(images, nearest):
-            item.extra["nearest_mse"] = float(value)
-        near |= nearest < min_mse
-    if min_feature_distance is not None:
-        was_training = feature_model.training
-        feature_model.eval()  # running batch-norm statistics, no dropout: else a copy's features depend on its batch
-        with torch.no_grad():
-            device = next(feature_model.parameters()).device
-            resolution = feature_model.config.image_size
-
-            def embed(batch):
-                batch = F.interpolate(batch, size=(resolution, resolution), mode="bilinear", align_corners=False)
-                return torch.cat(
-                    [feature_model.features(batch[i : i + 128].to(device)).cpu() for i in range(0, len(batch), 128)]
-                )
-
-            nearest = (
-                pairwise_feature_distance(embed(generated).numpy(), embed(training).numpy()).min(dim=1).values.numpy()
-            )
-        feature_model.train(was_training)
-        for item, value in zip(images, nearest):
-            item.extra["nearest_feature_distance"] = float(value)
-        near |= nearest < min_feature_distance
-    kept = [item for item, bad in zip(images, near) if not bad]
-    dropped = [item for item, bad in zip(images, near) if bad]
-    return kept, dropped
-
-
-# ----------------------------------------------------------------------------------------------------
-# Writing
-# ----------------------------------------------------------------------------------------------------
-
-
-def write_synthetic(images: list[SyntheticImage], folder: str, registry, prefix: str = "syn") -> str:
-    """Writes images, maps and `metadata.csv` (+ `dataset_info.json`) as a dermdiff image folder.
-
-    `dermdiff.data.load_dataset_dir(folder)` reads it back; provenance columns (`source_id`, `strategy`,
-    `seed`, `target`) travel in the CSV. Sets each image's `image_id` (`<prefix>-<n>`) and `file_name`.
-    """
-    registry = get_registry(registry)
-    os.makedirs(os.path.join(folder, "images"), exist_ok=True)
-    os.makedirs(os.path.join(folder, "maps"), exist_ok=True)
-    rows = []
-    for n, item in enumerate(images):
-        stem = f"{n:05d}.png"
-        item.image_id = f"{prefix}-{n:05d}"
-        item.file_name = f"images/{stem}"
-        item.image.save(os.path.join(folder, "images", stem), format="PNG")
-        item.semantic_map.to_pil().save(os.path.join(folder, "maps", stem), format="PNG")
-        rows.append(
-            {
-                "file_name": item.file_name,
-                "label": item.label_name,
-                "skin_type": "" if item.semantic_map.skin_type is None else item.semantic_map.skin_type,
-                "map_file": f"maps/{stem}",
-                "image_id": item.image_id,
-                "source_id": item.source_id,
-                "strategy": item.strategy,
-                "seed": item.seed,
-                "target": "" if item.target is None else item.target,
-            }
-        )
-    with open(os.path.join(folder, "metadata.csv"), "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METADATA_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(os.path.join(folder, "dataset_info.json"), "w", encoding="utf-8") as handle:
-        json.dump(
-            {"generator": "dermdiff.synthesis", "registry": registry.to_dict(), "synthetic": True}, handle, indent=2
-        )
-    return folder

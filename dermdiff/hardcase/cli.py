@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .classifier_flags import add_backbone_arguments, check_backbone_arguments
+from ..classifier_flags import add_backbone_arguments, check_backbone_arguments
 
 SPLIT_NAMES = ("train", "validation", "mining", "test")
 
@@ -50,7 +50,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_classifier_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("classifier (dermdiff.classifier_training)")
+    group = parser.add_argument_group("classifier (dermdiff.loops.classifier)")
     add_backbone_arguments(group)
     group.add_argument(
         "--resolution", type=int, default=None, help="Classifier input side (default: the generator's)."
@@ -118,7 +118,7 @@ def load_generator(path: str, scheduler: str | None = None):
 
     `scheduler` swaps a diffusion pipeline's scheduler by name (`dermdiff.pipelines.scheduler_names`).
     """
-    from .pipelines.saved_folder import load_saved_pipeline, read_model_index
+    from ..pipelines.saved_folder import load_saved_pipeline, read_model_index
 
     name = read_model_index(path)["_class_name"]
     if name not in ("DermDiffPipeline", "DermGANPipeline"):
@@ -128,7 +128,7 @@ def load_generator(path: str, scheduler: str | None = None):
     if scheduler:
         if not hasattr(pipe, "scheduler"):
             raise ValueError(f"--scheduler {scheduler!r}: {name} has no scheduler (it is not a diffusion pipeline)")
-        from .pipelines.scheduler_names import scheduler_from_name
+        from ..pipelines.scheduler_names import scheduler_from_name
 
         pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler.config)
     return pipe
@@ -143,9 +143,9 @@ def load_splits(args: argparse.Namespace):
     """
     import datasets
 
-    from .data import load_any, make_splits, phantom_dataset
-    from .data.splits import parse_stratify_by
-    from .data.phantom import rare_class_weights
+    from ..data import load_any, make_splits, phantom_dataset
+    from ..data.phantom import rare_class_weights
+    from ..data.splits import parse_stratify_by
 
     if args.phantom:
         rare = [name for name in args.phantom_rare.split(",") if name]

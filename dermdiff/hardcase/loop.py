@@ -7,8 +7,8 @@ every round k = 1..`rounds`:
    round before (it was trained on exactly the current pool);
 2. evaluate it on the **mining split** and mine the hard cases (misclassified, and with `margin` the
    correct ones closer than `margin` to the decision boundary). Mining on the test split is refused
-   unless `allow_test_mining`, and then every report carries `dermdiff.mining.LEAKAGE_WARNING`;
-3. generate more like each hard case (`dermdiff.synthesis`: `map`, `sdedit`, `adversarial`), labelled
+   unless `allow_test_mining`, and then every report carries `dermdiff.hardcase.mining.LEAKAGE_WARNING`;
+3. generate more like each hard case (`dermdiff.hardcase.synthesis`: `map`, `sdedit`, `adversarial`), labelled
    with the case's TRUE class;
 4. optionally filter: drop images the baseline (trained on real data only) does not recognise as their
    label, and images too close to a training image;
@@ -21,7 +21,7 @@ PAD-UFES-20 and the phantom have; HAM10000 does not), every test evaluation and 
 skin type (`dermdiff.metrics.subgroups`), so a gain on the common types cannot hide a loss on the rare ones.
 
 Rounds stop at `rounds` or when the validation balanced accuracy has not improved for `patience`
-rounds. Every seed comes from `seed` through `dermdiff.synthesis.derive_seed`; every round appends its
+rounds. Every seed comes from `seed` through `dermdiff.hardcase.synthesis.derive_seed`; every round appends its
 config, index, seeds, mined sample ids, what was generated from each case (file, strategy, seed), pool
 sizes and metrics with CIs to `output_dir/ledger.jsonl`. The end writes `report.md`, `report.json` (the
 before/after table per round) and `metrics_per_round.png`.
@@ -42,33 +42,28 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 
-import numpy as np
-
-from .classifier_training import ClassifierTrainingConfig, predict, train_classifier
-from .metrics.classification import classification_metrics, compare_classifiers, format_entry
-from .metrics.fixed_broken import fixed_broken, fixed_broken_markdown
-from .metrics.subgroups import UNKNOWN, compare_by_group, group_key, metrics_by_group, subgroups_to_markdown
+from ..data.synthetic_folder import write_synthetic
+from ..loops.classifier import ClassifierTrainingConfig, predict, train_classifier
+from ..metrics.classification import classification_metrics, compare_classifiers
+from ..metrics.fixed_broken import fixed_broken
+from ..metrics.subgroups import UNKNOWN, compare_by_group, group_key, metrics_by_group
+from .filters import filter_by_distance, filter_by_reference
 from .mining import Ledger, check_mining_split, mine_hard_cases
+from .report import group_side, write_report
 from .synthesis import (
     STRATEGIES,
     case_source,
     check_strategies,
     derive_seed,
-    filter_by_distance,
-    filter_by_reference,
     pipeline_registry,
     synthesize_hard_cases,
-    write_synthetic,
 )
 
 EVALUATION_SPLITS = ("validation", "mining", "test")
-REPORT_METRICS = ("sensitivity", "specificity", "f1")
-SKIN_TYPE_SECTION = "Per skin type (test split)"
 
 
 @dataclass
@@ -83,11 +78,11 @@ class HardCaseConfig:
         mining_classes (`list[int]`, *optional*): only mine cases of these classes.
         mining_split (`str`, defaults to `"mining"`): where cases are mined; `"test"` needs `allow_test_mining`.
         allow_test_mining (`bool`, defaults to `False`): accept mining on the test split (leakage warning).
-        strategies (`tuple[str]`, defaults to `("map",)`): any of `dermdiff.synthesis.STRATEGIES`.
+        strategies (`tuple[str]`, defaults to `("map",)`): any of `dermdiff.hardcase.synthesis.STRATEGIES`.
         per_case (`int`, defaults to 4): images per hard case and strategy.
         strength (`float`, defaults to 0.6): SDEdit noise level.
         adversarial_guidance_scale (`float`, defaults to 0.05), adversarial_start (`float`, defaults to 0.5):
-            see `dermdiff.synthesis.AdversarialGuidance`.
+            see `dermdiff.hardcase.synthesis.AdversarialGuidance`.
         max_shift (`float`, defaults to 0.25): map jitter.
         num_inference_steps (`int`, defaults to 50), guidance_scale (`float`, *optional*),
             generation_batch_size (`int`, defaults to 16): generator settings.
@@ -185,7 +180,7 @@ def training_pool(real, synthetic_folders: Sequence[str], registry):
     """Real training rows + every synthetic folder so far, as one `datasets.Dataset` of (image, label)."""
     import datasets
 
-    from .data import load_dataset_dir
+    from ..data import load_dataset_dir
 
     base = real.select_columns(["image", "label"])
     parts = [base]
@@ -241,11 +236,6 @@ def skin_types_of(split) -> list | None:
         return None
     values = list(split["skin_type"])
     return values if any(group_key(value) != UNKNOWN for value in values) else None
-
-
-def group_side(by_group: dict, side: str) -> dict:
-    """One classifier (`"a"` or `"b"`) of a `compare_by_group` result, shaped like `metrics_by_group`'s."""
-    return {key: {"n": entry["n"], "metrics": entry["comparison"][side]} for key, entry in by_group.items()}
 
 
 def group_tests(by_group: dict) -> dict:
@@ -319,7 +309,7 @@ def run_hardcase_loop(
     check_strategies(pipe, config.strategies)
     registry = pipeline_registry(pipe)
     label_names = list(registry.names)
-    from .data import registry_of
+    from ..data import registry_of
 
     if list(registry_of(splits["train"]).names) != label_names:
         raise ValueError(
@@ -573,252 +563,3 @@ def seed_control(splits, result: dict, config: HardCaseConfig | dict, output_dir
         config.seed,
         names=("real only, same seed", "final"),
     )
-
-
-def seed_control_markdown(comparison: dict) -> str:
-    """`seed_control`'s comparison as a titled before/after table."""
-    title = "## Seed control: real data only with the last round's classifier seed vs the final model"
-    table = before_after_markdown(comparison["a"], comparison["b"], comparison, names=comparison["names"])
-    return f"\n{title}\n\n{table}"
-
-
-# ----------------------------------------------------------------------------------------------------
-# Report
-# ----------------------------------------------------------------------------------------------------
-
-
-def _cell(entry: dict | None, signed: bool = False) -> str:
-    return format_entry(entry, 3, signed)
-
-
-def metric_rows(result: dict) -> list[tuple[str, dict]]:
-    """(row name, metric entry) for accuracy, balanced accuracy and sensitivity / specificity / F1 per class."""
-    rows = [(key, result["overall"][key]) for key in ("accuracy", "balanced_accuracy")]
-    for name, values in result["per_class"].items():
-        rows += [(f"{name} {key}", values.get(key)) for key in REPORT_METRICS]
-    return rows
-
-
-def before_after_markdown(before: dict, after: dict, comparison: dict | None = None, names=("before", "after")) -> str:
-    """Markdown table: metric | before [CI] | after [CI] | after - before [CI] | p."""
-    lines = [f"| metric | {names[0]} | {names[1]} | {names[1]} - {names[0]} [95% CI] | p |", "|---|---|---|---|---|"]
-    difference = (comparison or {}).get("difference", {})
-    for (label, a), (_, b) in zip(metric_rows(before), metric_rows(after)):
-        if " " in label:
-            name, key = label.rsplit(" ", 1)
-            diff = difference.get("per_class", {}).get(name, {}).get(key)
-        else:
-            diff = difference.get("overall", {}).get(label)
-        p = "n/a" if not diff or diff.get("p_value") is None else f"{diff['p_value']:.3g}"
-        lines.append(f"| {label} | {_cell(a)} | {_cell(b)} | {_cell(diff, signed=True)} | {p} |")
-    mcnemar = (comparison or {}).get("mcnemar")
-    if mcnemar:
-        lines += [
-            "",
-            (
-                f"McNemar ({mcnemar['method']}) on accuracy: b = {mcnemar['b']} ({names[0]} right only), "
-                f"c = {mcnemar['c']} ({names[1]} right only), p = {mcnemar['p_value']:.3g}."
-            ),
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def report_markdown(result: dict) -> str:
-    """The loop's report: leakage warning (if any), a per-round summary, and a before/after table per round."""
-    lines = ["# Hard-case loop report", ""]
-    if result.get("leakage_warning"):
-        lines += [f"> **{result['leakage_warning']}**", ""]
-    lines += [f"Stopped: {result['stopped']}.", "", "## Test split, per round (round 0 = baseline on real data)", ""]
-    names = result["label_names"]
-    header = ["round", "real", "synthetic", "hard cases", "val bal. acc.", "accuracy", "balanced accuracy"]
-    header += [f"{name} sensitivity" for name in names]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for summary in result["rounds"]:
-        test = summary["test"]
-        cells = [
-            str(summary["round"]),
-            str(summary["pool"]["real"]),
-            str(summary["pool"]["synthetic"]),
-            str(len(summary.get("mined_ids", []))) if summary["round"] else "-",
-            f"{summary['validation_balanced_accuracy']:.3f}",
-            _cell(test["overall"]["accuracy"]),
-            _cell(test["overall"]["balanced_accuracy"]),
-        ]
-        cells += [_cell(test["per_class"][name]["sensitivity"]) for name in names]
-        lines.append("| " + " | ".join(cells) + " |")
-    for summary in result["rounds"][1:]:
-        lines += ["", f"## Round {summary['round']}: before / after on the test split", ""]
-        if result.get("leakage_warning"):
-            lines += [f"> **{result['leakage_warning']}**", ""]
-        lines.append(before_after_markdown(summary["before_test"], summary["test"], summary["comparison"]))
-        lines += rescored_markdown(summary["fixed_broken"], f"round {summary['round']}")
-    final = result["baseline_vs_final"]
-    lines += ["", "## Baseline vs final model on the test split", ""]
-    if result.get("leakage_warning"):
-        lines += [f"> **{result['leakage_warning']}**", ""]
-    lines.append(before_after_markdown(final["a"], final["b"], final, names=("baseline", "final")))
-    lines.append(
-        f"n = {final['a']['n']} test images; {final['bootstrap']['n_boot']} bootstrap replicates, "
-        f"seed {final['bootstrap']['seed']}; CIs are 95% percentile intervals."
-    )
-    lines += rescored_markdown(result["baseline_vs_final_fixed_broken"], "final")
-    if "baseline_vs_final_by_skin_type" in result:
-        lines += skin_type_markdown(result)
-    return "\n".join(lines) + "\n"
-
-
-def rescored_markdown(rescored: dict, name: str) -> list[str]:
-    """The 'hard cases re-scored' subsection: the baseline's test mistakes fixed and its right answers broken."""
-    return [
-        "",
-        f"### Hard cases re-scored: baseline → {name} (test split)",
-        "",
-        f"Of the test images the baseline got wrong, how many the {name} model gets right (fixed); of those it "
-        "got right, how many are now wrong (broken). (fixed - broken) / n is the accuracy change on those rows, "
-        "with a paired bootstrap interval.",
-        "",
-        fixed_broken_markdown(rescored, names=("baseline", name), group_name="skin type"),
-    ]
-
-
-def skin_type_markdown(result: dict) -> list[str]:
-    """The per-skin-type section of the report: before → after per round, then baseline → final."""
-    lines = [
-        "",
-        f"## {SKIN_TYPE_SECTION}",
-        "",
-        "Fitzpatrick type from the test split's `skin_type` column (`unknown` = not recorded). Each cell: "
-        "before → after (after - before [95% CI], paired bootstrap over that type's images). "
-        "A type with few images has a wide interval, or a degenerate one (zero width): read its n.",
-    ]
-    for summary in result["rounds"][1:]:
-        lines += ["", f"### Round {summary['round']}: before → after", ""]
-        lines.append(
-            subgroups_to_markdown(
-                summary["before_test_by_skin_type"],
-                summary["test_by_skin_type"],
-                summary["comparison_by_skin_type"],
-                group_name="skin type",
-            )
-        )
-    by_type = result["baseline_vs_final_by_skin_type"]
-    lines += ["", "### Baseline → final", ""]
-    lines.append(
-        subgroups_to_markdown(group_side(by_type, "a"), group_side(by_type, "b"), by_type, group_name="skin type")
-    )
-    return lines
-
-
-def plot_rounds(result: dict, path: str):
-    """Accuracy, balanced accuracy and each class's sensitivity on the test split per round, with CIs (PNG)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rounds = [summary["round"] for summary in result["rounds"]]
-    series = {
-        "accuracy": [s["test"]["overall"]["accuracy"] for s in result["rounds"]],
-        "balanced accuracy": [s["test"]["overall"]["balanced_accuracy"] for s in result["rounds"]],
-    }
-    for name in result["label_names"]:
-        series[f"{name} sensitivity"] = [s["test"]["per_class"][name]["sensitivity"] for s in result["rounds"]]
-    figure = Figure(figsize=(7.5, 4.5))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
-    for index, (label, entries) in enumerate(series.items()):
-        values = np.array([np.nan if e is None or e["value"] is None else e["value"] for e in entries], dtype=float)
-        low = np.array(
-            [np.nan if not e or not e.get("ci") or e["ci"][0] is None else e["ci"][0] for e in entries], dtype=float
-        )
-        high = np.array(
-            [np.nan if not e or not e.get("ci") or e["ci"][1] is None else e["ci"][1] for e in entries], dtype=float
-        )
-        errors = np.nan_to_num(np.stack([values - low, high - values]), nan=0.0).clip(min=0)
-        offset = (index - len(series) / 2) * 0.02
-        axes.errorbar(
-            np.array(rounds) + offset,
-            values,
-            yerr=errors,
-            marker="o",
-            capsize=2,
-            linewidth=2.5 if index < 2 else 1.0,
-            label=label,
-        )
-    axes.set_xticks(rounds)
-    axes.set_xlabel("round (0 = baseline on real data)")
-    axes.set_ylabel("test split (95% CI)")
-    axes.set_ylim(-0.02, 1.02)
-    title = "hard-case loop"
-    if result.get("leakage_warning"):
-        title += " — LEAKAGE: mined on the test split"
-    axes.set_title(title)
-    axes.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    return figure
-
-
-def skin_type_rows(after: dict, before: dict | None = None, comparison: dict | None = None, names=("before", "after")):
-    """report.json's per-skin-type rows: n, the overall metrics after (and before, McNemar, differences)."""
-    rows = {}
-    for key, entry in after.items():
-        row = {"n": entry["n"], names[1]: entry["metrics"]["overall"]}
-        if before is not None:
-            paired_result = comparison[key]["comparison"]
-            row[names[0]] = before[key]["metrics"]["overall"]
-            row["mcnemar"] = paired_result["mcnemar"]
-            row["difference"] = paired_result["difference"]["overall"]
-        rows[key] = row
-    return rows
-
-
-def write_report(result: dict, output_dir: str) -> dict:
-    """`report.md`, `report.json` (before/after table per round) and `metrics_per_round.png`."""
-    paths = {
-        name: os.path.join(output_dir, file)
-        for name, file in (("markdown", "report.md"), ("json", "report.json"), ("plot", "metrics_per_round.png"))
-    }
-    with open(paths["markdown"], "w", encoding="utf-8") as handle:
-        handle.write(report_markdown(result))
-    table = []
-    for summary in result["rounds"]:
-        row = {
-            "round": summary["round"],
-            "pool": summary["pool"],
-            "validation_balanced_accuracy": summary["validation_balanced_accuracy"],
-            "after": dict(metric_rows(summary["test"])),
-        }
-        if "before_test" in summary:
-            row["before"] = dict(metric_rows(summary["before_test"]))
-            row["mcnemar"] = summary["comparison"]["mcnemar"]
-            row["difference"] = summary["comparison"]["difference"]
-            row["fixed_broken"] = summary["fixed_broken"]
-        if "test_by_skin_type" in summary:
-            row["by_skin_type"] = skin_type_rows(
-                summary["test_by_skin_type"],
-                summary.get("before_test_by_skin_type"),
-                summary.get("comparison_by_skin_type"),
-            )
-        table.append(row)
-    final = result["baseline_vs_final"]
-    payload = {
-        "leakage_warning": result.get("leakage_warning"),
-        "stopped": result["stopped"],
-        "label_names": result["label_names"],
-        "rounds": table,
-        "baseline_vs_final": {
-            "baseline": dict(metric_rows(final["a"])),
-            "final": dict(metric_rows(final["b"])),
-            "mcnemar": final["mcnemar"],
-            "difference": final["difference"],
-            "fixed_broken": result["baseline_vs_final_fixed_broken"],
-        },
-    }
-    if "baseline_vs_final_by_skin_type" in result:
-        by_type = result["baseline_vs_final_by_skin_type"]
-        payload["baseline_vs_final_by_skin_type"] = skin_type_rows(
-            group_side(by_type, "b"), group_side(by_type, "a"), by_type, names=("baseline", "final")
-        )
-    with open(paths["json"], "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-    plot_rounds(result, paths["plot"])
-    return paths
