@@ -5,7 +5,7 @@ A latent diffusion step should cost no encoder pass. `cached_latents` encodes ev
 
 - the data: every image's and map's bytes (a file's content when the row holds a path) and its label,
 - the VAE: its config (including `scaling_factor`) and every weight,
-- the resolution, the map shapes (`--map_shapes`) and this module's `CACHE_VERSION`,
+- the resolution, the map shapes (`--map_shapes`), the orientations (below) and this module's `CACHE_VERSION`,
 
 so a second run on the same data and VAE reuses the folder, and any change to either builds a new one
 (a stale cache is never read). A build writes into `<key>.tmp-<pid>` and renames it to `<key>` only when
@@ -16,6 +16,13 @@ Each cached row holds the posterior's mean and standard deviation (already multi
 `scaling_factor`), not one sampled latent, so every epoch draws a fresh z ~ q(z | x) as pixel training
 draws fresh noise; the map on the latent grid (`dermdiff.latent_maps.map_to_latent_grid`); and the class
 label. `sample_cached_latents` turns a batch of them into the `pixel_values` the diffusion loss expects.
+
+Flips and quarter turns (`--augment flip | dihedral`) stay exact: the encoder is not equivariant (a rotated
+latent decodes to a different image than the rotated photo; `benchmarks/latent_equivariance.py` measures
+how far), so the cache encodes every orientation the augmentation can draw (`AUGMENT_ORIENTATIONS`: 2 for
+flip, 8 for dihedral; the latent columns become (V, C, h, w)) and the loop picks the drawn one, while the
+latent-grid map is rotated (block reduction commutes with the square's symmetries, so that is exact). The
+cost is V times the encoding time and disk space, once.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import datasets
 import torch
 
 from .latent_maps import map_to_latent_grid, vae_factor
+from .loops.pair_augment import AUGMENT_ORIENTATIONS, BOX_MAP_KEY, apply_dihedral, dihedral, dihedral_indices
+from .loops.pair_augment import select_variants
 
 CACHE_VERSION = 1
 KEY_FILE = "latent_cache_key.json"
@@ -69,10 +78,16 @@ def vae_hash(vae) -> str:
     return digest.hexdigest()
 
 
-def cache_key(dataset, vae, resolution: int, map_shapes=("mask",)) -> dict:
-    """What a cache folder is valid for; its hash names the folder."""
+def cache_key(dataset, vae, resolution: int, map_shapes=("mask",), orientations=(0,)) -> dict:
+    """What a cache folder is valid for; its hash names the folder.
+
+    `orientations` enters the key only when it is more than the identity, so caches built before
+    augmentation existed keep their names.
+    """
     key = {"version": CACHE_VERSION, "resolution": int(resolution), "map_shapes": list(map_shapes),
            "data": data_hash(dataset), "vae": vae_hash(vae)}
+    if tuple(orientations) != (0,):
+        key["orientations"] = [int(index) for index in orientations]
     key["id"] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return key
 
@@ -83,20 +98,29 @@ def cache_key(dataset, vae, resolution: int, map_shapes=("mask",)) -> dict:
 class _Encoder:
     """`datasets.map` function: pixel examples -> scaled posterior mean / std, latent-grid map, label."""
 
-    def __init__(self, vae, examples, batch_size: int):
+    def __init__(self, vae, examples, batch_size: int, orientations=(0,)):
         self.vae, self.examples, self.batch_size = vae, examples, batch_size
         self.scale = float(vae.config.scaling_factor)
         self.factor = vae_factor(vae)
+        self.orientations = tuple(orientations)
+
+    def _encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        posterior = self.vae.encode(pixels.to(self.vae.device, self.vae.dtype)).latent_dist
+        return (posterior.mean.float() * self.scale).cpu(), (posterior.std.float() * self.scale).cpu()
 
     @torch.no_grad()
     def __call__(self, rows: dict) -> dict:
         fields = zip(rows["image"], rows["semantic_map"], rows["label"])
         examples = [self.examples.example(*row) for row in fields]
         pixels = torch.stack([e["pixel_values"] for e in examples])
-        posterior = self.vae.encode(pixels.to(self.vae.device, self.vae.dtype)).latent_dist
+        if self.orientations == (0,):
+            mean, std = self._encode(pixels)
+        else:  # (B, V, C, h, w): the latent of each turned / mirrored image, in `orientations` order
+            encoded = [self._encode(dihedral(pixels, index)) for index in self.orientations]
+            mean, std = (torch.stack(parts, dim=1) for parts in zip(*encoded))
         out = {
-            "latent_mean": (posterior.mean.float() * self.scale).cpu().numpy(),
-            "latent_std": (posterior.std.float() * self.scale).cpu().numpy(),
+            "latent_mean": mean.numpy(),
+            "latent_std": std.numpy(),
             "class_labels": [e["class_labels"] for e in examples],
         }
         for key in map_columns(self.examples):  # the box-drawn map too when training mixes map shapes
@@ -106,26 +130,28 @@ class _Encoder:
 
 def map_columns(examples) -> list[str]:
     """The map columns the examples carry: `semantic_map`, plus the box-drawn one with two map shapes."""
-    from .loops.pair_augment import BOX_MAP_KEY
-
     return ["semantic_map"] + ([BOX_MAP_KEY] if len(examples.map_shapes) == 2 else [])
 
 
-def cache_features(vae, examples) -> datasets.Features:
+def cache_features(vae, examples, orientations=(0,)) -> datasets.Features:
     """Fixed-shape columns (so rows come back as tensors without per-row shape bookkeeping)."""
     side = examples.resolution // vae_factor(vae)
     latent = (vae.config.latent_channels, side, side)
+    array = datasets.Array3D
+    if tuple(orientations) != (0,):
+        latent, array = (len(orientations), *latent), datasets.Array4D
     map_shape = (1 + len(examples.registry), side, side)
     maps = {key: datasets.Array3D(map_shape, "float32") for key in map_columns(examples)}
     return datasets.Features({
-        "latent_mean": datasets.Array3D(latent, "float32"),
-        "latent_std": datasets.Array3D(latent, "float32"),
+        "latent_mean": array(latent, "float32"),
+        "latent_std": array(latent, "float32"),
         **maps,
         "class_labels": datasets.Value("int64"),
     })
 
 
-def cached_latents(dataset, vae, examples, cache_dir: str, batch_size: int = 16, verbose: bool = True):
+def cached_latents(dataset, vae, examples, cache_dir: str, batch_size: int = 16, verbose: bool = True,
+                   augment: str = "none"):
     """The latent cache of `dataset` under `vae` (built if missing); a `datasets.Dataset` in torch format.
 
     Args:
@@ -134,13 +160,20 @@ def cached_latents(dataset, vae, examples, cache_dir: str, batch_size: int = 16,
         examples (`DiffusionExamples`): rows -> pixel examples at the VAE's input resolution.
         cache_dir (`str`): parent folder; the cache is `cache_dir/latents-<key id>`.
         batch_size (`int`, defaults to 16): images per encoder pass.
+        augment (`str`, defaults to `"none"`): the training augmentation (`"flip"`, `"dihedral"`); every
+            orientation it can draw is encoded, so `sample_cached_latents` can pick the exact latent.
 
     Example:
         >>> cache = cached_latents(rows, vae, DiffusionExamples(registry, 128), "outputs/latent-cache")
         >>> cache[0]["latent_mean"].shape
         torch.Size([4, 32, 32])
     """
-    key = cache_key(dataset, vae, examples.resolution, examples.map_shapes)
+    if augment not in AUGMENT_ORIENTATIONS:
+        raise ValueError(f"augment must be one of {list(AUGMENT_ORIENTATIONS)}, got {augment!r}")
+    orientations = AUGMENT_ORIENTATIONS[augment]
+    if len(orientations) > 1 and examples.resolution % vae_factor(vae):
+        raise ValueError(f"resolution {examples.resolution} is not a multiple of the VAE's factor {vae_factor(vae)}")
+    key = cache_key(dataset, vae, examples.resolution, examples.map_shapes, orientations)
     final = os.path.join(cache_dir, f"latents-{key['id']}")
     if os.path.isdir(final):
         stored = read_key(final)
@@ -157,11 +190,11 @@ def cached_latents(dataset, vae, examples, cache_dir: str, batch_size: int = 16,
     os.makedirs(work)
     vae.eval()
     encoded = dataset.map(
-        _Encoder(vae, examples, batch_size),
+        _Encoder(vae, examples, batch_size, orientations),
         batched=True,
         batch_size=batch_size,
         remove_columns=dataset.column_names,
-        features=cache_features(vae, examples),
+        features=cache_features(vae, examples, orientations),
         cache_file_name=os.path.join(work, "encoded.arrow"),
         new_fingerprint=key["id"],
         desc="encoding latents",
@@ -185,13 +218,37 @@ def read_key(folder: str) -> dict | None:
         return json.load(handle)
 
 
-def sample_cached_latents(batch: dict, generator: torch.Generator) -> dict:
-    """A batch of cached rows -> diffusion examples: `pixel_values` = z ~ N(mean, std^2) (already scaled)."""
+def cached_orientations(batch: dict) -> tuple[int, ...]:
+    """The symmetries a batch of cached rows holds: (B, V, C, h, w) latents hold `AUGMENT_ORIENTATIONS`' V."""
+    if batch["latent_mean"].dim() == 4:
+        return (0,)
+    count = batch["latent_mean"].shape[1]
+    for orientations in AUGMENT_ORIENTATIONS.values():
+        if len(orientations) == count:
+            return orientations
+    raise ValueError(f"latent cache rows hold {count} orientations; expected one of "
+                     f"{sorted(len(o) for o in AUGMENT_ORIENTATIONS.values())}")
+
+
+def sample_cached_latents(batch: dict, generator: torch.Generator, augment: str = "none") -> dict:
+    """A batch of cached rows -> diffusion examples: `pixel_values` = z ~ N(mean, std^2) (already scaled).
+
+    With `augment` ("flip" / "dihedral"), each example draws a symmetry, takes the cached latent of the
+    image in that orientation (exact: encoded from the turned image) and turns its latent-grid maps the same
+    way. A cache built without those orientations is refused in one line.
+    """
     mean, std = batch["latent_mean"], batch["latent_std"]
+    orientations = cached_orientations(batch)
+    out = {key: value.float() if key in ("semantic_map", BOX_MAP_KEY) else value
+           for key, value in batch.items() if key not in ("latent_mean", "latent_std")}
+    if augment != "none" or len(orientations) > 1:
+        if not set(AUGMENT_ORIENTATIONS.get(augment, ())) <= set(orientations):
+            raise ValueError(f"the latent cache holds orientations {list(orientations)} but augment={augment!r} "
+                             f"draws {list(AUGMENT_ORIENTATIONS.get(augment, ()))}; build the cache with "
+                             f"cached_latents(..., augment={augment!r})")
+        indices = dihedral_indices(mean.shape[0], generator, augment)
+        mean, std = select_variants(mean, indices, orientations), select_variants(std, indices, orientations)
+        out = apply_dihedral(out, indices, keys=[key for key in ("semantic_map", BOX_MAP_KEY) if key in out])
     noise = torch.randn(mean.shape, generator=generator).to(mean.device, mean.dtype)
-    out = {key: value for key, value in batch.items() if key not in ("latent_mean", "latent_std")}
     out["pixel_values"] = mean + std * noise
-    for key in ("semantic_map", "semantic_map_box"):
-        if key in batch:
-            out[key] = batch[key].float()
     return out

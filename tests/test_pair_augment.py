@@ -78,6 +78,11 @@ def test_select_variants_picks_the_cached_latent_of_each_symmetry():
     assert torch.equal(select_variants(variants, indices), expected)
     with pytest.raises(ValueError, match="expected 8 cached variants"):
         select_variants(variants[:, :4], indices)
+    # a flip cache holds orientations (0, 4) at positions 0 and 1; a quarter turn it never cached is refused
+    flips = variants[:, [0, 4]]
+    assert torch.equal(select_variants(flips, torch.tensor([4, 0, 4]), (0, 4)), variants[[0, 1, 2], [4, 0, 4]])
+    with pytest.raises(ValueError, match=r"symmetries \[3, 5\] were not cached \(the cache holds \[0, 4\]\)"):
+        select_variants(flips, indices, (0, 4))
 
 
 def test_quarter_turns_refuse_non_square_images():

@@ -277,20 +277,26 @@ def diffusion_script():
     return module
 
 
+def latent_training(tmp_path, model_config, num_images: int):
+    """A 1-step tiny autoencoder in tmp_path/ae and train_diffusion.py's module + flags for a latent run on it."""
+    ae = tmp_path / "ae"
+    run(ae, "--model_config", model_config, "--max_train_steps", "1", "--checkpointing_steps", "0")
+    unet_config = tmp_path / "unet.json"
+    unet_config.write_text(json.dumps(TINY_UNET))
+    argv = ["--phantom", "--phantom_num_images", str(num_images), "--resolution", "16", "--train_batch_size", "4",
+            "--model_config", str(unet_config), "--vae", str(ae), "--latent_cache_dir", str(tmp_path / "cache"),
+            "--max_train_steps", "2", "--checkpointing_steps", "0", "--report_to", "none"]
+    return diffusion_script(), argv
+
+
 def test_latent_diffusion_trains_on_a_reused_cache_and_saves_a_three_component_pipeline(tmp_path, model_config):
     from accelerate.state import AcceleratorState, GradientState
 
     from dermdiff import DermDiffPipeline
 
-    ae = tmp_path / "ae"
-    run(ae, "--model_config", model_config, "--max_train_steps", "1", "--checkpointing_steps", "0")
+    train, argv = latent_training(tmp_path, model_config, 8)
+    argv += ["--validation_steps", "2", "--ddpm_num_inference_steps", "2"]
     unet_config = tmp_path / "unet.json"
-    unet_config.write_text(json.dumps(TINY_UNET))
-    train = diffusion_script()
-    argv = ["--phantom", "--phantom_num_images", "8", "--resolution", "16", "--train_batch_size", "4",
-            "--model_config", str(unet_config), "--vae", str(ae), "--latent_cache_dir", str(tmp_path / "cache"),
-            "--max_train_steps", "2", "--checkpointing_steps", "0", "--validation_steps", "2",
-            "--ddpm_num_inference_steps", "2", "--report_to", "none"]
     for name in ("first", "second"):
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
@@ -308,3 +314,69 @@ def test_latent_diffusion_trains_on_a_reused_cache_and_saves_a_three_component_p
     unet_config.write_text(json.dumps({**TINY_UNET, "in_channels": 3}))
     with pytest.raises(ValueError, match="unet in_channels is 3 but the VAE's latent_channels is 4"):
         train.main(train.parse_args([*argv, "--output_dir", str(tmp_path / "bad")]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# --augment with cached latents: every orientation is encoded, so the augmentation stays exact
+# ----------------------------------------------------------------------------------------------------------------
+def test_a_dihedral_cache_holds_the_latent_of_each_turned_image_and_keeps_map_and_latent_aligned(tmp_path, cache_inputs):
+    from dermdiff.latent_cache import cache_key, cached_latents, sample_cached_latents
+    from dermdiff.loops.pair_augment import dihedral, dihedral_indices, select_variants
+
+    rows, vae, examples = cache_inputs
+    cache = cached_latents(rows, vae, examples, str(tmp_path), batch_size=2, verbose=False, augment="dihedral")
+    assert cache[0]["latent_mean"].shape == (8, 4, 8, 8)
+    plain = cache_key(rows, vae, 16)
+    assert "orientations" not in plain  # caches built before augmentation keep their names
+    assert sorted(os.listdir(tmp_path)) == [f"latents-{cache_key(rows, vae, 16, ('mask',), range(8))['id']}"]
+    full = [examples.example(rows[i]["image"], rows[i]["semantic_map"], rows[i]["label"]) for i in range(3)]
+    with torch.no_grad():
+        turned = vae.encode(dihedral(full[2]["pixel_values"][None], 5)).latent_dist
+    torch.testing.assert_close(cache[2]["latent_mean"][5], turned.mean[0] * 0.5, rtol=0, atol=1e-5)
+    torch.testing.assert_close(cache[2]["latent_std"][5], turned.std[0] * 0.5, rtol=0, atol=1e-5)
+    # the encoder is not equivariant: the turned latent is not the latent of the turned image
+    assert (dihedral(cache[2]["latent_mean"][0], 5) - cache[2]["latent_mean"][5]).abs().max() > 1e-3
+    # a batch: one symmetry per example, its exact latent, and the map turned the same way on the latent grid
+    batch = sample_cached_latents(cache[:3], torch.Generator().manual_seed(3), "dihedral")
+    replay = torch.Generator().manual_seed(3)
+    indices = dihedral_indices(3, replay, "dihedral")
+    assert len(set(indices.tolist())) > 1
+    mean = select_variants(cache[:3]["latent_mean"], indices)
+    std = select_variants(cache[:3]["latent_std"], indices)
+    torch.testing.assert_close(batch["pixel_values"], mean + std * torch.randn(mean.shape, generator=replay))
+    for b, example in enumerate(full):
+        expected = map_to_latent_grid(dihedral(example["semantic_map"][None], int(indices[b])), 2)[0]
+        assert torch.equal(batch["semantic_map"][b], expected)
+
+
+def test_a_cache_without_the_drawn_orientations_is_refused(tmp_path, cache_inputs):
+    from dermdiff.latent_cache import cached_latents, sample_cached_latents
+
+    rows, vae, examples = cache_inputs
+    plain = cached_latents(rows, vae, examples, str(tmp_path), verbose=False)
+    with pytest.raises(ValueError, match=r"latent cache holds orientations \[0\] but augment='dihedral' draws"):
+        sample_cached_latents(plain[:2], torch.Generator(), "dihedral")
+    flips = cached_latents(rows, vae, examples, str(tmp_path), verbose=False, augment="flip")
+    assert flips[0]["latent_mean"].shape == (2, 4, 8, 8) and len(os.listdir(tmp_path)) == 2
+    assert sample_cached_latents(flips[:2], torch.Generator(), "flip")["pixel_values"].shape == (2, 4, 8, 8)
+    with pytest.raises(ValueError, match=r"holds orientations \[0, 4\] but augment='dihedral'"):
+        sample_cached_latents(flips[:2], torch.Generator(), "dihedral")
+    with pytest.raises(ValueError, match="augment must be one of"):
+        cached_latents(rows, vae, examples, str(tmp_path), verbose=False, augment="rotate")
+
+
+def test_latent_training_with_dihedral_augmentation_and_random_flip_refused(tmp_path, model_config, capsys):
+    from accelerate.state import AcceleratorState, GradientState
+
+    from dermdiff.latent_cache import read_key
+
+    train, argv = latent_training(tmp_path, model_config, 4)
+    argv += ["--validation_steps", "0", "--output_dir", str(tmp_path / "out")]
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    assert train.main(train.parse_args([*argv, "--augment", "dihedral"])) == 0
+    (cache,) = os.listdir(tmp_path / "cache")
+    assert read_key(str(tmp_path / "cache" / cache))["orientations"] == list(range(8))
+    with pytest.raises(SystemExit):
+        train.parse_args([*argv, "--random_flip"])
+    assert "--random_flip would flip cached latents, which is not exact; use --augment flip" in capsys.readouterr().err

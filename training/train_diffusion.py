@@ -164,8 +164,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.map_shapes = parse_map_shapes(args.map_shapes)
     except ValueError as error:
         parser.error(f"--map_shapes: {error}")
-    if args.vae and (args.random_flip or args.augment != "none"):
-        parser.error("--vae trains on cached latents, which are not flipped exactly; drop --random_flip / --augment")
+    if args.vae and args.random_flip:
+        parser.error("--random_flip would flip cached latents, which is not exact; use --augment flip with --vae")
     return args
 
 
@@ -219,7 +219,7 @@ def latent_examples(args, dataset, registry, vae):
         os.environ.get("DERMDIFF_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "dermdiff")), "latents"
     )
     examples = DiffusionExamples(registry, args.resolution, args.map_shapes)
-    return cached_latents(dataset, vae, examples, cache_dir)
+    return cached_latents(dataset, vae, examples, cache_dir, augment=args.augment)  # every orientation it draws
 
 
 def training_config(args) -> DiffusionTrainingConfig:

@@ -412,7 +412,8 @@ def train_diffusion(
             numbers are logged and kept in `DiffusionRun.metrics`.
         vae (`AutoencoderKL`, *optional*): train a latent model: `train_dataset` rows are then latent-cache rows
             (`dermdiff.latent_cache.cached_latents`), each batch draws z ~ q(z | x) from them, and the VAE
-            joins the validation and final pipelines (it is not trained).
+            joins the validation and final pipelines (it is not trained). With `config.augment`, the cache
+            must hold the orientations it draws (`cached_latents(..., augment=config.augment)`).
 
     Returns:
         `DiffusionRun`: the `DermDiffPipeline` with EMA weights (also saved in `config.output_dir`).
@@ -480,6 +481,9 @@ def train_diffusion(
     if vae is not None:
         check_unet_matches_vae(unet.config, vae)
         record_vae(unet, vae)
+        if config.random_flip:
+            raise ValueError("random_flip would flip cached latents, which is not exact; use augment='flip' "
+                             "(the cache then holds the latent of each flipped image)")
     common.register_pretrained_hooks(accelerator, ["unet"], {"unet_ema": ema} if ema else None)
     unet, optimizer, dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler)
     per_epoch = common.updates_per_epoch(len(dataloader), config.gradient_accumulation_steps)
@@ -513,11 +517,12 @@ def train_diffusion(
         for batch in common.epoch_batches(accelerator, dataloader, epoch, skip):
             if global_step >= max_steps:  # resumed from the last checkpoint of a finished run
                 break
-            if "latent_mean" in batch:  # cached posteriors -> one latent sample each
-                batch = sample_cached_latents(batch, rng.generator)
-            if config.random_flip:
-                batch = flip_pairs(batch, rng.generator)
-            batch = augment_pairs(batch, config.augment, rng.generator)  # before the shape choice: both maps turn
+            if "latent_mean" in batch:  # cached posteriors -> one latent each, of the image in the drawn orientation
+                batch = sample_cached_latents(batch, rng.generator, config.augment)
+            else:
+                if config.random_flip:
+                    batch = flip_pairs(batch, rng.generator)
+                batch = augment_pairs(batch, config.augment, rng.generator)  # before the shape choice: both maps turn
             batch = mix_map_shapes(batch, rng.generator, config.box_map_probability)
             with accelerator.accumulate(unet):
                 loss = diffusion_loss(

@@ -13,8 +13,11 @@ example's map twice (`semantic_map` as drawn, `semantic_map_box` with every regi
 bounding box, `SemanticMap.to_box_map`) and `mix_map_shapes` picks one per example.
 
 Latent training (cached VAE latents) calls the same two pieces: draw `dihedral_indices`, rotate the map
-with `apply_dihedral`, and take the latent of the rotated image from a cache of the 8 encoded variants
-(`select_variants`) instead of rotating a latent: the encoder is not equivariant in general.
+with `apply_dihedral`, and take the latent of the rotated image from a cache of the encoded orientations
+(`AUGMENT_ORIENTATIONS`, `select_variants`) instead of rotating a latent: a convolutional encoder is not
+equivariant (measured in `benchmarks/latent_equivariance.py`), so a rotated latent is not the latent of the
+rotated image. The latent-grid map, on the other hand, may be rotated: its block reduction commutes exactly
+with every symmetry of the square when the side is a multiple of the factor.
 
 Example:
     >>> indices = dihedral_indices(batch["pixel_values"].shape[0], generator)
@@ -32,6 +35,8 @@ AUGMENTS = ("none", "flip", "dihedral")
 MAP_SHAPES = ("mask", "box")
 DIHEDRAL_ORDER = 8
 BOX_MAP_KEY = "semantic_map_box"
+# the symmetries each augmentation draws; a latent cache encodes exactly these orientations of every image
+AUGMENT_ORIENTATIONS = {"none": (0,), "flip": (0, 4), "dihedral": tuple(range(DIHEDRAL_ORDER))}
 
 
 def parse_map_shapes(value: str | Sequence[str]) -> tuple[str, ...]:
@@ -94,11 +99,22 @@ def augment_pairs(batch: Mapping, augment: str, generator: torch.Generator) -> d
     return apply_dihedral(batch, dihedral_indices(first.shape[0], generator, augment))
 
 
-def select_variants(variants: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """(B, 8, ...) cached per-symmetry tensors (e.g. latents of the 8 rotated images) -> (B, ...) picked ones."""
-    if variants.shape[1] != DIHEDRAL_ORDER:
-        raise ValueError(f"expected {DIHEDRAL_ORDER} cached variants on dim 1, got shape {tuple(variants.shape)}")
-    return variants[torch.arange(variants.shape[0], device=variants.device), indices.to(variants.device)]
+def select_variants(variants: torch.Tensor, indices: torch.Tensor, orientations: Sequence[int] | None = None):
+    """(B, V, ...) cached per-symmetry tensors (e.g. latents of the V rotated images) -> (B, ...) picked ones.
+
+    `orientations` names the symmetry held at each of the V positions (default: all 8 in index order);
+    asking for a symmetry that was not cached is an error, never a silent substitute.
+    """
+    orientations = tuple(range(DIHEDRAL_ORDER)) if orientations is None else tuple(orientations)
+    if variants.shape[1] != len(orientations):
+        raise ValueError(f"expected {len(orientations)} cached variants on dim 1, got shape {tuple(variants.shape)}")
+    lookup = torch.full((DIHEDRAL_ORDER,), -1, dtype=torch.long)
+    lookup[list(orientations)] = torch.arange(len(orientations))
+    positions = lookup[indices.cpu()]
+    if bool((positions < 0).any()):
+        missing = sorted({int(i) for i in indices[positions < 0]})
+        raise ValueError(f"symmetries {missing} were not cached (the cache holds {list(orientations)})")
+    return variants[torch.arange(variants.shape[0], device=variants.device), positions.to(variants.device)]
 
 
 def mix_map_shapes(batch: Mapping, generator: torch.Generator, box_probability: float = 0.5) -> dict:
