@@ -31,7 +31,7 @@ def main(root: str) -> None:
         split = time.perf_counter() - start
         print(
             f"{name:<12} {str(options or ''):<16} {len(dataset):>6} {loaded:>8.2f} {1000 * loaded / len(dataset):>7.2f} "
-            f"{split:>8.2f}  {registry_of(dataset).name_}"
+            f"{split:>8.2f}  {registry_of(dataset).registry_name}"
         )
 
 

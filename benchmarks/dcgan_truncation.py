@@ -1,4 +1,4 @@
-"""Furger et al.'s truncation table (seed 003, Table 3) as a runnable benchmark: FID per truncation threshold.
+"""Furger et al.'s truncation table (2020, Table 3) as a runnable benchmark: FID per truncation threshold.
 
 The truncation trick re-samples every latent component with |z| > threshold (`DCGANPipeline(truncation=)`):
 lower thresholds trade variety for typical-looking images. For a trained DCGAN (`--pipeline DIR`, a saved
@@ -84,7 +84,7 @@ def train_pipeline(args, train_examples) -> DCGANPipeline:
 
 def table(results: dict, args, distance_name: str, source: str) -> str:
     lines = [
-        f"DCGAN truncation (seed 003, Table 3 layout): {source}; real images: "
+        f"DCGAN truncation (Furger et al. 2020, Table 3 layout): {source}; real images: "
         f"{'`' + args.data + '`' if args.data else 'the phantom'} at {args.resolution} px, seed {args.seed}.",
         f"Frechet distance in the `{distance_name}` feature space (extractor `{args.extractor}`; not Inception FID), "
         f"mean ± 1.96 std over {args.repeats} latent seeds.",

@@ -1,4 +1,4 @@
-"""DermGAN's ablation table (seed 002, Table 1) as a runnable benchmark: FID +/- 1.96 std per model.
+"""DermGAN's ablation table (Ghorbani et al. 2020, Table 1) as a runnable benchmark: FID +/- 1.96 std per model.
 
 Trains the full DermGAN and each ablation for the same budget (same data, seed and number of updates)
 with the library loop (`dermdiff.loops.gan.train_gan`, what `training/train_dermgan.py` runs):
@@ -125,7 +125,7 @@ class Distance:
 
 def train_row(name, args, train_examples, registry) -> DermGANGenerator:
     model_kwargs, weight_kwargs = ROWS[name]
-    labels = {"conditions": list(registry.names), "registry_name": registry.name_}
+    labels = {"conditions": list(registry.names), "registry_name": registry.registry_name}
     torch.manual_seed(args.seed)
     generator = DermGANGenerator(
         sample_size=args.resolution, block_out_channels=(16, 32, 64, 64, 64), **labels, **model_kwargs
@@ -143,7 +143,7 @@ def summarise(values: list[float]) -> str:
 
 def table(results: dict, args, distance_name: str, seconds: dict) -> str:
     lines = [
-        f"DermGAN ablation (seed 002, Table 1 layout) on {'`' + args.data + '`' if args.data else 'the phantom'}, "
+        f"DermGAN ablation (Ghorbani et al., Table 1) on {'`' + args.data + '`' if args.data else 'the phantom'}, "
         f"{args.resolution} px, {args.steps} updates of batch {args.batch_size} per model, seed {args.seed}.",
         f"Frechet distance in the `{distance_name}` feature space (extractor `{args.extractor}`; not Inception FID), "
         f"mean ± 1.96 std over {args.repeats} dropout seeds (real vs real: over "

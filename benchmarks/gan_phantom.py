@@ -83,7 +83,7 @@ def parse_args():
         "--edit_learning_rate",
         type=float,
         default=5e-5,
-        help="Adam lr of the lesion-edit models (seed 003's 5e-5 moves them within a few hundred steps).",
+        help="Adam lr of the lesion-edit models (Furger et al.'s 5e-5 moves them within a few hundred steps).",
     )
     parser.add_argument(
         "--models",
@@ -217,7 +217,7 @@ def evaluate_edit(add, remove, pairs, distance, targeted):
 def run_model(kind, args, data, distance):
     train_examples, train_rows, heldout_examples, heldout_rows, registry = data
     res = args.resolution
-    labels = {"conditions": list(registry.names), "registry_name": registry.name_}
+    labels = {"conditions": list(registry.names), "registry_name": registry.registry_name}
     torch.manual_seed(args.seed)
     if kind == "dermgan":
         generator = DermGANGenerator(sample_size=res, block_out_channels=(16, 32, 64, 64, 64), **labels)

@@ -21,7 +21,7 @@ model with the default cosine / v-prediction schedule, `--resolution 32 --train_
 baseline is near the ceiling and there is little left to mine (benchmarks/results/hardcase_phantom_10ep.md).
 
 It prints the per-round table, the baseline-vs-final table with CIs and the paired test (McNemar +
-paired bootstrap), and a verdict line per claim. With `--augment` it also runs seed 002's augmentation
+paired bootstrap), and a verdict line per claim. With `--augment` it also runs Ghorbani et al.'s (2020) augmentation
 experiment (same data, same classifier settings) for comparison.
 """
 

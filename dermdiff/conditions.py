@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import operator
+import warnings
 from typing import Iterable, Sequence
 
 MAX_CONDITIONS = 255
@@ -76,7 +77,7 @@ class ConditionRegistry:
     """
 
     def __init__(self, names: Sequence[str], name: str = "custom", aliases: dict[str, str] | None = None):
-        self.name_ = str(name)
+        self.registry_name = str(name)
         self._names: list[str] = []
         self._lookup: dict[str, int] = {}
         for condition in names:
@@ -135,16 +136,24 @@ class ConditionRegistry:
             if 1 <= value <= len(self._names):
                 return value
             raise ValueError(
-                f"unknown condition code {value} in registry {self.name_!r}; allowed codes are 1..{len(self)} "
-                f"({self._describe()})"
+                f"unknown condition code {value} in registry {self.registry_name!r}; allowed codes are "
+                f"1..{len(self)} ({self._describe()})"
             )
         key = _normalise(condition)
         if key not in self._lookup:
-            raise ValueError(f"unknown condition {condition!r} in registry {self.name_!r}; allowed: {self._describe()}")
+            raise ValueError(
+                f"unknown condition {condition!r} in registry {self.registry_name!r}; allowed: {self._describe()}"
+            )
         return self._lookup[key]
 
+    @property
+    def name_(self) -> str:
+        """Old spelling of `registry_name` (until 0.3): it sat too close to `name(code)`."""
+        warnings.warn("ConditionRegistry.name_ is now registry_name", DeprecationWarning, stacklevel=2)
+        return self.registry_name
+
     def name(self, code: int) -> str:
-        """The canonical name of a code."""
+        """The canonical name of a code (the registry's own name is `registry_name`)."""
         return self._names[self.code(int(code)) - 1]
 
     def index(self, condition: str | int) -> int:
@@ -156,7 +165,7 @@ class ConditionRegistry:
 
     # -- serialisation (pipeline / model configs) ----------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"name": self.name_, "conditions": self.names}
+        return {"name": self.registry_name, "conditions": self.names}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ConditionRegistry":
@@ -172,7 +181,7 @@ class ConditionRegistry:
         return hash(tuple(self._names))
 
     def __repr__(self) -> str:
-        return f"ConditionRegistry(name={self.name_!r}, conditions={self.names})"
+        return f"ConditionRegistry(name={self.registry_name!r}, conditions={self.names})"
 
 
 def get_registry(registry: "str | ConditionRegistry | dict | Iterable[str]") -> ConditionRegistry:

@@ -245,7 +245,7 @@ def build_unet(config: DemoConfig, registry):
         down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
     groups = 8 if min(config.block_out_channels) >= 16 else 4
     return SemanticUNet2DModel(
-        sample_size=config.size, conditions=list(registry.names), registry_name=registry.name_,
+        sample_size=config.size, conditions=list(registry.names), registry_name=registry.registry_name,
         block_out_channels=tuple(config.block_out_channels), down_block_types=tuple(down), up_block_types=tuple(up),
         norm_num_groups=groups, attention_head_dim=8,
     )

@@ -1,15 +1,15 @@
 """The GAN losses of the ported models, each written once and shared by every training loop.
 
-Seeds 002 (DermGAN) and 003 (Furger et al.) combine a handful of terms:
+DermGAN (Ghorbani et al. 2020, "G" below) and Furger et al. 2020 ("F" below) combine a handful of terms:
 
-| function                  | paper term                                                        | used by           |
-|---------------------------|-------------------------------------------------------------------|-------------------|
-| `gan_loss`                | min-max GAN loss (002), L_ADV / L_G / L_D, eq. 1 (003)            | all GANs          |
-| `reconstruction_loss`     | l1 reconstruction loss of the whole image (002)                   | DermGAN           |
-| `roi_l1_loss`             | condition-specific (ROI) l1 reconstruction loss (002)             | DermGAN           |
-| `feature_matching_loss`   | feature matching loss, second-to-last D layer (002; Salimans 2016) | DermGAN           |
-| `relevancy_loss`          | L_REL, eq. 2 (003; Andermatt 2018), weight lambda_REL = 10         | targeted edit     |
-| `cycle_consistency_loss`  | L_CYC, eq. 3 (003; Zhu 2017), weight lambda_CYC = 10               | CycleGAN edit     |
+| function                 | paper term                                                       | used by       |
+|--------------------------|------------------------------------------------------------------|---------------|
+| `gan_loss`               | min-max GAN loss (G), L_ADV / L_G / L_D, eq. 1 (F)               | all GANs      |
+| `reconstruction_loss`    | l1 reconstruction loss of the whole image (G)                    | DermGAN       |
+| `roi_l1_loss`            | condition-specific (ROI) l1 reconstruction loss (G)              | DermGAN       |
+| `feature_matching_loss`  | feature matching loss, second-to-last D layer (G; Salimans 2016) | DermGAN       |
+| `relevancy_loss`         | L_REL, eq. 2 (F; Andermatt 2018), weight lambda_REL = 10         | targeted edit |
+| `cycle_consistency_loss` | L_CYC, eq. 3 (F; Zhu 2017), weight lambda_CYC = 10               | CycleGAN edit |
 
 Every function returns a scalar tensor (mean over the batch) so the loops can weight and add them.
 Masks are `(B, 1, H, W)` or `(B, H, W)` tensors with 1 inside the region (lesion / ROI) and 0 outside;
@@ -37,7 +37,7 @@ def gan_loss(
         target_is_real (`bool`): whether the discriminator should call these samples real. The generator
             side always asks for `True` (its fakes should pass as real).
         mode (`str`, defaults to `"vanilla"`): `"vanilla"` (binary cross-entropy; the generator side is
-            the non-saturating log D(G(z)) of seed 003 eq. 1), `"lsgan"` (least squares to 1 / 0) or
+            the non-saturating log D(G(z)) of Furger et al. 2020, eq. 1), `"lsgan"` (least squares to 1 / 0) or
             `"hinge"` (D: relu(1 -+ D); G: -D).
         for_discriminator (`bool`, defaults to `True`): only changes the hinge mode, whose generator loss
             is not the discriminator loss with a flipped target.
@@ -120,7 +120,7 @@ def feature_matching_loss(
 
 
 def relevancy_loss(output: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Seed 003 eq. 2: MSE((1 - y) * x, (1 - y) * G(x, y)), penalising changes outside the mask y.
+    """Furger et al. 2020, eq. 2: MSE((1 - y) * x, (1 - y) * G(x, y)), penalising changes outside the mask y.
 
     Changes inside the mask (where a lesion is added or removed) cost nothing. The mean runs over every
     pixel, as in the equation, so the loss does not grow when the mask shrinks. The loop weights it by
@@ -138,12 +138,12 @@ def relevancy_loss(output: torch.Tensor, image: torch.Tensor, mask: torch.Tensor
 def cycle_consistency_loss(
     reconstruction: torch.Tensor, original: torch.Tensor, distance: str = "mse"
 ) -> torch.Tensor:
-    """Seed 003 eq. 3: distance between x and G_YX(G_XY(x)); weighted by lambda_CYC (10) in the loop.
+    """Furger et al. 2020, eq. 3: distance between x and G_YX(G_XY(x)); weighted by lambda_CYC (10) in the loop.
 
     Args:
         reconstruction (`torch.Tensor`): the input translated there and back.
         original (`torch.Tensor`): the input.
-        distance (`str`, defaults to `"mse"`): `"mse"` as seed 003 writes eq. 3, or `"l1"` as in the
+        distance (`str`, defaults to `"mse"`): `"mse"` as Furger et al. 2020 write eq. 3, or `"l1"` as in the
             original CycleGAN paper.
     """
     if distance not in CYCLE_DISTANCES:

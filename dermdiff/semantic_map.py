@@ -1,6 +1,6 @@
 """The DermGAN semantic map: skin type, condition and where it is, as one RGB picture.
 
-Seed 002 (DermGAN), section 2: "the semantic map is an RGB image. The R-channel encodes the skin color
+Ghorbani et al. 2020 (DermGAN), section 2: "the semantic map is an RGB image. The R-channel encodes the skin color
 and the condition is encoded in the G & B channels by a non-zero value corresponding to its ROI
 bounding box(es)". This module is the one home of that encoding; every model, pipeline, script and
 metric goes through `SemanticMap`.
@@ -268,8 +268,8 @@ class SemanticMap:
             if code > len(registry) or np.any(green[at_code] != check_value(code)):
                 found = np.unique(green[at_code])[:4].tolist()
                 raise ValueError(
-                    f"(G, B) = ({found}, {code}){where} decodes to no condition of registry {registry.name_!r}; "
-                    f"allowed B codes are 1..{len(registry)} with G = check_value(B)"
+                    f"(G, B) = ({found}, {code}){where} decodes to no condition of registry "
+                    f"{registry.registry_name!r}; allowed B codes are 1..{len(registry)} with G = check_value(B)"
                 )
             components, count = ndimage.label(at_code, structure=np.ones((3, 3), dtype=bool))
             for index in range(1, count + 1):
@@ -358,8 +358,8 @@ class SemanticMap:
         for index, smap in enumerate(maps):
             if smap.size != first.size or smap.registry != first.registry:
                 raise ValueError(
-                    f"map {index} has size {smap.size} / registry {smap.registry.name_!r}; "
-                    f"expected {first.size} / {first.registry.name_!r} like map 0"
+                    f"map {index} has size {smap.size} / registry {smap.registry.registry_name!r}; "
+                    f"expected {first.size} / {first.registry.registry_name!r} like map 0"
                 )
         return torch.stack([smap.to_channels(dtype=dtype) for smap in maps]).to(device=device)
 
@@ -457,7 +457,7 @@ class SemanticMap:
         scale_range: tuple[float, float] | None = None,
         skin_types: Sequence[int] | None = None,
     ) -> "SemanticMap":
-        """A new map as DermGAN samples one from a validation map (seed 002, section 3).
+        """A new map as DermGAN samples one from a validation map (Ghorbani et al. 2020, section 3).
 
         1. keep a random non-empty subset of the regions (if there is more than one and `keep_subset`);
         2. optionally scale each kept region by a factor drawn from `scale_range`;

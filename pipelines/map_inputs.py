@@ -63,8 +63,8 @@ def _as_list(value) -> list:
 def _check_map(smap: SemanticMap, size: tuple[int, int], registry: ConditionRegistry, index: int) -> SemanticMap:
     if smap.registry != registry:
         raise ValueError(
-            f"semantic map {index} uses registry {smap.registry.name_!r} {smap.registry.names} but the model was "
-            f"trained on {registry.name_!r} {registry.names}; build the map with registry=pipe.unet.registry"
+            f"semantic map {index} uses registry {smap.registry.registry_name!r} {smap.registry.names} but the model "
+            f"was trained on {registry.registry_name!r} {registry.names}; build the map with registry=pipe.unet.registry"
         )
     if smap.size != size:
         raise ValueError(
@@ -150,7 +150,7 @@ def _check_channels(channels: torch.Tensor, size, registry) -> torch.Tensor:
     if channels.ndim != 4 or channels.shape[1] != expected:
         raise ValueError(
             f"a channel semantic_map is (B, {expected}, H, W) (1 skin-type + {expected - 1} condition channels of "
-            f"registry {registry.name_!r}), got {tuple(channels.shape)}; pass RGB maps as SemanticMap or PIL"
+            f"registry {registry.registry_name!r}), got {tuple(channels.shape)}; pass RGB maps as SemanticMap or PIL"
         )
     if not torch.is_floating_point(channels):
         raise ValueError(f"channel semantic_map must be a float tensor, got {channels.dtype}")

@@ -1,4 +1,4 @@
-"""`DCGANPipeline`: unconditional images from Furger et al.'s generator, with the truncation trick (seed 003)."""
+"""`DCGANPipeline`: unconditional images from Furger et al.'s generator, with the truncation trick (2020)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dermdiff.pipelines.portable import PortablePipelineMixin
 class DCGANPipeline(PortablePipelineMixin, DiffusionPipeline):
     r"""Samples z ~ N(0, I) (100-d), optionally truncated, and maps it through a [`DCGANGenerator`].
 
-    `truncation` is seed 003's truncation threshold: every component of z with |z| > truncation is
+    `truncation` is Furger et al.'s (2020) truncation threshold: every component of z with |z| > truncation is
     re-sampled until it falls inside (0.1 suited the hands of its Table 3; `None` = no truncation).
 
     Args:

@@ -32,7 +32,7 @@ DEFAULT_VARIATION_STRENGTH = 0.8
 
 
 class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
-    r"""Semantic-map-conditioned pixel diffusion (seeds 002 and 004) as a diffusers pipeline.
+    r"""Semantic-map-conditioned pixel diffusion (Ghorbani et al. 2020; Silva & Georgieva 2024), a diffusers pipeline.
 
     Three uses, one denoising loop:
 
@@ -40,10 +40,11 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
       `pipe(semantic_map=smap)`; no map at all samples unconditionally (the null map).
     - **variation (SDEdit)**: `image=` + `strength=` in (0, 1] noises the image to `strength` of the
       schedule and denoises it under its (or another) map — "more like this one" for the hard-case loop.
-    - **lesion transfer** (seeds 000, 003): `image=` a photo of healthy skin + `mask=` where the lesion goes +
-      `condition=`. At every step the region outside the mask is replaced by the photo noised to the
-      current level (blending known regions, as diffusers' inpainting pipelines do; no RePaint
-      resampling), and the final image equals the photo outside the mask exactly (hard mask, no feathering).
+    - **lesion transfer** (Breslavets et al. 2023; Furger et al. 2020): `image=` a photo of healthy skin +
+      `mask=` where the lesion goes + `condition=`. At every step the region outside the mask is replaced
+      by the photo noised to the current level (blending known regions, as diffusers' inpainting
+      pipelines do; no RePaint resampling), and the final image equals the photo outside the mask exactly
+      (hard mask, no feathering).
 
     Classifier-free guidance runs the conditional and null-map predictions in one batched forward pass. As in
     diffusers' Stable Diffusion pipelines, it is on while `guidance_scale > 1` (`do_classifier_free_guidance`);

@@ -1,4 +1,4 @@
-"""`DermGANPipeline`: one forward pass of the DermGAN generator from semantic maps to skin images (seed 002)."""
+"""`DermGANPipeline`: one forward pass of the DermGAN generator (Ghorbani et al. 2020) from semantic maps to images."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`LesionEditPipeline`: add a lesion to, or remove one from, a skin photo (Furger et al., seed 003).
+"""`LesionEditPipeline`: add a lesion to, or remove one from, a skin photo (Furger et al. 2020).
 
 Two translation generators, one per direction (healthy -> lesion = "add", lesion -> healthy = "remove").
 Targeted generators (`mask_channels=1`, trained with the relevancy loss) take a mask saying where to

@@ -1,6 +1,6 @@
 """DermGAN's figure sweeps for any map-conditioned pipeline: one map on six skin types, one map growing.
 
-Seed 002, figures 5 and 6: the same semantic map rendered on Fitzpatrick types I..VI, and the same map with
+Ghorbani et al. 2020, figures 5 and 6: the same semantic map rendered on Fitzpatrick types I..VI, and the same map with
 its lesion boxes scaled up. Both work with every pipeline that takes `semantic_map=` (DermDiffPipeline,
 DermGANPipeline); the maps come from `SemanticMap.skin_type_sweep` / `size_sweep`, the grid from
 `diffusers.utils.make_image_grid`.

@@ -291,7 +291,7 @@ def test_dermamnist_npz(tmp_path):
 def test_pad_ufes20(tmp_path):
     root = write_pad(tmp_path / "pad")
     dataset = load_pad_ufes20(root)
-    assert registry_of(dataset).name_ == "pad_ufes20"
+    assert registry_of(dataset).registry_name == "pad_ufes20"
     assert dataset["skin_type"] == [None, 2, 3, 4, None, 6, 1, 2]
     assert dataset["patient_id"][:3] == ["PAT_0", "PAT_0", "PAT_1"] and dataset["lesion_id"][1] == "PAT_0/1"
     assert dataset["label_name"][:4] == ["ACK", "BCC", "MEL", "NEV"] and dataset[0]["boxes"] == [[0, 0, 30, 30]]
@@ -302,12 +302,12 @@ def test_load_any_recognises_every_layout(tmp_path, monkeypatch):
     ham, _ = write_ham(tmp_path / "ham10000")
     pad = write_pad(tmp_path / "pad_ufes20")
     npz, _ = write_dermamnist(tmp_path / "dm.npz")
-    assert [registry_of(load_any(p, limit=2)).name_ for p in (folder, ham, pad, npz)] == [
+    assert [registry_of(load_any(p, limit=2)).registry_name for p in (folder, ham, pad, npz)] == [
         "folder", "ham10000", "pad_ufes20", "ham10000"
     ]
     assert len(load_any("ham10000", data_root=str(tmp_path), limit=2)) == 2
     monkeypatch.setenv("DERMDIFF_DATA", str(tmp_path))
-    assert registry_of(load_any("pad_ufes20")).name_ == "pad_ufes20"
+    assert registry_of(load_any("pad_ufes20")).registry_name == "pad_ufes20"
     (tmp_path / "other").mkdir()
     with pytest.raises(ValueError, match="cannot tell the layout"):
         load_any(str(tmp_path / "other"))
@@ -506,7 +506,7 @@ def test_phantom_folder_loads(tmp_path):
     phantom = pytest.importorskip("dermdiff.data.phantom")
     root = phantom.write_phantom(str(tmp_path / "phantom"), n=6, size=24, seed=0)
     dataset = load_any(root)
-    assert registry_of(dataset).name_ == "phantom" and len(dataset) == 6
+    assert registry_of(dataset).registry_name == "phantom" and len(dataset) == 6
     for row in dataset:
         assert np.array_equal(_decoded(row, registry_of(dataset)).lesion_mask, np.asarray(row["mask"]) > 0)
 

@@ -1,4 +1,4 @@
-"""Regression tests for the lesion-edit GAN training (seed 003, 4.2-4.3) that made edits drift away from the data.
+"""Regression tests for the lesion-edit GAN training (Furger et al. 2020, 4.2-4.3) that made edits drift from the data.
 
 Two causes, both measured with benchmarks/gan_phantom.py: the untrained translation generator added a
 noise residual everywhere (now it starts as the identity), and each multi-scale discriminator saw real

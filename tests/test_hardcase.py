@@ -379,7 +379,7 @@ def test_loop_rejects_a_strategy_the_generator_cannot_do(splits, tmp_path):
         HardCaseConfig(strategies=("nope",))
 
 
-# -- the augmentation experiment (seed 002) ------------------------------------------------------------------------
+# -- the augmentation experiment (Ghorbani et al. 2020) -------------------------------------------------------
 def test_rare_classes_rule():
     from dermdiff.hardcase.augmentation import rare_classes
 

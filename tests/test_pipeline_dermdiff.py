@@ -571,7 +571,7 @@ def test_cli_generate_lesion_transfer_writes_a_loadable_dataset(tmp_path, capsys
     with Image.open(tmp_path / "gen" / "images" / "000001.png") as written:
         np.testing.assert_array_equal(np.asarray(written)[keep], (photo(4) * 255).astype(np.uint8)[keep])
     dataset = load_dataset_dir(str(tmp_path / "gen"))
-    assert len(dataset) == 2 and registry_of(dataset).name_ == "phantom"
+    assert len(dataset) == 2 and registry_of(dataset).registry_name == "phantom"
     assert dataset[0]["label_name"] == "psoriasis" and dataset[0]["skin_type"] == 3
     assert np.array_equal(np.asarray(dataset[0]["mask"]) > 0, spot > 0)
 

@@ -1,4 +1,4 @@
-"""The hard-case loop (seed 004): train, mine what the classifier gets wrong, generate more like it, retrain.
+"""The hard-case loop (Silva & Georgieva 2024): train, mine what the classifier gets wrong, generate more, retrain.
 
 The command-line face of `dermdiff.hardcase.run_hardcase_loop`. On the imbalanced phantom with a
 diffusion model trained by `training/train_diffusion.py`:

@@ -1,4 +1,4 @@
-"""Seed 002's augmentation experiment: a baseline on real data vs. the same training on real + synthetic images.
+"""Ghorbani et al.'s (2020) augmentation experiment: a baseline on real data vs. the same on real + synthetic images.
 
 The command-line face of `dermdiff.hardcase.augmentation.run_augmentation_experiment`. On the imbalanced phantom:
 

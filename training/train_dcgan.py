@@ -1,6 +1,6 @@
-"""Train Furger et al.'s unconditional DCGAN (seed 003, 3.2.1 and 4.1) with the multi-scale discriminator.
+"""Train Furger et al.'s unconditional DCGAN (2020, 3.2.1 and 4.1) with the multi-scale discriminator.
 
-The command-line face of `dermdiff.loops.gan.train_gan` + `dcgan_task`. Seed 003 trains one model per
+The command-line face of `dermdiff.loops.gan.train_gan` + `dcgan_task`. Furger et al. 2020 train one model per
 image type (e.g. only melanomas); `--condition` keeps the rows of one condition.
 
     accelerate launch training/train_dcgan.py --phantom --resolution 32 --condition melanoma \\
@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_data_arguments(parser)
     add_training_arguments(parser)
-    model = parser.add_argument_group("DCGAN (seed 003)")
+    model = parser.add_argument_group("DCGAN (Furger et al. 2020)")
     model.add_argument(
         "--preset",
         default=None,
@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--truncation",
         type=float,
         default=None,
-        help="Truncation threshold for the validation samples (seed 003 used 0.1 for hands).",
+        help="Truncation threshold for the validation samples (Furger et al. 2020 used 0.1 for hands).",
     )
     model.add_argument("--num_validation_images", type=int, default=16, help="Images in the validation grid.")
     args = parser.parse_args(argv)
@@ -96,7 +96,7 @@ def build_models(args) -> tuple[DCGANGenerator, MultiScaleDiscriminator]:
 
 
 def select_condition(dataset, registry, condition: str | None):
-    """Rows of one condition (seed 003 trains one generator per image type)."""
+    """Rows of one condition (Furger et al. 2020 train one generator per image type)."""
     if condition is None:
         return dataset
     index = registry.index(condition)

@@ -1,16 +1,16 @@
-"""Train DermGAN (seed 002): semantic map -> skin image, pix2pix with resize+conv upsampling, ROI and
+"""Train DermGAN (Ghorbani et al. 2020): semantic map -> skin image, pix2pix with resize+conv upsampling, ROI and
 feature-matching losses. The command-line face of `dermdiff.loops.gan.train_gan` + `dermgan_task`.
 
     accelerate launch training/train_dermgan.py --phantom --phantom_num_images 2000 --resolution 32 \\
         --max_train_steps 5000 --output_dir outputs/dermgan-phantom-32
 
-Seed 002's ablation (Table 1), one run per switch:
+Ghorbani et al.'s (2020) ablation (Table 1), one run per switch:
 
     ... --no_resize_conv        # transposed convolutions (checkerboard mitigation off)
     ... --no_roi_loss           # no condition-specific (ROI) l1 loss
     ... --no_feature_matching   # no feature-matching loss
 
-Loss weights (seed 002 grid-searched them without publishing values; defaults are pix2pix's and
+Loss weights (Ghorbani et al. 2020 grid-searched them without publishing values; defaults are pix2pix's and
 pix2pixHD's): --lambda_gan 1, --lambda_l1 100, --lambda_roi 100, --lambda_fm 10.
 Resume after a crash: add `--resume_from_checkpoint latest` to the same command.
 """
@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_data_arguments(parser)
     add_training_arguments(parser)
-    losses = parser.add_argument_group("DermGAN losses and ablations (seed 002)")
+    losses = parser.add_argument_group("DermGAN losses and ablations (Ghorbani et al. 2020)")
     losses.add_argument("--lambda_gan", type=float, default=1.0, help="Weight of the min-max GAN loss.")
     losses.add_argument("--lambda_l1", type=float, default=100.0, help="Weight of the whole-image l1 loss.")
     losses.add_argument("--lambda_roi", type=float, default=100.0, help="Weight of the ROI (condition) l1 loss.")
@@ -104,7 +104,7 @@ def build_models(args, registry) -> tuple[DermGANGenerator, PatchGANDiscriminato
     generator_config, discriminator_config = model_configs(args)
     levels = min(len(PIX2PIX_WIDTHS), int(math.log2(args.resolution)))
     generator_config.setdefault("block_out_channels", PIX2PIX_WIDTHS[:levels])
-    labels = {"conditions": list(registry.names), "registry_name": registry.name_}
+    labels = {"conditions": list(registry.names), "registry_name": registry.registry_name}
     upsample = "transposed" if args.no_resize_conv else "resize_conv"
     generator = DermGANGenerator(
         **{**generator_config, **labels, "sample_size": args.resolution, "upsample": upsample}
@@ -134,7 +134,7 @@ def main(args: argparse.Namespace) -> int:
     push(
         args,
         run,
-        "DermGANPipeline (pix2pix-based DermGAN, seed 002)",
+        "DermGANPipeline (pix2pix-based DermGAN, Ghorbani et al. 2020)",
         dataset_name,
         registry.names,
         settings,

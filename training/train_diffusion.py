@@ -202,7 +202,7 @@ def build_model(args, registry, vae=None) -> SemanticUNet2DModel:
     config.update(
         sample_size=args.resolution // vae_factor(vae),
         conditions=list(registry.names),
-        registry_name=registry.name_,
+        registry_name=registry.registry_name,
         use_class_embedding=args.use_class_embedding or config.get("use_class_embedding", False),
     )
     unet = SemanticUNet2DModel(**config)

@@ -1,4 +1,4 @@
-"""Train Furger et al.'s lesion add/remove generators (seed 003, 4.2 targeted and 4.3 untargeted CycleGAN).
+"""Train Furger et al.'s lesion add/remove generators (2020, 4.2 targeted and 4.3 untargeted CycleGAN).
 
 The command-line face of `dermdiff.loops.gan.train_gan` + `edit_task`. Both directions train together:
 `add_model` (healthy -> lesion) and `remove_model` (lesion -> healthy), each with a multi-scale
@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_data_arguments(parser)
     add_training_arguments(parser)
-    edit = parser.add_argument_group("lesion editing (seed 003)")
+    edit = parser.add_argument_group("lesion editing (Furger et al. 2020)")
     edit.add_argument(
         "--mode",
         default="targeted",
@@ -69,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--cycle_distance",
         default="mse",
         choices=["mse", "l1"],
-        help="Cycle-consistency distance: 'mse' as seed 003's eq. 3, 'l1' as the CycleGAN paper.",
+        help="Cycle-consistency distance: 'mse' as Furger et al.'s (2020) eq. 3, 'l1' as the CycleGAN paper.",
     )
     edit.add_argument("--num_validation_images", type=int, default=4, help="Rows of the validation grid.")
     args = parser.parse_args(argv)
@@ -82,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_models(args):
-    """Two translation generators and two multi-scale discriminators (4 convolutions, as seed 003's edits)."""
+    """Two translation generators and two multi-scale discriminators (4 convolutions, as Furger et al.'s edits)."""
     generator_config, discriminator_config = model_configs(args)
     mask_channels = 1 if args.mode == "targeted" else 0
     generator_config = {"block_out_channels": [32, 64, 128], **generator_config, "mask_channels": mask_channels}

@@ -65,7 +65,7 @@ def decode_map(image, path: str, registry):
     try:
         return SemanticMap.decode(image.convert("RGB"), registry=registry, source=path)
     except ValueError as error:  # the file is no map of this registry: its content is wrong
-        raise DataError(f"{error} (is {path} a semantic map of registry {registry.name_!r}?)") from None
+        raise DataError(f"{error} (is {path} a semantic map of registry {registry.registry_name!r}?)") from None
 
 
 def _load(path: str, registry: str):

@@ -6,7 +6,7 @@ gives the same crops. Each has a per-image function and a `*_dataset` version th
 `datasets.Dataset.map` (per-row seeds come from `(seed, row index)`, so batching and `num_proc`
 do not change the result).
 
-DermGAN (seed 002, section 2): "a simple heuristic that crops a random window around an ROI or a
+DermGAN (Ghorbani et al. 2020, section 2): "a simple heuristic that crops a random window around an ROI or a
 group of adjacent ROIs while removing the presence of background information". Here:
 
 1. the map's regions whose boxes lie within `merge_distance` (a fraction of the image side) of each
@@ -16,7 +16,7 @@ group of adjacent ROIs while removing the presence of background information". H
 3. the window is placed at a random position that still contains the whole group (centred on it
    when the group is wider than the window); everything outside, the background, is cut away.
 
-Furger et al. (seed 003, section 4.1.2): patches "of skin only (no background) with a specified amount
+Furger et al. (2020, section 4.1.2): patches "of skin only (no background) with a specified amount
 of skin being afflicted", e.g. 10-80 % of the skin pixels lesion, or 0 % for healthy skin. Here
 every window on a grid (step `stride`) qualifies if its skin fraction reaches `min_skin_fraction`
 and its lesion fraction (lesion pixels / skin pixels) lies in `lesion_fraction`; up to

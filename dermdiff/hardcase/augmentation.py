@@ -1,4 +1,4 @@
-"""Seed 002's augmentation experiment: does adding synthetic images of the rare classes help a classifier?
+"""Ghorbani et al.'s (2020) augmentation experiment: do synthetic images of the rare classes help a classifier?
 
 1. train a baseline on the real training split (early stopping on the validation split);
 2. for the chosen classes (default: the under-represented ones), generate `num_images` images each from
@@ -201,7 +201,7 @@ def run_augmentation_experiment(
     counts = {names[label]: sum(item.label == label for item in synthetic) for label in classes}
     paths = {"markdown": os.path.join(output_dir, "report.md"), "json": os.path.join(output_dir, "report.json")}
     lines = [
-        "# Augmentation experiment (seed 002)",
+        "# Augmentation experiment (Ghorbani et al. 2020)",
         "",
         (
             f"Augmented classes: {', '.join(f'{name} (+{count})' for name, count in counts.items())}; maps "

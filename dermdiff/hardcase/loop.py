@@ -1,4 +1,4 @@
-"""The hard-case loop (seed 004): classify, mine what the classifier gets wrong, generate more like it, retrain.
+"""The hard-case loop (Silva & Georgieva 2024): classify, mine what the classifier gets wrong, generate more, retrain.
 
 `run_hardcase_loop` reads top to bottom. Round 0 trains the baseline on the real training split. Then
 every round k = 1..`rounds`:

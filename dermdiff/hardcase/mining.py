@@ -1,4 +1,4 @@
-"""Hard-case mining for the adversarial loop (seed 004): find what the classifier gets wrong.
+"""Hard-case mining for the adversarial loop (Silva & Georgieva 2024): find what the classifier gets wrong.
 
 The loop (training/adversarial_loop.py) evaluates the current classifier on a *mining split* — never on
 the final test split unless the user insists — and hands the cases returned here to the generator.

@@ -1,4 +1,4 @@
-"""More images like a hard case: the generation strategies of the hard-case loop (seed 004) and DermGAN maps.
+"""More images like a hard case: the hard-case loop's generation strategies (Silva & Georgieva 2024), DermGAN maps.
 
 A strategy turns one hard case (its image, its semantic map, its true class, the class the classifier
 confuses it with) into `per_case` synthetic images, all labelled with the case's TRUE class:

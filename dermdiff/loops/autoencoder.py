@@ -290,7 +290,8 @@ def build_discriminator(registry, config: AutoencoderTrainingConfig, in_channels
     from ..models.dermgan import PatchGANDiscriminator
 
     return PatchGANDiscriminator(in_channels=in_channels, conditions=list(registry.names),
-                                 registry_name=registry.name_, block_out_channels=tuple(config.discriminator_channels))
+                                 registry_name=registry.registry_name,
+                                 block_out_channels=tuple(config.discriminator_channels))
 
 
 def _adam(parameters, config: AutoencoderTrainingConfig):

@@ -5,7 +5,7 @@ fine-tuning a given model) and `training/train_classifier.py` is only its comman
 
 1. wrap the data: any `datasets.Dataset` with `image` (PIL) and `label` (int) columns, or any torch
    `Dataset` of `(image, label)` pairs (PIL or tensor), becomes `(tensor in [-1, 1], label)` with the
-   augmentations seed 002 used for its MobileNet (flips, colour jitter) on the training split only;
+   augmentations Ghorbani et al. 2020 used for their MobileNet (flips, colour jitter) on the training split only;
 2. balance the classes if asked (`balance="sampler"`: class-balanced `WeightedRandomSampler`;
    `"loss"`: class-weighted cross-entropy, weight n / (K n_k));
 3. train with accelerate; after each epoch measure the validation balanced accuracy, keep the best
@@ -199,7 +199,7 @@ def image_transform(resolution: Optional[int], augment: bool):
     if resolution is not None:
         steps.append(v2.Resize((resolution, resolution), antialias=True))
     if augment:
-        # seed 002's "flipping, saturation, jitters"; dermoscopic images have no canonical orientation
+        # Ghorbani et al.'s (2020) "flipping, saturation, jitters"; dermoscopic images have no canonical orientation
         steps += [
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),

@@ -1,6 +1,7 @@
 """The diffusion training loop: noise prediction under a semantic map, with classifier-free guidance.
 
-Seeds 002 and 004. For a clean image x_0, its map channels m and (optionally) its class c:
+Ghorbani et al. 2020 and Silva & Georgieva 2024. For a clean image x_0, its map channels m and (optionally) its
+class c:
 
     t ~ U{0, .., T-1},  eps ~ N(0, I),  x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps     (scheduler.add_noise)
     with probability p_drop: m <- null map (zeros), c <- null class                        (CFG training)

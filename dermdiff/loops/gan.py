@@ -1,4 +1,4 @@
-"""GAN training for the ported models: DermGAN (seed 002), Furger et al.'s DCGAN and lesion editing (seed 003).
+"""GAN training for the ported models: DermGAN (Ghorbani et al. 2020), Furger et al.'s (2020) DCGAN and lesion editing.
 
 Every update keeps pix2pix's order, written out as plain functions:
 
@@ -6,18 +6,18 @@ Every update keeps pix2pix's order, written out as plain functions:
     2. D step: D learns real vs `fake.detach()` (the generator gets no gradient from it);
     3. freeze D (`requires_grad_(False)`), G step: adversarial loss + the model's own terms; unfreeze D.
 
-| step function   | generator loss (minimised)                                                              |
-|-----------------|-----------------------------------------------------------------------------------------|
-| `dermgan_step`  | l_gan * GAN + l_l1 * l1(whole image) + l_roi * l1(ROI) + l_fm * feature matching (002)   |
-| `dcgan_step`    | GAN (non-saturating, seed 003 eq. 1)                                                    |
-| `edit_step`     | targeted: GAN + lambda_REL * relevancy (eq. 4); cycle: GAN + lambda_CYC * cycle (eq. 5)  |
+| step function  | generator loss (minimised)                                                                 |
+|----------------|--------------------------------------------------------------------------------------------|
+| `dermgan_step` | l_gan * GAN + l_l1 * l1(whole image) + l_roi * l1(ROI) + l_fm * feature matching (DermGAN) |
+| `dcgan_step`   | GAN (non-saturating, Furger et al. 2020, eq. 1)                                            |
+| `edit_step`    | targeted: GAN + lambda_REL * relevancy (eq. 4); cycle: GAN + lambda_CYC * cycle (eq. 5)    |
 
-Seed 003 states its objectives for maximisation (L_G = L_ADV - lambda * L_REL); minimising
+Furger et al. 2020 state their objectives for maximisation (L_G = L_ADV - lambda * L_REL); minimising
 `gan_loss + lambda * relevancy_loss` is the same thing. The losses live in `dermdiff.losses`.
 
 `train_gan` is the shared loop (accelerate, atomic checkpoints with `save_pretrained` folders and
 resume via `dermdiff.loops.common`, progress bar, tracker logs, validation grids) that the three
-scripts in `training/` drive with a `GANTask`. It also writes seed 003's discriminator-overfitting
+scripts in `training/` drive with a `GANTask`. It also writes Furger et al.'s (2020) discriminator-overfitting
 monitor (figure 6): every `monitor_steps` updates, the mean discriminator prediction on training and on
 held-out real images, one JSON line per discriminator in `output_dir/discriminator_gap.jsonl`
 (`{"step", "discriminator", "d_train", "d_heldout", "gap"}`), plotted at the end of the run.
@@ -65,8 +65,8 @@ class GANTrainingConfig:
         train_batch_size (`int`, defaults to 16): images per process per update.
         num_epochs (`int`, defaults to 100): used when `max_train_steps` is None.
         max_train_steps (`int`, *optional*): updates (one D and one G step each); overrides `num_epochs`.
-        learning_rate (`float`, defaults to 5e-5): Adam learning rate of every model (seed 003, 3.2).
-        adam_beta1, adam_beta2 (`float`, default 0.9, 0.999): Adam's "default moment decays" (seed 003).
+        learning_rate (`float`, defaults to 5e-5): Adam learning rate of every model (Furger et al. 2020, 3.2).
+        adam_beta1, adam_beta2 (`float`, default 0.9, 0.999): Adam's "default moment decays" (Furger et al. 2020).
         gan_mode (`str`, defaults to `"vanilla"`): `"vanilla"`, `"lsgan"` or `"hinge"` (`dermdiff.losses.gan_loss`).
         mixed_precision (`str`, defaults to `"no"`).
         seed (`int`, defaults to 0): weights, latents, dropout masks and data order.
@@ -119,9 +119,9 @@ class GANTrainingConfig:
 
 @dataclass
 class DermGANLossWeights:
-    """Weights of DermGAN's four terms. Seed 002 grid-searched them without reporting values; these
+    """Weights of DermGAN's four terms. Ghorbani et al. 2020 grid-searched them without reporting values; these
     defaults are pix2pix's (l1 = 100 with GAN = 1) and pix2pixHD's (feature matching = 10), with the ROI
-    term weighted like the whole-image l1. Set a weight to 0 to ablate its term (seed 002 Table 1).
+    term weighted like the whole-image l1. Set a weight to 0 to ablate its term (Ghorbani et al. 2020, Table 1).
     """
 
     gan: float = 1.0
@@ -251,9 +251,9 @@ def edit_step(
     `add` turns healthy skin into skin with a lesion (judged by the `lesion` discriminator against real
     lesion photos); `remove` does the reverse (the `healthy` discriminator). Targeted mode feeds the
     lesion mask to both generators (for `add`, a mask borrowed from a lesion photo, so one segmentation
-    serves several healthy photos as in seed 003, 4.2) and adds the relevancy loss; cycle mode uses no
-    masks and adds the cycle-consistency loss of both round trips (`cycle_distance`: "mse" as seed
-    003's eq. 3, or "l1" as the CycleGAN paper). Each discriminator sees its real photos and the fakes
+    serves several healthy photos as in Furger et al. 2020, 4.2) and adds the relevancy loss; cycle mode uses no
+    masks and adds the cycle-consistency loss of both round trips (`cycle_distance`: "mse" as Furger
+    et al.'s eq. 3, or "l1" as the CycleGAN paper). Each discriminator sees its real photos and the fakes
     in one batch (`real_and_fake_logits`), so its batch norm cannot hide batch-wide differences.
     """
     if mode not in EDIT_MODES:
@@ -295,7 +295,7 @@ def edit_step(
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# discriminator-overfitting monitor (seed 003, figure 6)
+# discriminator-overfitting monitor (Furger et al. 2020, figure 6)
 # ----------------------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def mean_prediction(
@@ -442,7 +442,7 @@ def train_gan(
 ) -> GANRun:
     """Trains `task`'s generators and discriminators on `train_dataset`; saves the pipeline in `output_dir`.
 
-    Generators share one Adam optimiser and discriminators another (seed 003: lr 5e-5, betas 0.9 / 0.999).
+    Generators share one Adam optimiser and discriminators another (Furger et al. 2020: lr 5e-5, betas 0.9 / 0.999).
     Checkpoints hold `save_pretrained` folders of every model (named by `task.generators` /
     `task.discriminators`), both optimisers and the training random stream; `--resume_from_checkpoint
     latest` continues at the same batch. At the end, the pipeline (generators in eval mode) is saved in

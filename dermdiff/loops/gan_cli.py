@@ -54,9 +54,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--train_batch_size", type=int, default=16, help="Images per update.")
     train.add_argument("--num_epochs", type=int, default=100, help="Epochs (ignored when --max_train_steps is set).")
     train.add_argument("--max_train_steps", type=int, default=None, help="Updates (one D + one G step each).")
-    train.add_argument("--learning_rate", type=float, default=5e-5, help="Adam learning rate (seed 003: 5e-5).")
-    train.add_argument("--adam_beta1", type=float, default=0.9, help="Adam beta1 (seed 003: default 0.9).")
-    train.add_argument("--adam_beta2", type=float, default=0.999, help="Adam beta2 (seed 003: default 0.999).")
+    train.add_argument("--learning_rate", type=float, default=5e-5, help="Adam learning rate (Furger et al.: 5e-5).")
+    train.add_argument("--adam_beta1", type=float, default=0.9, help="Adam beta1 (Furger et al.: default 0.9).")
+    train.add_argument("--adam_beta2", type=float, default=0.999, help="Adam beta2 (Furger et al.: default 0.999).")
     train.add_argument("--gan_mode", default="vanilla", choices=GAN_LOSS_MODES, help="Adversarial loss.")
     train.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Mixed precision.")
 

@@ -53,7 +53,7 @@ class EditPairs(torch.utils.data.Dataset):
 
     Item i pairs healthy photo i mod H with lesion photo i mod L, for max(H, L) items, so every photo of
     the larger set is used and the smaller set's photos (and masks) repeat: one segmentation serves
-    several healthy photos, as seed 003 (4.2) does. The mask is the lesion's region in its semantic map.
+    several healthy photos, as Furger et al. 2020 (4.2) do. The mask is the lesion's region in its semantic map.
 
     Args:
         examples: a transformed dataset giving `pixel_values` and `semantic_map` per row.
@@ -198,8 +198,8 @@ def edit_task(
         add_model, remove_model (`TranslationGenerator`): `mask_channels=1` for targeted, 0 for cycle.
         lesion_discriminator, healthy_discriminator (`MultiScaleDiscriminator`): D_Y and D_X.
         mode (`str`, defaults to `"targeted"`): `"targeted"` or `"cycle"`.
-        lambda_rel, lambda_cyc (`float`, default 10): seed 003's weights.
-        cycle_distance (`str`, defaults to `"mse"`): `"mse"` (seed 003 eq. 3) or `"l1"` (CycleGAN).
+        lambda_rel, lambda_cyc (`float`, default 10): Furger et al.'s (2020) weights.
+        cycle_distance (`str`, defaults to `"mse"`): `"mse"` (Furger et al. 2020, eq. 3) or `"l1"` (CycleGAN).
         validation_batch (`dict`, *optional*): fixed `healthy`, `lesion`, `lesion_mask` tensors; the grid
             shows rows of (healthy, lesion added, lesion photo, lesion removed).
         monitor (`dict`, *optional*): domain (`"lesion"` / `"healthy"`) -> (training, held-out) real images

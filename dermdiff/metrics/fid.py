@@ -8,7 +8,7 @@ description is stored in every result.
 - Reference statistics (all features, so KID and per-group FIDs can be recomputed) are computed once per
   (dataset, split, resolution, extractor) and cached as `.npz` under `cache_dir`, in the spirit of
   clean-fid's `make_custom_stats`; a second evaluation skips the reference pass.
-- Confidence intervals follow DermGAN (seed 002, Table 1: "FID (± 1.96 STD)", 50 trials): the FID is
+- Confidence intervals follow DermGAN (Ghorbani et al. 2020, Table 1: "FID (± 1.96 STD)", 50 trials): the FID is
   recomputed on `trials` random subsamples (half of each set, without replacement by default) and the
   interval is ± 1.96 standard deviations of those values. KID reports the mean over subsets, as clean-fid
   does, ± 1.96 std over the same subsets.
@@ -47,7 +47,7 @@ import torch
 from .features import describe_extractor, load_extractor
 from .sources import ExtractOptions, FeatureSet, as_source
 
-DEFAULT_TRIALS = 50  # DermGAN (seed 002) Table 1
+DEFAULT_TRIALS = 50  # DermGAN (Ghorbani et al. 2020) Table 1
 CI_Z = 1.96
 
 

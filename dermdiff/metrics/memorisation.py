@@ -1,6 +1,6 @@
 """Did the generator copy its training data? Nearest training images under MSE, SSIM and a feature space.
 
-Seed 003 (Furger et al., figure 7) shows each generated sample beside its nearest training sample and notes
+Furger et al. 2020 (figure 7) show each generated sample beside its nearest training sample and notes
 that SSIM finds more similar neighbours than MSE. For every generated image we find:
 
 - the nearest training image by mean squared error (all pairs at once, a chunked matrix product in torch);

@@ -3,7 +3,7 @@
 Figures are PNG files next to the HTML (relative links), so the folder can be zipped, attached to a model
 card or opened offline. Every number appears with the feature extractor and settings that produced it.
 
-Also here: `plot_discriminator_gap`, the discriminator-overfitting monitor of seed 003 (figure 6): the mean
+Also here: `plot_discriminator_gap`, the discriminator-overfitting monitor of Furger et al. 2020 (figure 6): the mean
 discriminator output on training minus held-out real images over training. A growing gap means the
 discriminator memorises its training images.
 """
@@ -27,7 +27,7 @@ SECTIONS = ("settings", "samples", "distribution", "fidelity", "sweeps", "memori
 # figures
 # ----------------------------------------------------------------------------------------------------------------
 def plot_discriminator_gap(log: Sequence[dict], path: str | None = None, title: str = "discriminator overfitting"):
-    """Mean D output on training vs held-out real images over training, and their gap (seed 003, figure 6).
+    """Mean D output on training vs held-out real images over training, and their gap (Furger et al. 2020, figure 6).
 
     Args:
         log (`Sequence[dict]`): entries `{"step": int, "d_train": float, "d_heldout": float}` (any order).

@@ -1,4 +1,4 @@
-"""Furger et al.'s unconditional generator (seed 003, section 3.2.1) and the truncation trick (4.1.1).
+"""Furger et al.'s unconditional generator (2020, section 3.2.1) and the truncation trick (4.1.1).
 
 A 100-d standard-normal vector goes through a dense layer to a small stack of feature maps shaped like
 the target image (e.g. 20 x 15 for 640 x 480 hands), then stride-2 deconvolutions double the resolution,
@@ -7,15 +7,15 @@ tanh gives RGB. The hands generator adds an unstrided convolution after each dec
 
 Code name -> paper name:
 
-| code                           | paper (seed 003)                                                   |
-|--------------------------------|--------------------------------------------------------------------|
-| `latent_dim` (100)             | "100-dimensional input vector" z ~ N(0, I)                         |
-| `dense_channels` (64)          | "dense layer to produce 64 initial feature maps" (Table 1: h x w x 64) |
-| `sample_size` / 2**num_upsamples | the dense layer's spatial shape (Table 1, "Dense layers")        |
-| `num_upsamples`                | "Deconv" column of Table 1                                         |
-| `base_channels`                | generator "initial features" of Table 2 (width of the first deconvolution) |
-| `refine_convs`                 | "unstrided convolutions after each deconvolution" (hands only)     |
-| `truncate_latents`             | the truncation trick: components beyond the threshold are re-sampled |
+| code                             | paper (Furger et al. 2020)                                                 |
+|----------------------------------|----------------------------------------------------------------------------|
+| `latent_dim` (100)               | "100-dimensional input vector" z ~ N(0, I)                                 |
+| `dense_channels` (64)            | "dense layer to produce 64 initial feature maps" (Table 1: h x w x 64)     |
+| `sample_size` / 2**num_upsamples | the dense layer's spatial shape (Table 1, "Dense layers")                  |
+| `num_upsamples`                  | "Deconv" column of Table 1                                                 |
+| `base_channels`                  | generator "initial features" of Table 2 (width of the first deconvolution) |
+| `refine_convs`                   | "unstrided convolutions after each deconvolution" (hands only)             |
+| `truncate_latents`               | the truncation trick: components beyond the threshold are re-sampled       |
 
 `DCGAN_PRESETS` holds the three settings of Tables 1 and 2 (full hands, skin patches, skin lesions).
 """
@@ -31,7 +31,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-# Tables 1 and 2 of seed 003: sample_size is (height, width).
+# Tables 1 and 2 of Furger et al. 2020: sample_size is (height, width).
 DCGAN_PRESETS: dict[str, dict] = {
     "hands": {"sample_size": (480, 640), "num_upsamples": 5, "base_channels": 512, "refine_convs": True},
     "patches": {"sample_size": (128, 128), "num_upsamples": 4, "base_channels": 1024},
@@ -61,7 +61,7 @@ def truncate_latents(
     """The truncation trick: re-sample every component of `latents` with |z| > threshold until it is inside.
 
     Components already inside are kept exactly, so the trick trades variety for quality only where a
-    vector is unlikely (seed 003 uses a threshold of 0.1 for hands, Table 3).
+    vector is unlikely (Furger et al. 2020 use a threshold of 0.1 for hands, Table 3).
 
     Args:
         latents (`torch.Tensor`): standard-normal latents, any shape.
@@ -89,7 +89,7 @@ def truncate_latents(
 
 
 class DCGANGenerator(ModelMixin, ConfigMixin):
-    """Unconditional DCGAN-style generator of seed 003.
+    """Unconditional DCGAN-style generator of Furger et al. 2020.
 
     Args:
         sample_size (`int` or `(height, width)`, defaults to 128): output resolution; each side must be

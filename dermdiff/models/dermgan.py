@@ -1,10 +1,10 @@
-"""DermGAN (seed 002, Ghorbani et al.): a pix2pix U-Net from semantic maps to skin images, and its PatchGAN.
+"""DermGAN (Ghorbani et al. 2020): a pix2pix U-Net from semantic maps to skin images, and its PatchGAN.
 
 The generator maps the semantic map (skin type + condition + where) to an image. It is pix2pix's U-Net
 (stride-2 4x4 convolutions down, skip connections by concatenation, dropout as the source of
-randomness) with seed 002's change: every transposed convolution is replaced by a nearest-neighbour
+randomness) with Ghorbani et al.'s (2020) change: every transposed convolution is replaced by a nearest-neighbour
 resize followed by a convolution, to mitigate the checkerboard effect. `upsample="transposed"` restores
-pix2pix's layers for the ablation of seed 002 Table 1.
+pix2pix's layers for the ablation of Ghorbani et al. 2020, Table 1.
 
 The discriminator is pix2pix's fully convolutional PatchGAN on (map, image) pairs. It returns the
 activations of its second-to-last layer, which DermGAN's feature-matching loss compares between real
@@ -12,18 +12,18 @@ and synthetic images.
 
 Code name -> paper name:
 
-| code                                   | paper (seed 002)                                                |
-|----------------------------------------|-----------------------------------------------------------------|
-| `DermGANGenerator`                     | generator, "modified U-Net" (Fig. 3)                            |
-| `semantic_map` (B, 1 + K, H, W)        | semantic map m (R = skin colour, G/B = condition in its ROI),    |
-|                                        | expanded by `SemanticMap.to_channels`                           |
-| `upsample="resize_conv"`               | "nearest-neighbor resizing layer followed by a convolution"     |
-| `upsample="transposed"`                | the deconvolution of original pix2pix (ablation "No checkerboard |
-|                                        | effect mitigation")                                             |
-| `dropout`, `num_dropout_blocks`        | pix2pix's dropout noise, used at train and test time            |
-| `noise_channels`                       | optional explicit noise z concatenated to m (pix2pix's option)  |
-| `PatchGANDiscriminator`                | discriminator, "fully-convolutional architecture"               |
-| `return_features=True` -> `features`   | "output of the discriminator's second to last convolutional layer" |
+| code                                 | paper (Ghorbani et al. 2020)                                       |
+|--------------------------------------|--------------------------------------------------------------------|
+| `DermGANGenerator`                   | generator, "modified U-Net" (Fig. 3)                               |
+| `semantic_map` (B, 1 + K, H, W)      | semantic map m (R = skin colour, G/B = condition in its ROI),      |
+|                                      | expanded by `SemanticMap.to_channels`                              |
+| `upsample="resize_conv"`             | "nearest-neighbor resizing layer followed by a convolution"        |
+| `upsample="transposed"`              | the deconvolution of original pix2pix (ablation "No checkerboard   |
+|                                      | effect mitigation")                                                |
+| `dropout`, `num_dropout_blocks`      | pix2pix's dropout noise, used at train and test time               |
+| `noise_channels`                     | optional explicit noise z concatenated to m (pix2pix's option)     |
+| `PatchGANDiscriminator`              | discriminator, "fully-convolutional architecture"                  |
+| `return_features=True` -> `features` | "output of the discriminator's second to last convolutional layer" |
 """
 
 from __future__ import annotations
@@ -76,10 +76,10 @@ def _check_map(semantic_map: torch.Tensor, channels: int) -> None:
 
 
 class DermGANGenerator(ModelMixin, ConfigMixin):
-    """pix2pix U-Net generator with resize + conv upsampling (seed 002).
+    """pix2pix U-Net generator with resize + conv upsampling (Ghorbani et al. 2020).
 
     Args:
-        sample_size (`int`, defaults to 256): image height and width (seed 002 trains on 256 x 256 crops);
+        sample_size (`int`, defaults to 256): image height and width (Ghorbani et al. 2020 train on 256 x 256 crops);
             any size divisible by 2 ** len(block_out_channels) works at inference.
         out_channels (`int`, defaults to 3): image channels.
         conditions (`Sequence[str]`): condition names in code order; the map has 1 + len(conditions)

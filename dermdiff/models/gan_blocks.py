@@ -1,7 +1,7 @@
 """Layer factories shared by the ported GANs (DermGAN, the Furger et al. generators and discriminators).
 
 One home for the choices several models make the same way: which normalisation, and how a decoder
-doubles resolution (transposed convolution, or seed 002's nearest-neighbour resize + convolution that
+doubles resolution (transposed convolution, or Ghorbani et al.'s (2020) nearest-neighbour resize + convolution that
 avoids the checkerboard pattern of Odena et al. 2016).
 """
 
@@ -41,9 +41,9 @@ def norm_layer(norm: str, channels: int) -> nn.Module:
 def upsample_layer(in_channels: int, out_channels: int, upsample: str, bias: bool = True) -> nn.Module:
     """A x2 upsampling convolution.
 
-    `"resize_conv"`: nearest-neighbour resize then a 3x3 convolution (seed 002, every output pixel sees
+    `"resize_conv"`: nearest-neighbour resize then a 3x3 convolution (Ghorbani et al. 2020, every output pixel sees
     the same number of kernel taps, so no checkerboard). `"transposed"`: a 4x4 stride-2 transposed
-    convolution (pix2pix / DCGAN), kept for the ablation and for seed 003's deconvolutions.
+    convolution (pix2pix / DCGAN), kept for the ablation and for Furger et al.'s (2020) deconvolutions.
     """
     check_choice("upsample", upsample, UPSAMPLE_TYPES)
     if upsample == "transposed":

@@ -1,4 +1,4 @@
-"""Furger et al.'s multi-scale discriminator (seed 003, section 3.2.3; after Wang et al. 2018, pix2pixHD).
+"""Furger et al.'s multi-scale discriminator (2020, section 3.2.3; after Wang et al. 2018, pix2pixHD).
 
 Two discriminators of the same architecture see the image and a 2x downscaled copy, so one attends to
 fine texture and the other to larger structure; their outputs are averaged. Each is a stack of stride-2
@@ -8,13 +8,13 @@ experiments use 4.
 
 Code name -> paper name:
 
-| code                     | paper (seed 003)                                                     |
-|--------------------------|----------------------------------------------------------------------|
-| `num_scales` (2)         | "two individual discriminators process an input image and a downscaled version" |
-| `num_layers`             | number of strided convolutions (= generator deconvolutions)          |
-| `base_channels`          | discriminator "initial features" of Table 2, doubled per convolution |
-| `sample` -> `.sample`    | averaged prediction (logit) per image                                |
-| `.per_scale`             | the individual discriminators' predictions                           |
+| code                  | paper (Furger et al. 2020)                                                      |
+|-----------------------|---------------------------------------------------------------------------------|
+| `num_scales` (2)      | "two individual discriminators process an input image and a downscaled version" |
+| `num_layers`          | number of strided convolutions (= generator deconvolutions)                     |
+| `base_channels`       | discriminator "initial features" of Table 2, doubled per convolution            |
+| `sample` -> `.sample` | averaged prediction (logit) per image                                           |
+| `.per_scale`          | the individual discriminators' predictions                                      |
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """A pixel-space `UNet2DModel` conditioned on a DermGAN semantic map by channel concatenation.
 
-Seeds 002 and 004: the model generates a skin image for a semantic map (condition, where, skin type).
+Ghorbani et al. 2020 and Silva & Georgieva 2024: the model generates a skin image for a semantic map (condition,
+where, skin type).
 The map enters as its own argument, expanded to model channels by `SemanticMap.to_channels`
 (skin-type channel + one one-hot channel per condition), resized with `mode="nearest"` when needed and
 concatenated to the noisy image: that says *where* each condition is. What holds for the whole picture —

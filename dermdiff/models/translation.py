@@ -1,4 +1,4 @@
-"""Furger et al.'s image translation generator (seed 003, section 3.2.2), for adding / removing lesions.
+"""Furger et al.'s image translation generator (2020, section 3.2.2), for adding / removing lesions.
 
 A U-Net encoder with 2 strided convolutions, 4 residual blocks at the bottleneck (32 x 32 for 128 x 128
 patches), 2 upsampling stages and skip connections by concatenation. The network outputs a residual
@@ -7,15 +7,15 @@ that is added to the input photo, so it only has to learn the change. For target
 
 Code name -> paper name:
 
-| code                           | paper (seed 003)                                                  |
-|--------------------------------|-------------------------------------------------------------------|
-| `TranslationGenerator`         | image translation generator G (G_XY, G_YX in the CycleGAN)        |
-| `sample`                       | input photo x                                                     |
-| `mask`, `mask_channels=1`      | segmentation y, G(x y) in eq. 2 (targeted modification)           |
-| `block_out_channels`           | encoder widths: stem + one per strided convolution (2)            |
-| `num_residual_blocks` (4)      | residual blocks translating the bottleneck features (He et al.)   |
-| `upsample="transposed"`        | the decoder's deconvolutions (`"resize_conv"` also available)      |
-| `.residual`, `.sample`         | generated residual r, and the output x + r                         |
+| code                      | paper (Furger et al. 2020)                                      |
+|---------------------------|-----------------------------------------------------------------|
+| `TranslationGenerator`    | image translation generator G (G_XY, G_YX in the CycleGAN)      |
+| `sample`                  | input photo x                                                   |
+| `mask`, `mask_channels=1` | segmentation y, G(x y) in eq. 2 (targeted modification)         |
+| `block_out_channels`      | encoder widths: stem + one per strided convolution (2)          |
+| `num_residual_blocks` (4) | residual blocks translating the bottleneck features (He et al.) |
+| `upsample="transposed"`   | the decoder's deconvolutions (`"resize_conv"` also available)   |
+| `.residual`, `.sample`    | generated residual r, and the output x + r                      |
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class TranslationGenerator(ModelMixin, ConfigMixin):
         mask_channels (`int`, defaults to 0): 1 for targeted editing (the lesion mask is an input), 0 for
             the untargeted CycleGAN generators.
         block_out_channels (`Sequence[int]`, defaults to `(256, 512, 1024)`): stem width then one width
-            per strided convolution; the last is the bottleneck width (seed 003 Table 2 gives 1024 as the
+            per strided convolution; the last is the bottleneck width (Furger et al. 2020, Table 2 gives 1024 as the
             generator's features, read here as the widest layer).
         num_residual_blocks (`int`, defaults to 4): residual blocks at the bottleneck.
         upsample (`str`, defaults to `"transposed"`): the decoder's x2 layers, `"transposed"` (the paper's
