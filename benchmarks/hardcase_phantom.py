@@ -83,7 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num_threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU).")
     parser.add_argument("--seed", type=int, default=0, help="Base seed.")
     args = parser.parse_args(argv)
-    # the fields hardcase_cli.load_splits reads
+    # the fields dermdiff.hardcase.cli.load_splits reads
     args.phantom, args.data_dir, args.split_fractions, args.loader_kwargs = True, None, None, {}
     if args.export_train is None and args.generator is None:
         parser.error("give --export_train DIR (step 1) or --generator DIR (step 2)")
