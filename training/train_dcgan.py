@@ -14,6 +14,7 @@ refining convolutions). Without a preset the generator's depth follows --resolut
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 
@@ -25,7 +26,8 @@ from dermdiff.loops.gan_cli import (
     add_data_arguments,
     add_training_arguments,
     check_common_args,
-    load_train_images,
+    fid_evaluation,
+    load_rows,
     model_configs,
     push,
     run_training,
@@ -108,8 +110,11 @@ def select_condition(dataset, registry, condition: str | None):
 
 
 def main(args: argparse.Namespace) -> int:
-    dataset, registry, dataset_name = load_train_images(args)
-    dataset = select_condition(dataset, registry, args.condition)
+    rows = load_rows(args)
+    registry, dataset_name = rows.registry, rows.name
+    dataset = select_condition(rows.train, registry, args.condition)
+    if rows.heldout is not None:  # FID against held-out images of the same condition
+        rows = dataclasses.replace(rows, heldout=select_condition(rows.heldout, registry, args.condition))
     if len(dataset) < 2:
         raise ValueError(f"only {len(dataset)} training images left (condition {args.condition!r})")
     train_rows, heldout_rows = split_heldout(dataset, args.heldout_fraction, args.seed)
@@ -125,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
     generator, discriminator = build_models(args)
     task = dcgan_task(generator, discriminator, args.num_validation_images, args.truncation, monitor, args.seed)
     settings = {"condition": args.condition or "all", "preset": args.preset or "none"}
-    run = run_training(args, task, examples, settings)
+    run = run_training(args, task, examples, settings, fid_evaluation(args, rows))
     push(
         args,
         run,

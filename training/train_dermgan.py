@@ -31,7 +31,8 @@ from dermdiff.loops.gan_cli import (
     add_data_arguments,
     add_training_arguments,
     check_common_args,
-    load_train_images,
+    fid_evaluation,
+    load_rows,
     model_configs,
     push,
     run_training,
@@ -115,7 +116,8 @@ def build_models(args, registry) -> tuple[DermGANGenerator, PatchGANDiscriminato
 
 def main(args: argparse.Namespace) -> int:
     check_resolution(args)
-    dataset, registry, dataset_name = load_train_images(args)
+    rows = load_rows(args)
+    dataset, registry, dataset_name = rows.train, rows.registry, rows.name
     train_rows, heldout_rows = split_heldout(dataset, args.heldout_fraction, args.seed)
     transform = model_transform(args.resolution, registry)
     examples = train_rows.with_transform(transform)
@@ -130,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
     maps = validation_maps(registry, args.resolution, args.validation_skin_types)
     task = dermgan_task(generator, discriminator, weights, maps, len(args.validation_skin_types), monitor, args.seed)
     settings = {f"lambda_{k}": v for k, v in vars(weights).items()} | {"upsample": generator.config.upsample}
-    run = run_training(args, task, examples, settings)
+    run = run_training(args, task, examples, settings, fid_evaluation(args, rows))
     push(
         args,
         run,

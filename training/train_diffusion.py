@@ -49,6 +49,7 @@ from accelerate.utils import set_seed
 
 from dermdiff.errors import ArgumentParser, json_object, run_script
 from dermdiff.hub import ModelCardInfo, push_to_hub
+from dermdiff.loops.fid_tracking import add_fid_arguments, check_fid_args, fid_reference_rows
 from dermdiff.loops.data_flags import add_data_source_arguments, check_data_source_args, load_training_rows
 from dermdiff.loops.pair_augment import AUGMENTS, parse_map_shapes
 from dermdiff.loops.diffusion import (
@@ -134,11 +135,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="Skin types of the grid's columns (rows are conditions).")
     runs.add_argument("--ddpm_num_inference_steps", type=int, default=50, help="DDIM steps for validation grids.")
     runs.add_argument("--validation_guidance_scale", type=float, default=1.0, help="Guidance scale of the grid.")
-    runs.add_argument("--compute_fid_every", type=int, default=0,
-                      help="Log FID/KID of EMA samples vs held-out images every N updates (0 = never).")
-    runs.add_argument("--fid_num_images", type=int, default=200, help="Held-out images (and samples) for FID/KID.")
-    runs.add_argument("--fid_extractor", default="inception",
-                      help="dermdiff.metrics.load_extractor spec (inception, ...).")
+    add_fid_arguments(runs)  # --compute_fid_every (EMA samples), --fid_num_images, --fid_extractor, --save_best_fid
     runs.add_argument("--logging_dir", default="logs", help="Tracker folder inside --output_dir.")
     runs.add_argument("--report_to", default="tensorboard", help="'tensorboard', 'wandb', 'all' or 'none'.")
     runs.add_argument("--push_to_hub", action="store_true", help="Upload the final pipeline with a model card.")
@@ -154,8 +151,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--condition_dropout must be in [0, 1], got {args.condition_dropout}")
     if args.phantom and args.phantom_num_images < 1:
         parser.error(f"--phantom_num_images must be >= 1, got {args.phantom_num_images}")
-    if args.compute_fid_every < 0 or args.fid_num_images < 2:
-        parser.error("--compute_fid_every must be >= 0 and --fid_num_images >= 2")
+    check_fid_args(parser, args)
     if args.model_config and not os.path.isfile(args.model_config):
         parser.error(f"--model_config {args.model_config!r} does not exist")
     if args.random_flip and args.augment != "none":
@@ -172,23 +168,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def load_datasets(args):
     """Training rows, held-out rows (None unless FID is computed), the registry and a name for the card."""
     rows = load_training_rows(args)
-    heldout = rows.heldout if args.compute_fid_every else None
-    if args.phantom and args.compute_fid_every:  # a phantom drawn from another seed: images and maps never trained on
-        from dermdiff.data.phantom import phantom_dataset
-
-        heldout = phantom_dataset(n=args.fid_num_images, size=args.resolution, seed=args.phantom_seed + 1)
-    if args.compute_fid_every and not heldout:
-        raise ValueError(f"--compute_fid_every needs held-out rows (split validation or val) in {rows.name}")
-    if heldout is not None:
-        heldout = heldout.select(range(min(len(heldout), args.fid_num_images)))
-    return rows.train, heldout, rows.registry, rows.name
+    return rows.train, fid_reference_rows(args, rows.heldout, rows.name), rows.registry, rows.name
 
 
 def fid_evaluation(args, heldout, registry) -> FIDEvaluation:
     """Samples the held-out images' own maps and compares the samples with those images."""
     maps = [SemanticMap.decode(image, registry).resize(args.resolution) for image in heldout["semantic_map"]]
     return FIDEvaluation(heldout, maps, args.resolution, extractor=args.fid_extractor,
-                         num_inference_steps=args.ddpm_num_inference_steps, seed=args.seed)
+                         num_inference_steps=args.ddpm_num_inference_steps, seed=args.seed, registry=registry)
 
 
 def build_model(args, registry, vae=None) -> SemanticUNet2DModel:
@@ -275,7 +262,7 @@ def main(args: argparse.Namespace) -> int:
         examples = latent_examples(args, dataset, registry, vae)
     evaluate = fid_evaluation(args, heldout, registry) if args.compute_fid_every else None
     run = train_diffusion(unet, noise_scheduler, examples, training_config(args), evaluate=evaluate,
-                          evaluate_every=args.compute_fid_every, vae=vae)
+                          evaluate_every=args.compute_fid_every, vae=vae, save_best_fid=args.save_best_fid)
     if args.push_to_hub and run.pipeline is not None:
         push(args, run, registry, dataset_label)
     return 0

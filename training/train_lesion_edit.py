@@ -35,7 +35,8 @@ from dermdiff.loops.gan_cli import (
     add_data_arguments,
     add_training_arguments,
     check_common_args,
-    load_train_images,
+    fid_evaluation,
+    load_rows,
     model_configs,
     push,
     run_training,
@@ -104,7 +105,8 @@ def build_models(args):
 
 
 def main(args: argparse.Namespace) -> int:
-    dataset, registry, dataset_name = load_train_images(args)
+    rows = load_rows(args)
+    dataset, registry, dataset_name = rows.train, rows.registry, rows.name
     train_rows, heldout_rows = split_heldout(dataset, args.heldout_fraction, args.seed)
     transform = model_transform(args.resolution, registry)
     examples = train_rows.with_transform(transform)
@@ -135,7 +137,7 @@ def main(args: argparse.Namespace) -> int:
         "lambda_cyc": args.lambda_cyc,
         "cycle_distance": args.cycle_distance,
     }
-    run = run_training(args, task, pairs, settings)
+    run = run_training(args, task, pairs, settings, fid_evaluation(args, rows))
     mask_example = ", mask=lesion_mask" if args.mode == "targeted" else ""
     push(
         args,

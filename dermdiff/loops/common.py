@@ -14,13 +14,14 @@ states are safetensors (`rng_state.py`).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import pickle
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -38,6 +39,8 @@ from .rng_state import load_rng_state, save_rng_state
 logger = get_logger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
+# small loop state beside the models (e.g. the best FID so far), as plain JSON: nothing to unpickle
+TRAINING_STATE = "training_state.json"
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 # argparse fields that must never reach a tracker, a log line or a model card
 SECRET_KEYS = ("hub_token", "token")
@@ -242,6 +245,7 @@ def save_checkpoint(
     global_step: int,
     total_limit: int | None = None,
     rng: CheckpointedGenerator | None = None,
+    state: Mapping | None = None,
 ) -> str:
     """Saves the full training state atomically as `output_dir/checkpoint-<global_step>`.
 
@@ -252,6 +256,9 @@ def save_checkpoint(
     3. after all have finished, the main process writes the manifest (`dermdiff_checkpoint.json`, every
        file with its size) and renames the folder with `os.replace` (atomic on POSIX);
     4. then, and only then, old checkpoints beyond `total_limit` are deleted.
+
+    `state` (main process, JSON-serialisable) is written as `training_state.json` and comes back as
+    `ResumePosition.state`: loop values that are not tensors, such as the best FID so far.
     """
     final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{global_step}")
     staging = final + ".tmp"
@@ -265,6 +272,9 @@ def save_checkpoint(
     save_rng_state(staging, accelerator.process_index, rng.streams if rng else None)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if state:
+            with open(os.path.join(staging, TRAINING_STATE), "w", encoding="utf-8") as handle:
+                json.dump(dict(state), handle, indent=1)
         checkpoint_files.write_manifest(staging, global_step)
         if os.path.exists(final):  # the same step saved again (e.g. a resumed run's last step)
             remove_checkpoint(final)
@@ -278,11 +288,14 @@ def save_checkpoint(
 
 @dataclass(frozen=True)
 class ResumePosition:
-    """Where a run continues: optimiser updates done, the epoch, and micro-batches done in that epoch."""
+    """Where a run continues: optimiser updates done, the epoch, and micro-batches done in that epoch; the
+    checkpoint it came from (None for a new run) and its `training_state.json` (see `save_checkpoint`)."""
 
     global_step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
+    path: str | None = None
+    state: Mapping = field(default_factory=dict)
 
 
 INEXACT_HINT = "pass --allow_inexact_resume to continue with fresh random streams (the run will then differ)"
@@ -361,7 +374,17 @@ def resume(
     _restore_random_state(path, accelerator.process_index, rng, allow_inexact_resume)
     global_step = checkpoint_step(path)
     epoch, update_in_epoch = divmod(global_step, updates_per_epoch)
-    return ResumePosition(global_step, epoch, update_in_epoch * accelerator.gradient_accumulation_steps)
+    return ResumePosition(global_step, epoch, update_in_epoch * accelerator.gradient_accumulation_steps, path,
+                          read_training_state(path))
+
+
+def read_training_state(path: str) -> dict:
+    """A checkpoint's `training_state.json` (empty when it has none, e.g. saved before such state existed)."""
+    file = os.path.join(path, TRAINING_STATE)
+    if not os.path.isfile(file):
+        return {}
+    with open(file, encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def _load_state(accelerator: Accelerator, path: str) -> None:

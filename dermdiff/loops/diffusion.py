@@ -37,6 +37,7 @@ from ..latent_cache import sample_cached_latents
 from ..latent_maps import check_unet_matches_vae, record_vae, vae_factor
 from ..semantic_map import SemanticMap, validate_skin_type
 from . import common
+from .fid_tracking import PipelineFID, fid_tracker
 from .pair_augment import BOX_MAP_KEY, augment_pairs, check_augment, mix_map_shapes, parse_map_shapes
 
 logger = get_logger(__name__)
@@ -327,45 +328,37 @@ def _pipeline(unet, noise_scheduler, vae=None):
     return pipeline
 
 
-class FIDEvaluation:
-    """`evaluate` hook for `train_diffusion`: FID and KID of samples against held-out real images.
+class FIDEvaluation(PipelineFID):
+    """`evaluate` hook for `train_diffusion`: `fid_tracking.PipelineFID` sampling with DDIM.
 
-    Samples one image per held-out map (with DDIM, a fixed seed per image), so generated and reference
-    sets request the same conditions, places and skin types; `dermdiff.metrics.compute_fid_kid` does
-    the rest. The feature extractor is loaded once.
+    Samples one image per held-out map (a fixed seed per image), so generated and reference sets request
+    the same conditions, places and skin types; the training scheduler is put back afterwards.
 
     Args:
         reference: held-out real images (a `datasets` split with dermdiff columns, or a folder).
         maps (`Sequence[SemanticMap]`): the maps to sample, e.g. the held-out images' own maps.
-        extractor (`str` or `nn.Module`, defaults to `"inception"`): a `dermdiff.metrics.load_extractor` spec.
         resolution (`int`): images of both sets are compared at this side.
+        extractor (`str` or `nn.Module`, defaults to `"inception"`): a `dermdiff.metrics.load_extractor` spec.
         num_inference_steps (`int`, defaults to 50); batch_size (`int`, defaults to 8); seed (`int`, defaults to 0).
+        registry (*optional*): the reference's condition registry (default: the pipeline UNet's).
     """
 
     def __init__(self, reference, maps, resolution: int, extractor="inception", num_inference_steps: int = 50,
-                 batch_size: int = 8, seed: int = 0):
-        from ..metrics.features import load_extractor
-
+                 batch_size: int = 8, seed: int = 0, registry=None):
         if len(maps) < 2:
             raise ValueError(f"FID needs at least 2 held-out maps, got {len(maps)}")
-        self.reference, self.maps, self.resolution = reference, list(maps), resolution
-        self.extractor = load_extractor(extractor)
-        self.num_inference_steps, self.batch_size, self.seed = num_inference_steps, batch_size, seed
+        super().__init__(reference, registry, resolution, extractor, maps=maps,
+                         num_inference_steps=num_inference_steps, batch_size=batch_size, seed=seed)
 
     def __call__(self, pipeline, step: int) -> dict:
-        from ..metrics.fid import compute_fid_kid
-        from ..metrics.sources import PipelineSource
-
+        if self.registry is None:
+            self.registry = pipeline.unet.registry
         scheduler = pipeline.scheduler
         pipeline.scheduler = DDIMScheduler.from_config(scheduler.config)
         try:
-            source = PipelineSource(pipeline, len(self.maps), maps=self.maps, batch_size=self.batch_size,
-                                    seed=self.seed, num_inference_steps=self.num_inference_steps)
-            result = compute_fid_kid(source, self.reference, self.extractor, resolution=self.resolution,
-                                     registry=pipeline.unet.registry, cache_dir=None, per_group=False, verbose=False)
+            return super().__call__(pipeline, step)
         finally:
             pipeline.scheduler = scheduler
-        return {"fid": result["fid"]["value"], "fid_ci95": result["fid"]["ci95"], "kid": result["kid"]["value"]}
 
 
 class _EMAWeights:
@@ -398,6 +391,7 @@ def train_diffusion(
     evaluate: Callable | None = None,
     evaluate_every: int = 0,
     vae=None,
+    save_best_fid: bool = False,
 ) -> DiffusionRun:
     """Trains (or fine-tunes) `unet` to denoise `train_dataset` images under their semantic maps.
 
@@ -409,12 +403,14 @@ def train_diffusion(
         config (`DiffusionTrainingConfig`): run settings.
         accelerator (`Accelerator`, *optional*): built from `config` when None.
         evaluate (`Callable[[pipeline, int], dict]`, *optional*): called on the main process every
-            `evaluate_every` updates and at the end with the EMA pipeline and the step; its returned
-            numbers are logged and kept in `DiffusionRun.metrics`.
+            `evaluate_every` updates (before that step's checkpoint) and at the end with the EMA pipeline and
+            the step; its returned numbers are logged and kept in `DiffusionRun.metrics`.
         vae (`AutoencoderKL`, *optional*): train a latent model: `train_dataset` rows are then latent-cache rows
             (`dermdiff.latent_cache.cached_latents`), each batch draws z ~ q(z | x) from them, and the VAE
             joins the validation and final pipelines (it is not trained). With `config.augment`, the cache
             must hold the orientations it draws (`cached_latents(..., augment=config.augment)`).
+        save_best_fid (`bool`, defaults to False): keep the EMA pipeline with the lowest `"fid"` of `evaluate`
+            so far in `output_dir/best_fid/` (`dermdiff.loops.fid_tracking`); resume keeps the best value.
 
     Returns:
         `DiffusionRun`: the `DermDiffPipeline` with EMA weights (also saved in `config.output_dir`).
@@ -437,6 +433,7 @@ def train_diffusion(
             config.seed,
         )
     rng = common.CheckpointedGenerator(config.seed, accelerator.process_index)
+    fid = fid_tracker(evaluate, evaluate_every, config.output_dir, save_best_fid)
     null_class = unet.null_class_label if unet.config.use_class_embedding else -1
 
     # 2. data, optimiser, learning-rate schedule, EMA
@@ -498,6 +495,8 @@ def train_diffusion(
         accelerator, config.output_dir, config.resume_from_checkpoint, per_epoch, rng, config.allow_inexact_resume
     )
     global_step = position.global_step
+    if fid is not None and position.path:
+        fid.load_state(position.state)
     logger.info(
         f"training {max_steps} updates ({num_epochs} epochs of {per_epoch}), {len(train_dataset)} examples, "
         f"{accelerator.num_processes} process(es), batch {config.train_batch_size} per process, "
@@ -507,7 +506,6 @@ def train_diffusion(
     bar = common.progress_bar(accelerator, max_steps, global_step)
     maps = validation_maps(accelerator.unwrap_model(unet).registry, unet_size(unet, accelerator) * vae_factor(vae),
                            config.validation_skin_types)
-    metrics: dict = {}
     last_loss = None
     window_loss = 0.0
 
@@ -549,14 +547,13 @@ def train_diffusion(
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{logs['lr']:.2e}")
             accelerator.log(logs, step=global_step)
+            if fid is not None and accelerator.is_main_process and fid.due(global_step):
+                run_evaluation(accelerator, unet, ema, noise_scheduler, fid, global_step, vae=vae)
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                common.save_checkpoint(
-                    accelerator, config.output_dir, global_step, config.checkpoints_total_limit, rng
-                )
+                common.save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit,
+                                       rng, state=fid.state() if fid is not None else None)
             if accelerator.is_main_process and config.validation_steps and global_step % config.validation_steps == 0:
                 log_validation(accelerator, unet, ema, noise_scheduler, maps, config, global_step, vae=vae)
-            if accelerator.is_main_process and evaluate and evaluate_every and global_step % evaluate_every == 0:
-                metrics = run_evaluation(accelerator, unet, ema, noise_scheduler, evaluate, global_step, vae=vae)
             if global_step >= max_steps:
                 break
         if global_step >= max_steps:
@@ -571,13 +568,12 @@ def train_diffusion(
         if ema is not None:
             ema.copy_to(model.parameters())
         pipeline = _pipeline(model, noise_scheduler, vae)
-        if evaluate and evaluate_every and global_step % evaluate_every:
-            metrics = evaluate(pipeline, global_step)
-            accelerator.log(metrics, step=global_step)
+        if fid is not None and not fid.due(global_step):
+            fid(accelerator, pipeline, global_step)
         pipeline.save_pretrained(config.output_dir)
         logger.info(f"saved the pipeline (EMA weights) to {config.output_dir}")
     accelerator.end_training()
-    return DiffusionRun(pipeline, global_step, last_loss, metrics)
+    return DiffusionRun(pipeline, global_step, last_loss, fid.metrics if fid is not None else {})
 
 
 def unet_size(unet, accelerator) -> int:
@@ -605,13 +601,11 @@ def log_validation(
     return common.log_image_grid(accelerator, grid, "validation", step, config.output_dir)
 
 
-def run_evaluation(accelerator, unet, ema, noise_scheduler, evaluate: Callable, step: int, vae=None) -> dict:
-    """Calls `evaluate(pipeline, step)` with EMA weights swapped in and logs what it returns."""
+def run_evaluation(accelerator, unet, ema, noise_scheduler, fid, step: int, vae=None) -> dict:
+    """Runs the `fid_tracking.FIDTracker` `fid` on the pipeline with EMA weights swapped in (it logs the numbers)."""
     model = accelerator.unwrap_model(unet)
     model.eval()
     with _EMAWeights(ema, model):
-        metrics = dict(evaluate(_pipeline(model, noise_scheduler, vae), step))
+        metrics = fid(accelerator, _pipeline(model, noise_scheduler, vae), step)
     model.train()
-    accelerator.log(metrics, step=step)
-    logger.info(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics

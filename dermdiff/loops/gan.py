@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping
 
@@ -45,6 +46,7 @@ from ..losses import (
     roi_l1_loss,
 )
 from . import common
+from .fid_tracking import fid_tracker
 from .pair_augment import augment_pairs, check_augment
 
 logger = get_logger(__name__)
@@ -385,6 +387,8 @@ class GANRun:
     global_step: int
     last_logs: dict
     gap_log: str | None
+    metrics: dict = field(default_factory=dict)
+    best_fid: dict | None = None
 
 
 def _log_gap(
@@ -421,24 +425,38 @@ def plot_gap_log(path: str) -> list[str]:
     return written
 
 
-def _validate(accelerator, task: GANTask, generators: dict, step: int, output_dir: str) -> str:
+@contextmanager
+def _eval_pipeline(accelerator, task: GANTask, generators: dict):
+    """The task's pipeline of the unwrapped generators, in eval mode inside the block, training mode after."""
     models = {name: accelerator.unwrap_model(model) for name, model in generators.items()}
     for model in models.values():
         model.eval()
     try:
         pipeline = task.make_pipeline(models)
         pipeline.set_progress_bar_config(disable=True)
-        images = task.validation(pipeline, step)
+        yield pipeline
     finally:
         for model in models.values():
             model.train()
+
+
+def _validate(accelerator, task: GANTask, generators: dict, step: int, output_dir: str) -> str:
+    with _eval_pipeline(accelerator, task, generators) as pipeline:
+        images = task.validation(pipeline, step)
     return common.log_image_grid(
         accelerator, common.image_grid(images, task.validation_cols), "samples", step, output_dir
     )
 
 
 def train_gan(
-    task: GANTask, train_dataset, config: GANTrainingConfig, accelerator=None, on_checkpoint: Callable | None = None
+    task: GANTask,
+    train_dataset,
+    config: GANTrainingConfig,
+    accelerator=None,
+    on_checkpoint: Callable | None = None,
+    evaluate: Callable | None = None,
+    evaluate_every: int = 0,
+    save_best_fid: bool = False,
 ) -> GANRun:
     """Trains `task`'s generators and discriminators on `train_dataset`; saves the pipeline in `output_dir`.
 
@@ -448,6 +466,12 @@ def train_gan(
     latest` continues at the same batch. At the end, the pipeline (generators in eval mode) is saved in
     `output_dir` and the discriminators in `output_dir/discriminators/<name>`. `on_checkpoint(path)` is
     called on the main process after each checkpoint is complete (e.g. `CheckpointPusher.checkpoint_saved`).
+
+    `evaluate(pipeline, step) -> dict` (e.g. `fid_tracking.PipelineFID`) runs on the main process every
+    `evaluate_every` updates (before that step's checkpoint, so the checkpoint knows the result) and at the
+    end, with the generators in eval mode; its numbers go to the trackers and `GANRun.metrics`. With
+    `save_best_fid` the pipeline with the lowest `"fid"` so far is kept in `output_dir/best_fid/`
+    (`GANRun.best_fid` says its step and FID); the best value is in every checkpoint, so resume keeps it.
 
     Example:
         >>> task = dermgan_task(generator, discriminator, registry, resolution=32)  # see training/train_dermgan.py
@@ -459,6 +483,7 @@ def train_gan(
             config.output_dir, config.logging_dir, config.mixed_precision, 1, config.report_to, config.seed
         )
     rng = common.CheckpointedGenerator(config.seed, accelerator.process_index)
+    fid = fid_tracker(evaluate, evaluate_every, config.output_dir, save_best_fid)
 
     # 2. data, optimisers, prepare (models in a fixed order: generators, then discriminators)
     dataloader = torch.utils.data.DataLoader(
@@ -495,6 +520,8 @@ def train_gan(
         accelerator, config.output_dir, config.resume_from_checkpoint, per_epoch, rng, config.allow_inexact_resume
     )
     global_step = position.global_step
+    if fid is not None and position.path:
+        fid.load_state(position.state)
     gap_path = os.path.join(config.output_dir, GAP_LOG) if task.monitor and config.monitor_steps else None
     if gap_path and accelerator.is_main_process:
         _trim_gap_log(gap_path, global_step)
@@ -522,9 +549,13 @@ def train_gan(
             bar.update(1)
             bar.set_postfix(d=f"{logs['d_loss']:.3f}", g=f"{logs['g_loss']:.3f}")
             accelerator.log(logs, step=global_step)
+            if fid is not None and accelerator.is_main_process and fid.due(global_step):
+                with _eval_pipeline(accelerator, task, generators) as pipeline:
+                    fid(accelerator, pipeline, global_step)
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
                 saved = common.save_checkpoint(
-                    accelerator, config.output_dir, global_step, config.checkpoints_total_limit, rng
+                    accelerator, config.output_dir, global_step, config.checkpoints_total_limit, rng,
+                    state=fid.state() if fid is not None else None,
                 )
                 if on_checkpoint is not None and accelerator.is_main_process:
                     on_checkpoint(saved)
@@ -543,6 +574,8 @@ def train_gan(
     if accelerator.is_main_process:
         final = {name: accelerator.unwrap_model(model).eval() for name, model in generators.items()}
         pipeline = task.make_pipeline(final)
+        if fid is not None and not fid.due(global_step):
+            fid(accelerator, pipeline, global_step)
         pipeline.save_pretrained(config.output_dir)
         for name, model in discriminators.items():
             accelerator.unwrap_model(model).save_pretrained(os.path.join(config.output_dir, "discriminators", name))
@@ -550,4 +583,5 @@ def train_gan(
             plot_gap_log(gap_path)
         logger.info(f"saved the pipeline to {config.output_dir}")
     accelerator.end_training()
-    return GANRun(pipeline, global_step, logs, gap_path)
+    metrics, best = (fid.metrics, fid.best) if fid is not None else ({}, None)
+    return GANRun(pipeline, global_step, logs, gap_path, metrics, best)

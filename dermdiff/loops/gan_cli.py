@@ -7,11 +7,13 @@ Each script adds only its own model and loss flags; everything else is defined h
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from ..errors import json_object
 from ..losses import GAN_LOSS_MODES
-from .data_flags import add_data_source_arguments, check_data_source_args, load_training_rows
+from .data_flags import TrainingRows, add_data_source_arguments, check_data_source_args, load_training_rows
+from .fid_tracking import PipelineFID, add_fid_arguments, check_fid_args, fid_reference_rows
 from .gan import GANTrainingConfig
 from .pair_augment import AUGMENTS
 
@@ -79,6 +81,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=100,
         help="Log the discriminator train/held-out gap every N updates (0 = never).",
     )
+    add_fid_arguments(runs)
     runs.add_argument("--logging_dir", default="logs", help="Tracker folder inside --output_dir.")
     runs.add_argument("--report_to", default="tensorboard", help="'tensorboard', 'wandb', 'all' or 'none'.")
     runs.add_argument("--push_to_hub", action="store_true", help="Upload the final pipeline with a model card.")
@@ -112,6 +115,8 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error("--checkpointing_steps, --validation_steps and --monitor_steps must be >= 0 (0 = never)")
     if args.model_config and not os.path.isfile(args.model_config):
         parser.error(f"--model_config {args.model_config!r} does not exist")
+    if hasattr(args, "compute_fid_every"):
+        check_fid_args(parser, args)
     try:  # the loop's own checks (batch size, learning rate, steps, ...), before any data is loaded
         if hasattr(args, "output_dir"):
             training_config(args)
@@ -123,6 +128,23 @@ def load_train_images(args):
     """The training rows (dermdiff columns), their registry and a name for the model card (see `data_flags`)."""
     rows = load_training_rows(args, healthy_fraction=getattr(args, "phantom_healthy_fraction", 0.0))
     return rows.train, rows.registry, rows.name
+
+
+def load_rows(args) -> TrainingRows:
+    """The training rows, their registry and name, and in `heldout` the rows FID compares with (None unless
+    --compute_fid_every; `fid_tracking.fid_reference_rows`)."""
+    healthy = getattr(args, "phantom_healthy_fraction", 0.0)
+    rows = load_training_rows(args, healthy_fraction=healthy)
+    heldout = fid_reference_rows(args, rows.heldout, rows.name, healthy_fraction=healthy)
+    return dataclasses.replace(rows, heldout=heldout)
+
+
+def fid_evaluation(args, rows: TrainingRows) -> PipelineFID | None:
+    """The FID hook of --compute_fid_every: the pipeline's images (maps of held-out rows, noise, or held-out
+    photos with lesions added, as `dermdiff evaluate --pipeline` draws them) vs the held-out images."""
+    if not args.compute_fid_every:
+        return None
+    return PipelineFID(rows.heldout, rows.registry, args.resolution, extractor=args.fid_extractor, seed=args.seed)
 
 
 def model_configs(args) -> tuple[dict, dict]:
@@ -142,8 +164,9 @@ def training_config(args, extra: dict | None = None) -> GANTrainingConfig:
     return GANTrainingConfig(**values)
 
 
-def run_training(args, task, dataset, extra: dict | None = None):
-    """`train_gan` with the run's settings, pushing checkpoints in the background under --hub_strategy."""
+def run_training(args, task, dataset, extra: dict | None = None, evaluate: PipelineFID | None = None):
+    """`train_gan` with the run's settings, pushing checkpoints in the background under --hub_strategy, and
+    FID every --compute_fid_every updates (`evaluate`, see `fid_evaluation`), keeping the best (--save_best_fid)."""
     from ..hub_sync import CheckpointPusher
     from .gan import train_gan
 
@@ -153,7 +176,8 @@ def run_training(args, task, dataset, extra: dict | None = None):
         pusher = CheckpointPusher(repo_id, args.hub_strategy, args.output_dir, token=args.hub_token,
                                   private=args.hub_private_repo)
     run = train_gan(task, dataset, training_config(args, extra),
-                    on_checkpoint=pusher.checkpoint_saved if pusher else None)
+                    on_checkpoint=pusher.checkpoint_saved if pusher else None, evaluate=evaluate,
+                    evaluate_every=args.compute_fid_every if evaluate else 0, save_best_fid=args.save_best_fid)
     if pusher is not None:
         pusher.finish()
     return run

@@ -68,6 +68,26 @@ def sample_evaluation_set(pipe, reference, registry, num_images: int, out_dir: s
     return read_generated_set(out_dir, registry)
 
 
+def pipeline_source(pipe, reference, registry, num_images: int, maps=None, batch_size: int = 8, seed: int = 0,
+                    num_inference_steps: int = 50):
+    """`pipe`'s images as a FID source, drawn as `sample_evaluation_set` draws them but kept in memory.
+
+    Used by FID during training (`dermdiff.loops.fid_tracking.PipelineFID`), so the number a trainer logs is
+    the one `dermdiff evaluate --pipeline` reports. `maps` (map pipelines only) replaces the seeded draw of
+    reference rows' maps, e.g. with the held-out rows' own maps in order.
+    """
+    from .sources import ImageListSource, PipelineSource
+
+    kind = pipeline_kind(pipe)
+    if kind == "edit":
+        images, _ = _edited_photos(pipe, reference, registry, num_images, batch_size, seed, verbose=False)
+        return ImageListSource(images, name="edited")
+    if kind == "maps" and maps is None:
+        maps = reference_maps(reference, registry, num_images, seed)
+    return PipelineSource(pipe, num_images, maps=maps if kind == "maps" else None, batch_size=batch_size, seed=seed,
+                          num_inference_steps=num_inference_steps)
+
+
 def _noise_samples(pipe, num_images: int, batch_size: int, seed: int, num_inference_steps: int, verbose: bool):
     from tqdm.auto import tqdm
 
