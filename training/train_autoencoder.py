@@ -28,6 +28,7 @@ import sys
 
 from accelerate.utils import set_seed
 
+from dermdiff.config_args import add_config_arguments, argument_group, config_from_args
 from dermdiff.errors import ArgumentParser, json_object, run_script
 from dermdiff.hub import ModelCardInfo, push_to_hub
 from dermdiff.loops.autoencoder import (
@@ -39,62 +40,23 @@ from dermdiff.loops.autoencoder import (
 from dermdiff.loops.data_flags import add_data_source_arguments
 from dermdiff.loops.diffusion import DiffusionExamples
 from dermdiff.loops.gan_cli import load_train_images
-from dermdiff.losses import GAN_LOSS_MODES
-
-CONFIG_FIELDS = tuple(AutoencoderTrainingConfig.__dataclass_fields__)
-
+from dermdiff.loops.run_config import RUNS
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_data_source_arguments(parser, default_resolution=128)
     parser.set_defaults(phantom_healthy_fraction=0.0)
 
-    model = parser.add_argument_group("model and losses")
+    model = argument_group(parser, "model and losses")
     model.add_argument("--model_config", default=None,
                        help="JSON file of AutoencoderKL hyperparameters (default: f=4, 4 latent channels, 2.6 M).")
     model.add_argument("--pretrained_vae", default=None,
                        help="Start from this AutoencoderKL (a folder, a pipeline folder with vae/, or a Hub id).")
     model.add_argument("--latent_channels", type=int, default=4, help="Latent channels of a new model.")
-    model.add_argument("--kl_weight", type=float, default=1e-6, help="Weight of the per-pixel KL term (LDM: 1e-6).")
-    model.add_argument("--crop_size", type=int, default=None,
-                       help="Train on random crops of this side (a multiple of the model's factor f).")
-    model.add_argument("--discriminator_start", type=int, default=None,
-                       help="Update from which a patch discriminator trains (default: no discriminator).")
-    model.add_argument("--discriminator_weight", type=float, default=0.5, help="Factor on the adaptive GAN weight.")
-    model.add_argument("--discriminator_channels", type=int, nargs="+", default=[32, 64, 128],
-                       help="PatchGAN widths.")
-    model.add_argument("--gan_mode", default="hinge", choices=GAN_LOSS_MODES, help="Adversarial loss.")
+    # every AutoencoderTrainingConfig field is a flag (generated: type, default and help come from the field)
+    add_config_arguments(parser, AutoencoderTrainingConfig, exclude=("dataloader_num_workers",))
 
-    train = parser.add_argument_group("optimisation")
-    train.add_argument("--output_dir", default="dermdiff-autoencoder", help="Checkpoints, logs and the model.")
-    train.add_argument("--seed", type=int, default=0, help="Seed for weights, latents, crops and data order.")
-    train.add_argument("--train_batch_size", type=int, default=8, help="Images per process per update.")
-    train.add_argument("--num_epochs", type=int, default=100, help="Epochs (ignored when --max_train_steps is set).")
-    train.add_argument("--max_train_steps", type=int, default=None, help="Optimiser updates in total.")
-    train.add_argument("--learning_rate", type=float, default=1e-4, help="Learning rate (VAE and discriminator).")
-    train.add_argument("--lr_scheduler", default="constant", help="A diffusers get_scheduler name.")
-    train.add_argument("--lr_warmup_steps", type=int, default=0, help="Linear warm-up updates.")
-    train.add_argument("--adam_beta1", type=float, default=0.5, help="AdamW beta1 (LDM: 0.5).")
-    train.add_argument("--adam_beta2", type=float, default=0.9, help="AdamW beta2 (LDM: 0.9).")
-    train.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW weight decay.")
-    train.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm.")
-    train.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Mixed precision.")
-    train.add_argument("--use_ema", action="store_true", help="Keep an EMA of the weights (saved as the model).")
-    train.add_argument("--ema_decay", type=float, default=0.999, help="EMA decay.")
-    train.add_argument("--scaling_num_images", type=int, default=512,
-                       help="Training images whose latent std gives the saved scaling_factor.")
-
-    runs = parser.add_argument_group("checkpoints, validation, logging, Hub")
-    runs.add_argument("--checkpointing_steps", type=int, default=500, help="Save the training state every N updates.")
-    runs.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
-    runs.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
-    runs.add_argument("--allow_inexact_resume", action="store_true",
-                      help="Resume past a damaged random-generator state with a warning instead of stopping.")
-    runs.add_argument("--validation_steps", type=int, default=500,
-                      help="Save a reconstruction grid every N updates (0 = only at the end).")
-    runs.add_argument("--num_validation_images", type=int, default=8, help="Images in the reconstruction grid.")
-    runs.add_argument("--logging_dir", default="logs", help="Tracker folder inside --output_dir.")
-    runs.add_argument("--report_to", default="tensorboard", help="'tensorboard', 'wandb', 'all' or 'none'.")
+    runs = argument_group(parser, RUNS)
     runs.add_argument("--push_to_hub", action="store_true", help="Upload the final model with a model card.")
     runs.add_argument("--hub_model_id", default=None, help="Hub repo id (defaults to the output folder name).")
     runs.add_argument("--hub_token", default=None, help="Hub token (never logged; default: cached login).")
@@ -113,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--model_config {args.model_config!r} does not exist")
     if args.latent_channels < 1:
         parser.error(f"--latent_channels must be >= 1, got {args.latent_channels}")
+    args.config = config_from_args(parser, AutoencoderTrainingConfig, args, extra_tracker_config={
+        "resolution": args.resolution, "pretrained_vae": args.pretrained_vae or ""})
     return args
 
 
@@ -129,13 +93,6 @@ def build_model(args):
         return AutoencoderKL(**config)
     except (TypeError, ValueError) as error:
         raise ValueError(f"--model_config {args.model_config}: not a valid AutoencoderKL config ({error})") from None
-
-
-def training_config(args) -> AutoencoderTrainingConfig:
-    values = {name: getattr(args, name) for name in CONFIG_FIELDS if hasattr(args, name)}
-    values["discriminator_channels"] = tuple(args.discriminator_channels)
-    values["extra_tracker_config"] = {"resolution": args.resolution, "pretrained_vae": args.pretrained_vae or ""}
-    return AutoencoderTrainingConfig(**values)
 
 
 def push(args, run, registry, dataset_label: str) -> str:
@@ -165,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
     set_seed(args.seed)  # the initial weights too
     vae = build_model(args)
     examples = dataset.with_transform(DiffusionExamples(registry, args.resolution))
-    run = train_autoencoder(vae, examples, training_config(args), registry)
+    run = train_autoencoder(vae, examples, args.config, registry)
     if args.push_to_hub and run.vae is not None:
         push(args, run, registry, dataset_label)
     return 0

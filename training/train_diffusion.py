@@ -47,11 +47,13 @@ import sys
 
 from accelerate.utils import set_seed
 
+from dermdiff.config_args import add_config_arguments, argument_group, config_from_args
 from dermdiff.errors import ArgumentParser, json_object, run_script
 from dermdiff.hub import ModelCardInfo, push_to_hub
 from dermdiff.loops.fid_tracking import add_fid_arguments, check_fid_args, fid_reference_rows
 from dermdiff.loops.data_flags import add_data_source_arguments, check_data_source_args, load_training_rows
-from dermdiff.loops.pair_augment import AUGMENTS, parse_map_shapes
+from dermdiff.loops.pair_augment import parse_map_shapes
+from dermdiff.loops.run_config import RUNS
 from dermdiff.loops.diffusion import (
     DEFAULT_BETA_SCHEDULE,
     DEFAULT_PREDICTION_TYPE,
@@ -66,22 +68,14 @@ from dermdiff.loops.autoencoder import load_vae
 from dermdiff.models.semantic_unet import SemanticUNet2DModel
 from dermdiff.semantic_map import SemanticMap
 
-# flags that are DiffusionTrainingConfig fields of the same name
-CONFIG_FIELDS = tuple(DiffusionTrainingConfig.__dataclass_fields__)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     data = add_data_source_arguments(parser)
-    data.add_argument("--random_flip", action="store_true", help="Flip image and map together horizontally.")
-    data.add_argument("--augment", default="none", choices=AUGMENTS,
-                      help="Transform image and map together: 'flip' (left-right) or 'dihedral' (all 8 flips and "
-                           "quarter turns; dermoscopy has no up or down).")
     data.add_argument("--map_shapes", default="mask,box",
                       help="How lesions are drawn in training maps: 'mask', 'box' or 'mask,box' (default: both, "
                            "half each, so a box-only map yields a natural lesion inside the box).")
 
-    model = parser.add_argument_group("model and noise")
+    model = argument_group(parser, "model and noise")
     model.add_argument("--model_config", default=None, help="JSON file of SemanticUNet2DModel hyperparameters.")
     model.add_argument("--use_class_embedding", action="store_true", help="Also embed the image-level condition.")
     model.add_argument("--vae", "--pretrained_vae", dest="vae", default=None,
@@ -95,49 +89,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--ddpm_num_steps", type=int, default=1000, help="Diffusion steps T of the noise schedule.")
     model.add_argument("--ddpm_beta_schedule", default=DEFAULT_BETA_SCHEDULE,
                        choices=["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"], help="Beta schedule.")
-    model.add_argument("--condition_dropout", type=float, default=0.1,
-                       help="Probability of training on the null map (classifier-free guidance); 0 disables it.")
+    # every DiffusionTrainingConfig field is a flag (generated: type, default and help come from the field)
+    add_config_arguments(parser, DiffusionTrainingConfig, exclude=("dataloader_num_workers",))
 
-    train = parser.add_argument_group("optimisation")
-    train.add_argument("--output_dir", default="dermdiff-model", help="Checkpoints, logs and the final pipeline.")
-    train.add_argument("--seed", type=int, default=0, help="Seed for weights, noise and data order.")
-    train.add_argument("--train_batch_size", type=int, default=16, help="Images per process per micro-batch.")
-    train.add_argument("--num_epochs", type=int, default=100, help="Epochs (ignored when --max_train_steps is set).")
-    train.add_argument("--max_train_steps", type=int, default=None, help="Optimiser updates in total.")
-    train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per update.")
-    train.add_argument("--learning_rate", type=float, default=1e-4, help="Peak learning rate.")
-    train.add_argument("--lr_scheduler", default="cosine", help="A diffusers get_scheduler name.")
-    train.add_argument("--lr_warmup_steps", type=int, default=500, help="Linear warm-up updates.")
-    train.add_argument("--adam_beta1", type=float, default=0.95, help="AdamW beta1.")
-    train.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2.")
-    train.add_argument("--adam_weight_decay", type=float, default=1e-6, help="AdamW weight decay.")
-    train.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
-    train.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm.")
-    train.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Mixed precision.")
-    train.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True,
-                       help="Keep an EMA of the weights (saved as the final model); --no-use_ema to disable.")
-    train.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up inverse gamma.")
-    train.add_argument("--ema_power", type=float, default=0.75, help="EMA warm-up power.")
-    train.add_argument("--ema_max_decay", type=float, default=0.9999, help="EMA maximum decay.")
-
-    runs = parser.add_argument_group("checkpoints, validation, logging, Hub")
-    runs.add_argument("--checkpointing_steps", type=int, default=500, help="Save the training state every N updates.")
-    runs.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
-    runs.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
-    runs.add_argument(
-        "--allow_inexact_resume",
-        action="store_true",
-        help="Resume past a damaged random-generator state with a warning (the run then differs from an "
-        "uninterrupted one); without it such a resume stops.",
-    )
-    runs.add_argument("--validation_steps", type=int, default=500, help="Sample a grid every N updates (0 = never).")
-    runs.add_argument("--validation_skin_types", type=int, nargs="+", default=[1, 3, 6],
-                      help="Skin types of the grid's columns (rows are conditions).")
-    runs.add_argument("--ddpm_num_inference_steps", type=int, default=50, help="DDIM steps for validation grids.")
-    runs.add_argument("--validation_guidance_scale", type=float, default=1.0, help="Guidance scale of the grid.")
+    runs = argument_group(parser, RUNS)
     add_fid_arguments(runs)  # --compute_fid_every (EMA samples), --fid_num_images, --fid_extractor, --save_best_fid
-    runs.add_argument("--logging_dir", default="logs", help="Tracker folder inside --output_dir.")
-    runs.add_argument("--report_to", default="tensorboard", help="'tensorboard', 'wandb', 'all' or 'none'.")
     runs.add_argument("--push_to_hub", action="store_true", help="Upload the final pipeline with a model card.")
     runs.add_argument("--hub_model_id", default=None, help="Hub repo id (defaults to the output folder name).")
     runs.add_argument("--hub_token", default=None, help="Hub token (never logged; default: cached login).")
@@ -147,21 +103,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     check_data_source_args(parser, args)
     if args.resolution < 8:
         parser.error(f"--resolution must be >= 8, got {args.resolution}")
-    if not 0.0 <= args.condition_dropout <= 1.0:
-        parser.error(f"--condition_dropout must be in [0, 1], got {args.condition_dropout}")
     if args.phantom and args.phantom_num_images < 1:
         parser.error(f"--phantom_num_images must be >= 1, got {args.phantom_num_images}")
     check_fid_args(parser, args)
     if args.model_config and not os.path.isfile(args.model_config):
         parser.error(f"--model_config {args.model_config!r} does not exist")
-    if args.random_flip and args.augment != "none":
-        parser.error(f"--random_flip and --augment {args.augment} both flip; give one")
     try:
         args.map_shapes = parse_map_shapes(args.map_shapes)
     except ValueError as error:
         parser.error(f"--map_shapes: {error}")
     if args.vae and args.random_flip:
         parser.error("--random_flip would flip cached latents, which is not exact; use --augment flip with --vae")
+    args.config = config_from_args(parser, DiffusionTrainingConfig, args, extra_tracker_config={
+        "resolution": args.resolution,
+        "prediction_type": args.prediction_type,
+        "ddpm_beta_schedule": args.ddpm_beta_schedule,
+        "ddpm_num_steps": args.ddpm_num_steps,
+        "map_shapes": ",".join(args.map_shapes),
+    })
     return args
 
 
@@ -175,7 +134,7 @@ def fid_evaluation(args, heldout, registry) -> FIDEvaluation:
     """Samples the held-out images' own maps and compares the samples with those images."""
     maps = [SemanticMap.decode(image, registry).resize(args.resolution) for image in heldout["semantic_map"]]
     return FIDEvaluation(heldout, maps, args.resolution, extractor=args.fid_extractor,
-                         num_inference_steps=args.ddpm_num_inference_steps, seed=args.seed, registry=registry)
+                         num_inference_steps=args.validation_inference_steps, seed=args.seed, registry=registry)
 
 
 def build_model(args, registry, vae=None) -> SemanticUNet2DModel:
@@ -207,19 +166,6 @@ def latent_examples(args, dataset, registry, vae):
     )
     examples = DiffusionExamples(registry, args.resolution, args.map_shapes)
     return cached_latents(dataset, vae, examples, cache_dir, augment=args.augment)  # every orientation it draws
-
-
-def training_config(args) -> DiffusionTrainingConfig:
-    values = {name: getattr(args, name) for name in CONFIG_FIELDS if hasattr(args, name)}
-    values["validation_inference_steps"] = args.ddpm_num_inference_steps
-    values["extra_tracker_config"] = {
-        "resolution": args.resolution,
-        "prediction_type": args.prediction_type,
-        "ddpm_beta_schedule": args.ddpm_beta_schedule,
-        "ddpm_num_steps": args.ddpm_num_steps,
-        "map_shapes": ",".join(args.map_shapes),
-    }
-    return DiffusionTrainingConfig(**values)
 
 
 def push(args, run, registry, dataset_label: str) -> str:
@@ -261,7 +207,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         examples = latent_examples(args, dataset, registry, vae)
     evaluate = fid_evaluation(args, heldout, registry) if args.compute_fid_every else None
-    run = train_diffusion(unet, noise_scheduler, examples, training_config(args), evaluate=evaluate,
+    run = train_diffusion(unet, noise_scheduler, examples, args.config, evaluate=evaluate,
                           evaluate_every=args.compute_fid_every, vae=vae, save_best_fid=args.save_best_fid)
     if args.push_to_hub and run.pipeline is not None:
         push(args, run, registry, dataset_label)

@@ -41,11 +41,13 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
 
+from ..config_args import with_default
 from ..latent_maps import vae_factor
 from ..losses import GAN_LOSS_MODES, gan_loss
 from . import common
 from .diffusion import _EMAWeights
 from .gan import discriminator_loss, set_requires_grad
+from .run_config import OPTIMISATION, RUNS, TrainingRunConfig
 
 logger = get_logger(__name__)
 
@@ -101,75 +103,56 @@ def load_vae(name_or_path: str, **kwargs) -> AutoencoderKL:
                 from None
 
 
-@dataclass
-class AutoencoderTrainingConfig:
-    """Settings of one autoencoder run (the flags of `training/train_autoencoder.py`).
+MODEL = "model and losses"
 
-    Args:
-        output_dir (`str`): checkpoints, logs, reconstruction grids and the final `AutoencoderKL`.
-        train_batch_size (`int`, defaults to 8); num_epochs (`int`, defaults to 100); max_train_steps
-            (`int`, *optional*, overrides `num_epochs`).
-        learning_rate (`float`, defaults to 1e-4); lr_scheduler (`str`, defaults to `"constant"`);
-            lr_warmup_steps (`int`, defaults to 0); adam_beta1/2 (0.5, 0.9 as LDM's autoencoders);
-            adam_weight_decay (0); max_grad_norm (`float`, defaults to 1.0).
-        kl_weight (`float`, defaults to 1e-6): weight of L_KL (see the module docstring).
-        crop_size (`int`, *optional*): train on random crops of this side (a multiple of the model's f).
-        discriminator_start (`int`, *optional*): the update from which the patch discriminator trains and
-            its loss enters L_G; None = no discriminator.
-        discriminator_weight (`float`, defaults to 0.5): factor on the adaptive GAN weight.
-        discriminator_channels (`tuple[int]`, defaults to (32, 64, 128)): PatchGAN widths.
-        gan_mode (`str`, defaults to `"hinge"`): a `dermdiff.losses.gan_loss` mode.
-        use_ema (`bool`, defaults to False); ema_decay (`float`, defaults to 0.999).
-        checkpointing_steps (`int`, defaults to 500); checkpoints_total_limit (`int`, *optional*);
-            resume_from_checkpoint (`str`, *optional*): `"latest"` or a checkpoint folder; allow_inexact_resume
-            (`bool`, defaults to False): resume past a damaged random-generator state with a warning.
-        validation_steps (`int`, defaults to 500): a grid of originals over reconstructions every N updates
-            (0 = only at the end); num_validation_images (`int`, defaults to 8).
-        scaling_num_images (`int`, defaults to 512): training images whose latents give `scaling_factor`.
-        logging_dir, report_to, seed, dataloader_num_workers, mixed_precision: as the other trainers.
+
+@dataclass
+class AutoencoderTrainingConfig(TrainingRunConfig):
+    """Settings of one autoencoder run; `training/train_autoencoder.py`'s flags are generated from them.
+
+    Each field's help is its documentation; the shared run settings are
+    `dermdiff.loops.run_config.TrainingRunConfig`'s. Adam's betas default to LDM's autoencoders' (0.5, 0.9).
     """
 
-    output_dir: str
-    train_batch_size: int = 8
-    num_epochs: int = 100
-    max_train_steps: int | None = None
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "constant"
-    lr_warmup_steps: int = 0
-    adam_beta1: float = 0.5
-    adam_beta2: float = 0.9
-    adam_weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    kl_weight: float = 1e-6
-    crop_size: int | None = None
-    discriminator_start: int | None = None
-    discriminator_weight: float = 0.5
-    discriminator_channels: tuple = (32, 64, 128)
-    gan_mode: str = "hinge"
-    use_ema: bool = False
-    ema_decay: float = 0.999
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: int | None = None
-    resume_from_checkpoint: str | None = None
-    allow_inexact_resume: bool = False
-    validation_steps: int = 500
-    num_validation_images: int = 8
-    scaling_num_images: int = 512
-    mixed_precision: str = "no"
-    logging_dir: str = "logs"
-    report_to: str | None = "tensorboard"
-    seed: int = 0
-    dataloader_num_workers: int = 0
-    extra_tracker_config: dict = field(default_factory=dict)
+    output_dir: str = with_default(TrainingRunConfig, "output_dir", "dermdiff-autoencoder")
+    train_batch_size: int = with_default(TrainingRunConfig, "train_batch_size", 8)
+    adam_beta1: float = with_default(TrainingRunConfig, "adam_beta1", 0.5)
+    adam_beta2: float = with_default(TrainingRunConfig, "adam_beta2", 0.9)
+    lr_scheduler: str = field(default="constant", metadata={"help": "A diffusers get_scheduler name.",
+                                                            "group": OPTIMISATION})
+    lr_warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up updates.", "group": OPTIMISATION})
+    adam_weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay.", "group": OPTIMISATION})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm.", "group": OPTIMISATION})
+    kl_weight: float = field(default=1e-6, metadata={
+        "help": "Weight of the per-pixel KL term (LDM: 1e-6; see the module docstring).", "group": MODEL})
+    crop_size: int | None = field(default=None, metadata={
+        "help": "Train on random crops of this side (a multiple of the model's factor f).", "group": MODEL})
+    discriminator_start: int | None = field(default=None, metadata={
+        "help": "Update from which a patch discriminator trains and its loss enters L_G (default: no "
+                "discriminator).", "group": MODEL})
+    discriminator_weight: float = field(default=0.5, metadata={"help": "Factor on the adaptive GAN weight.",
+                                                               "group": MODEL})
+    discriminator_channels: tuple[int, ...] = field(default=(32, 64, 128), metadata={"help": "PatchGAN widths.",
+                                                                                     "group": MODEL})
+    gan_mode: str = field(default="hinge", metadata={"help": "Adversarial loss (dermdiff.losses.gan_loss).",
+                                                     "choices": GAN_LOSS_MODES, "group": MODEL})
+    use_ema: bool = field(default=False, metadata={"help": "Keep an EMA of the weights (saved as the model).",
+                                                   "group": OPTIMISATION})
+    ema_decay: float = field(default=0.999, metadata={"help": "EMA decay.", "group": OPTIMISATION})
+    validation_steps: int = field(default=500, metadata={
+        "help": "Save a reconstruction grid every N updates (0 = only at the end).", "group": RUNS})
+    num_validation_images: int = field(default=8, metadata={"help": "Images in the reconstruction grid.",
+                                                            "group": RUNS})
+    scaling_num_images: int = field(default=512, metadata={
+        "help": "Training images whose latent std gives the saved scaling_factor.", "group": OPTIMISATION})
 
     def __post_init__(self):
-        for name in ("train_batch_size", "num_epochs", "num_validation_images", "scaling_num_images"):
+        super().__post_init__()
+        for name in ("num_validation_images", "scaling_num_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_train_steps is not None and self.max_train_steps < 1:
-            raise ValueError(f"max_train_steps must be >= 1 or None, got {self.max_train_steps}")
-        if self.checkpointing_steps < 0 or self.validation_steps < 0:
-            raise ValueError("checkpointing_steps and validation_steps must be >= 0 (0 = never)")
+        if self.validation_steps < 0:
+            raise ValueError(f"validation_steps must be >= 0, got {self.validation_steps}")
         if self.kl_weight < 0 or self.discriminator_weight < 0:
             raise ValueError(f"kl_weight and discriminator_weight must be >= 0, got {self.kl_weight}, "
                              f"{self.discriminator_weight}")
@@ -179,6 +162,7 @@ class AutoencoderTrainingConfig:
             raise ValueError(f"gan_mode must be one of {GAN_LOSS_MODES}, got {self.gan_mode!r}")
         if self.crop_size is not None and self.crop_size < 8:
             raise ValueError(f"crop_size must be >= 8 pixels or None, got {self.crop_size}")
+        self.discriminator_channels = tuple(self.discriminator_channels)
 
 
 @dataclass
@@ -317,7 +301,7 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
 
     Example:
         >>> vae = AutoencoderKL(**default_autoencoder_config(128))
-        >>> run = train_autoencoder(vae, examples, AutoencoderTrainingConfig("runs/ae", max_train_steps=2000), reg)
+        >>> run = train_autoencoder(vae, examples, AutoencoderTrainingConfig(output_dir="runs/ae", max_train_steps=2000), reg)
     """
     factor = vae_factor(vae)
     if config.crop_size is not None and config.crop_size % factor:

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 
 SPLIT_NAMES = ("train", "validation", "mining", "test")
 HELDOUT_SPLITS = ("validation", "val")
+DATA_GROUP = "data (exactly one source)"
 
 
 def add_data_source_arguments(parser: argparse.ArgumentParser, default_resolution: int = 32):
     """Adds `--train_data_dir | --dataset_name | --phantom` and their options; returns the group for extras."""
-    data = parser.add_argument_group("data (exactly one source)")
+    data = parser.add_argument_group(DATA_GROUP)
     data.add_argument(
         "--train_data_dir", default=None,
         help="Training data in any layout dermdiff reads: an image folder with metadata.csv, HAM10000/ISIC "

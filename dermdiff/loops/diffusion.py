@@ -33,104 +33,78 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
 
+from ..config_args import with_default
 from ..latent_cache import sample_cached_latents
 from ..latent_maps import check_unet_matches_vae, record_vae, vae_factor
 from ..semantic_map import SemanticMap, validate_skin_type
 from . import common
+from .data_flags import DATA_GROUP
 from .fid_tracking import PipelineFID, fid_tracker
-from .pair_augment import BOX_MAP_KEY, augment_pairs, check_augment, mix_map_shapes, parse_map_shapes
+from .pair_augment import AUGMENTS, BOX_MAP_KEY, augment_pairs, check_augment, mix_map_shapes, parse_map_shapes
+from .run_config import OPTIMISATION, RUNS, TrainingRunConfig
 
 logger = get_logger(__name__)
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
+MODEL = "model and noise"
+
+
 @dataclass
-class DiffusionTrainingConfig:
-    """Settings of one diffusion training run (the command-line flags of `training/train_diffusion.py`).
+class DiffusionTrainingConfig(TrainingRunConfig):
+    """Settings of one diffusion training run; `training/train_diffusion.py`'s flags are generated from them.
 
-    Names and defaults follow diffusers' `train_unconditional.py` where the idea is the same. The
-    prediction type and noise schedule are not here: they belong to the noise scheduler passed in.
-
-    Args:
-        output_dir (`str`): run folder: checkpoints, logs, samples and the final pipeline.
-        train_batch_size (`int`, defaults to 16): images per process per micro-batch.
-        num_epochs (`int`, defaults to 100): used when `max_train_steps` is None.
-        max_train_steps (`int`, *optional*): optimiser updates; overrides `num_epochs`.
-        gradient_accumulation_steps (`int`, defaults to 1).
-        learning_rate (`float`, defaults to 1e-4); lr_scheduler (`str`, defaults to `"cosine"`, any name
-            of `diffusers.optimization.get_scheduler`); lr_warmup_steps (`int`, defaults to 500).
-        adam_beta1, adam_beta2, adam_weight_decay, adam_epsilon: AdamW settings.
-        max_grad_norm (`float`, defaults to 1.0): gradient clipping.
-        mixed_precision (`str`, defaults to `"no"`).
-        use_ema (`bool`, defaults to True); ema_max_decay, ema_inv_gamma, ema_power: `EMAModel` warm-up.
-        condition_dropout (`float`, defaults to 0.1): probability of training on the null map (and null
-            class); 0 disables classifier-free guidance.
-        random_flip (`bool`, defaults to False): flip image and map together horizontally (`augment="flip"`).
-        augment (`str`, defaults to `"none"`): `"flip"` or `"dihedral"` (the 8 flips / quarter turns) applied
-            to image and map together, per example (`dermdiff.loops.pair_augment`).
-        box_map_probability (`float`, defaults to 0.5): when the examples carry a box map too
-            (`DiffusionExamples(map_shapes=("mask", "box"))`), the chance an example trains on it.
-        checkpointing_steps (`int`, defaults to 500); checkpoints_total_limit (`int`, *optional*);
-            resume_from_checkpoint (`str`, *optional*): `"latest"` or a checkpoint folder.
-        allow_inexact_resume (`bool`, defaults to False): resume past a damaged random-generator state
-            with a warning (the run then differs from an uninterrupted one) instead of stopping.
-        validation_steps (`int`, defaults to 500): a sample grid every N updates (0 = never).
-        validation_skin_types (`tuple[int]`, defaults to (1, 3, 6)): grid columns; rows are conditions.
-        validation_inference_steps (`int`, defaults to 50): DDIM steps for the grid.
-        validation_guidance_scale (`float`, defaults to 1.0).
-        logging_dir (`str`, defaults to `"logs"`); report_to (`str`, defaults to `"tensorboard"`).
-        seed (`int`, defaults to 0); dataloader_num_workers (`int`, defaults to 0).
+    Names follow diffusers' `train_unconditional.py` where the idea is the same. The prediction type and
+    noise schedule are not here: they belong to the noise scheduler passed in. Each field's help is its
+    documentation; the shared run settings are `dermdiff.loops.run_config.TrainingRunConfig`'s.
     """
 
-    output_dir: str
-    train_batch_size: int = 16
-    num_epochs: int = 100
-    max_train_steps: int | None = None
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "cosine"
-    lr_warmup_steps: int = 500
-    adam_beta1: float = 0.95
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 1e-6
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "no"
-    use_ema: bool = True
-    ema_max_decay: float = 0.9999
-    ema_inv_gamma: float = 1.0
-    ema_power: float = 0.75
-    condition_dropout: float = 0.1
-    random_flip: bool = False
-    augment: str = "none"
-    box_map_probability: float = 0.5
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: int | None = None
-    resume_from_checkpoint: str | None = None
-    allow_inexact_resume: bool = False
-    validation_steps: int = 500
-    validation_skin_types: Sequence[int] = (1, 3, 6)
-    validation_inference_steps: int = 50
-    validation_guidance_scale: float = 1.0
-    logging_dir: str = "logs"
-    report_to: str | None = "tensorboard"
-    seed: int = 0
-    dataloader_num_workers: int = 0
-    extra_tracker_config: dict = field(default_factory=dict)
+    output_dir: str = with_default(TrainingRunConfig, "output_dir", "dermdiff-model")
+    adam_beta1: float = with_default(TrainingRunConfig, "adam_beta1", 0.95)
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per update.",
+                                                                  "group": OPTIMISATION})
+    lr_scheduler: str = field(default="cosine", metadata={"help": "A diffusers get_scheduler name.",
+                                                          "group": OPTIMISATION})
+    lr_warmup_steps: int = field(default=500, metadata={"help": "Linear warm-up updates.", "group": OPTIMISATION})
+    adam_weight_decay: float = field(default=1e-6, metadata={"help": "AdamW weight decay.", "group": OPTIMISATION})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon.", "group": OPTIMISATION})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm.", "group": OPTIMISATION})
+    use_ema: bool = field(default=True, metadata={
+        "help": "Keep an EMA of the weights (saved as the final model); --no-use_ema to disable.",
+        "group": OPTIMISATION})
+    ema_max_decay: float = field(default=0.9999, metadata={"help": "EMA maximum decay.", "group": OPTIMISATION})
+    ema_inv_gamma: float = field(default=1.0, metadata={"help": "EMA warm-up inverse gamma.", "group": OPTIMISATION})
+    ema_power: float = field(default=0.75, metadata={"help": "EMA warm-up power.", "group": OPTIMISATION})
+    condition_dropout: float = field(default=0.1, metadata={
+        "help": "Probability of training on the null map (and null class), for classifier-free guidance; "
+                "0 disables it.", "group": MODEL})
+    random_flip: bool = field(default=False, metadata={
+        "help": "Flip image and map together horizontally (same as --augment flip).", "group": DATA_GROUP})
+    augment: str = field(default="none", metadata={"choices": AUGMENTS,
+        "help": "Transform image and map together, per example: 'flip' (left-right) or 'dihedral' (all 8 flips "
+                "and quarter turns; dermoscopy has no up or down). See dermdiff.loops.pair_augment.",
+        "group": DATA_GROUP})
+    box_map_probability: float = field(default=0.5, metadata={
+        "help": "When the examples carry a box map too (DiffusionExamples(map_shapes=('mask', 'box'))), the "
+                "chance an example trains on it.", "cli": False})
+    validation_steps: int = field(default=500, metadata={"help": "Sample a grid every N updates (0 = never).",
+                                                         "group": RUNS})
+    validation_skin_types: Sequence[int] = field(default=(1, 3, 6), metadata={
+        "help": "Skin types of the grid's columns (rows are conditions).", "group": RUNS})
+    validation_inference_steps: int = field(default=50, metadata={
+        "help": "DDIM steps for validation grids.", "flag": "ddpm_num_inference_steps", "group": RUNS})
+    validation_guidance_scale: float = field(default=1.0, metadata={"help": "Guidance scale of the grid.",
+                                                                    "group": RUNS})
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0.0 <= self.condition_dropout <= 1.0:
             raise ValueError(f"condition_dropout must be in [0, 1], got {self.condition_dropout}")
-        for name in ("train_batch_size", "num_epochs", "gradient_accumulation_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_train_steps is not None and self.max_train_steps < 1:
-            raise ValueError(f"max_train_steps must be >= 1 or None, got {self.max_train_steps}")
-        if not self.learning_rate > 0:  # also NaN
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.checkpointing_steps < 0 or self.validation_steps < 0:
-            raise ValueError("checkpointing_steps and validation_steps must be >= 0 (0 = never)")
+        if self.gradient_accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
+        if self.validation_steps < 0:
+            raise ValueError(f"validation_steps must be >= 0 (0 = never), got {self.validation_steps}")
         self.validation_skin_types = tuple(validate_skin_type(t) for t in self.validation_skin_types)
         check_augment(self.augment)
         if self.random_flip and self.augment != "none":

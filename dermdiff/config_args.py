@@ -1,0 +1,201 @@
+"""Command-line flags generated from config dataclasses, so that each setting is declared once: as a field.
+
+A config field carries its help (and, where the type is not enough, how argparse reads it) in its metadata;
+the flag, its type, default, choices and help are generated from the field, and the dataclass's
+`__post_init__` is the one place that validates it, for library callers and the command line alike:
+
+    @dataclass
+    class RunConfig:
+        learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate."})
+        map_shapes: tuple = field(default=("mask",), metadata={"help": "...", "parse": parse_map_shapes})
+
+    parser = ArgumentParser()
+    add_config_arguments(parser, RunConfig)             # --learning_rate, --map_shapes, in their groups
+    args = parser.parse_args()
+    config = config_from_args(parser, RunConfig, args)   # __post_init__'s ValueError -> one line naming the flag
+
+How a field becomes a flag (`--<name>`, or `--<name-with-dashes>` with `dashes=True`):
+
+| field                                | flag                                                                   |
+|--------------------------------------|------------------------------------------------------------------------|
+| `int`, `float`, `str`, `X | None`    | `type=X`, the field's default                                          |
+| `bool` defaulting to False / True    | `store_true` / `--name` and `--no-name` (`BooleanOptionalAction`)      |
+| `tuple[X, ...]`, `Sequence[X]`       | `nargs="+"` of X, unless metadata `parse` reads one string (a comma list)|
+| `Literal[...]`                       | `choices`                                                               |
+| `dict`                               | no flag (filled in by the face, e.g. `extra_tracker_config`)            |
+
+Metadata keys besides `help`: `group` (the argparse group's title), `flag` (the flag's name when it is not
+the field's: the field stays the destination), `aliases`, `choices`, `parse` (a str -> value function;
+its `ValueError` becomes a usage error naming the flag), `metavar`, `cli=False` (a library-only setting).
+The help shows the default, so neither the help text nor a docstring repeats it.
+
+Why not transformers' `HfArgumentParser`: it adds a dashed twin of every flag, reads booleans as
+`--flag [true|false]` with a `--no_flag` twin, puts a whole dataclass into one group, has no comma lists
+and is itself an `ArgumentParser` subclass, which would replace dermdiff's one-line-error parser
+(`dermdiff.errors.ArgumentParser`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections.abc
+import dataclasses
+import re
+import types
+import typing
+
+HELP_KEYS = ("group", "flag", "aliases", "choices", "parse", "metavar", "cli")
+
+
+def argument_group(parser: argparse.ArgumentParser, title: str):
+    """The parser's argument group called `title`, created if it does not exist yet."""
+    for group in parser._action_groups:  # argparse keeps no public index of its groups
+        if group.title == title:
+            return group
+    return parser.add_argument_group(title)
+
+
+def flag_name(field: dataclasses.Field, dashes: bool = False) -> str:
+    """`--name` of a config field (metadata `flag` wins; `dashes` writes `--name-with-dashes`)."""
+    name = field.metadata.get("flag", field.name)
+    return "--" + (name.replace("_", "-") if dashes else name)
+
+
+def cli_fields(config_cls, exclude=()) -> list[dataclasses.Field]:
+    """The fields of `config_cls` that are command-line flags."""
+    hints = typing.get_type_hints(config_cls)
+    return [
+        field
+        for field in dataclasses.fields(config_cls)
+        if field.name not in exclude and field.metadata.get("cli", True) and _base(hints[field.name]) is not dict
+    ]
+
+
+def field_default(field: dataclasses.Field):
+    """The field's default (calling its factory); `dataclasses.MISSING` when the field is required."""
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def with_default(config_cls, name: str, default):
+    """Field `name` of `config_cls` with another default, for a subclass whose default differs; the help stays
+    declared once (`train_batch_size: int = with_default(TrainingRunConfig, "train_batch_size", 8)`)."""
+    (base,) = [field for field in dataclasses.fields(config_cls) if field.name == name]
+    return dataclasses.field(default=default, metadata=base.metadata)
+
+
+def with_help(config_cls, name: str, default, help: str):
+    """Field `name` of `config_cls` with another default and a more specific help (its group stays)."""
+    (base,) = [field for field in dataclasses.fields(config_cls) if field.name == name]
+    return dataclasses.field(default=default, metadata={**base.metadata, "help": help})
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser,
+    config_cls,
+    exclude=(),
+    group: str = "options",
+    dashes: bool = False,
+) -> None:
+    """Adds one flag per field of `config_cls` (see the module docstring) to `parser`.
+
+    Args:
+        parser (`argparse.ArgumentParser`): flags go into the group named by each field's metadata `group`
+            (else `group`), created or reused by title, so a face can add its own flags to the same groups.
+        config_cls (`type`): a dataclass whose fields carry `metadata={"help": ...}`.
+        exclude (`Iterable[str]`): fields left out (set by the face, or declared by shared flags).
+        group (`str`, defaults to `"options"`): the title for fields without a `group`.
+        dashes (`bool`, defaults to False): `--num-inference-steps` instead of `--num_inference_steps`.
+    """
+    hints = typing.get_type_hints(config_cls)
+    for field in cli_fields(config_cls, exclude):
+        if "help" not in field.metadata:
+            raise TypeError(f"{config_cls.__name__}.{field.name} has no metadata help")
+        kwargs = _argparse_kwargs(field, hints[field.name])
+        target = argument_group(parser, field.metadata.get("group", group))
+        target.add_argument(flag_name(field, dashes), *field.metadata.get("aliases", ()), dest=field.name, **kwargs)
+
+
+def config_from_args(parser: argparse.ArgumentParser, config_cls, args: argparse.Namespace, dashes: bool = False,
+                     **values):
+    """`config_cls` from the parsed flags (plus `values`); its validation error becomes a usage error that
+    names the flag (`parser.error`, exit status 2)."""
+    fields = cli_fields(config_cls)
+    settings = {field.name: getattr(args, field.name) for field in fields if hasattr(args, field.name)}
+    settings.update(values)
+    try:
+        return config_cls(**settings)
+    except ValueError as error:
+        parser.error(name_flags(str(error), fields, dashes))
+
+
+def name_flags(message: str, fields, dashes: bool = False) -> str:
+    """A validation message in field names, written with the flags instead (`lr must ...` -> `--lr must ...`)."""
+    for field in fields:
+        message = re.sub(rf"(?<![-\w]){re.escape(field.name)}(?!\w)", flag_name(field, dashes), message)
+    return message
+
+
+def _argparse_kwargs(field: dataclasses.Field, hint) -> dict:
+    meta = field.metadata
+    default = field_default(field)
+    kwargs = {"help": meta["help"].replace("%", "%%")}
+    if default is dataclasses.MISSING:
+        kwargs["required"] = True
+    else:
+        kwargs["default"] = list(default) if isinstance(default, tuple) else default
+    base, args = _base(hint), _args(hint)
+    if base is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction if default is True else "store_true"
+        return kwargs  # BooleanOptionalAction shows its default itself
+    if "parse" in meta:
+        kwargs["type"] = _flag_parser(meta["parse"])
+        kwargs["default"] = default  # parsed values stay as the field holds them
+    elif base is typing.Literal:
+        kwargs["choices"], kwargs["type"] = args, type(args[0])
+    elif base in (tuple, list, collections.abc.Sequence):
+        kwargs["nargs"], kwargs["type"] = "+", args[0] if args else str
+    else:
+        kwargs["type"] = base
+    if "flag" in meta:
+        kwargs["metavar"] = meta["flag"].upper()
+    for key in ("choices", "metavar"):
+        if key in meta:
+            kwargs[key] = tuple(meta[key]) if key == "choices" else meta[key]
+    if default not in (None, dataclasses.MISSING):
+        shown = ",".join(map(str, default)) if "parse" in meta and isinstance(default, tuple) else (
+            " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default)
+        kwargs["help"] += f" (default: {shown})".replace("%", "%%")
+    return kwargs
+
+
+def _flag_parser(parse):
+    """argparse `type=` for a metadata `parse` function: its ValueError becomes argparse's error naming the flag."""
+
+    def parse_flag(text: str):
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse_flag.__name__ = getattr(parse, "__name__", "value")
+    return parse_flag
+
+
+def _strip_optional(hint):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def _base(hint):
+    hint = _strip_optional(hint)
+    return typing.get_origin(hint) or hint
+
+
+def _args(hint):
+    args = typing.get_args(_strip_optional(hint))
+    return tuple(arg for arg in args if arg is not Ellipsis)
