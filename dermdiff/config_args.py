@@ -144,14 +144,13 @@ def _argparse_kwargs(field: dataclasses.Field, hint) -> dict:
     if default is dataclasses.MISSING:
         kwargs["required"] = True
     else:
-        kwargs["default"] = list(default) if isinstance(default, tuple) else default
+        kwargs["default"] = default
     base, args = _base(hint), _args(hint)
     if base is bool:
         kwargs["action"] = argparse.BooleanOptionalAction if default is True else "store_true"
         return kwargs  # BooleanOptionalAction shows its default itself
     if "parse" in meta:
         kwargs["type"] = _flag_parser(meta["parse"])
-        kwargs["default"] = default  # parsed values stay as the field holds them
     elif base is typing.Literal:
         kwargs["choices"], kwargs["type"] = args, type(args[0])
     elif base in (tuple, list, collections.abc.Sequence):

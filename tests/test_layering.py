@@ -4,7 +4,8 @@ The layers, lowest first (ARCHITECTURE.md, "Layers: who may import whom", explai
 
 | layer        | modules                                                                                |
 |--------------|----------------------------------------------------------------------------------------|
-| base         | `dermdiff` (the package's lazy names), `errors`, `limits`, `lazy`, `moved`, `hub`        |
+| base         | `dermdiff` (the package's lazy names), `errors`, `limits`, `lazy`, `moved`, `hub`,       |
+|              | `config_args`                                                                          |
 | semantic map | `conditions`, `semantic_map`, `latent_maps`, `skin_tone`                                |
 | data         | `data.*`                                                                               |
 | models       | `models.*`, `classifier`                                                               |
@@ -36,7 +37,7 @@ SOURCES = (("dermdiff", "dermdiff"), ("pipelines", "dermdiff.pipelines"))
 STUDY = "study"
 # (layer, module-name prefixes relative to `dermdiff`), lowest first; "" is the package itself
 LAYERS = (
-    ("base", ("", "errors", "limits", "lazy", "moved", "hub")),
+    ("base", ("", "errors", "limits", "lazy", "moved", "hub", "config_args")),
     ("semantic map", ("conditions", "semantic_map", "latent_maps", "skin_tone")),
     ("data", ("data",)),
     ("models", ("models", "classifier")),
