@@ -18,7 +18,10 @@ one) is rejected instead of silently read as another condition; it also makes th
 
 Model channels (`to_channels`): one skin-type channel (type / 6, 0 when unknown) followed by one
 one-hot channel per condition of the registry, so `1 + len(registry)` channels. The null map used for
-classifier-free guidance is all zeros (`null_channels`).
+classifier-free guidance is all zeros (`null_channels`). Code that reads a channel batch goes through
+the views `skin_type_from_channels`, `conditions_present_from_channels`, `lesion_mask_from_channels` and
+`dominant_condition_from_channels`, so the layout is known here only. Training, which needs channels
+and no regions, turns an RGB map straight into channels with `SemanticMap.channels_from_rgb`.
 
 Boxes are `(x0, y0, x1, y1)` in pixels, x0/y0 inclusive and x1/y1 exclusive (x = column).
 
@@ -69,6 +72,9 @@ def red_to_skin_type(red: int) -> int | None:
 def check_value(code: int) -> int:
     """The G value written beside condition `code` in B: non-zero and spread out for visibility."""
     return 56 + (code * 97) % 200
+
+
+_G_OF_B = np.array([0] + [check_value(code) for code in range(1, 256)], dtype=np.uint8)  # G for each B code
 
 
 def validate_skin_type(skin_type) -> int:
@@ -222,8 +228,7 @@ class SemanticMap:
         labels = self.label_map
         rgb = np.zeros(self.size + (3,), dtype=np.uint8)
         rgb[..., 0] = skin_type_to_red(self.skin_type)
-        lut = np.array([0] + [check_value(code) for code in range(1, 256)], dtype=np.uint8)
-        rgb[..., 1] = lut[labels]
+        rgb[..., 1] = _G_OF_B[labels]
         rgb[..., 2] = labels
         return rgb
 
@@ -246,35 +251,28 @@ class SemanticMap:
         from scipy import ndimage
 
         registry = get_registry(registry)
-        where = f" in {source}" if source else ""
-        rgb = _to_rgb_array(image)
-        reds = np.unique(rgb[..., 0])
-        if len(reds) != 1:
-            raise ValueError(f"R channel{where} must be one skin-type value over the whole map, found {reds[:8].tolist()}")
-        try:
-            skin_type = red_to_skin_type(int(reds[0]))
-        except ValueError as error:
-            raise ValueError(f"{error}{where}") from None
-        green, blue = rgb[..., 1], rgb[..., 2]
+        skin_type, labels = _decode_codes(image, registry, source)
         regions = []
-        for code in np.unique(blue):
-            code = int(code)
-            at_code = blue == code
-            if code == 0:
-                bad = np.unique(green[at_code & (green != 0)])
-                if len(bad):
-                    raise ValueError(f"G values {bad[:8].tolist()}{where} sit where B is 0 and decode to no condition")
-                continue
-            if code > len(registry) or np.any(green[at_code] != check_value(code)):
-                found = np.unique(green[at_code])[:4].tolist()
-                raise ValueError(
-                    f"(G, B) = ({found}, {code}){where} decodes to no condition of registry "
-                    f"{registry.registry_name!r}; allowed B codes are 1..{len(registry)} with G = check_value(B)"
-                )
-            components, count = ndimage.label(at_code, structure=np.ones((3, 3), dtype=bool))
+        for code in np.unique(labels[labels > 0]):
+            components, count = ndimage.label(labels == code, structure=np.ones((3, 3), dtype=bool))
             for index in range(1, count + 1):
-                regions.append(Region(code, components == index))
-        return cls(skin_type, regions, rgb.shape[:2], registry)
+                regions.append(Region(int(code), components == index))
+        return cls(skin_type, regions, labels.shape, registry)
+
+    @staticmethod
+    def channels_from_rgb(image, registry="ham10000", size=None, source: str | None = None, dtype=None):
+        """`decode(image).resize(size).to_channels()` without building regions: the training fast path.
+
+        Training needs only the channels, and `decode` labels connected components (one `Region` each),
+        which is most of the cost of turning a row into a training example. The map is checked exactly as
+        `decode` checks it, and the result is equal to the slow path's (tests/test_semantic_map.py).
+        """
+        registry = get_registry(registry)
+        skin_type, labels = _decode_codes(image, registry, source)
+        if size is not None and _as_size(size) != labels.shape:
+            rows, cols = _nearest_indices(labels.shape, _as_size(size))
+            labels = labels[rows][:, cols]
+        return _channels(labels, skin_type, len(registry), dtype)
 
     @classmethod
     def from_pil(cls, image: Image.Image, registry="ham10000") -> "SemanticMap":
@@ -339,13 +337,7 @@ class SemanticMap:
 
     def to_channels(self, dtype=None, device=None):
         """(1 + K, H, W) float tensor: skin type / 6 (0 if unknown), then K one-hot condition masks."""
-        import torch
-
-        labels = torch.from_numpy(self.label_map.astype(np.int64))
-        one_hot = torch.nn.functional.one_hot(labels, num_classes=len(self.registry) + 1)[..., 1:]
-        skin = torch.full(self.size + (1,), 0.0 if self.skin_type is None else self.skin_type / 6.0)
-        channels = torch.cat([skin, one_hot.float()], dim=-1).permute(2, 0, 1).contiguous()
-        return channels.to(dtype=dtype or torch.float32, device=device)
+        return _channels(self.label_map, self.skin_type, len(self.registry), dtype).to(device=device)
 
     @staticmethod
     def stack_channels(maps: Sequence["SemanticMap"], dtype=None, device=None):
@@ -388,8 +380,7 @@ class SemanticMap:
     def resize(self, size) -> "SemanticMap":
         """Nearest-neighbour resize (codes never blend); regions that vanish are dropped."""
         height, width = _as_size(size)
-        rows = (np.arange(height) * self.size[0] / height).astype(int)
-        cols = (np.arange(width) * self.size[1] / width).astype(int)
+        rows, cols = _nearest_indices(self.size, (height, width))
         regions = [Region(r.code, r.mask[rows][:, cols]) for r in self.regions]
         return self._replace(regions=[r for r in regions if r.mask.any()], size=(height, width))
 
@@ -516,8 +507,92 @@ class SemanticMap:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# views of a (B, 1 + K, H, W) channel batch: the one place outside `to_channels` that knows the channel layout
+# ----------------------------------------------------------------------------------------------------------------
+def skin_type_from_channels(channels):
+    """(B,) long Fitzpatrick types 1..6 of a channel batch; 0 for unknown skin and for the null map.
+
+    Channel 0 holds skin_type / 6 everywhere; its mean is used so a resized or blurred map still reads.
+    """
+    return (channels[:, 0].float().mean(dim=(1, 2)) * len(SKIN_TYPES)).round().long()
+
+
+def conditions_present_from_channels(channels):
+    """(B, K) float: 1 where condition k covers at least one pixel of the map, else 0."""
+    return channels[:, 1:].float().amax(dim=(2, 3))
+
+
+def lesion_mask_from_channels(channels):
+    """(B, 1, H, W) bool: where any condition channel is set (the lesions' boxes or masks)."""
+    return channels[:, 1:].sum(dim=1, keepdim=True) > 0
+
+
+def dominant_condition_from_channels(channels, healthy_label: int):
+    """(B,) long: the condition index (0..K-1) covering most pixels, `healthy_label` where no condition is set.
+
+    The image-level label of a map, computed on channels so that maps and channel tensors share one rule
+    (ties go to the lower index).
+    """
+    import torch
+
+    areas = channels[:, 1:].sum(dim=(2, 3))
+    labels = areas.argmax(dim=1)
+    return torch.where(areas.amax(dim=1) > 0, labels, torch.full_like(labels, healthy_label))
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------------------
+def _decode_codes(image, registry: ConditionRegistry, source: str | None) -> tuple[int | None, np.ndarray]:
+    """(skin type, (H, W) uint8 condition codes) of an RGB map, checked; errors name `source`."""
+    where = f" in {source}" if source else ""
+    rgb = _to_rgb_array(image)
+    red = rgb[..., 0]
+    if (red != red.flat[0]).any():
+        reds = np.unique(red)
+        raise ValueError(f"R channel{where} must be one skin-type value over the whole map, found {reds[:8].tolist()}")
+    try:
+        skin_type = red_to_skin_type(int(red.flat[0]))
+    except ValueError as error:
+        raise ValueError(f"{error}{where}") from None
+    green, blue = rgb[..., 1], rgb[..., 2]
+    bad = green != _G_OF_B[blue]  # G must repeat B's code (0 where B is 0)
+    if bad.any():  # only a damaged map pays for finding the value to name
+        at_zero = bad & (blue == 0)
+        if at_zero.any():
+            values = np.unique(green[at_zero])
+            raise ValueError(f"G values {values[:8].tolist()}{where} sit where B is 0 and decode to no condition")
+    wrong = set(np.unique(blue[bad]).tolist()) if bad.any() else set()
+    if blue.max() > len(registry):
+        wrong |= {code for code in np.unique(blue).tolist() if code > len(registry)}
+    if wrong:
+        code = min(wrong)
+        found = np.unique(green[blue == code])[:4].tolist()
+        raise ValueError(
+            f"(G, B) = ({found}, {code}){where} decodes to no condition of registry "
+            f"{registry.registry_name!r}; allowed B codes are 1..{len(registry)} with G = check_value(B)"
+        )
+    return skin_type, np.ascontiguousarray(blue)
+
+
+def _nearest_indices(source: tuple[int, int], target: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of a nearest-neighbour resize from `source` to `target` (height, width)."""
+    rows = (np.arange(target[0]) * source[0] / target[0]).astype(int)
+    cols = (np.arange(target[1]) * source[1] / target[1]).astype(int)
+    return rows, cols
+
+
+def _channels(labels: np.ndarray, skin_type: int | None, num_conditions: int, dtype=None):
+    """(1 + K, H, W) float tensor from an (H, W) code array: skin type / 6, then one-hot conditions."""
+    import torch
+
+    channels = np.empty((1 + num_conditions,) + labels.shape, dtype=np.float32)
+    channels[0] = 0.0 if skin_type is None else skin_type / 6.0
+    np.equal(labels[None], np.arange(1, num_conditions + 1, dtype=labels.dtype)[:, None, None], out=channels[1:],
+             casting="unsafe")
+    return torch.from_numpy(channels).to(dtype=dtype or torch.float32)
+
+
 def _validate_box(box: Sequence[int], size: tuple[int, int]) -> tuple[int, int, int, int]:
     if len(box) != 4:
         raise ValueError(f"a box is (x0, y0, x1, y1), got {tuple(box)}")

@@ -180,12 +180,3 @@ def map_channels(
         channels = channels.repeat_interleave(num_images_per_prompt, dim=0)
     return channels
 
-
-def class_labels_from_channels(channels: torch.Tensor, healthy_label: int) -> torch.Tensor:
-    """Image-level labels of a channel batch: the condition covering most pixels, `healthy_label` if none.
-
-    Computed on channels (not on `SemanticMap.condition`) so that maps and channel tensors get one rule.
-    """
-    areas = channels[:, 1:].sum(dim=(2, 3))
-    labels = areas.argmax(dim=1)
-    return torch.where(areas.amax(dim=1) > 0, labels, torch.full_like(labels, healthy_label))

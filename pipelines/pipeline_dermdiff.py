@@ -18,13 +18,9 @@ from PIL import Image
 
 from dermdiff.latent_maps import check_unet_matches_vae, map_to_latent_grid, mask_to_latent_grid, vae_factor
 from dermdiff.models.semantic_unet import SemanticUNet2DModel
-from dermdiff.pipelines.map_inputs import (
-    class_labels_from_channels,
-    map_channels,
-    resolve_semantic_maps,
-    to_mask_array,
-)
+from dermdiff.pipelines.map_inputs import map_channels, resolve_semantic_maps, to_mask_array
 from dermdiff.pipelines.portable import PortablePipelineMixin
+from dermdiff.semantic_map import dominant_condition_from_channels
 
 DEFAULT_GUIDANCE_SCALE = 2.0
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -216,7 +212,7 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
         if class_labels is None:
             if channels is None:
                 return torch.full((batch,), self.unet.null_class_label, dtype=torch.long, device=device)
-            return class_labels_from_channels(channels, self.unet.healthy_class_label)
+            return dominant_condition_from_channels(channels, self.unet.healthy_class_label)
         labels = torch.as_tensor(class_labels, dtype=torch.long, device=device).reshape(-1)
         if labels.numel() == 1:
             labels = labels.expand(batch)

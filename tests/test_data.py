@@ -502,6 +502,21 @@ def test_model_tensors(tmp_path):
     assert torch.equal(flipped["semantic_map"], tensors["semantic_map"].flip(-1))
 
 
+def test_resize_policy_stretches_the_whole_picture_and_keeps_edge_lesions():
+    """One policy for every model: non-square rows are stretched (bicubic pixels, nearest map), never cropped."""
+    smap = SemanticMap.from_annotations("mel", 4, boxes=[(32, 4, 40, 12)], size=(16, 40))  # lesion at the right edge
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 40, 3), dtype=np.uint8))
+    tensors = example_to_tensors({"image": image, "semantic_map": smap.to_pil(), "label": 4}, 8, "ham10000")
+    assert tensors["semantic_map"][1:].sum() > 0  # a centre crop would have cut this lesion off
+    assert torch.equal(tensors["semantic_map"], smap.resize(8).to_channels())
+    stretched = np.asarray(image.resize((8, 8), Image.BICUBIC), dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1.0
+    assert torch.allclose(tensors["pixel_values"], torch.from_numpy(stretched))
+    with pytest.raises(ValueError, match=r"semantic map size \(16, 40\) differs from the image's \(16, 39\)"):
+        example_to_tensors({"image": image.crop((0, 0, 39, 16)), "semantic_map": smap.to_pil(), "label": 4}, 8, "ham10000")
+    with pytest.raises(ValueError, match="resolution must be an int or"):
+        model_transform((8,), "ham10000")
+
+
 def test_phantom_folder_loads(tmp_path):
     phantom = pytest.importorskip("dermdiff.data.phantom")
     root = phantom.write_phantom(str(tmp_path / "phantom"), n=6, size=24, seed=0)

@@ -68,3 +68,25 @@ print("ok", len(MOVED))
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["ok", "5"]
+
+
+def test_every_template_and_static_file_is_package_data():
+    """An installed dermdiff renders its reports: each file the code reads at run time is in setup.cfg."""
+    import fnmatch
+
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(ROOT, "setup.cfg"))
+    patterns = {package: [p.strip() for p in value.split(",")] for package, value in parser["options.package_data"].items()}
+    missing = []
+    for folder, _, files in os.walk(os.path.join(ROOT, "dermdiff")):
+        relative = os.path.relpath(folder, ROOT).split(os.sep)
+        if not {"templates", "static"} & set(relative):
+            continue
+        for name in files:
+            path = os.path.join(folder, name)
+            package_dir = os.path.dirname(folder)
+            package = os.path.relpath(package_dir, ROOT).replace(os.sep, ".")
+            inside = os.path.relpath(path, package_dir).replace(os.sep, "/")
+            if not any(fnmatch.fnmatch(inside, pattern) for pattern in patterns.get(package, [])):
+                missing.append(os.path.relpath(path, ROOT))
+    assert not missing, f"add these to setup.cfg [options.package_data]: {missing}"

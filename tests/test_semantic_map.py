@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from dermdiff import ConditionRegistry, SemanticMap, get_registry
-from dermdiff.semantic_map import Region, check_value, skin_type_to_red
+from dermdiff.semantic_map import (
+    Region,
+    check_value,
+    dominant_condition_from_channels,
+    lesion_mask_from_channels,
+    skin_type_from_channels,
+    skin_type_to_red,
+)
 
 HAM = get_registry("ham10000")
 
@@ -181,6 +188,47 @@ def test_decode_rejects_maps_that_decode_to_nothing():
         SemanticMap.decode(mixed_red)
     with pytest.raises(ValueError, match="must be RGB"):
         SemanticMap.decode(Image.new("L", (8, 8)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    boxes=separated_boxes(),
+    condition=st.sampled_from(HAM.names),
+    skin_type=st.one_of(st.none(), st.integers(1, 6)),
+    size=st.tuples(st.integers(5, 70), st.integers(5, 70)),
+)
+def test_channels_from_rgb_equals_decode_resize_to_channels(boxes, condition, skin_type, size):
+    smap = SemanticMap.from_annotations(condition, skin_type, boxes=boxes, size=48)
+    fast = SemanticMap.channels_from_rgb(smap.to_pil(), "ham10000", size=size)
+    assert torch.equal(fast, SemanticMap.decode(smap.to_pil()).resize(size).to_channels())
+    assert torch.equal(SemanticMap.channels_from_rgb(smap.to_numpy()), smap.to_channels())
+
+
+def test_channels_from_rgb_rejects_what_decode_rejects():
+    good = SemanticMap.from_annotations("mel", 2, boxes=[(1, 1, 4, 4)], size=8).to_numpy()
+    for channel, where, value in ((2, (slice(1, 4), slice(1, 4)), 42), (1, (1, 1), 3), (1, (6, 6), 9), (0, ..., 100)):
+        bad = good.copy()
+        bad[where + (channel,) if where is not ... else (..., channel)] = value
+        with pytest.raises(ValueError) as slow:
+            SemanticMap.decode(bad, source="m.png")
+        with pytest.raises(ValueError) as fast:
+            SemanticMap.channels_from_rgb(bad, source="m.png")
+        assert str(fast.value) == str(slow.value) and "m.png" in str(fast.value)
+
+
+def test_channel_views_read_skin_type_lesion_and_dominant_condition():
+    big = SemanticMap.from_annotations("mel", 5, boxes=[(0, 0, 6, 6)], size=8)
+    two = SemanticMap.from_annotations("nv", 2, boxes=[(0, 0, 2, 2)], size=8)
+    two = SemanticMap(2, two.regions + [Region(HAM.code("bcc"), big.regions[0].mask)], 8)
+    healthy = SemanticMap.from_annotations(None, None, size=8)
+    channels = SemanticMap.stack_channels([big, two, healthy])
+    assert skin_type_from_channels(channels).tolist() == [5, 2, 0]
+    assert skin_type_from_channels(SemanticMap.null_channels(8, batch_size=1)).tolist() == [0]
+    mask = lesion_mask_from_channels(channels)
+    assert mask.shape == (3, 1, 8, 8) and mask.dtype == torch.bool
+    assert torch.equal(mask[:, 0], torch.from_numpy(np.stack([m.lesion_mask for m in (big, two, healthy)])))
+    assert dominant_condition_from_channels(channels, healthy_label=7).tolist() == [HAM.code("mel") - 1,
+                                                                                      HAM.code("bcc") - 1, 7]
 
 
 def test_variation_errors_name_the_allowed_range():

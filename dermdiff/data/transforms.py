@@ -1,10 +1,20 @@
-"""Rows of a dermdiff dataset -> the tensors models take, as diffusers' training examples prepare them.
+"""Rows of a dermdiff dataset -> the tensors models take: the one home of the resize policy.
 
 `pixel_values` is the image as a float (3, H, W) tensor in [-1, 1]; `semantic_map` is
 `SemanticMap.to_channels()` of the row's map at the same resolution, (1 + K, H, W); `label` is the int.
-An int `resolution` resizes the shorter side (bilinear for pixels, nearest for the map, so codes never
-blend) and centre-crops a square; a `(height, width)` pair resizes straight to it. A horizontal flip,
-when asked for, flips pixels and map together.
+Every model (diffusion, autoencoder, DermGAN, DCGAN, lesion edit) is trained through this module.
+
+Resize policy: the whole picture is stretched to the model's size, pixels bicubic, map nearest (codes
+never blend). An int `resolution` means a square; a `(height, width)` pair is taken as it is.
+Why stretching and not shorter side + centre crop (what diffusers' `train_unconditional.py` does):
+- a crop can cut a lesion out of the map while the row's label still names it, so the model would
+  learn "melanoma" for healthy skin; stretching keeps every region, so label and map agree;
+- everything else in dermdiff already sees the whole picture stretched: the preprocessing resize
+  (`records.build_dataset`), the hard-case synthesis (`case_source`), the FID/KID references
+  (`metrics.sources`, clean-fid's bicubic resizer) and the memorisation search. Training on crops would
+  make the generator's distribution differ from the reference it is measured against;
+- dermatology photos are close to square (HAM10000 is 4:3), so the stretch is mild.
+A horizontal flip, when asked for, flips pixels and map together.
 
 Example:
     >>> dataset = load_dataset_dir("outputs/phantom").with_transform(model_transform(32, registry_of(dataset)))
@@ -22,19 +32,60 @@ from PIL import Image
 from ..conditions import get_registry
 from ..semantic_map import SemanticMap
 
+RESIZE_FILTER = Image.BICUBIC
+
+
+def target_size(resolution) -> tuple[int, int]:
+    """(height, width) of an int (square) or a (height, width) pair; `ValueError` for anything else."""
+    if isinstance(resolution, (int, np.integer)):
+        if resolution < 1:
+            raise ValueError(f"resolution must be >= 1, got {resolution}")
+        return int(resolution), int(resolution)
+    try:
+        size = tuple(int(v) for v in resolution)
+    except (TypeError, ValueError):
+        size = ()
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"resolution must be an int or (height, width) of positive ints, got {resolution!r}")
+    return size
+
+
+def pixel_values(image: Image.Image, resolution) -> torch.Tensor:
+    """(3, H, W) float tensor in [-1, 1] of a PIL image stretched to `resolution` (bicubic)."""
+    height, width = target_size(resolution)
+    image = image.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), RESIZE_FILTER)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32).transpose(2, 0, 1).copy()) / 127.5 - 1.0
+
+
+def map_channels(semantic_map, resolution, registry, box_only: bool = False) -> torch.Tensor:
+    """(1 + K, H, W) channels of an RGB map stretched to `resolution` (nearest).
+
+    With `box_only` every region is drawn as its filled bounding box (measured after the resize); that
+    needs the regions, so only then is the map decoded into a `SemanticMap`; else the fast path
+    `SemanticMap.channels_from_rgb` reads the channels straight off the RGB codes.
+    """
+    size = target_size(resolution)
+    if box_only:
+        smap = SemanticMap.decode(semantic_map, registry)
+        return (smap.resize(size) if smap.size != size else smap).to_box_map().to_channels()
+    return SemanticMap.channels_from_rgb(semantic_map, registry, size=size)
+
+
+def check_same_size(image: Image.Image, semantic_map) -> None:
+    """A row's map must be drawn on its image: `ValueError` naming both sizes otherwise."""
+    if isinstance(semantic_map, Image.Image) and semantic_map.size != image.size:
+        raise ValueError(f"semantic map size {semantic_map.size[::-1]} differs from the image's {image.size[::-1]} "
+                         "(height, width)")
+
 
 def example_to_tensors(example: dict, resolution, registry, flip: bool = False) -> dict:
     """One row (`image`, `semantic_map`, `label`) -> `{"pixel_values", "semantic_map", "label"}` tensors."""
     registry = get_registry(registry)
-    image = example["image"].convert("RGB")
-    smap = SemanticMap.decode(example["semantic_map"], registry)
-    if smap.size != (image.height, image.width):
-        raise ValueError(f"semantic map size {smap.size} differs from the image's {(image.height, image.width)}")
-    size, box = _plan(image.height, image.width, resolution)
-    image = image.resize((size[1], size[0]), Image.BILINEAR).crop(box)
-    smap = smap.resize(size).crop(box)
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).transpose(2, 0, 1).copy()) / 127.5 - 1.0
-    channels = smap.to_channels()
+    check_same_size(example["image"], example["semantic_map"])
+    pixels = pixel_values(example["image"], resolution)
+    channels = map_channels(example["semantic_map"], resolution, registry)
     if flip:
         pixels, channels = pixels.flip(-1), channels.flip(-1)
     return {"pixel_values": pixels, "semantic_map": channels, "label": int(example["label"])}
@@ -50,12 +101,12 @@ def model_transform(resolution, registry, random_flip: bool = False, seed: int |
         seed (`int`, *optional*): seeds the flips, so a fresh transform with the same seed flips the same rows.
     """
     registry = get_registry(registry)
-    _plan(1, 1, resolution)  # validates resolution early
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    target_size(resolution)  # validates resolution early
+    rng = torch.Generator().manual_seed(seed) if seed is not None else None
 
     def transform(batch: dict) -> dict:
         count = len(batch["image"])
-        flips = torch.rand(count, generator=generator) < 0.5 if random_flip else torch.zeros(count, dtype=torch.bool)
+        flips = torch.rand(count, generator=rng) < 0.5 if random_flip else torch.zeros(count, dtype=torch.bool)
         rows = [
             example_to_tensors({name: batch[name][i] for name in ("image", "semantic_map", "label")}, resolution,
                                registry, bool(flips[i]))
@@ -68,18 +119,3 @@ def model_transform(resolution, registry, random_flip: bool = False, seed: int |
         }
 
     return transform
-
-
-def _plan(height: int, width: int, resolution) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
-    """(resize size (h, w), crop box) for a source size and a resolution."""
-    if isinstance(resolution, (int, np.integer)):
-        if resolution < 1:
-            raise ValueError(f"resolution must be >= 1, got {resolution}")
-        scale = resolution / min(height, width)
-        size = (max(resolution, round(height * scale)), max(resolution, round(width * scale)))
-        top, left = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-        return size, (left, top, left + resolution, top + resolution)
-    target = tuple(int(v) for v in resolution)
-    if len(target) != 2 or min(target) < 1:
-        raise ValueError(f"resolution must be an int or (height, width) of positive ints, got {resolution!r}")
-    return target, (0, 0, target[1], target[0])

@@ -39,6 +39,7 @@ from accelerate.logging import get_logger
 from diffusers import AutoencoderKL
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from diffusers.utils import make_image_grid
 from PIL import Image
 
 from ..config_args import with_default
@@ -258,7 +259,7 @@ def log_reconstructions(accelerator, vae, images: torch.Tensor, step: int, outpu
     reconstruction = reconstruct(vae, images.to(accelerator.device))
     vae.train()
     value = psnr(reconstruction, images.to(reconstruction.device)).mean().item()
-    grid = common.image_grid(to_pil(images) + to_pil(reconstruction), cols=len(images))
+    grid = make_image_grid(to_pil(images) + to_pil(reconstruction), rows=2, cols=len(images))
     common.log_image_grid(accelerator, grid, "reconstruction", step, output_dir)
     accelerator.log({"validation_psnr": value}, step=step)
     return value

@@ -33,6 +33,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import DataError
+from ..image_grid import image_grid as grid_of_rows
+from ..image_grid import rows_of
 from . import checkpoint_files
 from .rng_state import load_rng_state, save_rng_state
 
@@ -439,16 +441,8 @@ def progress_bar(accelerator: Accelerator, total: int, initial: int = 0) -> tqdm
 
 
 def image_grid(images: Sequence[Image.Image], cols: int) -> Image.Image:
-    """Images in rows of `cols` (the last row padded with black)."""
-    if not images:
-        raise ValueError("no images to put in a grid")
-    cols = max(1, min(cols, len(images)))
-    rows = math.ceil(len(images) / cols)
-    width, height = images[0].size
-    grid = Image.new("RGB", (cols * width, rows * height))
-    for index, image in enumerate(images):
-        grid.paste(image.convert("RGB"), ((index % cols) * width, (index // cols) * height))
-    return grid
+    """Images in rows of `cols` (the last row padded with black): `dermdiff.image_grid` on a flat list."""
+    return grid_of_rows(rows_of(images, cols))
 
 
 def log_image_grid(accelerator: Accelerator, grid: Image.Image, tag: str, step: int, output_dir: str) -> str:

@@ -20,20 +20,18 @@ map channels (`SemanticMap.to_channels`) and, for a model with a class embedding
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate.logging import get_logger
 from diffusers import DDIMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from PIL import Image
 
 from ..config_args import with_default
+from ..data.transforms import check_same_size, map_channels, pixel_values
 from ..latent_cache import sample_cached_latents
 from ..latent_maps import check_unet_matches_vae, record_vae, vae_factor
 from ..semantic_map import SemanticMap, validate_skin_type
@@ -154,8 +152,8 @@ def default_noise_scheduler(
 class DiffusionExamples:
     """`datasets` transform: rows (image, semantic_map, label) -> training examples at `resolution`.
 
-    Images are resized bicubically and scaled to [-1, 1]; maps are decoded with the dataset's registry
-    and resized with nearest neighbours, so boxes and masks keep their codes. Use it as
+    Pixels and maps go through `dermdiff.data.transforms` (its resize policy: stretched to the square,
+    bicubic pixels, nearest maps), so the diffusion model sees data as the GANs do. Use it as
     `dataset.with_transform(DiffusionExamples(registry_of(dataset), 32))`.
 
     Args:
@@ -174,20 +172,13 @@ class DiffusionExamples:
         self.map_shapes = parse_map_shapes(map_shapes)
 
     def example(self, image, semantic_map, label) -> dict:
-        size = (self.resolution, self.resolution)
-        image = image.convert("RGB")
-        if image.size != size:
-            image = image.resize(size, resample=Image.BICUBIC)
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).transpose(2, 0, 1).copy()) / 127.5 - 1.0
-        smap = SemanticMap.decode(semantic_map, self.registry)
-        if smap.size != size:
-            smap = smap.resize(size)
+        check_same_size(image, semantic_map)
         healthy = label is None or int(label) < 0  # class index K = healthy skin (see SemanticUNet2DModel)
         class_label = len(self.registry) if healthy else int(label)
-        drawn = smap if "mask" in self.map_shapes else smap.to_box_map()
-        example = {"pixel_values": pixels, "semantic_map": drawn.to_channels(), "class_labels": class_label}
-        if len(self.map_shapes) == 2:
-            example[BOX_MAP_KEY] = smap.to_box_map().to_channels()
+        example = {"pixel_values": pixel_values(image, self.resolution), "class_labels": class_label}
+        for shape in self.map_shapes:
+            key = BOX_MAP_KEY if shape == "box" and len(self.map_shapes) == 2 else "semantic_map"
+            example[key] = map_channels(semantic_map, self.resolution, self.registry, box_only=shape == "box")
         return example
 
     def __call__(self, rows: dict) -> dict:

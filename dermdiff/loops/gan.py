@@ -168,7 +168,9 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, mod
 
 def roi_mask(semantic_map: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) ROI of map channels: where any condition channel is set (the condition's boxes / mask)."""
-    return (semantic_map[:, 1:].sum(dim=1, keepdim=True) > 0).to(semantic_map.dtype)
+    from ..semantic_map import lesion_mask_from_channels
+
+    return lesion_mask_from_channels(semantic_map).to(semantic_map.dtype)
 
 
 def _images(batch: Mapping) -> torch.Tensor:

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import DataError, UsageError, read_json
+from ..image_grid import image_grid
 from .features import describe_extractor, load_extractor
 from .fid import compute_fid_kid, default_cache_dir, source_features
 from .fidelity import (
@@ -43,7 +44,7 @@ from .floor import evaluation_floors
 from .generated import is_generated_set, read_generated_set, real_image_set
 from .memorisation import nearest_neighbours, plot_nearest_pairs
 from .pipeline_samples import sample_evaluation_set
-from .report import image_grid, plot_discriminator_gap, plot_group_fid, render_report
+from .report import plot_discriminator_gap, plot_group_fid, render_report
 from .sources import DatasetSource, ImageListSource
 
 
@@ -256,7 +257,7 @@ def evaluate(
     grid_rows = []
     for start in range(0, min(len(images), 16), 8):
         grid_rows += [images[start:start + 8], [m.to_pil() for m in maps[start:start + 8]]]
-    image_grid(grid_rows).save(os.path.join(figures_dir, "samples.png"))
+    image_grid(grid_rows, cell=96, fill="white").save(os.path.join(figures_dir, "samples.png"))
     figures["samples"] = "figures/samples.png"
 
     # 4. distribution metrics
@@ -307,7 +308,8 @@ def evaluate(
             else:
                 scores = size_sweep_scores(sweep["images"], sweep["maps"], factors=sweep["values"])
             name = f"figures/sweep_{kind}_{sweep['id']}.png"
-            image_grid([sweep["images"], [m.to_pil() for m in sweep["maps"]]]).save(os.path.join(out, name))
+            figure = image_grid([sweep["images"], [m.to_pil() for m in sweep["maps"]]], cell=96, fill="white")
+            figure.save(os.path.join(out, name))
             sweeps[kind].append({"id": sweep["id"], "figure": name, "scores": scores})
             sweep_metrics[kind].append({"id": sweep["id"], **scores})
 

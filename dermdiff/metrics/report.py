@@ -16,8 +16,8 @@ import os
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
+from ..html_report import render_page
 from .floor import floor_text
 
 SECTIONS = ("settings", "samples", "distribution", "fidelity", "sweeps", "memorisation", "discriminator")
@@ -92,17 +92,6 @@ def _finite(value) -> float:
     return 0.0 if value is None or not math.isfinite(value) else float(value)
 
 
-def image_grid(rows: Sequence[Sequence], cell: int = 96) -> Image.Image:
-    """Pastes rows of images (PIL or arrays; maps included) into one picture, each cell `cell` px square."""
-    width = max(len(row) for row in rows) * cell
-    grid = Image.new("RGB", (max(width, cell), len(rows) * cell), "white")
-    for r, row in enumerate(rows):
-        for c, image in enumerate(row):
-            pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-            grid.paste(pil.convert("RGB").resize((cell, cell), Image.NEAREST), (c * cell, r * cell))
-    return grid
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # json + html
 # ----------------------------------------------------------------------------------------------------------------
@@ -135,133 +124,11 @@ def _ci(entry: dict | None, digits: int = 3) -> str:
     return f"{_fmt(entry.get('value'), digits)} ± {_fmt(entry.get('ci95'), digits)}"
 
 
-_TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>dermdiff evaluation</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
-img { max-width: 100%; border: 1px solid #ddd; } .warn { color: #a00; font-weight: bold; }
-code { background: #f5f5f5; padding: 0 0.2em; } section { margin-bottom: 2.5em; }
-</style></head><body>
-<h1>dermdiff evaluation</h1>
-
-<section id="settings"><h2>Settings</h2>
-<table>
-{% for key, value in settings.items() %}<tr><th>{{ key }}</th><td>{{ value }}</td></tr>{% endfor %}
-</table>
-{% if random_init %}<p class="warn">The feature extractor has random weights: its FID/KID only rank models evaluated
-with the same extractor and are not comparable with published numbers.</p>{% endif %}
-</section>
-
-<section id="samples"><h2>Samples</h2>
-<p>Generated images (top of each pair of rows) and the semantic maps they were asked for.</p>
-{% if figures.samples %}<img src="{{ figures.samples }}" alt="samples">{% endif %}
-</section>
-
-<section id="distribution"><h2>Distribution metrics</h2>
-{% if distribution %}
-<p>Extractor <code>{{ distribution.extractor.name }}</code> ({{ distribution.extractor_text }}), resolution
-{{ distribution.resolution }}, {{ distribution.num_generated }} generated vs {{ distribution.num_reference }}
-real images.
-Intervals: ± 1.96 std over {{ distribution.fid.trials }} subsamples of {{ distribution.fid.subset_size }} images (FID)
-and over {{ distribution.kid.subsets }} subsets of {{ distribution.kid.subset_size }} (KID).
-Reference features: {{ distribution.cache_text }}.</p>
-<table><tr><th>metric</th><th>value ± 95% CI</th></tr>
-<tr><td>FID</td><td>{{ ci(distribution.fid) }}</td></tr>
-<tr><td>real-vs-real floor (FID of real against real)</td><td>{{ distribution.floor_text }}</td></tr>
-{% if distribution.floor and distribution.floor.at_generated_size %}<tr><td>real-vs-real floor at the samples'
-size</td><td>{{ distribution.floor_matched_text }}</td></tr>{% endif %}
-<tr><td>KID</td><td>{{ ci(distribution.kid, 4) }}</td></tr></table>
-{% for title, key in [("per condition", "per_class"), ("per Fitzpatrick type", "per_skin_type")] %}
-<h3>FID {{ title }}</h3>
-{% if distribution[key] %}
-<table><tr><th>group</th><th>generated</th><th>real</th><th>FID ± 95% CI</th></tr>
-{% for name, entry in distribution[key].items() %}<tr><td>{{ name }}</td><td>{{ entry.num_generated }}</td>
-<td>{{ entry.num_reference }}</td><td>{{ ci(entry.fid) if entry.fid else entry.skipped }}</td></tr>{% endfor %}
-</table>
-{% else %}<p>No generated image carries this information.</p>{% endif %}
-{% if figures[key] %}<img src="{{ figures[key] }}" alt="FID {{ title }}">{% endif %}
-{% endfor %}
-{% else %}<p>Not computed: {{ skipped.distribution }}</p>{% endif %}
-</section>
-
-<section id="fidelity"><h2>Conditioning fidelity</h2>
-<h3>Class fidelity</h3>
-{% if fidelity.classes %}
-<p>A classifier trained on real data labels the generated images; accuracy per requested condition
-(overall {{ fmt(fidelity.classes.overall.accuracy) }} on {{ fidelity.classes.overall.n }} images).</p>
-<table><tr><th>requested</th><th>n</th><th>accuracy</th><th>predicted as</th></tr>
-{% for name, entry in fidelity.classes.per_condition.items() %}<tr><td>{{ name }}</td><td>{{ entry.n }}</td>
-<td>{{ fmt(entry.accuracy) }}</td><td>{{ entry.predicted }}</td></tr>{% endfor %}</table>
-{% else %}<p>Not computed: {{ skipped.classes }}</p>{% endif %}
-<h3>Placement</h3>
-{% if fidelity.placement and fidelity.placement.overall %}
-<p>Lesion segmented in each sample ({{ fidelity.segmenter }}) against the requested mask and box.</p>
-<table><tr><th>condition</th><th>n</th><th>IoU (mask)</th><th>IoU (box)</th></tr>
-{% for name, entry in fidelity.placement.per_condition.items() %}<tr><td>{{ name }}</td><td>{{ entry.n }}</td>
-<td>{{ fmt(entry.iou_mask) }}</td><td>{{ fmt(entry.iou_box) }}</td></tr>{% endfor %}
-<tr><th>all</th><th>{{ fidelity.placement.overall.n }}</th><th>{{ fmt(fidelity.placement.overall.iou_mask) }}</th>
-<th>{{ fmt(fidelity.placement.overall.iou_box) }}</th></tr></table>
-{% else %}<p>No sample asked for a lesion.</p>{% endif %}
-<h3>Skin tone (ITA of the non-lesion skin)</h3>
-{% if fidelity.skin_tone and fidelity.skin_tone.per_type %}
-<table><tr><th>requested type</th><th>n</th><th>median ITA</th><th>reference ITA</th><th>reference</th>
-<th>error</th><th>mean |error|</th><th>in the type's ITA band</th></tr>
-{% for name, entry in fidelity.skin_tone.per_type.items() %}<tr><td>{{ name }}</td><td>{{ entry.n }}</td>
-<td>{{ fmt(entry.median_ita, 1) }}</td><td>{{ fmt(entry.reference_ita, 1) }}</td><td>{{ entry.reference }}</td>
-<td>{{ fmt(entry.error, 1) }}</td><td>{{ fmt(entry.mean_abs_error, 1) }}</td>
-<td>{{ fmt(entry.band_accuracy) }}</td></tr>{% endfor %}
-</table>
-{% else %}<p>No sample asked for a known skin type.</p>{% endif %}
-</section>
-
-<section id="sweeps"><h2>Sweeps</h2>
-{% for sweep in sweeps.skin_type %}
-<h3>Skin-type sweep {{ sweep.id }} (DermGAN figure 5)</h3><img src="{{ sweep.figure }}" alt="skin-type sweep">
-<table><tr><th>requested type</th>{% for row in sweep.scores.rows %}<td>{{ row.skin_type }}</td>{% endfor %}</tr>
-<tr><th>ITA</th>{% for row in sweep.scores.rows %}<td>{{ fmt(row.ita, 1) }}</td>{% endfor %}</tr>
-<tr><th>type read from ITA</th>{% for row in sweep.scores.rows %}<td>{{ row.measured_type }}</td>{% endfor %}</tr>
-</table>
-<p>ITA falls with every darker type: {{ sweep.scores.monotonic }}</p>
-{% endfor %}
-{% for sweep in sweeps.size %}
-<h3>Size sweep {{ sweep.id }} (DermGAN figure 6)</h3><img src="{{ sweep.figure }}" alt="size sweep">
-<table><tr><th>scale factor</th>{% for row in sweep.scores.rows %}<td>{{ fmt(row.factor, 2) }}</td>{% endfor %}</tr>
-<tr><th>requested area</th>{% for row in sweep.scores.rows %}<td>{{ fmt(row.requested_area) }}</td>{% endfor %}</tr>
-<tr><th>segmented area</th>{% for row in sweep.scores.rows %}<td>{{ fmt(row.measured_area) }}</td>{% endfor %}</tr>
-<tr><th>IoU</th>{% for row in sweep.scores.rows %}<td>{{ fmt(row.iou_mask) }}</td>{% endfor %}</tr></table>
-<p>Spearman correlation of requested and segmented area: {{ fmt(sweep.scores.spearman) }}</p>
-{% endfor %}
-{% if not sweeps.skin_type and not sweeps.size %}<p>No sweeps in this evaluation.</p>{% endif %}
-</section>
-
-<section id="memorisation"><h2>Memorisation (nearest training images)</h2>
-{% if memorisation %}
-<p>{{ memorisation.num_flagged }} of {{ memorisation.pairs|length }} samples
-({{ fmt(100 * memorisation.share_flagged, 1) }}%) have a training image with SSIM ≥ {{ memorisation.ssim_threshold }}
-(median nearest SSIM {{ fmt(memorisation.median_nearest_ssim) }},
-median nearest MSE {{ fmt(memorisation.median_nearest_mse, 4) }};
-{{ memorisation.settings.num_training }} training images searched at {{ memorisation.settings.size }} px).</p>
-{% if figures.memorisation %}<img src="{{ figures.memorisation }}" alt="nearest pairs">{% endif %}
-{% else %}<p>Not computed: {{ skipped.memorisation }}</p>{% endif %}
-</section>
-
-<section id="discriminator"><h2>Discriminator overfitting</h2>
-{% if figures.discriminator %}{% for figure in figures.discriminator %}<img src="{{ figure }}" alt="discriminator gap">
-{% endfor %}<p>Last logged gap (training - held out):
-{% for name, value in discriminator_gap.items() %}{{ name }} {{ fmt(value) }}{% if not loop.last %}, {% endif %}
-{% endfor %}</p>
-{% else %}<p>No GAN discriminator log given (<code>--gan-log</code>).</p>{% endif %}
-</section>
-</body></html>
-"""
 
 
 def render_report(metrics: dict, figures: dict, out_dir: str, sweeps: dict | None = None,
                   discriminator_gap: dict | None = None) -> str:
-    """Writes `out_dir/report.html` (jinja2) and `out_dir/metrics.json`; returns the HTML path.
+    """Writes `out_dir/report.html` (`dermdiff/templates/evaluation_report.html`) and `out_dir/metrics.json`; returns the HTML path.
 
     Args:
         metrics (`dict`): what `evaluate` measured (keys `settings`, `distribution`, `fidelity`, `sweeps`,
@@ -270,8 +137,6 @@ def render_report(metrics: dict, figures: dict, out_dir: str, sweeps: dict | Non
         sweeps (`dict`, *optional*): `{"skin_type": [...], "size": [...]}` with `id`, `figure`, `scores`.
         discriminator_gap (`dict`, *optional*): last logged gap per discriminator name.
     """
-    from jinja2 import Environment, select_autoescape
-
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "metrics.json"), "w") as handle:
         json.dump(to_jsonable(metrics), handle, indent=2, allow_nan=False)
@@ -283,17 +148,13 @@ def render_report(metrics: dict, figures: dict, out_dir: str, sweeps: dict | Non
                         "cache_text": _cache_text(distribution.get("reference_cache")),
                         "floor_text": floor_text(distribution.get("floor")),
                         "floor_matched_text": floor_text((distribution.get("floor") or {}).get("at_generated_size"))}
-    environment = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
-    html = environment.from_string(_TEMPLATE).render(
+    return render_page(
+        "evaluation_report.html", os.path.join(out_dir, "report.html"),
         settings=metrics.get("settings", {}), distribution=distribution, fidelity=metrics.get("fidelity", {}),
         memorisation=metrics.get("memorisation"), skipped=metrics.get("skipped", {}), figures=figures,
         sweeps=sweeps or {"skin_type": [], "size": []}, discriminator_gap=discriminator_gap,
         random_init=bool(distribution and distribution["extractor"].get("random_init")), fmt=_fmt, ci=_ci,
     )
-    path = os.path.join(out_dir, "report.html")
-    with open(path, "w") as handle:
-        handle.write(html)
-    return path
 
 
 def _cache_text(info: dict | None) -> str:

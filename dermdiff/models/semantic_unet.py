@@ -36,7 +36,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DModel, UNet2DOutput
 
 from ..conditions import BUILTIN_CONDITIONS, ConditionRegistry
-from ..semantic_map import SKIN_TYPES
+from ..semantic_map import SKIN_TYPES, conditions_present_from_channels, skin_type_from_channels
 
 
 class SemanticUNet2DModel(ModelMixin, ConfigMixin):
@@ -156,9 +156,8 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
         """The vector added to the timestep embedding: skin type + conditions present (+ class label)."""
         embedding = None
         if self.skin_embedding is not None:
-            # channel 0 holds skin_type / 6 everywhere (0 for unknown and for the null map)
-            skin_type = (semantic_map[:, 0].float().mean(dim=(1, 2)) * len(SKIN_TYPES)).round().long()
-            present = semantic_map[:, 1:].float().amax(dim=(2, 3))
+            skin_type = skin_type_from_channels(semantic_map)  # 0 for unknown and for the null map
+            present = conditions_present_from_channels(semantic_map)
             # the map's dtype is the compute dtype; the weight's may be a storage dtype (layerwise fp8 casting)
             embedding = self.skin_embedding(skin_type.clamp(0, len(SKIN_TYPES))) + self.presence_embedding(
                 present.to(semantic_map.dtype)
