@@ -186,14 +186,9 @@ def load_healthy(out: str, config: DemoConfig):
 
 def load_generator(out: str, config: DemoConfig):
     """The trained pipeline with a DDIM scheduler (the demo samples with few steps)."""
-    from diffusers import DDIMScheduler
+    from .pipelines.loading import load_pipeline
 
-    from .pipelines.pipeline_dermdiff import DermDiffPipeline
-
-    pipe = DermDiffPipeline.from_pretrained(paths(out)["diffusion"])
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return load_pipeline(paths(out)["diffusion"], kinds=("DermDiffPipeline",), scheduler="ddim", progress_bar=False)
 
 
 def fresh_folder(path: str) -> str:

@@ -12,6 +12,7 @@ _EXPORTS: dict[str, str] = {
     "DermGANPipeline": ".pipeline_dermgan",
     "DCGANPipeline": ".pipeline_dcgan",
     "LesionEditPipeline": ".pipeline_lesion_edit",
+    "load_pipeline": ".loading",
 }
 
 

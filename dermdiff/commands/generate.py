@@ -58,31 +58,6 @@ def configure(parser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
 
 
-def load_pipeline(name_or_path: str):
-    """A DermDiffPipeline from a folder or a Hub id; one clear `ValueError` / `FileNotFoundError` line otherwise."""
-    from ..pipelines.pipeline_dermdiff import DermDiffPipeline
-
-    looks_local = os.path.isabs(name_or_path) or name_or_path.startswith((".", "~")) or os.path.exists(name_or_path)
-    if looks_local:
-        from ..pipelines.saved_folder import load_saved_pipeline
-
-        return load_saved_pipeline(os.path.expanduser(name_or_path), DermDiffPipeline)
-    from diffusers.utils import logging as diffusers_logging
-
-    verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()  # the error below is the one line; no "Couldn't connect" chatter
-    try:
-        return DermDiffPipeline.from_pretrained(name_or_path)
-    except Exception as error:  # offline, unknown repo, gated, ...: the hub raises many types
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
-            f"could not load pipeline {name_or_path!r}: not a local folder, and the Hugging Face Hub failed "
-            f"({type(error).__name__}: {first_line[:300]})"
-        ) from None
-    finally:
-        diffusers_logging.set_verbosity(verbosity)
-
-
 def _open(path: str, what: str):
     from ..data.files import read_image
 
@@ -129,17 +104,15 @@ def run(args) -> int:
 
     from ..data.append_folder import AppendingImageFolder
     from ..pipelines.map_inputs import resolve_semantic_maps, to_mask_array
-    from ..pipelines.scheduler_names import scheduler_from_name
+    from ..pipelines.loading import load_pipeline
     from ..semantic_map import SemanticMap
     from .maps import decode_map
 
     _check_flags(args)
     files = {what: _open(getattr(args, what), what) for what in ("mask", "image") if getattr(args, what)}
     state = PartialState()
-    pipe = load_pipeline(args.pipeline).to(args.device or state.device)
-    pipe.set_progress_bar_config(disable=True)
-    if args.scheduler:
-        pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
+    pipe = load_pipeline(args.pipeline, kinds=("DermDiffPipeline",), scheduler=args.scheduler,
+                         device=args.device or state.device, progress_bar=False)
     registry, size = pipe.unet.registry, pipe.sample_size
 
     # 1. the maps (one for every image, or a folder's, cycling) and the optional start image / mask

@@ -113,25 +113,17 @@ def classifier_settings(args: argparse.Namespace, resolution: int) -> dict:
     }
 
 
+GENERATOR_KINDS = ("DermDiffPipeline", "DermGANPipeline")  # the pipelines that draw an image from a map
+
+
 def load_generator(path: str, scheduler: str | None = None):
-    """A saved dermdiff pipeline, its class read from `model_index.json` (`_class_name`).
+    """The hard-case generator (`GENERATOR_KINDS`) from a folder or Hub id, its denoising bar silenced.
 
     `scheduler` swaps a diffusion pipeline's scheduler by name (`dermdiff.pipelines.scheduler_names`).
     """
-    from ..pipelines.saved_folder import load_saved_pipeline, read_model_index
+    from ..pipelines.loading import load_pipeline
 
-    name = read_model_index(path)["_class_name"]
-    if name not in ("DermDiffPipeline", "DermGANPipeline"):
-        raise ValueError(f"{path} holds a {name!r}; the generator must be a DermDiffPipeline or a DermGANPipeline")
-    pipe = load_saved_pipeline(path)
-    pipe.set_progress_bar_config(disable=True)
-    if scheduler:
-        if not hasattr(pipe, "scheduler"):
-            raise ValueError(f"--scheduler {scheduler!r}: {name} has no scheduler (it is not a diffusion pipeline)")
-        from ..pipelines.scheduler_names import scheduler_from_name
-
-        pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler.config)
-    return pipe
+    return load_pipeline(path, kinds=GENERATOR_KINDS, scheduler=scheduler, progress_bar=False)
 
 
 def load_splits(args: argparse.Namespace):

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError, UsageError, read_json
 from ..image_grid import image_grid
+from ..pipelines.loading import load_pipeline
 from .features import describe_extractor, load_extractor
 from .fid import compute_fid_kid, default_cache_dir, source_features
 from .fidelity import (
@@ -46,14 +47,6 @@ from .memorisation import nearest_neighbours, plot_nearest_pairs
 from .pipeline_samples import sample_evaluation_set
 from .report import plot_discriminator_gap, plot_group_fid, render_report
 from .sources import DatasetSource, ImageListSource
-
-
-def load_pipeline(path: str, device: str | None = None):
-    """A dermdiff pipeline from a `save_pretrained` folder; the class comes from its `model_index.json`."""
-    from ..pipelines.saved_folder import load_saved_pipeline
-
-    pipe = load_saved_pipeline(path)
-    return pipe.to(device) if device else pipe
 
 
 def _pipeline_resolution(pipe) -> int:
@@ -218,7 +211,8 @@ def evaluate(
 
     # 1. the generated set (and the resolution it fixes)
     if pipeline is not None:
-        pipe = load_pipeline(pipeline, device) if isinstance(pipeline, (str, os.PathLike)) else pipeline
+        pipe = load_pipeline(os.fspath(pipeline), device=device) if isinstance(pipeline, (str, os.PathLike)) \
+            else pipeline
         if not verbose and hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
         resolution = resolution or _pipeline_resolution(pipe)
