@@ -14,10 +14,10 @@ from diffusers.models import AutoencoderKL
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image
 
 from dermdiff.latent_maps import check_unet_matches_vae, map_to_latent_grid, mask_to_latent_grid, vae_factor
 from dermdiff.models.semantic_unet import SemanticUNet2DModel
+from dermdiff.pipelines.image_inputs import prepare_image
 from dermdiff.pipelines.map_inputs import map_channels, resolve_semantic_maps, to_mask_array
 from dermdiff.pipelines.portable import PortablePipelineMixin
 from dermdiff.semantic_map import dominant_condition_from_channels
@@ -172,16 +172,10 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
                 f"got {tuple(latents.shape)}"
             )
 
-    def prepare_image(self, image, prompts: int) -> torch.Tensor:
-        """(P, 3, H, W) in [-1, 1] from PIL, numpy (uint8 or float in [0, 1]) or torch in [0, 1] (as diffusers)."""
-        if isinstance(image, np.ndarray) and image.dtype == np.uint8:
-            image = image.astype(np.float32) / 255.0
-        elif isinstance(image, Image.Image):
-            image = image.convert("RGB")
-        elif isinstance(image, list) and image and isinstance(image[0], Image.Image):
-            image = [item.convert("RGB") for item in image]
-        image = self.image_processor.preprocess(image)
-        if tuple(image.shape[-2:]) != self.sample_size or image.shape[1] != 3:
+    def prepare_start_image(self, image, prompts: int) -> torch.Tensor:
+        """(P, 3, H, W) in [-1, 1] (see `image_inputs.prepare_image`), checked against the model size and batch."""
+        image = prepare_image(self.image_processor, image)
+        if tuple(image.shape[-2:]) != self.sample_size:
             raise ValueError(
                 f"image is {tuple(image.shape[1:])} (C, H, W) but the model generates (3, {self.sample_size[0]}, "
                 f"{self.sample_size[1]}); resize or crop it first"
@@ -310,7 +304,7 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
         prompts = len(maps) if maps is not None else 1
         init_image = None
         if image is not None:
-            init_image = self.prepare_image(image, prompts if maps is not None else _batch_of(image))
+            init_image = self.prepare_start_image(image, prompts if maps is not None else _batch_of(image))
             prompts = init_image.shape[0]
         batch = prompts * num_images_per_prompt
         if isinstance(generator, list) and len(generator) != batch:

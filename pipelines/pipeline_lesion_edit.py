@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
-from PIL import Image
 
 from dermdiff.models.translation import TranslationGenerator
+from dermdiff.pipelines.image_inputs import prepare_image
 from dermdiff.pipelines.map_inputs import to_mask_array
 from dermdiff.pipelines.outputs import check_generators, check_output_type, postprocess
 from dermdiff.pipelines.portable import PortablePipelineMixin
@@ -67,25 +67,6 @@ class LesionEditPipeline(PortablePipelineMixin, DiffusionPipeline):
         if not model.config.mask_channels and mask is not None:
             raise ValueError("this model is untargeted (CycleGAN); it takes no mask")
 
-    def prepare_image(self, image) -> torch.Tensor:
-        """(B, 3, H, W) in [-1, 1] from PIL, numpy (uint8, or float in [0, 1]) or torch in [0, 1].
-
-        diffusers' image processor reads numpy arrays as floats in [0, 1] whatever their dtype, so a uint8
-        array (what `np.asarray(photo)` gives) is scaled to [0, 1] first, as `DermDiffPipeline` does.
-        """
-        if isinstance(image, np.ndarray) and image.dtype == np.uint8:
-            image = image.astype(np.float32) / 255.0
-        elif isinstance(image, list) and image and isinstance(image[0], np.ndarray) and image[0].dtype == np.uint8:
-            image = [item.astype(np.float32) / 255.0 for item in image]
-        elif isinstance(image, Image.Image):
-            image = image.convert("RGB")
-        elif isinstance(image, list) and image and isinstance(image[0], Image.Image):
-            image = [item.convert("RGB") for item in image]
-        image = self.image_processor.preprocess(image)
-        if image.shape[1] != 3:
-            raise ValueError(f"image must have 3 channels, got {image.shape[1]}")
-        return image
-
     @staticmethod
     def prepare_mask(mask, batch: int, size: tuple[int, int]) -> torch.Tensor:
         """(B, 1, H, W) float mask from one or a list of PIL / numpy / torch masks (lesion = white / 1 / True)."""
@@ -128,7 +109,7 @@ class LesionEditPipeline(PortablePipelineMixin, DiffusionPipeline):
         device, dtype = self._execution_device, model.dtype
 
         # 2. Photo and mask as model tensors
-        photo = self.prepare_image(image).to(device=device, dtype=dtype)
+        photo = prepare_image(self.image_processor, image).to(device=device, dtype=dtype)
         check_generators(generator, photo.shape[0])
         masks = None
         if mask is not None:

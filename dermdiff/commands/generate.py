@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -103,6 +102,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from ..data.append_folder import AppendingImageFolder
+    from ..data.folder_writer import image_stem
     from ..pipelines.map_inputs import resolve_semantic_maps, to_mask_array
     from ..pipelines.loading import load_pipeline
     from ..semantic_map import SemanticMap
@@ -153,7 +153,7 @@ def run(args) -> int:
     cache = {0: first_map}
     for batch in tqdm(batches, desc="generate", disable=not state.is_main_process):
         members = range(batch * args.batch_size, min((batch + 1) * args.batch_size, num_images))
-        missing = [i for i in members if f"images/{i:06d}.png" not in finished]
+        missing = [i for i in members if f"images/{image_stem(i)}.png" not in finished]
         if not missing:
             continue
         maps = [cache.get(i % len(sources)) or read_map(sources[i % len(sources)]) for i in members]
@@ -165,7 +165,7 @@ def run(args) -> int:
         for i, picture, smap in zip(members, images, maps):
             if i not in missing:
                 continue
-            stem = f"{i:06d}"
+            stem = image_stem(i)  # 6 digits: a resumed run may ask for more images
             smap = smap or SemanticMap.from_annotations(None, size=size, registry=registry)  # null map: all zero
             files = {f"maps/{stem}.png": smap.to_pil()}
             if lesion_png is not None:
@@ -185,8 +185,8 @@ def _row(stem: str, smap, with_mask: bool, seed: int) -> dict:
     return {
         "file_name": f"images/{stem}.png",
         "label": smap.condition or "",
-        "skin_type": "" if smap.skin_type is None else smap.skin_type,
-        "boxes": json.dumps([list(box) for box in smap.boxes]),
+        "skin_type": smap.skin_type,
+        "boxes": [list(box) for box in smap.boxes],
         "mask_file": f"masks/{stem}.png" if with_mask else "",
         "map_file": f"maps/{stem}.png",
         "seed": seed,

@@ -1,7 +1,8 @@
 """An image folder written one image at a time by one or many processes, loadable and resumable at any moment.
 
 `dermdiff generate` on many processes writes each image once and may be killed at any time (issue 12 item 7,
-issue 15 item 3). The folder stays in the image-folder layout (`dermdiff.data.load_dataset_dir`) the whole way:
+issue 15 item 3). The folder stays in the image-folder layout (`dermdiff.data.load_dataset_dir`) the whole way,
+written with the rules of `folder_writer` (file names, cells, line ends, atomic files):
 
 - every file (image, map, mask) is written to a temporary name in its folder and renamed into place, so a
   reader never sees half a PNG;
@@ -31,8 +32,7 @@ import json
 import os
 
 from .folder import INFO_FILE, METADATA_FILE
-
-TEMP_MARK = ".tmp-"
+from .folder_writer import TEMP_MARK, csv_line, info_bytes, write_atomic, write_files
 
 
 class AppendingImageFolder:
@@ -79,9 +79,9 @@ class AppendingImageFolder:
             return
         for name in subfolders:
             os.makedirs(os.path.join(self.root, name), exist_ok=True)
-        _write_atomic(self.info_path, json.dumps(info, indent=2).encode("utf-8"))
+        write_atomic(self.info_path, info_bytes(info))
         if not os.path.isfile(self.metadata):
-            _write_atomic(self.metadata, _csv_line(self.columns))
+            write_atomic(self.metadata, csv_line(self.columns))
         else:
             self._cut_partial_line()
 
@@ -107,12 +107,8 @@ class AppendingImageFolder:
 
     def add(self, files: dict, row: dict) -> None:
         """Writes `files` (relative path -> PIL image) atomically, then appends `row` (flush + fsync)."""
-        for relative, image in files.items():
-            path = os.path.join(self.root, relative)
-            temporary = f"{path}{TEMP_MARK}{os.getpid()}"
-            image.save(temporary, format="PNG")
-            os.replace(temporary, path)
-        line = _csv_line([row.get(column, "") for column in self.columns])
+        write_files(self.root, files)
+        line = csv_line(row.get(column) for column in self.columns)
         with open(self.metadata, "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             handle.write(line)
@@ -124,26 +120,11 @@ class AppendingImageFolder:
         if not self.is_main:
             return 0
         rows = {row["file_name"]: row for row in self.rows()}
-        body = b"".join(_csv_line([rows[name].get(c, "") for c in self.columns]) for name in sorted(rows))
-        _write_atomic(self.metadata, _csv_line(self.columns) + body)
+        body = b"".join(csv_line(rows[name].get(c) for c in self.columns) for name in sorted(rows))
+        write_atomic(self.metadata, csv_line(self.columns) + body)
         for folder, _, names in os.walk(self.root):
             for name in names:
                 if TEMP_MARK in name:
                     os.remove(os.path.join(folder, name))
         return len(rows)
-
-
-def _csv_line(values) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(values)
-    return buffer.getvalue().encode("utf-8")
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    temporary = f"{path}{TEMP_MARK}{os.getpid()}"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 

@@ -8,9 +8,7 @@ masks and skin types as they were, so nothing is re-derived on the way back in.
 
 from __future__ import annotations
 
-import csv
-import json
-import os
+from .folder_writer import write_image_folder
 
 
 def save_image_folder(dataset, folder: str) -> str:
@@ -25,29 +23,14 @@ def save_image_folder(dataset, folder: str) -> str:
 
     if len(dataset) == 0:
         raise ValueError(f"refusing to write an empty dataset to {folder}")
-    for sub in ("images", "maps"):
-        os.makedirs(os.path.join(folder, sub), exist_ok=True)
     groups = [name for name in ("lesion_id", "patient_id") if name in dataset.column_names]
-    rows = []
-    for row in dataset:
-        stem = f"{row['image_id']}.png"
-        row["image"].save(os.path.join(folder, "images", stem))
-        row["semantic_map"].save(os.path.join(folder, "maps", stem))
-        rows.append(
-            {
-                "file_name": f"images/{stem}",
-                "label": row["label_name"],
-                "skin_type": row["skin_type"] or "",
-                "boxes": json.dumps(row["boxes"]),
-                "map_file": f"maps/{stem}",
-                "image_id": row["image_id"],
-                **{name: row[name] or "" for name in groups},
-            }
-        )
-    with open(os.path.join(folder, "metadata.csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(os.path.join(folder, "dataset_info.json"), "w") as handle:
-        json.dump({"registry": registry_of(dataset).to_dict()}, handle)
-    return folder
+    columns = ["file_name", "label", "skin_type", "boxes", "map_file", "image_id", *groups]
+
+    def entries():
+        for row in dataset:
+            stem = f"{row['image_id']}.png"  # the id names the file, so the hand-over keeps every id
+            files = {f"images/{stem}": row["image"], f"maps/{stem}": row["semantic_map"]}
+            yield files, {"file_name": f"images/{stem}", "label": row["label_name"], "map_file": f"maps/{stem}",
+                          **{name: row[name] for name in ("skin_type", "boxes", "image_id", *groups)}}
+
+    return write_image_folder(folder, entries(), columns, {"registry": registry_of(dataset).to_dict()})

@@ -43,8 +43,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import shutil
@@ -59,6 +57,7 @@ from PIL import Image
 from ..conditions import get_registry
 from ..limits import check_phantom_count
 from ..semantic_map import SKIN_TYPES, SemanticMap, validate_skin_type
+from .folder_writer import image_stem, write_image_folder
 
 REGISTRY_NAME = "phantom"
 MIN_SIZE, MAX_SIZE = 16, 256
@@ -702,32 +701,6 @@ def write_phantom(
         target = os.path.join(out_dir, name)
         shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
 
-    digits = max(5, len(str(n - 1)))
-    rows: dict[bool, list[dict]] = {False: [], True: []}
-    for record in tqdm(records, desc="phantom", unit="img", disable=not progress):
-        sample = draw_record(record, size, seed)
-        healthy = record.condition is None
-        root = os.path.join(out_dir, HEALTHY_DIR) if healthy else out_dir
-        stem = f"{record.index:0{digits}d}.png"
-        row = {"file_name": f"images/{stem}", "label": "" if healthy else record.condition,
-               "skin_type": record.skin_type, "boxes": json.dumps(sample.boxes),
-               "mask_file": "" if healthy else f"masks/{stem}", "map_file": f"maps/{stem}"}
-        row.update({key: value or "" for key, value in _ids(record).items()})
-        for folder, picture in (("images", sample.image), ("maps", sample.semantic_map.to_pil()),
-                                ("masks", None if healthy else sample.mask_image())):
-            if picture is not None:
-                os.makedirs(os.path.join(root, folder), exist_ok=True)
-                picture.save(os.path.join(root, folder, stem), format="PNG")
-        rows[healthy].append(row)
-
-    for healthy, table in rows.items():
-        if table or not healthy:
-            root = os.path.join(out_dir, HEALTHY_DIR) if healthy else out_dir
-            os.makedirs(root, exist_ok=True)
-            with open(os.path.join(root, "metadata.csv"), "w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=METADATA_COLUMNS, lineterminator="\n")
-                writer.writeheader()
-                writer.writerows(table)
     info = {
         "generator": "dermdiff.data.phantom",
         "registry": get_registry(REGISTRY_NAME).to_dict(),
@@ -742,11 +715,28 @@ def write_phantom(
         "images_per_lesion": int(images_per_lesion),
         "counts": _counts(records),
     }
-    # The healthy folder gets the same info, so `load_dataset_dir(out_dir/healthy)` finds the registry.
-    for root in [out_dir] + ([os.path.join(out_dir, HEALTHY_DIR)] if rows[True] else []):
-        with open(os.path.join(root, "dataset_info.json"), "w", encoding="utf-8") as handle:
-            json.dump(info, handle, indent=2)
-            handle.write("\n")
+    bar = tqdm(total=len(records), desc="phantom", unit="img", disable=not progress)
+
+    def entries(healthy: bool):
+        for record in records:
+            if (record.condition is None) != healthy:
+                continue
+            sample = draw_record(record, size, seed)
+            stem = f"{image_stem(record.index, n)}.png"
+            files = {f"images/{stem}": sample.image, f"maps/{stem}": sample.semantic_map.to_pil()}
+            if not healthy:
+                files[f"masks/{stem}"] = sample.mask_image()
+            row = {"file_name": f"images/{stem}", "label": "" if healthy else record.condition,
+                   "skin_type": record.skin_type, "boxes": sample.boxes,
+                   "mask_file": "" if healthy else f"masks/{stem}", "map_file": f"maps/{stem}", **_ids(record)}
+            bar.update()
+            yield files, row
+
+    write_image_folder(out_dir, entries(False), METADATA_COLUMNS, info)
+    if any(record.condition is None for record in records):
+        # the healthy folder gets the same info, so `load_dataset_dir(out_dir/healthy)` finds the registry
+        write_image_folder(os.path.join(out_dir, HEALTHY_DIR), entries(True), METADATA_COLUMNS, info)
+    bar.close()
     return out_dir
 
 

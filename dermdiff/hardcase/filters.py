@@ -14,15 +14,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..data.transforms import pixel_values
 from .synthesis import SyntheticImage
 
 
 def _as_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
-    """(N, 3, size, size) float tensor in [-1, 1]."""
-    arrays = [
-        np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) for image in images
-    ]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
+    """(N, 3, size, size) float tensor in [-1, 1], resized as training data are (`data.transforms.pixel_values`)."""
+    return torch.stack([pixel_values(image, size) for image in images])
 
 
 @torch.no_grad()

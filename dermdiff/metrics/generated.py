@@ -60,26 +60,22 @@ class GeneratedSet:
 
 def write_generated_set(out_dir: str, images: list, maps: list, registry, sweeps: list[dict] | None = None) -> str:
     """Writes samples (and optional sweeps: dicts with kind, id, values, images, maps) in the layout above."""
+    from ..data.folder_writer import image_stem, write_image_folder
+
     registry = get_registry(registry)
-    os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
-    os.makedirs(os.path.join(out_dir, "maps"), exist_ok=True)
     entries = [(image, smap, "", "", "") for image, smap in zip(images, maps)]
     for sweep in sweeps or []:
         entries += [(image, smap, sweep["kind"], str(sweep["id"]), f"{value:g}")
                     for image, smap, value in zip(sweep["images"], sweep["maps"], sweep["values"])]
-    with open(os.path.join(out_dir, "metadata.csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
+
+    def rows():
         for index, (image, smap, kind, sweep_id, value) in enumerate(entries):
-            name = f"{index:05d}.png"
-            image.convert("RGB").save(os.path.join(out_dir, "images", name))
-            smap.to_pil().save(os.path.join(out_dir, "maps", name))
-            writer.writerow({"file_name": f"images/{name}", "map_file": f"maps/{name}", "label": smap.condition or "",
-                             "skin_type": smap.skin_type or "", "sweep": kind, "sweep_id": sweep_id,
-                             "sweep_value": value})
-    with open(os.path.join(out_dir, "dataset_info.json"), "w") as handle:
-        json.dump({"registry": registry.to_dict()}, handle, indent=2)
-    return out_dir
+            name = f"{image_stem(index, len(entries))}.png"
+            files = {f"images/{name}": image.convert("RGB"), f"maps/{name}": smap.to_pil()}
+            yield files, {"file_name": f"images/{name}", "map_file": f"maps/{name}", "label": smap.condition or "",
+                          "skin_type": smap.skin_type, "sweep": kind, "sweep_id": sweep_id, "sweep_value": value}
+
+    return write_image_folder(out_dir, rows(), COLUMNS, {"registry": registry.to_dict()})
 
 
 def read_generated_set(path: str, registry=None) -> GeneratedSet:
