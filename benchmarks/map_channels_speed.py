@@ -27,15 +27,16 @@ from dermdiff.loops.diffusion import DiffusionExamples
 from dermdiff.semantic_map import SemanticMap
 
 
-def rate(function, items, repeats: int) -> float:
-    """Median rows/s of `function` over `items`, `repeats` times (the CPU is shared, so take the median)."""
-    rates = []
+def paired_rates(before, after, items, repeats: int) -> tuple[float, float]:
+    """Median rows/s of `before` and of `after` over `items`; the two alternate, as the CPU is shared."""
+    rates = {before: [], after: []}
     for _ in range(repeats):
-        start = time.perf_counter()
-        for item in items:
-            function(item)
-        rates.append(len(items) / (time.perf_counter() - start))
-    return statistics.median(rates)
+        for function in (before, after):
+            start = time.perf_counter()
+            for item in items:
+                function(item)
+            rates[function].append(len(items) / (time.perf_counter() - start))
+    return statistics.median(rates[before]), statistics.median(rates[after])
 
 
 def main(args) -> None:
@@ -57,18 +58,20 @@ def main(args) -> None:
         def before(batch):  # DiffusionExamples as it was: same pixels, map decoded into regions first
             return [(pixel_values(image, size), slow_map(smap)) for image, smap in zip(batch["image"], batch["semantic_map"])]
 
-        def epoch(transform) -> float:
-            """rows/s of one pass over the dataset in batches of 16, PNG decoding by `datasets` included."""
-            view = rows.with_transform(transform)
-            start = time.perf_counter()
-            for index in range(0, len(view), 16):
-                view[index : index + 16]
-            return len(view) / (time.perf_counter() - start)
+        def epoch(transform):
+            """A function that passes over the dataset in batches of 16 (PNG decoding by `datasets` included)."""
 
-        map_before, map_after = rate(slow_map, maps, args.repeats), rate(fast_map, maps, args.repeats)
-        epoch_before = statistics.median(epoch(before) for _ in range(args.repeats))
-        epoch_after = statistics.median(epoch(examples) for _ in range(args.repeats))
-        epoch_gan = statistics.median(epoch(model_transform(size, registry)) for _ in range(args.repeats))
+            def run(_):
+                view = rows.with_transform(transform)
+                for index in range(0, len(view), 16):
+                    view[index : index + 16]
+
+            return run
+
+        map_before, map_after = paired_rates(slow_map, fast_map, maps, args.repeats)
+        epochs = paired_rates(epoch(before), epoch(examples), [None], args.repeats)
+        epoch_before, epoch_after = (len(rows) * rate for rate in epochs)
+        epoch_gan = len(rows) * paired_rates(epoch(model_transform(size, registry)), epoch(examples), [None], 1)[0]
         print(f"{len(maps)} phantom rows of {args.data_size} px -> {size} px (median of {args.repeats} passes):")
         print(f"  map -> channels:      {map_before:7.0f} rows/s before, {map_after:7.0f} after "
               f"({map_after / map_before:.1f}x)")
