@@ -5,7 +5,7 @@ The layers, lowest first (ARCHITECTURE.md, "Layers: who may import whom", explai
 | layer        | modules                                                                                |
 |--------------|----------------------------------------------------------------------------------------|
 | base         | `dermdiff` (the package's lazy names), `errors`, `limits`, `lazy`, `moved`, `hub`,       |
-|              | `config_args`                                                                          |
+|              | `config_args`, `image_grid`, `html_report`                                             |
 | semantic map | `conditions`, `semantic_map`, `latent_maps`, `skin_tone`                                |
 | data         | `data.*`                                                                               |
 | models       | `models.*`, `classifier`                                                               |
@@ -37,7 +37,7 @@ SOURCES = (("dermdiff", "dermdiff"), ("pipelines", "dermdiff.pipelines"))
 STUDY = "study"
 # (layer, module-name prefixes relative to `dermdiff`), lowest first; "" is the package itself
 LAYERS = (
-    ("base", ("", "errors", "limits", "lazy", "moved", "hub", "config_args")),
+    ("base", ("", "errors", "limits", "lazy", "moved", "hub", "config_args", "image_grid", "html_report")),
     ("semantic map", ("conditions", "semantic_map", "latent_maps", "skin_tone")),
     ("data", ("data",)),
     ("models", ("models", "classifier")),
