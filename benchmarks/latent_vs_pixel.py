@@ -1,0 +1,325 @@
+"""Generator quality side by side: a latent 128 px DermDiff vs the pixel 64 px one (issue 12, "what to measure").
+
+Given saved generator folders (any `DermDiffPipeline`, with or without a VAE) trained on the train split of
+`make_splits(seed=--split_seed)`, this fills one table, each column through the project's own metrics:
+
+- recognisability: a reference classifier trained on the real train split (`loops.classifier`) labels
+  generated images of each class (drawn from real train-split maps); its balanced accuracy on them vs on the
+  real test split (target: generated >= 0.8 x real);
+- CAS (classification accuracy score, Ravuri & Vinyals 2019): a classifier with the same settings trained
+  only on generated images, in the train split's class proportions, tested on the real test split; ratio to
+  the real-trained classifier's balanced accuracy (target >= 0.6). Both train for a fixed number of epochs
+  without a validation split, so neither picks its weights on real held-out data;
+- domain Frechet distance (`metrics.fid.fid_with_ci`) of generated vs real test images in the reference
+  classifier's penultimate features, beside the real-vs-real floor (`metrics.floor.real_floor`: real train
+  vs real test through the same extractor, at the generated set's size); target <= 3 x the floor;
+- memorisation (`metrics.memorisation.nearest_neighbours`): nearest training image by SSIM for every
+  generated image; count above 0.9 (target 0 of N);
+- a picture per run: one row per class, real | each generator, every image upscaled with nearest
+  neighbour to at least 128 px (`metrics.report.image_grid`), so a person can judge it.
+
+Generated sets are written once per generator (`generated/<name>/`, `dermdiff evaluate`'s layout) and reused
+by a rerun with the same settings; the reference classifier too (`reference_classifier/`).
+
+    python benchmarks/latent_vs_pixel.py --data /work/shared/data/ham10000 \\
+        --generator pixel-64=runs/dermdiff-ham10000-64 --generator latent-128=runs/dermdiff-latent-128 \\
+        --out outputs/latent-vs-pixel --markdown benchmarks/results/latent_vs_pixel_ham10000.md
+    python benchmarks/latent_vs_pixel.py --quick --generator a=DIR --generator b=DIR --out /tmp/lvp  # phantom, tiny
+
+`--num_generated` defaults to the size of the train split (CAS then sees exactly its class counts); a smaller
+number keeps the proportions (at least one map per class). Sampling: DPM-Solver++ (`--scheduler dpm`),
+`--num_inference_steps` 20, the pipeline's default guidance unless `--guidance_scale`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+DATA_ROOT = os.environ.get("DERMDIFF_DATA", "/work/shared/data")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data and generators
+# ----------------------------------------------------------------------------------------------------------------
+def load_splits(args):
+    from dermdiff.data import load_any, make_splits, phantom_dataset
+    from dermdiff.data.splits import parse_stratify_by
+
+    if args.data is None:
+        rows = phantom_dataset(n=args.phantom_num_images, size=args.image_size, seed=0)
+    else:
+        rows = load_any(args.data, size=args.image_size)
+    return make_splits(rows, seed=args.split_seed, stratify_by=parse_stratify_by(args.stratify_by))
+
+
+def parse_generators(values: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--generator takes NAME=PIPELINE_DIR, got {value!r}")
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"--generator {name}: pipeline folder {path} does not exist")
+        out.append((name, path))
+    if len({name for name, _ in out}) != len(out):
+        raise ValueError(f"--generator names must differ, got {[name for name, _ in out]}")
+    return out
+
+
+def proportional_indices(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """`count` row indices with the classes in the proportions of `labels` (largest remainders; each class >= 1)."""
+    rng = np.random.default_rng(seed)
+    classes, totals = np.unique(labels, return_counts=True)
+    if count >= len(labels):
+        return np.arange(len(labels))
+    share = totals * count / len(labels)
+    wanted = np.minimum(totals, np.maximum(1, np.floor(share).astype(int)))
+    for k in np.argsort(-(share - np.floor(share)), kind="stable"):  # largest remainders first, where room is left
+        if wanted.sum() >= count:
+            break
+        wanted[k] += int(wanted[k] < totals[k])
+    chosen = [rng.choice(np.flatnonzero(labels == k), n, replace=False) for k, n in zip(classes, wanted)]
+    return np.sort(np.concatenate(chosen))
+
+
+def generated_set(name: str, folder: str, train, indices: np.ndarray, args):
+    """The generator's images for the chosen train rows' maps (written once, reused while the settings match)."""
+    from dermdiff.data import registry_of
+    from dermdiff.hardcase.cli import load_generator
+    from dermdiff.metrics.generated import generate_evaluation_set, read_generated_set
+    from dermdiff.semantic_map import SemanticMap
+
+    out = os.path.join(args.out, "generated", name)
+    settings = {"pipeline": os.path.abspath(folder), "rows": indices.tolist(), "steps": args.num_inference_steps,
+                "scheduler": args.scheduler, "guidance_scale": args.guidance_scale, "seed": args.seed}
+    stamp = os.path.join(out, "settings.json")
+    if os.path.isfile(stamp) and json.load(open(stamp, encoding="utf-8")) == settings:
+        return read_generated_set(out)
+    pipe = load_generator(folder, args.scheduler)
+    side = pipeline_side(pipe)
+    registry = registry_of(train)
+    maps = [SemanticMap.decode(train[int(i)]["semantic_map"], registry).resize(side) for i in indices]
+    extra = {} if args.guidance_scale is None else {"guidance_scale": args.guidance_scale}
+    result = generate_evaluation_set(pipe, maps, out, registry, num_inference_steps=args.num_inference_steps,
+                                     batch_size=args.batch_size, seed=args.seed, **extra)
+    with open(stamp, "w", encoding="utf-8") as handle:  # last: a killed run is regenerated, never half-read
+        json.dump(settings, handle)
+    return result
+
+
+def pipeline_side(pipe) -> int:
+    """The image side a pipeline draws (the UNet's side times the VAE's factor; a GAN's sample_size)."""
+    from dermdiff.latent_maps import vae_factor
+
+    model = getattr(pipe, "unet", None) or getattr(pipe, "dermgan", None)
+    size = model.config.sample_size
+    size = size if isinstance(size, int) else size[0]
+    return size * vae_factor(getattr(pipe, "vae", None))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# classifiers
+# ----------------------------------------------------------------------------------------------------------------
+def image_rows(images, labels):
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    return datasets.Dataset.from_dict({"image": list(images), "label": [int(v) for v in labels]}, features=features)
+
+
+def classifier_settings(args) -> dict:
+    return {"backbone": args.backbone, "resolution": args.classifier_resolution, "num_epochs": args.num_epochs,
+            "batch_size": args.classifier_batch_size, "balance": "sampler", "patience": None,
+            "checkpoints_total_limit": 1, "seed": args.seed}
+
+
+def train_or_load(rows, folder: str, args, label_names):
+    """A classifier trained on `rows` (fixed epochs, no validation split), or the one already in `folder`."""
+    from dermdiff.classifier import SkinClassifier
+    from dermdiff.loops.classifier import train_classifier
+
+    if os.path.isfile(os.path.join(folder, "config.json")):
+        return SkinClassifier.from_pretrained(folder).eval()
+    model, _ = train_classifier(rows, None, classifier_settings(args), output_dir=folder, label_names=label_names)
+    return model.eval()
+
+
+def balanced_accuracy(model, rows, args) -> dict:
+    from dermdiff.loops.classifier import evaluate_classifier
+
+    entry = evaluate_classifier(model, rows, n_boot=args.n_boot, seed=args.seed)["overall"]["balanced_accuracy"]
+    return {"value": entry["value"], "ci": entry.get("ci")}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the measurements
+# ----------------------------------------------------------------------------------------------------------------
+def features(extractor, images, args) -> np.ndarray:
+    from dermdiff.metrics.fid import source_features
+    from dermdiff.metrics.sources import ImageListSource
+
+    found, _ = source_features(ImageListSource(images), extractor, resolution=args.classifier_resolution,
+                               device="cpu", verbose=False)
+    return found.features
+
+
+def measure_generator(name, generated, label_index, reference, extractor, real, args) -> dict:
+    from dermdiff.metrics.fid import fid_with_ci
+    from dermdiff.metrics.floor import real_floor
+    from dermdiff.metrics.memorisation import nearest_neighbours
+
+    images, maps = generated.samples()
+    labels = [label_index[smap.condition] for smap in maps]
+    rows = image_rows(images, labels)
+    recognised = balanced_accuracy(reference, rows, args)
+    cas_model = train_or_load(rows, os.path.join(args.out, "cas", name), args, real["label_names"])
+    cas = balanced_accuracy(cas_model, real["test"], args)
+    generated_features = features(extractor, images, args)
+    fd = fid_with_ci(generated_features, real["test_features"], trials=args.trials, seed=args.seed)
+    floor = real_floor(real["test_features"], size=len(images), other=real["train_features"], trials=args.trials,
+                       seed=args.seed)
+    nearest = nearest_neighbours(images, real["train_images"], k=5, size=args.memorisation_size,
+                                 ssim_threshold=0.9, verbose=False)
+    return {"name": name, "n": len(images), "side": images[0].size[0],
+            "recognisability": recognised, "recognisability_ratio": recognised["value"] / real["reference"]["value"],
+            "cas": cas, "cas_ratio": cas["value"] / real["reference"]["value"],
+            "domain_fd": fd, "floor": floor, "fd_over_floor": fd["value"] / floor["value"],
+            "memorised": nearest["num_flagged"], "median_nearest_ssim": nearest["median_nearest_ssim"]}
+
+
+def class_grid(real_rows, sets: dict, label_names, per_class: int, path: str) -> str:
+    """Rows = classes; columns = `per_class` real images, then `per_class` of each generator; >= 128 px cells."""
+    from dermdiff.metrics.report import image_grid
+
+    rows = []
+    for k, name in enumerate(label_names):
+        row = [img for img, lab in zip(real_rows["image"], real_rows["label"]) if lab == k][:per_class]
+        row += [None] * (per_class - len(row))
+        for generated in sets.values():
+            images, maps = generated.samples()
+            picked = [img for img, smap in zip(images, maps) if smap.condition == name][:per_class]
+            row += picked + [None] * (per_class - len(picked))
+        rows.append(row)
+    sides = [img.size[0] for row in rows for img in row if img is not None]
+    blank = np.full((8, 8, 3), 255, np.uint8)
+    grid = image_grid([[blank if img is None else img for img in row] for row in rows], cell=max(128, *sides))
+    grid.save(path)
+    return path
+
+
+def run(args) -> dict:
+    from dermdiff.data import registry_of
+    from dermdiff.metrics.features import ClassifierFeatures
+
+    generators = parse_generators(args.generator)
+    os.makedirs(args.out, exist_ok=True)
+    splits = load_splits(args)
+    train, test = splits["train"], splits["test"]
+    label_names = list(registry_of(train).names)
+    label_index = {name: k for k, name in enumerate(label_names)}
+    reference = train_or_load(train, os.path.join(args.out, "reference_classifier"), args, label_names)
+    extractor = ClassifierFeatures(reference, resolution=args.classifier_resolution)
+    real = {"label_names": label_names, "test": test, "reference": balanced_accuracy(reference, test, args),
+            "train_images": list(train["image"]), "test_features": features(extractor, list(test["image"]), args)}
+    real["train_features"] = features(extractor, real["train_images"], args)
+    count = args.num_generated or len(train)
+    indices = proportional_indices(np.asarray(train["label"]), count, args.seed)
+    sets = {name: generated_set(name, folder, train, indices, args) for name, folder in generators}
+    results = [measure_generator(name, sets[name], label_index, reference, extractor, real, args) for name in sets]
+    grid = class_grid(test, sets, label_names, args.per_class, os.path.join(args.out, "classes_real_vs_generated.png"))
+    summary = {"data": args.data or "phantom", "split_seed": args.split_seed, "train": len(train), "test": len(test),
+               "reference_test_balanced_accuracy": real["reference"], "generators": results, "grid": grid,
+               "settings": {key: value for key, value in vars(args).items() if key not in ("markdown",)}}
+    with open(os.path.join(args.out, "latent_vs_pixel.json"), "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=1, default=str)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------------------------
+def markdown(summary: dict) -> str:
+    ref = summary["reference_test_balanced_accuracy"]
+    settings = summary["settings"]
+    lines = [
+        f"# Generator quality: {', '.join(g['name'] for g in summary['generators'])} ({summary['data']})", "",
+        f"Splits: make_splits(seed={summary['split_seed']}), train {summary['train']} / test {summary['test']} images. "
+        f"Reference classifier: {settings['backbone']} at {settings['classifier_resolution']} px, "
+        f"{settings['num_epochs']} epochs on the real train split, balanced accuracy on the real test split "
+        f"{ref['value']:.3f}. Sampling: {settings['scheduler']}, {settings['num_inference_steps']} steps.", "",
+        "| generator | side | N | recognised (bal. acc.) | / real (>= 0.8) | CAS bal. acc. | CAS ratio (>= 0.6) "
+        "| domain FD | real floor | FD / floor (<= 3) | nearest-train SSIM > 0.9 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g in summary["generators"]:
+        lines.append(
+            f"| {g['name']} | {g['side']} | {g['n']} | {g['recognisability']['value']:.3f} | "
+            f"{g['recognisability_ratio']:.2f} | {g['cas']['value']:.3f} | {g['cas_ratio']:.2f} | "
+            f"{g['domain_fd']['value']:.3g} | {g['floor']['value']:.3g} | {g['fd_over_floor']:.2f} | "
+            f"{g['memorised']} of {g['n']} |")
+    lines += ["", f"Per-class grid (real | {' | '.join(g['name'] for g in summary['generators'])}): "
+              f"`{summary['grid']}`", ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=None, help="any dataset dermdiff reads (default with --quick: the phantom)")
+    parser.add_argument("--generator", action="append", default=[], help="NAME=PIPELINE_DIR; repeat per generator")
+    parser.add_argument("--out", required=True, help="run folder (generated sets, classifiers, json, grid)")
+    parser.add_argument("--markdown", default=None, help="also write the table here")
+    parser.add_argument("--image_size", type=int, default=128, help="side real images are loaded at (>= generators')")
+    parser.add_argument("--split_seed", type=int, default=0)
+    parser.add_argument("--stratify_by", default="", help="make_splits stratify_by, as the generators' split used")
+    parser.add_argument("--num_generated", type=int, default=None, help="images per generator (default: train size)")
+    parser.add_argument("--num_inference_steps", type=int, default=20)
+    parser.add_argument("--scheduler", default="dpm")
+    parser.add_argument("--guidance_scale", type=float, default=None)
+    parser.add_argument("--batch_size", type=int, default=16, help="images per generator call")
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--classifier_resolution", type=int, default=64)
+    parser.add_argument("--num_epochs", type=int, default=10)
+    parser.add_argument("--classifier_batch_size", type=int, default=32)
+    parser.add_argument("--n_boot", type=int, default=1000)
+    parser.add_argument("--trials", type=int, default=20, help="subsamples of the FD interval and the floor")
+    parser.add_argument("--memorisation_size", type=int, default=64, help="side images are compared at for SSIM")
+    parser.add_argument("--per_class", type=int, default=4, help="images per class and source in the grid")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--phantom_num_images", type=int, default=600)
+    parser.add_argument("--quick", action="store_true",
+                        help="phantom unless --data, tiny classifier and sets: checks the script end to end in minutes")
+    args = parser.parse_args(argv)
+    if not args.generator:
+        parser.error("give at least one --generator NAME=PIPELINE_DIR")
+    if args.data is None and not args.quick:
+        parser.error("give --data (e.g. /work/shared/data/ham10000), or --quick for the phantom")
+    if args.quick:
+        args.backbone, args.num_epochs, args.n_boot, args.trials = "mobilenet_v3_small", 1, 20, 3
+        args.phantom_num_images, args.image_size, args.classifier_resolution = 120, 16, 16
+        args.num_generated, args.num_inference_steps, args.memorisation_size, args.per_class = 12, 2, 16, 2
+    for name in ("num_inference_steps", "num_epochs", "n_boot", "per_class", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.num_generated is not None and args.num_generated < 2:
+        parser.error(f"--num_generated must be >= 2, got {args.num_generated}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    summary = run(args)
+    table = markdown(summary)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as handle:
+            handle.write(table + f"\nReproduce: `python {' '.join(sys.argv)}`\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""benchmarks/latent_vs_pixel.py --quick end to end: a tiny pixel and a tiny latent pipeline on the phantom."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from unittest import mock
+
+import pytest
+from PIL import Image
+from test_pipeline_dermdiff import tiny_pipeline
+from test_pipeline_latent import latent_pipeline
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import latent_vs_pixel as bench  # noqa: E402  (a benchmark script, imported by path)
+
+
+def test_quick_table_grid_and_reuse(tmp_path):
+    tiny_pipeline().save_pretrained(str(tmp_path / "pixel"))
+    latent_pipeline().save_pretrained(str(tmp_path / "latent"))
+    out = tmp_path / "run"
+    argv = ["--quick", "--generator", f"pixel={tmp_path / 'pixel'}", "--generator", f"latent={tmp_path / 'latent'}",
+            "--out", str(out), "--markdown", str(tmp_path / "table.md")]
+    assert bench.main(argv) == 0
+    summary = json.loads((out / "latent_vs_pixel.json").read_text())
+    assert [g["name"] for g in summary["generators"]] == ["pixel", "latent"]
+    reference = summary["reference_test_balanced_accuracy"]["value"]
+    for g in summary["generators"]:
+        assert g["n"] == 12 and g["side"] == 16 and 0 <= g["memorised"] <= g["n"]
+        assert g["recognisability_ratio"] == pytest.approx(g["recognisability"]["value"] / reference)
+        assert g["cas_ratio"] == pytest.approx(g["cas"]["value"] / reference)
+        assert g["floor"]["kind"] == "train-vs-reference" and g["floor"]["sizes"][0] == 12
+        assert g["fd_over_floor"] == pytest.approx(g["domain_fd"]["value"] / g["floor"]["value"])
+        assert (out / "cas" / g["name"] / "config.json").is_file()
+    # the two generators drew the same train-split maps: their sets have the same class labels, in order
+    labels = [(out / "generated" / name / "metadata.csv").read_text().splitlines()[1:] for name in ("pixel", "latent")]
+    assert [row.split(",")[2] for row in labels[0]] == [row.split(",")[2] for row in labels[1]]
+    # one row per class, real | pixel | latent, 2 images each, every cell at least 128 px (nearest upscaling)
+    with Image.open(summary["grid"]) as grid:
+        assert grid.size == (2 * 3 * 128, 5 * 128)
+    table = (tmp_path / "table.md").read_text()
+    assert "| pixel | 16 | 12 |" in table and "| latent | 16 | 12 |" in table
+    # a rerun with the same settings reuses the generated sets and classifiers instead of redoing them
+    with mock.patch("dermdiff.metrics.generated.generate_evaluation_set", side_effect=AssertionError("resampled")), \
+            mock.patch("dermdiff.loops.classifier.train_classifier", side_effect=AssertionError("retrained")):
+        assert bench.main(argv) == 0
+
+
+def test_bad_generator_flags_are_named(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--out", str(tmp_path)])
+    assert "give at least one --generator NAME=PIPELINE_DIR" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--generator takes NAME=PIPELINE_DIR, got 'nowhere'"):
+        bench.parse_generators(["nowhere"])
+    with pytest.raises(FileNotFoundError, match="--generator a: pipeline folder .*missing does not exist"):
+        bench.parse_generators([f"a={tmp_path / 'missing'}"])
