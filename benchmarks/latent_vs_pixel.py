@@ -16,7 +16,7 @@ Given saved generator folders (any `DermDiffPipeline`, with or without a VAE) tr
 - memorisation (`metrics.memorisation.nearest_neighbours`): nearest training image by SSIM for every
   generated image; count above 0.9 (target 0 of N);
 - a picture per run: one row per class, real | each generator, every image upscaled with nearest
-  neighbour to at least 128 px (`metrics.report.image_grid`), so a person can judge it.
+  neighbour to at least 128 px (`dermdiff.image_grid`), so a person can judge it.
 
 Generated sets are written once per generator (`generated/<name>/`, `dermdiff evaluate`'s layout) and reused
 by a rerun with the same settings; the reference classifier too (`reference_classifier/`).
@@ -194,7 +194,7 @@ def measure_generator(name, generated, label_index, reference, extractor, real, 
 
 def class_grid(real_rows, sets: dict, label_names, per_class: int, path: str) -> str:
     """Rows = classes; columns = `per_class` real images, then `per_class` of each generator; >= 128 px cells."""
-    from dermdiff.metrics.report import image_grid
+    from dermdiff.image_grid import image_grid
 
     rows = []
     for k, name in enumerate(label_names):
@@ -207,7 +207,8 @@ def class_grid(real_rows, sets: dict, label_names, per_class: int, path: str) ->
         rows.append(row)
     sides = [img.size[0] for row in rows for img in row if img is not None]
     blank = np.full((8, 8, 3), 255, np.uint8)
-    grid = image_grid([[blank if img is None else img for img in row] for row in rows], cell=max(128, *sides))
+    grid = image_grid([[blank if img is None else img for img in row] for row in rows], cell=max(128, *sides),
+                      fill="white")
     grid.save(path)
     return path
 
