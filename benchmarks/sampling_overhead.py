@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from dermdiff import DermDiffPipeline, SemanticMap, SemanticUNet2DModel
+from dermdiff.conditions import get_registry
 from dermdiff.pipelines.scheduler_names import scheduler_from_name
 from diffusers import DDPMScheduler
 
@@ -61,7 +62,7 @@ def parse_args(argv=None):
 
 def make_pipeline(size: int) -> DermDiffPipeline:
     torch.manual_seed(0)
-    unet = SemanticUNet2DModel(sample_size=size).eval()
+    unet = SemanticUNet2DModel(sample_size=size, **get_registry("phantom").model_kwargs()).eval()
     pipe = DermDiffPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000))
     pipe.set_progress_bar_config(disable=True)
     return pipe

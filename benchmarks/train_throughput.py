@@ -109,13 +109,14 @@ def ours(model, dataset, batch_size: int, steps: int, use_ema: bool, output_dir:
 def worker(args) -> None:
     import torch
 
+    from dermdiff.conditions import get_registry
     from dermdiff.models.semantic_unet import SemanticUNet2DModel
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     base = tensor_examples(args.resolution)
     dataset = TimedExamples(base, args.batch_size * (args.steps + 2) * world)
     torch.manual_seed(0)
-    model = SemanticUNet2DModel(sample_size=args.resolution)
+    model = SemanticUNet2DModel(sample_size=args.resolution, **get_registry("phantom").model_kwargs())
     with tempfile.TemporaryDirectory() as output_dir:
         if args.mode == "minimal":
             rank = minimal_loop(model, dataset, args.batch_size, args.steps)

@@ -10,6 +10,11 @@ the label order of their datasets, so ``code - 1`` is the dataset's integer labe
 - ``pad_ufes20``: the six PAD-UFES-20 diagnostic classes in that dataset's label order.
 - ``phantom``: the five lesion classes of dermdiff's procedural phantom (`dermdiff.data.phantom`).
 
+One default: wherever a registry may be left out (`SemanticMap`, `SemanticUNet2DModel`, the DermGAN
+models), it is `DEFAULT_REGISTRY`, ``ham10000``. Anything built from data takes the data's registry
+instead (`dermdiff.data.registry_of`), and a saved model records its registry in its config, so a
+model saved with another registry (the phantom's, say) reloads with it.
+
 Example:
     >>> registry = get_registry("ham10000")
     >>> registry.code("mel"), registry.name(5)
@@ -26,6 +31,7 @@ import warnings
 from typing import Iterable, Sequence
 
 MAX_CONDITIONS = 255
+DEFAULT_REGISTRY = "ham10000"  # the registry of a map or model built without one (see the module docstring)
 
 BUILTIN_CONDITIONS: dict[str, tuple[str, ...]] = {
     "ham10000": ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"),
@@ -164,6 +170,12 @@ class ConditionRegistry:
         return ", ".join(f"{code}={name}" for code, name in zip(self.codes, self._names))
 
     # -- serialisation (pipeline / model configs) ----------------------------------------------------------------
+    def model_kwargs(self) -> dict:
+        """`conditions` and `registry_name` as every map-conditioned model takes them, e.g.
+        `SemanticUNet2DModel(**get_registry("phantom").model_kwargs())` (a model left without them gets
+        `DEFAULT_REGISTRY`)."""
+        return {"conditions": self.names, "registry_name": self.registry_name}
+
     def to_dict(self) -> dict:
         return {"name": self.registry_name, "conditions": self.names}
 

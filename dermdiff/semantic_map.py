@@ -43,7 +43,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from .conditions import ConditionRegistry, get_registry
+from .conditions import DEFAULT_REGISTRY, ConditionRegistry, get_registry
 from .limits import check_image_size
 
 SKIN_TYPES = (1, 2, 3, 4, 5, 6)
@@ -143,10 +143,10 @@ class SemanticMap:
         skin_type (`int`, *optional*): Fitzpatrick type 1..6; `None` when unknown.
         regions (`list[Region]`): lesion regions; later regions are painted over earlier ones.
         size (`int` or `(height, width)`): the image size.
-        registry (`str` or `ConditionRegistry`, defaults to `"ham10000"`): the condition codes.
+        registry (`str` or `ConditionRegistry`, defaults to `"ham10000"`, `DEFAULT_REGISTRY`): the condition codes.
     """
 
-    def __init__(self, skin_type, regions: Sequence[Region], size, registry="ham10000"):
+    def __init__(self, skin_type, regions: Sequence[Region], size, registry=DEFAULT_REGISTRY):
         self.registry: ConditionRegistry = get_registry(registry)
         self.skin_type: int | None = None if skin_type is None else validate_skin_type(skin_type)
         self.size: tuple[int, int] = _as_size(size)
@@ -171,7 +171,7 @@ class SemanticMap:
         boxes: Iterable[Sequence[int]] | None = None,
         mask=None,
         size=None,
-        registry="ham10000",
+        registry=DEFAULT_REGISTRY,
     ) -> "SemanticMap":
         """A map for one condition given by boxes and/or a binary mask.
 
@@ -242,7 +242,7 @@ class SemanticMap:
         return torch.from_numpy(np.ascontiguousarray(self.to_numpy().transpose(2, 0, 1)))
 
     @classmethod
-    def decode(cls, image, registry="ham10000", source: str | None = None) -> "SemanticMap":
+    def decode(cls, image, registry=DEFAULT_REGISTRY, source: str | None = None) -> "SemanticMap":
         """Reads an RGB map (PIL image, (H, W, 3) array or (3, H, W) tensor) back into a `SemanticMap`.
 
         Each connected component (8-neighbourhood) of each condition becomes one region, so maps drawn
@@ -275,7 +275,7 @@ class SemanticMap:
         return _channels(labels, skin_type, len(registry), dtype)
 
     @classmethod
-    def from_pil(cls, image: Image.Image, registry="ham10000") -> "SemanticMap":
+    def from_pil(cls, image: Image.Image, registry=DEFAULT_REGISTRY) -> "SemanticMap":
         return cls.decode(image, registry)
 
     from_numpy = from_pil
@@ -331,7 +331,7 @@ class SemanticMap:
     # model channels
     # ------------------------------------------------------------------------------------------------------------
     @staticmethod
-    def num_channels(registry="ham10000") -> int:
+    def num_channels(registry=DEFAULT_REGISTRY) -> int:
         """Channels of `to_channels` for a registry: one skin-type channel + one per condition."""
         return 1 + len(get_registry(registry))
 
@@ -356,7 +356,7 @@ class SemanticMap:
         return torch.stack([smap.to_channels(dtype=dtype) for smap in maps]).to(device=device)
 
     @staticmethod
-    def null_channels(size, registry="ham10000", batch_size: int | None = None, dtype=None, device=None):
+    def null_channels(size, registry=DEFAULT_REGISTRY, batch_size: int | None = None, dtype=None, device=None):
         """The classifier-free-guidance null map: all zeros, shaped like `to_channels` (optionally batched)."""
         import torch
 

@@ -59,10 +59,12 @@ def tiny_pipeline_folder(path: str) -> str:
     from diffusers import DDPMScheduler
 
     from dermdiff import DermDiffPipeline, SemanticUNet2DModel
+    from dermdiff.conditions import get_registry
 
     torch.manual_seed(0)
     unet = SemanticUNet2DModel(
         sample_size=SIZE, block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=4,
+        **get_registry("phantom").model_kwargs(),
         down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
     )
     DermDiffPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100)).save_pretrained(path)

@@ -11,6 +11,7 @@ import sys
 import torch
 from diffusers import DDPMScheduler
 
+from dermdiff.conditions import get_registry
 from dermdiff.data.info import registry_of
 from dermdiff.data.phantom import phantom_dataset
 from dermdiff.loops import common
@@ -41,7 +42,7 @@ def main(model_config: str, output_dir: str, resume: str | None = None) -> None:
     registry = registry_of(rows)
     data = RecordingDataset(rows.with_transform(DiffusionExamples(registry, 16)))
     with open(model_config) as handle:
-        unet = SemanticUNet2DModel(sample_size=16, **json.load(handle))
+        unet = SemanticUNet2DModel(sample_size=16, **json.load(handle), **get_registry("phantom").model_kwargs())
     config = DiffusionTrainingConfig(
         output_dir=output_dir, train_batch_size=2, max_train_steps=4, lr_warmup_steps=1, use_ema=False,
         checkpointing_steps=2, validation_steps=0, report_to=None, seed=0, resume_from_checkpoint=resume,

@@ -20,6 +20,7 @@ from dermdiff import (
     TranslationGenerator,
 )
 from dermdiff.cli import main
+from dermdiff.conditions import get_registry
 from dermdiff.data.phantom import write_phantom
 from dermdiff.metrics.generated import read_generated_set
 
@@ -29,7 +30,8 @@ SIZE = 16
 def tiny(kind: str):
     torch.manual_seed(0)
     if kind == "dermgan":
-        return DermGANPipeline(dermgan=DermGANGenerator(sample_size=SIZE, block_out_channels=(8, 16, 32)))
+        generator = DermGANGenerator(sample_size=SIZE, block_out_channels=(8, 16, 32), **get_registry("phantom").model_kwargs())
+        return DermGANPipeline(dermgan=generator)
     if kind == "dcgan":
         return DCGANPipeline(dcgan=DCGANGenerator(sample_size=SIZE, num_upsamples=2, base_channels=16,
                                                   dense_channels=8))

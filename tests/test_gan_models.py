@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from dermdiff.conditions import get_registry
 from dermdiff.models import (
     DCGAN_PRESETS,
     DCGANGenerator,
@@ -17,7 +18,7 @@ from dermdiff.models import (
 )
 from dermdiff.semantic_map import SemanticMap
 
-TINY_DERMGAN = {"sample_size": 16, "block_out_channels": (8, 16, 32)}
+TINY_DERMGAN = {"sample_size": 16, "block_out_channels": (8, 16, 32), **get_registry("phantom").model_kwargs()}
 
 
 def tiny_maps(batch=2, size=16):
@@ -90,7 +91,7 @@ def test_dermgan_rejects_wrong_map_channels():
 
 
 def test_patchgan_returns_second_to_last_features():
-    disc = PatchGANDiscriminator(block_out_channels=(8, 16))
+    disc = PatchGANDiscriminator(block_out_channels=(8, 16), **get_registry("phantom").model_kwargs())
     out = disc(torch.zeros(2, 3, 16, 16), tiny_maps(), return_features=True)
     assert out.sample.shape == (2, 1, 6, 6)
     assert out.features.shape == (2, 16, 7, 7)
@@ -193,7 +194,8 @@ def test_translation_mask_rules():
     "cls, kwargs, inputs",
     [
         (DermGANGenerator, TINY_DERMGAN, lambda: (tiny_maps(),)),
-        (PatchGANDiscriminator, {"block_out_channels": (8, 16)}, lambda: (torch.randn(2, 3, 16, 16), tiny_maps())),
+        (PatchGANDiscriminator, {"block_out_channels": (8, 16), **get_registry("phantom").model_kwargs()},
+         lambda: (torch.randn(2, 3, 16, 16), tiny_maps())),
         (
             DCGANGenerator,
             {"sample_size": (8, 16), "num_upsamples": 2, "base_channels": 8},

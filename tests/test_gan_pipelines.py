@@ -17,6 +17,7 @@ from dermdiff import (
     SemanticMap,
     TranslationGenerator,
 )
+from dermdiff.conditions import get_registry
 
 SIZE = 16
 
@@ -41,7 +42,8 @@ def phantom_map(condition="melanoma", skin_type=4, box=(3, 4, 11, 12)) -> Semant
 
 def tiny_dermgan() -> DermGANGenerator:
     torch.manual_seed(0)
-    return DermGANGenerator(sample_size=SIZE, block_out_channels=(8, 16, 32)).eval()
+    phantom = get_registry("phantom").model_kwargs()
+    return DermGANGenerator(sample_size=SIZE, block_out_channels=(8, 16, 32), **phantom).eval()
 
 
 def tiny_dcgan() -> DCGANGenerator:

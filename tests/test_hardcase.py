@@ -11,6 +11,7 @@ from diffusers import DDIMScheduler
 from PIL import Image
 from torch import nn
 
+from dermdiff.conditions import get_registry
 from dermdiff.data import make_splits, phantom_dataset
 from dermdiff.data.synthetic_folder import write_synthetic
 from dermdiff.hardcase import (
@@ -54,6 +55,7 @@ def tiny_diffusion() -> DermDiffPipeline:
     torch.manual_seed(0)
     unet = SemanticUNet2DModel(
         sample_size=SIZE,
+        **get_registry("phantom").model_kwargs(),
         block_out_channels=(8, 16),
         norm_num_groups=4,
         attention_head_dim=4,
@@ -65,7 +67,8 @@ def tiny_diffusion() -> DermDiffPipeline:
 
 def tiny_gan() -> DermGANPipeline:
     torch.manual_seed(0)
-    return DermGANPipeline(dermgan=DermGANGenerator(sample_size=SIZE, block_out_channels=(8, 16, 32)))
+    generator = DermGANGenerator(sample_size=SIZE, block_out_channels=(8, 16, 32), **get_registry("phantom").model_kwargs())
+    return DermGANPipeline(dermgan=generator)
 
 
 

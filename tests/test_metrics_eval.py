@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from dermdiff.conditions import get_registry
 from dermdiff.metrics.features import FeatureExtractor
 from dermdiff.metrics.fid import (
     compute_fid_kid,
@@ -357,6 +358,7 @@ def test_evaluate_samples_from_a_saved_pipeline(tmp_path):
 
     torch.manual_seed(0)
     unet = SemanticUNet2DModel(sample_size=16, block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=4,
+                               **get_registry("phantom").model_kwargs(),
                                down_block_types=("DownBlock2D", "AttnDownBlock2D"),
                                up_block_types=("AttnUpBlock2D", "UpBlock2D"))
     pipe = DermDiffPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100))

@@ -22,6 +22,7 @@ from pipeline_conformance import ALWAYS_LEFT_OUT, PipelineConformanceMixin
 
 from dermdiff import DermDiffPipeline, SemanticMap, SemanticUNet2DModel
 from dermdiff.cli import main
+from dermdiff.conditions import get_registry
 from dermdiff.pipelines import size_sweep, skin_type_sweep
 from dermdiff.pipelines.scheduler_names import SCHEDULERS, scheduler_from_name
 
@@ -34,6 +35,7 @@ def tiny_unet(**overrides) -> SemanticUNet2DModel:
     torch.manual_seed(0)
     config = dict(
         sample_size=SIZE,
+        **get_registry("phantom").model_kwargs(),
         block_out_channels=(8, 16),
         norm_num_groups=4,
         attention_head_dim=4,

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from dermdiff import SemanticMap, SemanticUNet2DModel
+from dermdiff.conditions import BUILTIN_CONDITIONS, DEFAULT_REGISTRY, get_registry
 
-TINY = dict(sample_size=16, block_out_channels=(8, 16), norm_num_groups=4,
+TINY = dict(sample_size=16, block_out_channels=(8, 16), norm_num_groups=4, **get_registry("phantom").model_kwargs(),
             down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"))
 
 
@@ -66,3 +67,20 @@ def test_save_and_load_round_trip(tmp_path):
     sample, channels = torch.randn(2, 3, 16, 16), maps(2, 4)
     with torch.no_grad():
         assert torch.equal(model(sample, 9, channels).sample, loaded(sample, 9, channels).sample)
+
+
+def test_one_default_registry_and_saved_registries_reload(tmp_path):
+    """Maps and models left without a registry agree (DEFAULT_REGISTRY); a saved model keeps its own."""
+    plain = {key: value for key, value in TINY.items() if key not in ("conditions", "registry_name")}
+    default = SemanticUNet2DModel(**plain)
+    smap = SemanticMap.from_annotations("mel", 2, boxes=[(4, 4, 12, 12)], size=16)
+    assert DEFAULT_REGISTRY == "ham10000"
+    assert default.registry == smap.registry == get_registry("ham10000")
+    assert default.registry.registry_name == smap.registry.registry_name == "ham10000"
+    assert list(default.config.conditions) == list(BUILTIN_CONDITIONS["ham10000"])
+    with torch.no_grad():  # a default map fits a default model: 1 + 7 map channels
+        assert default(torch.randn(1, 3, 16, 16), 3, smap.to_channels()[None]).sample.shape == (1, 3, 16, 16)
+    phantom = tiny()
+    phantom.save_pretrained(tmp_path)
+    reloaded = SemanticUNet2DModel.from_pretrained(tmp_path)
+    assert reloaded.registry == get_registry("phantom") and reloaded.registry.registry_name == "phantom"

@@ -22,11 +22,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dermdiff.conditions import get_registry
 from dermdiff.loops import checkpoint_files, common
 from dermdiff.loops.diffusion import DiffusionTrainingConfig, drop_conditions, validation_maps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "training", "train_diffusion.py")
+PHANTOM = get_registry("phantom").model_kwargs()  # the data of these tests
 TINY_MODEL = {
     "block_out_channels": [8, 16],
     "norm_num_groups": 4,
@@ -196,7 +198,7 @@ def test_evaluate_hook_sees_the_ema_pipeline_every_n_steps_and_at_the_end(tmp_pa
 
     reset_accelerate()
     rows = phantom_dataset(n=8, size=16, seed=0)
-    unet = SemanticUNet2DModel(sample_size=16, **TINY_MODEL)
+    unet = SemanticUNet2DModel(sample_size=16, **TINY_MODEL, **PHANTOM)
     seen = []
 
     def evaluate(pipeline, step):
@@ -213,7 +215,7 @@ def test_evaluate_hook_sees_the_ema_pipeline_every_n_steps_and_at_the_end(tmp_pa
     assert [step for step, _, _ in seen] == [2, 3] and run_result.metrics == {"score": 3.0}
     assert not any(training for _, training, _ in seen)  # evaluated in eval mode
     ema = weights(tmp_path / "checkpoint-3" / "unet_ema")
-    names = [name for name, _ in SemanticUNet2DModel(sample_size=16, **TINY_MODEL).named_parameters()]
+    names = [name for name, _ in SemanticUNet2DModel(sample_size=16, **TINY_MODEL, **PHANTOM).named_parameters()]
     for name, value in zip(names, seen[-1][2]):  # the final evaluation saw the EMA weights
         torch.testing.assert_close(value, ema[name], rtol=0, atol=1e-7)
     events = EventAccumulator(str(tmp_path / "logs" / "train_diffusion")).Reload()

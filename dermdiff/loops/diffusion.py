@@ -382,7 +382,8 @@ def train_diffusion(
 
     Example:
         >>> config = DiffusionTrainingConfig(output_dir="runs/phantom", max_train_steps=3000)
-        >>> run = train_diffusion(SemanticUNet2DModel(), DDPMScheduler(), dataset, config)
+        >>> unet = SemanticUNet2DModel(**registry_of(dataset).model_kwargs())  # the phantom's registry
+        >>> run = train_diffusion(unet, DDPMScheduler(), dataset, config)
         >>> run.pipeline(condition="melanoma", skin_type=5).images[0]
     """
     if noise_scheduler.config.prediction_type not in PREDICTION_TYPES:

@@ -38,7 +38,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from ..conditions import BUILTIN_CONDITIONS, ConditionRegistry
+from ..conditions import BUILTIN_CONDITIONS, DEFAULT_REGISTRY, ConditionRegistry
 from .gan_blocks import NORM_TYPES, UPSAMPLE_TYPES, check_choice, check_widths, norm_layer, upsample_layer
 
 
@@ -83,8 +83,8 @@ class DermGANGenerator(ModelMixin, ConfigMixin):
             any size divisible by 2 ** len(block_out_channels) works at inference.
         out_channels (`int`, defaults to 3): image channels.
         conditions (`Sequence[str]`): condition names in code order; the map has 1 + len(conditions)
-            channels. Defaults to the phantom registry.
-        registry_name (`str`, defaults to `"phantom"`): the registry's name, kept to rebuild it.
+            channels. Defaults to the `ham10000` registry (`DEFAULT_REGISTRY`).
+        registry_name (`str`, defaults to `"ham10000"`): the registry's name, kept to rebuild it.
         block_out_channels (`Sequence[int]`, defaults to pix2pix's unet_256 widths): encoder widths, one
             stride-2 level each; the decoder mirrors them.
         upsample (`str`, defaults to `"resize_conv"`): `"resize_conv"` (DermGAN) or `"transposed"` (pix2pix).
@@ -95,7 +95,7 @@ class DermGANGenerator(ModelMixin, ConfigMixin):
 
     Example:
         >>> gen = DermGANGenerator(sample_size=16, block_out_channels=(8, 16, 32))
-        >>> smap = SemanticMap.from_annotations("nevus", 3, boxes=[(4, 4, 12, 12)], size=16, registry="phantom")
+        >>> smap = SemanticMap.from_annotations("mel", 3, boxes=[(4, 4, 12, 12)], size=16)  # both ham10000
         >>> image = gen(smap.to_channels()[None]).sample  # (1, 3, 16, 16)
     """
 
@@ -104,8 +104,8 @@ class DermGANGenerator(ModelMixin, ConfigMixin):
         self,
         sample_size: int = 256,
         out_channels: int = 3,
-        conditions: Sequence[str] = BUILTIN_CONDITIONS["phantom"],
-        registry_name: str = "phantom",
+        conditions: Sequence[str] = BUILTIN_CONDITIONS[DEFAULT_REGISTRY],
+        registry_name: str = DEFAULT_REGISTRY,
         block_out_channels: Sequence[int] = (64, 128, 256, 512, 512, 512, 512, 512),
         upsample: str = "resize_conv",
         norm: str = "batch",
@@ -233,7 +233,7 @@ class PatchGANDiscriminator(ModelMixin, ConfigMixin):
     Args:
         in_channels (`int`, defaults to 3): image channels.
         conditions (`Sequence[str]`): condition names; the map has 1 + len(conditions) channels.
-        registry_name (`str`, defaults to `"phantom"`): the registry's name.
+        registry_name (`str`, defaults to `"ham10000"`): the registry's name.
         block_out_channels (`Sequence[int]`, defaults to `(64, 128, 256, 512)`): widths of the 4x4
             convolutions; all but the last have stride 2 (pix2pix's 70 x 70 "basic" PatchGAN). The last
             one's activations are the feature-matching layer; a final 4x4 convolution gives the logits.
@@ -248,8 +248,8 @@ class PatchGANDiscriminator(ModelMixin, ConfigMixin):
     def __init__(
         self,
         in_channels: int = 3,
-        conditions: Sequence[str] = BUILTIN_CONDITIONS["phantom"],
-        registry_name: str = "phantom",
+        conditions: Sequence[str] = BUILTIN_CONDITIONS[DEFAULT_REGISTRY],
+        registry_name: str = DEFAULT_REGISTRY,
         block_out_channels: Sequence[int] = (64, 128, 256, 512),
         norm: str = "batch",
     ):

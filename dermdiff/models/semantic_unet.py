@@ -35,7 +35,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DModel, UNet2DOutput
 
-from ..conditions import BUILTIN_CONDITIONS, ConditionRegistry
+from ..conditions import BUILTIN_CONDITIONS, DEFAULT_REGISTRY, ConditionRegistry
 from ..semantic_map import SKIN_TYPES, conditions_present_from_channels, skin_type_from_channels
 
 
@@ -46,8 +46,9 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
         sample_size (`int`, defaults to 32): image height and width.
         in_channels (`int`, defaults to 3): image channels (the map channels are added on top).
         out_channels (`int`, defaults to 3): predicted channels (noise or v).
-        conditions (`Sequence[str]`): condition names, in code order (defaults to the phantom registry).
-        registry_name (`str`, defaults to `"phantom"`): the registry's name, kept for reports and reloads.
+        conditions (`Sequence[str]`): condition names, in code order (defaults to the `ham10000` registry,
+            `DEFAULT_REGISTRY`; `registry.model_kwargs()` gives both arguments for another registry).
+        registry_name (`str`, defaults to `"ham10000"`): the registry's name, kept for reports and reloads.
         use_class_embedding (`bool`, defaults to `False`): also embed the image-level condition index
             (K + 2 embeddings: K conditions, healthy, null).
         global_conditioning (`bool`, defaults to `True`): add the map's skin type and the set of conditions it
@@ -60,7 +61,7 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
     Example:
         >>> model = SemanticUNet2DModel(sample_size=16, block_out_channels=(8, 16), norm_num_groups=4,
         ...     down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"))
-        >>> smap = SemanticMap.from_annotations("nevus", 3, boxes=[(4, 4, 12, 12)], size=16, registry="phantom")
+        >>> smap = SemanticMap.from_annotations("mel", 3, boxes=[(4, 4, 12, 12)], size=16)  # both ham10000
         >>> eps = model(torch.randn(1, 3, 16, 16), 10, smap.to_channels()[None]).sample
     """
 
@@ -72,8 +73,8 @@ class SemanticUNet2DModel(ModelMixin, ConfigMixin):
         sample_size: int = 32,
         in_channels: int = 3,
         out_channels: int = 3,
-        conditions: Sequence[str] = BUILTIN_CONDITIONS["phantom"],
-        registry_name: str = "phantom",
+        conditions: Sequence[str] = BUILTIN_CONDITIONS[DEFAULT_REGISTRY],
+        registry_name: str = DEFAULT_REGISTRY,
         use_class_embedding: bool = False,
         global_conditioning: bool = True,
         block_out_channels: Sequence[int] = (32, 64, 128),
