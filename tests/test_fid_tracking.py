@@ -211,7 +211,7 @@ def test_diffusion_keeps_the_ema_model_of_its_best_fid(tmp_path):
     torch.manual_seed(0)
     unet = SemanticUNet2DModel(sample_size=16, block_out_channels=[8, 16], norm_num_groups=4, layers_per_block=1,
                                down_block_types=["DownBlock2D", "DownBlock2D"],
-                               up_block_types=["UpBlock2D", "UpBlock2D"])
+                               up_block_types=["UpBlock2D", "UpBlock2D"], **registry_of(rows).model_kwargs())
     scores = {1: 2.0, 2: 1.0, 3: 1.5}
 
     def evaluate(pipeline, step):
