@@ -91,11 +91,12 @@ def autocast(args):
 def unet(args, latent_vae=None):
     import torch
 
+    from dermdiff.conditions import get_registry
     from dermdiff.latent_maps import record_vae, vae_factor
     from dermdiff.models.semantic_unet import SemanticUNet2DModel
 
     torch.manual_seed(0)
-    config = {"sample_size": args.pixel_resolution}
+    config = {"sample_size": args.pixel_resolution, **get_registry("phantom").model_kwargs()}  # the phantom's data
     if args.quick:
         config.update(block_out_channels=(8, 16, 16), norm_num_groups=4, attention_head_dim=4)
     if latent_vae is not None:
