@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from huggingface_hub import ModelCardData, create_repo, upload_folder
 
 # folders a training run leaves in its output directory that do not belong on the Hub
-DEFAULT_IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/**", "logs/**", "samples/**", "*.tmp", "*.tmp/**")
+DEFAULT_IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/**", "logs/**", "samples/**", "*.tmp", "*.tmp/**",
+                           ".hub_push/**")  # checkpoint snapshots a failed --hub_strategy push kept
 
 GENERATOR_LIMITATIONS = (
     "Trained on a small dataset at low resolution; images can look plausible and still be wrong.",

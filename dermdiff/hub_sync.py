@@ -25,6 +25,7 @@ import queue
 import shutil
 import threading
 import time
+from contextlib import contextmanager
 
 from huggingface_hub import create_repo, upload_folder
 
@@ -33,6 +34,44 @@ logger = logging.getLogger(__name__)
 HUB_STRATEGIES = ("end", "every_save", "checkpoint")
 SNAPSHOT_DIR = ".hub_push"
 LAST_CHECKPOINT = "last-checkpoint"
+
+
+def add_hub_strategy_argument(group) -> None:
+    """`--hub_strategy` on an argparse group, for every training script that checkpoints (one declaration)."""
+    group.add_argument(
+        "--hub_strategy", default="end", choices=HUB_STRATEGIES,
+        help="With --push_to_hub: 'end' pushes the final model; 'every_save' also each checkpoint as it is written; "
+        "'checkpoint' also the latest checkpoint only (last-checkpoint/, to resume elsewhere). Pushes run in the "
+        "background and are retried (dermdiff.hub_sync).",
+    )
+
+
+def checkpoint_pusher(args) -> "CheckpointPusher | None":
+    """The background pusher of `--push_to_hub --hub_strategy every_save|checkpoint` (None for `end` or no push).
+
+    The repo is `--hub_model_id`, else the output folder's name, as for the final push. Hand its
+    `checkpoint_saved` to the training loop's `on_checkpoint` and call `finish()` after training.
+    """
+    if not args.push_to_hub or args.hub_strategy == "end":
+        return None
+    repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+    return CheckpointPusher(repo_id, args.hub_strategy, args.output_dir, token=args.hub_token,
+                            private=args.hub_private_repo)
+
+
+@contextmanager
+def pushing_checkpoints(args):
+    """The `on_checkpoint` callback of `--hub_strategy` for a training loop (None when nothing is pushed during
+    training); after the block it waits for the queued pushes and retries failed ones (`CheckpointPusher.finish`).
+
+    Example:
+        >>> with pushing_checkpoints(args) as on_checkpoint:
+        ...     run = train_gan(task, dataset, config, on_checkpoint=on_checkpoint)
+    """
+    pusher = checkpoint_pusher(args)
+    yield pusher.checkpoint_saved if pusher is not None else None
+    if pusher is not None:
+        pusher.finish()
 
 
 def check_hub_strategy(strategy: str) -> str:

@@ -141,3 +141,65 @@ def test_script_refuses_an_unknown_hub_strategy(capsys):
         script.parse_args(["--phantom", "--output_dir", "x", "--push_to_hub", "--hub_strategy", "sometimes"])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and "--hub_strategy" in err and "every_save" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the same --hub_strategy in the diffusion, autoencoder and classifier scripts
+# ----------------------------------------------------------------------------------------------------------------
+TINY_UNET = {"block_out_channels": [8, 16], "norm_num_groups": 4, "layers_per_block": 1,
+             "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"]}
+TINY_AE = {"block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D"] * 2,
+           "up_block_types": ["UpDecoderBlock2D"] * 2, "norm_num_groups": 4}
+TINY_HF_RESNET = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]}
+
+
+def script_argv(tmp_path, script, out):
+    import json
+
+    phantom = ["--phantom", "--phantom_num_images", "8", "--resolution", "16", "--train_batch_size", "4",
+               "--report_to", "none", "--output_dir", str(out), "--max_train_steps", "2", "--checkpointing_steps", "1",
+               "--validation_steps", "0"]  # fmt: skip
+    if script == "train_diffusion":
+        (tmp_path / "unet.json").write_text(json.dumps(TINY_UNET))
+        return phantom + ["--model_config", str(tmp_path / "unet.json"), "--lr_warmup_steps", "1"]
+    if script == "train_autoencoder":
+        (tmp_path / "ae.json").write_text(json.dumps(TINY_AE))
+        return phantom + ["--model_config", str(tmp_path / "ae.json"), "--num_validation_images", "2",
+                          "--scaling_num_images", "8"]
+    from dermdiff.data import write_phantom
+
+    data = write_phantom(str(tmp_path / "phantom"), n=30, size=16, seed=0)
+    return ["--train_data_dir", data, "--backbone", "transformers", "--backbone_config", json.dumps(TINY_HF_RESNET),
+            "--resolution", "16", "--num_epochs", "2", "--train_batch_size", "8", "--n_boot", "5", "--report_to",
+            "none", "--split_fractions", '{"train": 0.6, "validation": 0.2, "test": 0.2}', "--output_dir", str(out)]
+
+
+@pytest.mark.parametrize("script, strategy", [("train_diffusion", "every_save"), ("train_autoencoder", "checkpoint"),
+                                              ("train_classifier", "every_save")])
+def test_every_trainer_pushes_its_checkpoints_under_hub_strategy(tmp_path, script, strategy):
+    import importlib.util
+
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    spec = importlib.util.spec_from_file_location(f"{script}_hub", os.path.join("training", f"{script}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "run"
+    argv = script_argv(tmp_path, script, out) + ["--push_to_hub", "--hub_model_id", "me/run", "--hub_strategy",
+                                                 strategy, "--hub_token", "hf_secret123"]
+    hub, final = FakeHub(), []
+    with hub.patches()[0], hub.patches()[1], \
+            mock.patch("dermdiff.hub.create_repo", lambda repo_id, **kw: mock.Mock(repo_id=repo_id)), \
+            mock.patch("dermdiff.hub.upload_folder", lambda **kw: final.append(kw)):  # fmt: skip
+        module.main(module.parse_args(argv))
+    written = sorted((name for name in os.listdir(out) if name.startswith("checkpoint-")), key=lambda n: int(n[11:]))
+    assert len(written) == 2 and len(final) == 1  # two checkpoints during training, the final model at the end
+    if strategy == "every_save":
+        assert [call["path_in_repo"] for call in hub.calls] == written
+    else:
+        assert [call["path_in_repo"] for call in hub.calls] == ["last-checkpoint"] * 2
+        assert {f.split("/")[0] for f in hub.calls[-1]["files"]} == {written[-1]}
+    assert all("dermdiff_checkpoint.json" in {f.split("/")[-1] for f in call["files"]} for call in hub.calls)
+    assert os.listdir(out / hub_sync.SNAPSHOT_DIR) == []

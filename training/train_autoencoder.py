@@ -31,6 +31,7 @@ from accelerate.utils import set_seed
 from dermdiff.config_args import add_config_arguments, argument_group, config_from_args
 from dermdiff.errors import ArgumentParser, json_object, run_script
 from dermdiff.hub import ModelCardInfo, push_to_hub
+from dermdiff.hub_sync import add_hub_strategy_argument, pushing_checkpoints
 from dermdiff.loops.autoencoder import (
     AutoencoderTrainingConfig,
     default_autoencoder_config,
@@ -61,6 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     runs.add_argument("--hub_model_id", default=None, help="Hub repo id (defaults to the output folder name).")
     runs.add_argument("--hub_token", default=None, help="Hub token (never logged; default: cached login).")
     runs.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
+    add_hub_strategy_argument(runs)
     args = parser.parse_args(argv)
 
     if sum([bool(args.train_data_dir), bool(args.dataset_name), args.phantom]) != 1:
@@ -122,7 +124,8 @@ def main(args: argparse.Namespace) -> int:
     set_seed(args.seed)  # the initial weights too
     vae = build_model(args)
     examples = dataset.with_transform(DiffusionExamples(registry, args.resolution))
-    run = train_autoencoder(vae, examples, args.config, registry)
+    with pushing_checkpoints(args) as on_checkpoint:
+        run = train_autoencoder(vae, examples, args.config, registry, on_checkpoint=on_checkpoint)
     if args.push_to_hub and run.vae is not None:
         push(args, run, registry, dataset_label)
     return 0

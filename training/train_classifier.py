@@ -37,6 +37,7 @@ from dermdiff.classifier_flags import add_backbone_arguments, check_backbone_arg
 from dermdiff.classify import align_labels
 from dermdiff.data.splits import parse_stratify_by, save_composition
 from dermdiff.errors import ArgumentParser, run_script
+from dermdiff.hub_sync import add_hub_strategy_argument, pushing_checkpoints
 from dermdiff.loops.classifier import (
     ClassifierTrainingConfig,
     dataset_label_names,
@@ -142,6 +143,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     hub.add_argument("--hub_model_id", default=None, help="Hub repo id (defaults to the output folder name).")
     hub.add_argument("--hub_token", default=None, help="Hub token (never logged; default: cached login).")
     hub.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
+    add_hub_strategy_argument(hub)
 
     args = parser.parse_args(argv)
     for name in ("train_loader_kwargs", "validation_loader_kwargs", "test_loader_kwargs", "split_fractions"):
@@ -226,7 +228,9 @@ def main(args: argparse.Namespace) -> dict:
     if "external_test" in parts and names is not None:  # matched by name, before training: a class the
         where = f"--test_data_dir {args.test_data_dir}"  # model cannot learn is an error, not a zero
         parts["external_test"] = align_labels(parts["external_test"], names, where=where)
-    model, history = train_classifier(parts["train"], parts["validation"], config, output_dir=args.output_dir)
+    with pushing_checkpoints(args) as on_checkpoint:
+        model, history = train_classifier(parts["train"], parts["validation"], config, output_dir=args.output_dir,
+                                          on_checkpoint=on_checkpoint)
     names = model.label_names
     class_counts = split_class_counts(parts, names)
     with open(os.path.join(args.output_dir, "class_counts.json"), "w") as handle:

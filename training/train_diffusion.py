@@ -50,6 +50,7 @@ from accelerate.utils import set_seed
 from dermdiff.config_args import add_config_arguments, argument_group, config_from_args
 from dermdiff.errors import ArgumentParser, json_object, run_script
 from dermdiff.hub import ModelCardInfo, push_to_hub
+from dermdiff.hub_sync import add_hub_strategy_argument, pushing_checkpoints
 from dermdiff.loops.fid_tracking import add_fid_arguments, check_fid_args, fid_reference_rows
 from dermdiff.loops.data_flags import add_data_source_arguments, check_data_source_args, load_training_rows
 from dermdiff.loops.pair_augment import parse_map_shapes
@@ -98,6 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     runs.add_argument("--hub_model_id", default=None, help="Hub repo id (defaults to the output folder name).")
     runs.add_argument("--hub_token", default=None, help="Hub token (never logged; default: cached login).")
     runs.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
+    add_hub_strategy_argument(runs)
     args = parser.parse_args(argv)
 
     check_data_source_args(parser, args)
@@ -207,8 +209,10 @@ def main(args: argparse.Namespace) -> int:
     else:
         examples = latent_examples(args, dataset, registry, vae)
     evaluate = fid_evaluation(args, heldout, registry) if args.compute_fid_every else None
-    run = train_diffusion(unet, noise_scheduler, examples, args.config, evaluate=evaluate,
-                          evaluate_every=args.compute_fid_every, vae=vae, save_best_fid=args.save_best_fid)
+    with pushing_checkpoints(args) as on_checkpoint:
+        run = train_diffusion(unet, noise_scheduler, examples, args.config, evaluate=evaluate,
+                              evaluate_every=args.compute_fid_every, vae=vae, save_best_fid=args.save_best_fid,
+                              on_checkpoint=on_checkpoint)
     if args.push_to_hub and run.pipeline is not None:
         push(args, run, registry, dataset_label)
     return 0

@@ -285,7 +285,7 @@ def _adam(parameters, config: AutoencoderTrainingConfig):
 
 
 def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, registry, accelerator=None,
-                      validation_dataset=None) -> AutoencoderRun:
+                      validation_dataset=None, on_checkpoint=None) -> AutoencoderRun:
     """Trains (or fine-tunes) `vae` to reconstruct `train_dataset` images; saves it in `config.output_dir`.
 
     Args:
@@ -296,6 +296,8 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
         registry (`ConditionRegistry`): the data's conditions (the discriminator reads the map).
         accelerator (`Accelerator`, *optional*): built from `config` when None.
         validation_dataset (*optional*): the grid's images; the first training images when None.
+        on_checkpoint (`Callable[[str], None]`, *optional*): called on the main process with each complete
+            checkpoint folder (e.g. `dermdiff.hub_sync.CheckpointPusher.checkpoint_saved` for `--hub_strategy`).
 
     Returns:
         `AutoencoderRun` with the model whose config holds the measured `scaling_factor`.
@@ -398,8 +400,10 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
             bar.set_postfix(l1=f"{losses['rec_l1']:.4f}", kl=f"{losses['kl']:.3g}")
             accelerator.log(losses, step=global_step)
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                common.save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit,
-                                       rng)
+                saved = common.save_checkpoint(accelerator, config.output_dir, global_step,
+                                               config.checkpoints_total_limit, rng)
+                if on_checkpoint is not None and accelerator.is_main_process:
+                    on_checkpoint(saved)
             if accelerator.is_main_process and config.validation_steps and global_step % config.validation_steps == 0:
                 with _EMAWeights(ema, model):
                     validation_psnr = log_reconstructions(accelerator, model, validation_images, global_step,

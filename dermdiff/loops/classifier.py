@@ -419,6 +419,7 @@ def train_classifier(
     model: Optional[SkinClassifier] = None,
     label_names: Optional[Sequence[str]] = None,
     epoch_callback: Optional[Callable[[dict], None]] = None,
+    on_checkpoint: Optional[Callable[[str], None]] = None,
     **overrides,
 ):
     """Trains a [`SkinClassifier`] (a new one, or fine-tunes `model`) and saves the best weights.
@@ -435,6 +436,8 @@ def train_classifier(
         label_names (`Sequence[str]`, *optional*): class names; default the model's, else the dataset's.
         epoch_callback (`Callable[[dict], None]`, *optional*): called on the main process after each
             epoch with that epoch's record, once `history.json` holds it.
+        on_checkpoint (`Callable[[str], None]`, *optional*): called on the main process with each complete
+            checkpoint folder (e.g. `dermdiff.hub_sync.CheckpointPusher.checkpoint_saved` for `--hub_strategy`).
 
     Returns:
         `(model, history)`: the trained model on CPU/device with the best weights loaded, and a dict
@@ -576,7 +579,9 @@ def train_classifier(
         record["seconds"] = time.time() - started
         stopping.history.append(record)
         accelerator.log({key: value for key, value in record.items() if value is not None}, step=global_step)
-        save_checkpoint(accelerator, output_dir, global_step, config.checkpoints_total_limit)
+        saved = save_checkpoint(accelerator, output_dir, global_step, config.checkpoints_total_limit)
+        if accelerator.is_main_process and on_checkpoint is not None:
+            on_checkpoint(saved)
         if accelerator.is_main_process:
             write_history(output_dir, _history(stopping, val_dataset, global_step, config))
             bar.write(epoch_summary(record))

@@ -357,6 +357,7 @@ def train_diffusion(
     evaluate_every: int = 0,
     vae=None,
     save_best_fid: bool = False,
+    on_checkpoint: Callable | None = None,
 ) -> DiffusionRun:
     """Trains (or fine-tunes) `unet` to denoise `train_dataset` images under their semantic maps.
 
@@ -376,6 +377,8 @@ def train_diffusion(
             must hold the orientations it draws (`cached_latents(..., augment=config.augment)`).
         save_best_fid (`bool`, defaults to False): keep the EMA pipeline with the lowest `"fid"` of `evaluate`
             so far in `output_dir/best_fid/` (`dermdiff.loops.fid_tracking`); resume keeps the best value.
+        on_checkpoint (`Callable[[str], None]`, *optional*): called on the main process with each complete
+            checkpoint folder (e.g. `dermdiff.hub_sync.CheckpointPusher.checkpoint_saved` for `--hub_strategy`).
 
     Returns:
         `DiffusionRun`: the `DermDiffPipeline` with EMA weights (also saved in `config.output_dir`).
@@ -516,8 +519,11 @@ def train_diffusion(
             if fid is not None and accelerator.is_main_process and fid.due(global_step):
                 run_evaluation(accelerator, unet, ema, noise_scheduler, fid, global_step, vae=vae)
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                common.save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit,
-                                       rng, state=fid.state() if fid is not None else None)
+                saved = common.save_checkpoint(accelerator, config.output_dir, global_step,
+                                               config.checkpoints_total_limit, rng,
+                                               state=fid.state() if fid is not None else None)
+                if on_checkpoint is not None and accelerator.is_main_process:
+                    on_checkpoint(saved)
             if accelerator.is_main_process and config.validation_steps and global_step % config.validation_steps == 0:
                 log_validation(accelerator, unet, ema, noise_scheduler, maps, config, global_step, vae=vae)
             if global_step >= max_steps:

@@ -11,6 +11,7 @@ import dataclasses
 import os
 
 from ..errors import json_object
+from ..hub_sync import add_hub_strategy_argument, pushing_checkpoints
 from ..losses import GAN_LOSS_MODES
 from .data_flags import TrainingRows, add_data_source_arguments, check_data_source_args, load_training_rows
 from .fid_tracking import PipelineFID, add_fid_arguments, check_fid_args, fid_reference_rows
@@ -88,14 +89,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     runs.add_argument("--hub_model_id", default=None, help="Hub repo id (defaults to the output folder name).")
     runs.add_argument("--hub_token", default=None, help="Hub token (never logged; default: cached login).")
     runs.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
-    runs.add_argument(
-        "--hub_strategy",
-        default="end",
-        choices=["end", "every_save", "checkpoint"],
-        help="With --push_to_hub: 'end' pushes the final model; 'every_save' also each checkpoint as it is written; "
-        "'checkpoint' also the latest checkpoint only (last-checkpoint/, to resume elsewhere). Pushes run in the "
-        "background and are retried (dermdiff.hub_sync).",
-    )
+    add_hub_strategy_argument(runs)
 
 
 def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -167,19 +161,11 @@ def training_config(args, extra: dict | None = None) -> GANTrainingConfig:
 def run_training(args, task, dataset, extra: dict | None = None, evaluate: PipelineFID | None = None):
     """`train_gan` with the run's settings, pushing checkpoints in the background under --hub_strategy, and
     FID every --compute_fid_every updates (`evaluate`, see `fid_evaluation`), keeping the best (--save_best_fid)."""
-    from ..hub_sync import CheckpointPusher
     from .gan import train_gan
 
-    pusher = None
-    if args.push_to_hub and args.hub_strategy != "end":
-        repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
-        pusher = CheckpointPusher(repo_id, args.hub_strategy, args.output_dir, token=args.hub_token,
-                                  private=args.hub_private_repo)
-    run = train_gan(task, dataset, training_config(args, extra),
-                    on_checkpoint=pusher.checkpoint_saved if pusher else None, evaluate=evaluate,
-                    evaluate_every=args.compute_fid_every if evaluate else 0, save_best_fid=args.save_best_fid)
-    if pusher is not None:
-        pusher.finish()
+    with pushing_checkpoints(args) as on_checkpoint:
+        run = train_gan(task, dataset, training_config(args, extra), on_checkpoint=on_checkpoint, evaluate=evaluate,
+                        evaluate_every=args.compute_fid_every if evaluate else 0, save_best_fid=args.save_best_fid)
     return run
 
 
