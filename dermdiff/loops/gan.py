@@ -81,7 +81,7 @@ class GANTrainingConfig:
         logging_dir (`str`, defaults to `"logs"`); report_to (`str`, defaults to `"tensorboard"`).
         dataloader_num_workers (`int`, defaults to 0).
         augment (`str`, defaults to `"none"`): `"flip"` or `"dihedral"`: each example's images, map and mask
-            turned / mirrored together (`dermdiff.loops.pair_augment`), drawn from the checkpointed generator.
+            turned / mirrored together (`dermdiff.loops.pair_augment`), drawn from the checkpointed `rng`.
         extra_tracker_config (`dict`): more run settings (loss weights, ablation switches) for the tracker.
     """
 
@@ -179,9 +179,9 @@ def _images(batch: Mapping) -> torch.Tensor:
 
 def dermgan_step(step: GANStep, batch: Mapping, weights: DermGANLossWeights) -> dict:
     """One DermGAN update on a batch of (`pixel_values`, `semantic_map`); returns the loss terms."""
-    generator, discriminator = step.generators["dermgan"], step.discriminators["discriminator"]
+    dermgan, discriminator = step.generators["dermgan"], step.discriminators["discriminator"]
     real, maps = _images(batch), batch["semantic_map"]
-    fake = generator(maps, generator=step.rng).sample
+    fake = dermgan(maps, generator=step.rng).sample  # `generator=` is the model's (diffusers') name for its rng
 
     # D step on fake.detach()
     d_loss = discriminator_loss(
@@ -211,12 +211,12 @@ def dermgan_step(step: GANStep, batch: Mapping, weights: DermGANLossWeights) -> 
 
 
 def dcgan_step(step: GANStep, batch: Mapping) -> dict:
-    """One unconditional update: z ~ N(0, I) from the step's generator, multi-scale D on `pixel_values`."""
-    generator, discriminator = step.generators["dcgan"], step.discriminators["discriminator"]
+    """One unconditional update: z ~ N(0, I) from the step's `rng`, multi-scale D on `pixel_values`."""
+    dcgan, discriminator = step.generators["dcgan"], step.discriminators["discriminator"]
     real = _images(batch)
-    latent_dim = step.accelerator.unwrap_model(generator).config.latent_dim
+    latent_dim = step.accelerator.unwrap_model(dcgan).config.latent_dim
     z = torch.randn(real.shape[0], latent_dim, generator=step.rng).to(real.device)
-    fake = generator(z).sample
+    fake = dcgan(z).sample
 
     d_loss = discriminator_loss(discriminator(real).sample, discriminator(fake.detach()).sample, step.gan_mode)
     optimizer_step(step.accelerator, step.discriminator_optimizer, d_loss)
@@ -484,7 +484,8 @@ def train_gan(
         accelerator = common.build_accelerator(
             config.output_dir, config.logging_dir, config.mixed_precision, 1, config.report_to, config.seed
         )
-    rng = common.CheckpointedGenerator(config.seed, accelerator.process_index)
+    streams = common.CheckpointedGenerator(config.seed, accelerator.process_index)  # saved in every checkpoint
+    rng = streams.generator  # the torch.Generator all training randomness is drawn from
     fid = fid_tracker(evaluate, evaluate_every, config.output_dir, save_best_fid)
 
     # 2. data, optimisers, prepare (models in a fixed order: generators, then discriminators)
@@ -519,7 +520,7 @@ def train_gan(
 
     # 3. resume (and forget monitor records written after the checkpoint)
     position = common.resume(
-        accelerator, config.output_dir, config.resume_from_checkpoint, per_epoch, rng, config.allow_inexact_resume
+        accelerator, config.output_dir, config.resume_from_checkpoint, per_epoch, streams, config.allow_inexact_resume
     )
     global_step = position.global_step
     if fid is not None and position.path:
@@ -532,7 +533,7 @@ def train_gan(
         f"batch {config.train_batch_size}; starting at step {global_step}",
         main_process_only=True,
     )
-    step = GANStep(accelerator, generators, discriminators, g_optimizer, d_optimizer, rng.generator, config.gan_mode)
+    step = GANStep(accelerator, generators, discriminators, g_optimizer, d_optimizer, rng, config.gan_mode)
     bar = common.progress_bar(accelerator, max_steps, global_step)
     logs: dict = {}
     if gap_path and accelerator.is_main_process and global_step == 0:
@@ -546,7 +547,7 @@ def train_gan(
         for batch in common.epoch_batches(accelerator, dataloader, epoch, skip):
             if global_step >= max_steps:
                 break
-            logs = task.step(step, augment_pairs(batch, config.augment, rng.generator))
+            logs = task.step(step, augment_pairs(batch, config.augment, rng))
             global_step += 1
             bar.update(1)
             bar.set_postfix(d=f"{logs['d_loss']:.3f}", g=f"{logs['g_loss']:.3f}")
@@ -556,7 +557,7 @@ def train_gan(
                     fid(accelerator, pipeline, global_step)
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
                 saved = common.save_checkpoint(
-                    accelerator, config.output_dir, global_step, config.checkpoints_total_limit, rng,
+                    accelerator, config.output_dir, global_step, config.checkpoints_total_limit, streams,
                     state=fid.state() if fid is not None else None,
                 )
                 if on_checkpoint is not None and accelerator.is_main_process:

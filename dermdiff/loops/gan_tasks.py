@@ -165,8 +165,8 @@ def dcgan_task(
         return DCGANPipeline(dcgan=models["dcgan"])
 
     def validation(pipeline, global_step):
-        generator_ = torch.Generator().manual_seed(seed)  # the same z at every validation
-        return pipeline(batch_size=num_validation_images, truncation=truncation, generator=generator_).images
+        rng = torch.Generator().manual_seed(seed)  # the same z at every validation
+        return pipeline(batch_size=num_validation_images, truncation=truncation, generator=rng).images
 
     return GANTask(
         name="train_dcgan",
