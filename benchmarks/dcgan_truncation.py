@@ -25,7 +25,6 @@ import tempfile
 import time
 import warnings
 
-import numpy as np
 import torch
 from dermgan_ablation import Distance, add_run_arguments, check_run_arguments, publish, real_vs_real, summarise
 from gan_phantom import config

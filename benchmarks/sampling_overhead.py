@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from diffusers import DDPMScheduler
 
 from dermdiff import DermDiffPipeline, SemanticMap, SemanticUNet2DModel
 from dermdiff.conditions import get_registry
 from dermdiff.pipelines.scheduler_names import scheduler_from_name
-from diffusers import DDPMScheduler
 
 GUIDANCE = 2.0
 

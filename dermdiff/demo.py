@@ -375,7 +375,7 @@ def evaluate_generator(out: str, config: DemoConfig) -> dict:
 
     classifier = read_marker(out, "classifiers")["outputs"]["baseline_classifier"]
     folder = fresh_folder(paths(out)["evaluation"])
-    metrics = evaluate(
+    evaluate(  # writes metrics.json and report.html into `folder`
         data=paths(out)["data"], out=folder, pipeline=load_generator(out, config), num_images=config.eval_images,
         extractor=f"classifier:{classifier}", classifier=classifier, cache_dir=os.path.join(folder, "cache"),
         trials=config.fid_trials, num_inference_steps=config.inference_steps, batch_size=32, seed=config.seed,

@@ -7,7 +7,6 @@ page can be read and edited as HTML and the Python that fills it stays short. Va
 from __future__ import annotations
 
 
-
 def render_page(template: str, path: str, **context) -> str:
     """Renders `dermdiff/templates/<template>` with `context` into the file `path` (UTF-8); returns `path`."""
     from jinja2 import Environment, PackageLoader, select_autoescape

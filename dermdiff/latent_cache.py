@@ -36,8 +36,14 @@ import datasets
 import torch
 
 from .latent_maps import map_to_latent_grid, vae_factor
-from .loops.pair_augment import AUGMENT_ORIENTATIONS, BOX_MAP_KEY, apply_dihedral, dihedral, dihedral_indices
-from .loops.pair_augment import select_variants
+from .loops.pair_augment import (
+    AUGMENT_ORIENTATIONS,
+    BOX_MAP_KEY,
+    apply_dihedral,
+    dihedral,
+    dihedral_indices,
+    select_variants,
+)
 
 CACHE_VERSION = 1
 KEY_FILE = "latent_cache_key.json"

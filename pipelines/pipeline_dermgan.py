@@ -12,7 +12,6 @@ from dermdiff.pipelines.outputs import check_generators, check_output_type, post
 from dermdiff.pipelines.portable import PortablePipelineMixin
 
 
-
 class DermGANPipeline(PortablePipelineMixin, DiffusionPipeline):
     r"""Generates skin images for semantic maps with a trained [`DermGANGenerator`].
 

@@ -92,9 +92,10 @@ def test_evaluate_command_takes_a_real_folder_and_prints_the_floor(tmp_path, cap
 
 
 def test_evaluate_uses_the_training_split_when_the_reference_is_another_split(tmp_path):
+    from test_metrics_eval import TinyFeatures
+
     from dermdiff.data.phantom import write_phantom
     from dermdiff.metrics.evaluation import evaluate
-    from test_metrics_eval import TinyFeatures
 
     real = write_phantom(str(tmp_path / "real"), n=36, size=16, seed=0)
     table = pd.read_csv(f"{real}/metadata.csv")

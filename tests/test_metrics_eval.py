@@ -26,8 +26,6 @@ from dermdiff.metrics.fid import (
 )
 
 
-
-
 class TinyFeatures(FeatureExtractor):
     """A small random conv net (seeded) with a counter of images seen, to prove cache hits."""
 

@@ -13,8 +13,8 @@ import types
 import pytest
 from test_study import CODES, _counts, _login, app_factory, folders, make_folder  # noqa: F401 - fixtures
 
-from dermdiff.cli import main as cli_main
 import dermdiff.study.store as store_module
+from dermdiff.cli import main as cli_main
 from dermdiff.study import StudyStore
 from dermdiff.study.guards import AttemptLimiter, allowed_hosts, json_depth
 

@@ -43,6 +43,7 @@ from dermdiff.loops.diffusion import DiffusionExamples
 from dermdiff.loops.gan_cli import load_train_images
 from dermdiff.loops.run_config import RUNS
 
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_data_source_arguments(parser, default_resolution=128)

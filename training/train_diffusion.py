@@ -51,10 +51,9 @@ from dermdiff.config_args import add_config_arguments, argument_group, config_fr
 from dermdiff.errors import ArgumentParser, json_object, run_script
 from dermdiff.hub import ModelCardInfo, push_to_hub
 from dermdiff.hub_sync import add_hub_strategy_argument, pushing_checkpoints
-from dermdiff.loops.fid_tracking import add_fid_arguments, check_fid_args, fid_reference_rows
+from dermdiff.latent_maps import check_unet_matches_vae, vae_factor
+from dermdiff.loops.autoencoder import load_vae
 from dermdiff.loops.data_flags import add_data_source_arguments, check_data_source_args, load_training_rows
-from dermdiff.loops.pair_augment import parse_map_shapes
-from dermdiff.loops.run_config import RUNS
 from dermdiff.loops.diffusion import (
     DEFAULT_BETA_SCHEDULE,
     DEFAULT_PREDICTION_TYPE,
@@ -64,10 +63,12 @@ from dermdiff.loops.diffusion import (
     default_noise_scheduler,
     train_diffusion,
 )
-from dermdiff.latent_maps import check_unet_matches_vae, vae_factor
-from dermdiff.loops.autoencoder import load_vae
+from dermdiff.loops.fid_tracking import add_fid_arguments, check_fid_args, fid_reference_rows
+from dermdiff.loops.pair_augment import parse_map_shapes
+from dermdiff.loops.run_config import RUNS
 from dermdiff.models.semantic_unet import SemanticUNet2DModel
 from dermdiff.semantic_map import SemanticMap
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__.split("\n")[0])

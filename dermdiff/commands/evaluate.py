@@ -53,10 +53,9 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from ..metrics.evaluation import evaluate, read_gan_log
-
     import os
 
+    from ..metrics.evaluation import evaluate, read_gan_log
     from .flags import check_at_least, check_device, check_fraction
 
     check_at_least(args, {"trials": 2, "num_images": 2, "batch_size": 1, "num_inference_steps": 1, "num_sweeps": 0,

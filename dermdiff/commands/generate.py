@@ -103,8 +103,8 @@ def run(args) -> int:
 
     from ..data.append_folder import AppendingImageFolder
     from ..data.folder_writer import image_stem
-    from ..pipelines.map_inputs import resolve_semantic_maps, to_mask_array
     from ..pipelines.loading import load_pipeline
+    from ..pipelines.map_inputs import resolve_semantic_maps, to_mask_array
     from ..semantic_map import SemanticMap
     from .maps import decode_map
 

@@ -71,8 +71,8 @@ def run(args) -> int:
         print(f"wrote answers.csv, summary.json, summary.md to {args.out}: {json.dumps(tasks)}")
         return 0
 
-    from ..study.app import create_app, parse_access_codes, parse_pairs, serve
     from ..errors import UsageError
+    from ..study.app import create_app, parse_access_codes, parse_pairs, serve
     from ..study.guards import WILDCARD_HOSTS, allowed_hosts
 
     if not 0 <= args.port <= 65535:

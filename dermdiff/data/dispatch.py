@@ -33,8 +33,8 @@ from ..errors import DataError
 from ..hub import looks_like_repo_id
 from .ddi import load_ddi
 from .dermamnist import load_dermamnist
-from .fitzpatrick17k import load_fitzpatrick17k
 from .files import open_npz, read_table
+from .fitzpatrick17k import load_fitzpatrick17k
 from .folder import load_dataset_dir
 from .ham10000 import METADATA_NAMES as HAM_METADATA_NAMES
 from .ham10000 import load_ham10000

@@ -17,7 +17,6 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import DataError
 from ..limits import open_image
 
-
 # What PIL raises for a file that is not a readable image: not an image, truncated, or a header that
 # claims more pixels than `Image.MAX_IMAGE_PIXELS` allows (DecompressionBombError is no OSError).
 IMAGE_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError)

@@ -14,7 +14,6 @@ Only `file_name` and `label` are required; every other column may be missing or 
 
 from __future__ import annotations
 
-import json
 import os
 
 import datasets

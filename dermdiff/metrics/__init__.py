@@ -53,3 +53,17 @@ _EXPORTS = {
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+# what `from dermdiff.metrics import *` gives: the classifier metrics imported above (the lazy names load on use)
+__all__ = [
+    "classification_metrics",
+    "compare_classifiers",
+    "comparison_to_markdown",
+    "confusion_matrix",
+    "format_entry",
+    "mcnemar_test",
+    "metrics_to_markdown",
+    "one_vs_rest_auc",
+    "plot_confusion_matrix",
+    "save_metrics",
+]

@@ -30,10 +30,10 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DModel, UNet2DOutput
+from torch import nn
 
 from ..conditions import BUILTIN_CONDITIONS, DEFAULT_REGISTRY, ConditionRegistry
 from ..semantic_map import SKIN_TYPES, conditions_present_from_channels, skin_type_from_channels
