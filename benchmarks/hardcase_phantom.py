@@ -30,12 +30,19 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import replace
 
 import torch
 
+from dermdiff.config_args import add_config_arguments, config_from_args
 from dermdiff.data import save_image_folder
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop
 from dermdiff.hardcase.cli import load_generator, load_splits
+from dermdiff.pipelines.generation_settings import GenerationSettings
+
+# the settings this benchmark runs differently from the library's defaults (HardCaseConfig, GenerationSettings)
+BENCHMARK_DEFAULTS = {"strategies": ("map", "sdedit", "adversarial"), "rounds": 2, "margin": 0.2,
+                      "num_inference_steps": 25, "scheduler": "ddim"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,19 +60,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--generator", default=None, help="Saved DermDiffPipeline / DermGANPipeline trained on --export_train."
     )
     parser.add_argument("--output_dir", default="outputs/bench-hardcase-phantom", help="Where the loop writes.")
-    parser.add_argument("--strategies", default="map,sdedit,adversarial", help="Generation strategies.")
-    parser.add_argument("--rounds", type=int, default=2, help="Rounds of the loop.")
-    parser.add_argument("--margin", type=float, default=0.2, help="Low-margin mining threshold.")
-    parser.add_argument("--max_cases", type=int, default=None, help="Hard cases per round.")
-    parser.add_argument("--per_case", type=int, default=4, help="Images per case and strategy.")
-    parser.add_argument("--strength", type=float, default=0.6, help="SDEdit strength.")
-    parser.add_argument("--adversarial_guidance_scale", type=float, default=0.05, help="Classifier-guidance RMS step.")
-    parser.add_argument("--num_inference_steps", type=int, default=25, help="Denoising steps.")
-    parser.add_argument(
-        "--scheduler",
-        default="ddim",
-        help="Scheduler swapped into a diffusion generator ('' keeps it; use '' for a DermGAN generator).",
-    )
+    # every HardCaseConfig / GenerationSettings field is a flag with the library's default, except the ones
+    # this benchmark overrides (BENCHMARK_DEFAULTS)
+    add_config_arguments(parser, HardCaseConfig)
+    add_config_arguments(parser, GenerationSettings)
+    parser.set_defaults(**BENCHMARK_DEFAULTS)
     parser.add_argument("--backbone", default="resnet18", help="Classifier backbone.")
     parser.add_argument("--num_epochs", type=int, default=10, help="Classifier epochs.")
     parser.add_argument("--patience", type=int, default=3, help="Classifier early-stopping patience.")
@@ -81,12 +80,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--augment_num_images", type=int, default=200, help="Synthetic images per rare class (--augment)."
     )
     parser.add_argument("--num_threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU).")
-    parser.add_argument("--seed", type=int, default=0, help="Base seed.")
     args = parser.parse_args(argv)
     # the fields dermdiff.hardcase.cli.load_splits reads
     args.phantom, args.data_dir, args.split_fractions, args.loader_kwargs = True, None, None, {}
     if args.export_train is None and args.generator is None:
         parser.error("give --export_train DIR (step 1) or --generator DIR (step 2)")
+    args.config = config_from_args(parser, HardCaseConfig, args, n_boot=args.n_boot,
+                                   generation=config_from_args(parser, GenerationSettings, args))
     return args
 
 
@@ -118,7 +118,7 @@ def main(args) -> dict:
     if args.export_train:
         print("wrote", save_image_folder(splits["train"], args.export_train))
         return {}
-    pipe = load_generator(args.generator, args.scheduler or None)
+    pipe = load_generator(args.generator, args.config.generation)
     classifier = {
         "backbone": args.backbone,
         "resolution": args.phantom_size,
@@ -127,19 +127,7 @@ def main(args) -> dict:
         "balance": args.balance,
         "checkpoints_total_limit": 1,
     }
-    config = HardCaseConfig(
-        rounds=args.rounds,
-        margin=args.margin,
-        max_cases=args.max_cases,
-        strategies=tuple(args.strategies.split(",")),
-        per_case=args.per_case,
-        strength=args.strength,
-        adversarial_guidance_scale=args.adversarial_guidance_scale,
-        num_inference_steps=args.num_inference_steps,
-        seed=args.seed,
-        n_boot=args.n_boot,
-        classifier=classifier,
-    )
+    config = replace(args.config, classifier=classifier)
     result = run_hardcase_loop(splits, pipe, config, args.output_dir)
     print(report_markdown(result))
     rare = args.phantom_rare.split(",")
@@ -157,8 +145,8 @@ def main(args) -> dict:
             {
                 "classes": rare,
                 "num_images": args.augment_num_images,
-                "seed": args.seed,
-                "num_inference_steps": args.num_inference_steps,
+                "seed": config.seed,
+                "generation": {"num_inference_steps": config.generation.num_inference_steps},
                 "n_boot": args.n_boot,
                 "classifier": classifier,
             },

@@ -36,6 +36,7 @@ from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop
 from dermdiff.hardcase.cli import load_generator, load_splits
 from dermdiff.loops.classifier import evaluate_classifier, train_classifier
 from dermdiff.metrics.classification import metrics_to_markdown
+from dermdiff.pipelines.generation_settings import GenerationSettings
 
 DATA_ROOT = os.environ.get("DERMDIFF_DATA", "/work/shared/data")
 DATASETS = {
@@ -158,15 +159,15 @@ def main(args) -> dict:
             max_cases=args.max_cases,
             strategies=tuple(args.strategies.split(",")),
             per_case=args.per_case,
-            strength=args.strength,
             margin=args.margin,
             reference_filter=args.reference_filter,
-            num_inference_steps=args.num_inference_steps,
+            generation=GenerationSettings(strength=args.strength, num_inference_steps=args.num_inference_steps,
+                                          scheduler=args.scheduler or None),
             seed=args.seed,
             n_boot=args.n_boot,
             classifier=classifier,
         )
-        pipe = load_generator(args.generator, args.scheduler or None)
+        pipe = load_generator(args.generator, config.generation)
         result = run_hardcase_loop(splits, pipe, config, args.output_dir)
         print(report_markdown(result))
         if args.seed_control:

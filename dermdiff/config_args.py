@@ -24,8 +24,8 @@ How a field becomes a flag (`--<name>`, or `--<name-with-dashes>` with `dashes=T
 | `Literal[...]`                       | `choices`                                                               |
 | `dict`                               | no flag (filled in by the face, e.g. `extra_tracker_config`)            |
 
-Metadata keys besides `help`: `group` (the argparse group's title), `flag` (the flag's name when it is not
-the field's: the field stays the destination), `aliases`, `choices`, `parse` (a str -> value function;
+Metadata keys besides `help`: `group` (the argparse group's title), `flag` (the flag's name, and its
+`args` attribute, when it is not the field's), `aliases`, `choices`, `parse` (a str -> value function;
 its `ValueError` becomes a usage error naming the flag), `metavar`, `cli=False` (a library-only setting).
 The help shows the default, so neither the help text nor a docstring repeats it.
 
@@ -53,6 +53,11 @@ def argument_group(parser: argparse.ArgumentParser, title: str):
         if group.title == title:
             return group
     return parser.add_argument_group(title)
+
+
+def flag_dest(field: dataclasses.Field) -> str:
+    """Where argparse stores a field's flag: the flag's own name (metadata `flag`), else the field's."""
+    return field.metadata.get("flag", field.name)
 
 
 def flag_name(field: dataclasses.Field, dashes: bool = False) -> str:
@@ -114,7 +119,8 @@ def add_config_arguments(
             raise TypeError(f"{config_cls.__name__}.{field.name} has no metadata help")
         kwargs = _argparse_kwargs(field, hints[field.name])
         target = argument_group(parser, field.metadata.get("group", group))
-        target.add_argument(flag_name(field, dashes), *field.metadata.get("aliases", ()), dest=field.name, **kwargs)
+        target.add_argument(flag_name(field, dashes), *field.metadata.get("aliases", ()), dest=flag_dest(field),
+                            **kwargs)
 
 
 def config_from_args(parser: argparse.ArgumentParser, config_cls, args: argparse.Namespace, dashes: bool = False,
@@ -122,7 +128,7 @@ def config_from_args(parser: argparse.ArgumentParser, config_cls, args: argparse
     """`config_cls` from the parsed flags (plus `values`); its validation error becomes a usage error that
     names the flag (`parser.error`, exit status 2)."""
     fields = cli_fields(config_cls)
-    settings = {field.name: getattr(args, field.name) for field in fields if hasattr(args, field.name)}
+    settings = {field.name: getattr(args, flag_dest(field)) for field in fields if hasattr(args, flag_dest(field))}
     settings.update(values)
     try:
         return config_cls(**settings)
@@ -157,8 +163,6 @@ def _argparse_kwargs(field: dataclasses.Field, hint) -> dict:
         kwargs["nargs"], kwargs["type"] = "+", args[0] if args else str
     else:
         kwargs["type"] = base
-    if "flag" in meta:
-        kwargs["metavar"] = meta["flag"].upper()
     for key in ("choices", "metavar"):
         if key in meta:
             kwargs[key] = tuple(meta[key]) if key == "choices" else meta[key]

@@ -36,6 +36,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .demo_report import RARE_CONDITIONS
+from .pipelines.generation_settings import GenerationSettings
 
 MARKER_DIR = "markers"
 DEMO_FILE = "demo.json"
@@ -50,7 +51,8 @@ class DemoConfig:
         num_images (`int`), size (`int`), rare_fraction (`float`), healthy_fraction (`float`): the phantom.
         block_out_channels (`tuple[int]`), attention (`bool`): the UNet (attention in its last block or none).
         train_steps, batch_size, learning_rate, checkpointing_steps, validation_steps: diffusion training.
-        inference_steps (`int`), guidance_scale (`float`): DDIM sampling everywhere in the demo.
+        generation (`GenerationSettings`): how every step of the demo samples the diffusion model (20 DDIM steps,
+            guidance 2.0; the hard-case round's SDEdit strength, map jitter and batch are the defaults).
         transfer_photos (`int`): held-out healthy photos the lesion transfer paints on.
         classifier_epochs (`int`), classifier_batch_size (`int`): the classifiers' training.
         classifier_backbone (`str`, defaults to `"resnet18"`), classifier_pretrained (`str`, *optional*): any
@@ -73,8 +75,7 @@ class DemoConfig:
     learning_rate: float = 1e-3
     checkpointing_steps: int = 250
     validation_steps: int = 500
-    inference_steps: int = 20
-    guidance_scale: float = 2.0
+    generation: GenerationSettings = GenerationSettings(num_inference_steps=20, guidance_scale=2.0)
     transfer_photos: int = 4
     classifier_epochs: int = 10
     classifier_batch_size: int = 32
@@ -89,7 +90,8 @@ class DemoConfig:
 
 
 QUICK = dict(quick=True, num_images=160, size=16, block_out_channels=(8, 16), attention=False, train_steps=12,
-             batch_size=16, checkpointing_steps=6, validation_steps=12, inference_steps=4, transfer_photos=2,
+             batch_size=16, checkpointing_steps=6, validation_steps=12, transfer_photos=2,
+             generation=GenerationSettings(num_inference_steps=4, guidance_scale=2.0),
              classifier_epochs=1, per_case=1, max_cases=6, eval_images=12, fid_trials=3, memorisation_images=48,
              n_boot=50)
 
@@ -270,8 +272,8 @@ def train_generator(out: str, config: DemoConfig) -> dict:
         output_dir=folder, train_batch_size=config.batch_size, max_train_steps=config.train_steps,
         learning_rate=config.learning_rate, lr_warmup_steps=min(100, config.train_steps // 10),
         checkpointing_steps=config.checkpointing_steps, checkpoints_total_limit=2, resume_from_checkpoint="latest",
-        validation_steps=validation_every, validation_inference_steps=config.inference_steps,
-        validation_guidance_scale=config.guidance_scale, validation_skin_types=(1, 3, 6), random_flip=True,
+        validation_steps=validation_every, validation_inference_steps=config.generation.num_inference_steps,
+        validation_guidance_scale=config.generation.guidance_scale, validation_skin_types=(1, 3, 6), random_flip=True,
         report_to=None, seed=config.seed, use_ema=True,
     )
     run = train_diffusion(build_unet(config, registry), default_noise_scheduler(), dataset, training)
@@ -298,7 +300,7 @@ def make_pictures(out: str, config: DemoConfig) -> dict:
     registry = pipe.unet.registry
     folder = fresh_folder(paths(out)["pictures"])
     size, third = config.size, config.size // 3
-    sampling = {"num_inference_steps": config.inference_steps, "guidance_scale": config.guidance_scale}
+    sampling = config.generation.call_kwargs(pipe)
     smap = SemanticMap.from_annotations("melanoma", skin_type=3, boxes=[(third, third, size - third, size - third)],
                                         size=size, registry=registry)
     bar = tqdm(total=2 + len(registry), desc="sweeps + lesion transfer", unit="grid part")
@@ -340,7 +342,7 @@ def hard_case_round(out: str, config: DemoConfig) -> dict:
     folder = fresh_folder(paths(out)["hardcase"])
     loop = HardCaseConfig(
         rounds=1, strategies=("map", "sdedit"), per_case=config.per_case, max_cases=config.max_cases,
-        num_inference_steps=config.inference_steps, guidance_scale=config.guidance_scale, seed=config.seed,
+        generation=config.generation, seed=config.seed,
         n_boot=config.n_boot,
         classifier={"backbone": config.classifier_backbone, "pretrained": config.classifier_pretrained,
                     "resolution": config.size, "num_epochs": config.classifier_epochs,
@@ -378,7 +380,8 @@ def evaluate_generator(out: str, config: DemoConfig) -> dict:
     evaluate(  # writes metrics.json and report.html into `folder`
         data=paths(out)["data"], out=folder, pipeline=load_generator(out, config), num_images=config.eval_images,
         extractor=f"classifier:{classifier}", classifier=classifier, cache_dir=os.path.join(folder, "cache"),
-        trials=config.fid_trials, num_inference_steps=config.inference_steps, batch_size=32, seed=config.seed,
+        trials=config.fid_trials, num_inference_steps=config.generation.num_inference_steps, batch_size=32,
+        seed=config.seed,
         min_group_size=max(5, config.eval_images // 20), ita_images_per_type=30, device="cpu",
         max_train_images=config.memorisation_images,
     )

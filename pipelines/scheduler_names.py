@@ -22,13 +22,10 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-SCHEDULERS = {
-    "ddpm": DDPMScheduler,
-    "ddim": DDIMScheduler,
-    "dpm": DPMSolverMultistepScheduler,
-    "euler": EulerDiscreteScheduler,
-    "unipc": UniPCMultistepScheduler,
-}
+from .generation_settings import SCHEDULER_NAMES
+
+SCHEDULERS = dict(zip(SCHEDULER_NAMES, (DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler,
+                                        EulerDiscreteScheduler, UniPCMultistepScheduler)))
 
 
 def scheduler_from_name(name: str, config):

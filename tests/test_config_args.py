@@ -62,6 +62,7 @@ def test_each_type_reads_its_flag():
     config = config_from_args(parser, Toy, args)
     assert (config.steps, config.scale, config.ema, config.flip) == (7, 2.5, False, True)
     assert (list(config.types), config.shapes, config.mode, config.grid_steps) == ([2, 6], ("mask", "box"), "b", 9)
+    assert args.ddim_steps == 9 and not hasattr(args, "grid_steps")
     assert not hasattr(args, "hidden") and not hasattr(args, "extra")
 
 

@@ -116,7 +116,8 @@ def test_other_settings_in_the_folder_are_refused(setup, reference, tmp_path, ca
 
 @pytest.mark.parametrize("extra, message", [
     (["--map", "x.png"], "--maps replaces --map/--condition/--skin-type/--box/--mask"),
-    (["--num-images", "0"], "--num-images and --batch-size must be >= 1"),
+    (["--num-images", "0"], "--num-images must be >= 1"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
 ])
 def test_bad_maps_flags_are_one_line(setup, tmp_path, capsys, extra, message):
     assert main(argv(setup, tmp_path / "bad", *extra)) == 2

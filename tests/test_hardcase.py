@@ -38,9 +38,11 @@ from dermdiff.hardcase.synthesis import (
 from dermdiff.models.dermgan import DermGANGenerator
 from dermdiff.models.semantic_unet import SemanticUNet2DModel
 from dermdiff.pipelines.pipeline_dermdiff import DermDiffPipeline
+from dermdiff.pipelines.generation_settings import GenerationSettings
 from dermdiff.pipelines.pipeline_dermgan import DermGANPipeline
 
 SIZE = 16
+STEPS_2 = GenerationSettings(num_inference_steps=2)
 TINY_CLASSIFIER = {
     "backbone": "mobilenet_v3_small",
     "resolution": SIZE,
@@ -126,13 +128,13 @@ def test_capabilities_follow_the_call_signature():
 def test_map_strategy_labels_with_the_true_class_and_records_provenance(make_pipe):
     pipe = make_pipe()
     case = phantom_case("melanoma", "m-7", target=0)
-    images = synthesize_hard_cases(pipe, [case], strategies=("map",), per_case=3, seed=5, num_inference_steps=2)
+    images = synthesize_hard_cases(pipe, [case], strategies=("map",), per_case=3, seed=5, settings=STEPS_2)
     assert len(images) == 3
     assert {item.label_name for item in images} == {"melanoma"} and {item.source_id for item in images} == {"m-7"}
     assert [item.seed for item in images] == [derive_seed(5, "m-7", "map", k) for k in range(3)]
     assert all(item.semantic_map.condition == "melanoma" for item in images)
     assert len({item.semantic_map.boxes[0] for item in images}) > 1  # the map was jittered
-    again = synthesize_hard_cases(pipe, [case], strategies=("map",), per_case=3, seed=5, num_inference_steps=2)
+    again = synthesize_hard_cases(pipe, [case], strategies=("map",), per_case=3, seed=5, settings=STEPS_2)
     assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(images, again))
 
 
@@ -143,7 +145,8 @@ def test_sdedit_keeps_the_image_closer_at_low_strength():
     distance = {}
     for strength in (0.5, 1.0):
         item = synthesize_hard_cases(
-            pipe, [case], strategies=("sdedit",), per_case=1, seed=0, strength=strength, num_inference_steps=4
+            pipe, [case], strategies=("sdedit",), per_case=1, seed=0,
+            settings=GenerationSettings(strength=strength, num_inference_steps=4),
         )[0]
         assert item.strategy == "sdedit" and item.extra["strength"] == strength
         distance[strength] = np.mean((np.asarray(item.image, dtype=np.float64) - original) ** 2)
@@ -169,8 +172,8 @@ def test_adversarial_gradient_points_towards_the_target_class():
 def test_adversarial_strategy_changes_samples_through_the_pipeline():
     pipe = tiny_diffusion()
     maps = [phantom_case().semantic_map] * 2
-    common = {"labels": [1, 1], "seeds": [3, 4], "source_ids": ["a", "b"], "num_inference_steps": 3}
-    plain = generate_from_maps(pipe, maps, **common)
+    common = {"labels": [1, 1], "seeds": [3, 4], "source_ids": ["a", "b"]}
+    plain = generate_from_maps(pipe, maps, settings=GenerationSettings(num_inference_steps=3), **common)
     classifier = MeanColourClassifier()
     pushed = generate_from_maps(
         pipe,
@@ -178,8 +181,7 @@ def test_adversarial_strategy_changes_samples_through_the_pipeline():
         strategy="adversarial",
         classifier=classifier,
         targets=[1, 0],
-        adversarial_guidance_scale=0.5,
-        adversarial_start=0.0,
+        settings=GenerationSettings(num_inference_steps=3, adversarial_guidance_scale=0.5, adversarial_start=0.0),
         **common,
     )
     off = generate_from_maps(
@@ -188,8 +190,7 @@ def test_adversarial_strategy_changes_samples_through_the_pipeline():
         strategy="adversarial",
         classifier=classifier,
         targets=[1, 0],
-        adversarial_guidance_scale=0.0,
-        adversarial_start=0.0,
+        settings=GenerationSettings(num_inference_steps=3, adversarial_guidance_scale=0.0, adversarial_start=0.0),
         **common,
     )
     as_array = lambda items: np.stack([np.asarray(item.image, dtype=np.float64) / 255 for item in items])
@@ -198,6 +199,56 @@ def test_adversarial_strategy_changes_samples_through_the_pipeline():
     red_minus_blue = as_array(pushed)[..., 0].mean(axis=(1, 2)) - as_array(plain)[..., 0].mean(axis=(1, 2))
     assert red_minus_blue[0] > red_minus_blue[1]  # target 1 (red) gained more red than target 0 (blue)
     assert [item.target for item in pushed] == [1, 0] and pushed[0].label == 1
+
+
+@pytest.mark.parametrize("scheduler, strength", [(None, None), (None, 0.5), ("heun", 0.5)])
+def test_adversarial_guidance_counts_the_steps_the_pipeline_runs(scheduler, strength):
+    """The guided steps follow the schedule the pipeline loops over (diffusers' img2img tail, times the
+    scheduler's order), not num_inference_steps * strength."""
+    from diffusers import HeunDiscreteScheduler
+
+    pipe = tiny_diffusion()
+    if scheduler == "heun":
+        pipe.scheduler = HeunDiscreteScheduler.from_config(pipe.scheduler.config)
+    guidance = AdversarialGuidance(MeanColourClassifier(), targets=[1], scale=0.1, start=0.0)
+    case = phantom_case()
+    extra = {} if strength is None else {"image": [case.image], "strength": strength}
+    pipe(semantic_map=[case.semantic_map], num_inference_steps=4, generator=torch.Generator().manual_seed(0),
+         callback_on_step_end=guidance, callback_on_step_end_tensor_inputs=["latents"], output_type="np", **extra)
+    pipe.scheduler.set_timesteps(4)
+    expected = len(pipe.get_timesteps(4, strength)) if strength else len(pipe.scheduler.timesteps)
+    assert guidance.num_steps == pipe.num_timesteps == expected
+    assert guidance.guided_steps == list(range(expected - 1))  # every step but the last
+    if scheduler == "heun":
+        assert expected == 3 and int(4 * strength) == 2  # what the old count (ignoring order) would have used
+
+
+def test_generation_settings_validate_once_and_stay_frozen():
+    import dataclasses
+
+    for bad, match in [({"num_inference_steps": 0}, "num_inference_steps must be >= 1"),
+                       ({"strength": 0.0}, r"strength must be in \(0, 1\]"),
+                       ({"strength": float("nan")}, "strength"),
+                       ({"adversarial_guidance_scale": -1.0}, "adversarial_guidance_scale must be >= 0"),
+                       ({"adversarial_start": 1.5}, r"adversarial_start must be in \[0, 1\]"),
+                       ({"max_shift": -0.1}, "max_shift must be >= 0"),
+                       ({"batch_size": 0}, "batch_size must be >= 1"),
+                       ({"scheduler": "heun"}, "scheduler must be one of"),
+                       ({"guidance_scale": float("inf")}, "guidance_scale must be a finite number")]:
+        with pytest.raises(ValueError, match=match):
+            GenerationSettings(**bad)
+    with pytest.raises(ValueError, match="adversarial_start"):  # the guidance checks through the same class
+        AdversarialGuidance(MeanColourClassifier(), targets=[0], scale=0.1, start=2.0)
+    settings = GenerationSettings(scheduler=" DPM ")
+    assert settings.scheduler == "dpm"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.strength = 0.9
+    assert HardCaseConfig(generation={"strength": 0.3}).generation == GenerationSettings(strength=0.3)
+    # what each pipeline is given: a GAN takes no steps or guidance; None guidance leaves the pipeline's own
+    assert STEPS_2.call_kwargs(tiny_diffusion()) == {"num_inference_steps": 2}
+    assert GenerationSettings(guidance_scale=2.0).call_kwargs(tiny_gan()) == {}
+    with pytest.raises(ValueError, match="DermGANPipeline has no scheduler"):
+        GenerationSettings(scheduler="ddim").apply_scheduler(tiny_gan())
 
 
 def test_mining_records_the_confusion_target():
@@ -247,8 +298,7 @@ def test_one_round_end_to_end(splits, tmp_path, monkeypatch):
         max_cases=3,
         strategies=("map", "sdedit", "adversarial"),
         per_case=1,
-        num_inference_steps=2,
-        strength=1.0,
+        generation=GenerationSettings(num_inference_steps=2, strength=1.0),
         n_boot=50,
         seed=3,
         classifier=TINY_CLASSIFIER,
@@ -260,6 +310,7 @@ def test_one_round_end_to_end(splits, tmp_path, monkeypatch):
     assert [r["event"] for r in records] == ["start", "round", "round", "end"]
     round_1 = records[2]
     assert round_1["round"] == 1 and round_1["config"]["strategies"] == ["map", "sdedit", "adversarial"]
+    assert round_1["config"]["generation"] == {**vars(GenerationSettings()), "num_inference_steps": 2, "strength": 1.0}
     assert round_1["seeds"]["generate"] == derive_seed(3, "generate", 1)
     assert 1 <= len(round_1["mined_ids"]) <= 3 and set(round_1["mined_ids"]) <= set(splits["mining"]["image_id"])
     assert round_1["test"]["overall"]["balanced_accuracy"]["ci"] is not None

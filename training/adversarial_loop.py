@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 import torch
 
 from dermdiff.data.splits import parse_stratify_by, save_composition
+from dermdiff.config_args import add_config_arguments, argument_group, config_from_args
 from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop
 from dermdiff.hardcase.cli import (
@@ -35,11 +37,13 @@ from dermdiff.hardcase.cli import (
     add_data_arguments,
     add_generator_arguments,
     classifier_settings,
+    generation_settings,
     load_generator,
     load_splits,
     parse_json_flags,
 )
-from dermdiff.hardcase.synthesis import STRATEGIES, pipeline_registry
+from dermdiff.hardcase.loop import LOOP
+from dermdiff.hardcase.synthesis import pipeline_registry
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,78 +51,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_data_arguments(parser)
     add_generator_arguments(parser)
     add_classifier_arguments(parser)
-    loop = parser.add_argument_group("loop")
+    loop = argument_group(parser, LOOP)
     loop.add_argument("--output_dir", default="hardcase-output", help="Ledger, synthetic images, models and reports.")
-    loop.add_argument("--rounds", type=int, default=3, help="Maximum number of rounds.")
-    loop.add_argument(
-        "--round_patience",
-        type=int,
-        default=1,
-        help="Rounds without a better validation balanced accuracy before stopping.",
-    )
-    loop.add_argument(
-        "--margin", type=float, default=None, help="Also mine correct cases with p(true) - max p(other) < margin."
-    )
-    loop.add_argument(
-        "--max_cases", type=int, default=None, help="At most this many hard cases per round (hardest first)."
-    )
     loop.add_argument("--mining_classes", default=None, help="Comma-separated class names to mine (default: all).")
-    loop.add_argument(
-        "--allow_test_mining", action="store_true", help="Mine on the TEST split (leakage; every report warns)."
-    )
-    loop.add_argument("--strategies", default="map", help=f"Comma-separated generation strategies of {STRATEGIES}.")
-    loop.add_argument("--per_case", type=int, default=4, help="Images per hard case and strategy.")
-    loop.add_argument("--strength", type=float, default=0.6, help="SDEdit noise level in (0, 1].")
-    loop.add_argument(
-        "--adversarial_guidance_scale",
-        type=float,
-        default=0.05,
-        help="RMS step of classifier guidance per guided step.",
-    )
-    loop.add_argument(
-        "--adversarial_start", type=float, default=0.5, help="Fraction of the steps before classifier guidance starts."
-    )
-    loop.add_argument(
-        "--max_shift", type=float, default=0.25, help="Map jitter: largest region shift, as a fraction of the side."
-    )
-    loop.add_argument(
-        "--reference_filter", action="store_true", help="Drop images the real-data baseline does not recognise."
-    )
-    loop.add_argument(
-        "--min_reference_probability",
-        type=float,
-        default=None,
-        help="Recognised = p(label) >= this (default: top class).",
-    )
-    loop.add_argument(
-        "--min_mse", type=float, default=None, help="Drop images closer than this pixel MSE to a training image."
-    )
-    loop.add_argument(
-        "--min_feature_distance",
-        type=float,
-        default=None,
-        help="Drop images closer than this to a training image in the baseline's penultimate features "
-        "(an absolute distance: meaningful only for a trained baseline; check ledger nearest_feature_distance).",
-    )
-    loop.add_argument(
-        "--fine_tune", action="store_true", help="Retrain by fine-tuning the current model instead of from scratch."
-    )
-    loop.add_argument("--seed", type=int, default=0, help="The one base seed of every round.")
+    # every other HardCaseConfig field is a flag (generated: type, default and help come from the field)
+    add_config_arguments(parser, HardCaseConfig)
     args = parser.parse_args(argv)
     parse_json_flags(parser, args)
-    args.strategies = tuple(name.strip() for name in args.strategies.split(",") if name.strip())
-    unknown = [name for name in args.strategies if name not in STRATEGIES]
-    if unknown or not args.strategies:
-        parser.error(f"--strategies must be a comma-separated subset of {STRATEGIES}, got {unknown or 'nothing'}")
-    if args.rounds < 1 or args.per_case < 1:
-        parser.error("--rounds and --per_case must be >= 1")
+    args.config = config_from_args(
+        parser, HardCaseConfig, args, generation=generation_settings(parser, args), n_boot=args.n_boot,
+        mining_split="test" if args.allow_test_mining else "mining",
+    )
     return args
 
 
 def main(args: argparse.Namespace) -> dict:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    pipe = load_generator(args.generator, args.scheduler)
+    pipe = load_generator(args.generator, args.config.generation)
     splits = load_splits(args)
     print(save_composition(splits, args.output_dir, parse_stratify_by(args.stratify_by)))
     mining_classes = None
@@ -129,32 +79,8 @@ def main(args: argparse.Namespace) -> dict:
         if unknown:
             raise ValueError(f"--mining_classes {unknown} are not conditions of the generator: {names}")
         mining_classes = [names.index(name) for name in wanted]
-    config = HardCaseConfig(
-        rounds=args.rounds,
-        patience=args.round_patience,
-        margin=args.margin,
-        max_cases=args.max_cases,
-        mining_classes=mining_classes,
-        mining_split="test" if args.allow_test_mining else "mining",
-        allow_test_mining=args.allow_test_mining,
-        strategies=args.strategies,
-        per_case=args.per_case,
-        strength=args.strength,
-        adversarial_guidance_scale=args.adversarial_guidance_scale,
-        adversarial_start=args.adversarial_start,
-        max_shift=args.max_shift,
-        num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale,
-        generation_batch_size=args.generation_batch_size,
-        reference_filter=args.reference_filter,
-        min_reference_probability=args.min_reference_probability,
-        min_mse=args.min_mse,
-        min_feature_distance=args.min_feature_distance,
-        fine_tune=args.fine_tune,
-        seed=args.seed,
-        n_boot=args.n_boot,
-        classifier=classifier_settings(args, pipe.sample_size[0]),
-    )
+    config = replace(args.config, mining_classes=mining_classes,
+                     classifier=classifier_settings(args, pipe.sample_size[0]))
     result = run_hardcase_loop(splits, pipe, config, args.output_dir)
     print(report_markdown(result))
     return result

@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 import torch
 
+from dermdiff.config_args import add_config_arguments, argument_group, config_from_args
 from dermdiff.errors import ArgumentParser, run_script
-from dermdiff.hardcase.augmentation import AugmentationConfig, run_augmentation_experiment
+from dermdiff.hardcase.augmentation import EXPERIMENT, AugmentationConfig, run_augmentation_experiment
 from dermdiff.hardcase.cli import (
     add_classifier_arguments,
     add_data_arguments,
     add_generator_arguments,
     classifier_settings,
+    generation_settings,
     load_generator,
     load_splits,
     parse_json_flags,
@@ -36,47 +39,25 @@ from dermdiff.hardcase.cli import (
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     add_data_arguments(parser)
-    add_generator_arguments(parser)
+    add_generator_arguments(parser, exclude=("strength", "adversarial_guidance_scale", "adversarial_start"))
     add_classifier_arguments(parser)
-    experiment = parser.add_argument_group("experiment")
+    experiment = argument_group(parser, EXPERIMENT)
     experiment.add_argument("--output_dir", default="augment-output", help="Models, synthetic images and the report.")
-    experiment.add_argument(
-        "--classes", default=None, help="Comma-separated class names to augment (default: the rare ones)."
-    )
-    experiment.add_argument("--num_images", type=int, default=100, help="Synthetic images per augmented class.")
-    experiment.add_argument(
-        "--max_shift", type=float, default=0.25, help="Map jitter: largest region shift (fraction of the side)."
-    )
-    experiment.add_argument(
-        "--skin_types", default=None, help="Comma-separated skin types to swap maps to (default: keep)."
-    )
-    experiment.add_argument("--seed", type=int, default=0, help="Base seed of maps, images and both classifiers.")
+    # every other AugmentationConfig field is a flag (generated: type, default and help come from the field)
+    add_config_arguments(parser, AugmentationConfig)
     args = parser.parse_args(argv)
     parse_json_flags(parser, args)
-    if args.num_images < 1:
-        parser.error("--num_images must be >= 1")
-    args.classes = [name.strip() for name in args.classes.split(",")] if args.classes else None
-    args.skin_types = [int(value) for value in args.skin_types.split(",")] if args.skin_types else None
+    args.config = config_from_args(parser, AugmentationConfig, args, generation=generation_settings(parser, args),
+                                   n_boot=args.n_boot)
     return args
 
 
 def main(args: argparse.Namespace) -> dict:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    pipe = load_generator(args.generator, args.scheduler)
+    pipe = load_generator(args.generator, args.config.generation)
     splits = load_splits(args)
-    config = AugmentationConfig(
-        classes=args.classes,
-        num_images=args.num_images,
-        max_shift=args.max_shift,
-        skin_types=args.skin_types,
-        num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale,
-        generation_batch_size=args.generation_batch_size,
-        seed=args.seed,
-        n_boot=args.n_boot,
-        classifier=classifier_settings(args, pipe.sample_size[0]),
-    )
+    config = replace(args.config, classifier=classifier_settings(args, pipe.sample_size[0]))
     result = run_augmentation_experiment(splits, pipe, config, args.output_dir)
     with open(result["paths"]["markdown"]) as handle:
         print(handle.read())

@@ -137,7 +137,7 @@ def fid_evaluation(args, heldout, registry) -> FIDEvaluation:
     """Samples the held-out images' own maps and compares the samples with those images."""
     maps = [SemanticMap.decode(image, registry).resize(args.resolution) for image in heldout["semantic_map"]]
     return FIDEvaluation(heldout, maps, args.resolution, extractor=args.fid_extractor,
-                         num_inference_steps=args.validation_inference_steps, seed=args.seed, registry=registry)
+                         num_inference_steps=args.ddpm_num_inference_steps, seed=args.seed, registry=registry)
 
 
 def build_model(args, registry, vae=None) -> SemanticUNet2DModel:

@@ -6,7 +6,10 @@ import math
 import os
 
 from ..errors import UsageError
+from ..pipelines.generation_settings import SCHEDULER_NAMES, GenerationSettings
 from .flags import check_device
+
+DEFAULTS = GenerationSettings()
 
 NAME = "generate"
 HELP = "Generate skin images with a DermDiffPipeline (folder or Hub id) for a condition, skin type and lesion place."
@@ -42,13 +45,16 @@ def configure(parser) -> None:
     parser.add_argument("--maps", help="folder of semantic-map PNGs (sorted by name): image i uses map i, cycling")
     parser.add_argument("--mask", help="lesion mask PNG (white = lesion); with --image the region to regenerate")
     parser.add_argument("--image", help="start image: a variation of it, or with --mask a lesion grown into it")
-    parser.add_argument("--strength", type=float, help="noise level to start --image from, in (0, 1]")
+    parser.add_argument("--strength", type=float, help="noise level to start --image from, in (0, 1] (default: 0.8, "
+                        "or 1.0 with --mask)")
     parser.add_argument("--num-images", dest="num_images", type=int, default=None,
                         help="images to write (default 4, or one per map with --maps)")
-    parser.add_argument("--batch-size", dest="batch_size", type=int, default=16, help="images per forward pass")
-    parser.add_argument("--scheduler", choices=("ddpm", "ddim", "dpm", "euler", "unipc"),
+    parser.add_argument("--batch-size", dest="batch_size", type=int, default=DEFAULTS.batch_size,
+                        help="images per forward pass (default %(default)s)")
+    parser.add_argument("--scheduler", choices=SCHEDULER_NAMES,
                         help="swap in this scheduler (default: the pipeline's own)")
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    parser.add_argument("--steps", type=int, default=DEFAULTS.num_inference_steps,
+                        help="denoising steps (default %(default)s)")
     parser.add_argument("--guidance-scale", dest="guidance_scale", type=float,
                         help="classifier-free guidance weight (default 2.0, or 1.0 for a model without map dropout)")
     parser.add_argument("--seed", type=int, default=0, help="seed of image 0; image i uses seed + i")
@@ -63,21 +69,35 @@ def _open(path: str, what: str):
     return read_image(path, f"--{what}", f"{what} file")
 
 
-def _check_flags(args) -> None:
+# the `GenerationSettings` field behind each sampling flag of this command
+SETTING_FLAGS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance-scale", "strength": "--strength",
+                 "batch_size": "--batch-size", "scheduler": "--scheduler"}
+
+
+def generation_settings(args) -> GenerationSettings:
+    """The sampling flags as one `GenerationSettings`, validated there; a bad value names its flag."""
+    values = {name: getattr(args, flag[2:].replace("-", "_")) for name, flag in SETTING_FLAGS.items()}
+    try:
+        return GenerationSettings(**values)
+    except ValueError as error:
+        message = str(error)
+        for name, flag in SETTING_FLAGS.items():
+            message = message.replace(name, flag)
+        raise UsageError(message) from None
+
+
+def _check_flags(args) -> GenerationSettings:
     """Flag values checked before the pipeline is loaded, so a typo fails at once and names its flag."""
-    if (args.num_images is not None and args.num_images < 1) or args.batch_size < 1:
-        raise UsageError(f"--num-images and --batch-size must be >= 1, got {args.num_images} and {args.batch_size}")
+    if args.num_images is not None and args.num_images < 1:
+        raise UsageError(f"--num-images must be >= 1, got {args.num_images}")
     if args.maps and (args.map or args.condition or args.skin_type or args.box or args.mask):
         raise UsageError("--maps replaces --map/--condition/--skin-type/--box/--mask; pass one or the other")
-    if args.steps < 1:
-        raise UsageError(f"--steps must be >= 1, got {args.steps}")
     if args.map and (args.condition or args.skin_type or args.box):
         raise UsageError("--map replaces --condition/--skin-type/--box; pass one or the other")
     if args.strength is not None and not args.image:
         raise UsageError("--strength needs --image (the noise level the start image is taken to)")
-    if args.strength is not None and not 0 < args.strength <= 1:
-        raise UsageError(f"--strength must be in (0, 1], got {args.strength}")
     check_device(args.device)
+    return generation_settings(args)
 
 
 # the settings that decide the images: a folder is resumed only with the same ones
@@ -108,10 +128,10 @@ def run(args) -> int:
     from ..semantic_map import SemanticMap
     from .maps import decode_map
 
-    _check_flags(args)
+    settings = _check_flags(args)
     files = {what: _open(getattr(args, what), what) for what in ("mask", "image") if getattr(args, what)}
     state = PartialState()
-    pipe = load_pipeline(args.pipeline, kinds=("DermDiffPipeline",), scheduler=args.scheduler,
+    pipe = load_pipeline(args.pipeline, kinds=("DermDiffPipeline",), scheduler=settings.scheduler,
                          device=args.device or state.device, progress_bar=False)
     registry, size = pipe.unet.registry, pipe.sample_size
 
@@ -131,8 +151,8 @@ def run(args) -> int:
     first_map = read_map(sources[0])  # bad maps fail here, before anything is written
     num_images = args.num_images or (len(sources) if args.maps else 4)
     image = files["image"].convert("RGB") if args.image else None
-    call = dict(num_inference_steps=args.steps, guidance_scale=args.guidance_scale, output_type="pil",
-                image=image, strength=args.strength, mask=mask if image is not None else None)
+    call = dict(settings.call_kwargs(pipe), output_type="pil", image=image, strength=settings.strength,
+                mask=mask if image is not None else None)
     lesion_png = None
     if mask is not None:  # the lesion's shape, in the dataset layout's `mask_file` column
         from PIL import Image
@@ -149,10 +169,10 @@ def run(args) -> int:
 
     # 3. batches of fixed members (image i in batch i // batch_size) shared out by striding, so every image
     #    is computed in the same batch whatever the number of processes; image i from seed + i
-    batches = range(math.ceil(num_images / args.batch_size))[state.process_index :: state.num_processes]
+    batches = range(math.ceil(num_images / settings.batch_size))[state.process_index :: state.num_processes]
     cache = {0: first_map}
     for batch in tqdm(batches, desc="generate", disable=not state.is_main_process):
-        members = range(batch * args.batch_size, min((batch + 1) * args.batch_size, num_images))
+        members = range(batch * settings.batch_size, min((batch + 1) * settings.batch_size, num_images))
         missing = [i for i in members if f"images/{image_stem(i)}.png" not in finished]
         if not missing:
             continue

@@ -28,41 +28,55 @@ import numpy as np
 
 from ..data.synthetic_folder import write_synthetic
 from ..loops.classifier import ClassifierTrainingConfig, dataset_labels, predict
+from ..pipelines.generation_settings import GenerationSettings
 from ..semantic_map import SemanticMap
 from .loop import check_no_synthetic_in_evaluation, evaluation_fingerprints, fit_classifier, paired, training_pool
 from .report import before_after_markdown, metric_rows
 from .synthesis import derive_seed, generate_from_maps, pipeline_registry
 
 
+def parse_names(text: str) -> list[str] | None:
+    """Comma-separated names ("melanoma,vascular") as a list; empty gives None."""
+    return [name.strip() for name in text.split(",") if name.strip()] or None
+
+
+def parse_skin_type_list(text: str) -> list[int] | None:
+    """Comma-separated integer skin types ("1,5") as a list; empty gives None."""
+    try:
+        return [int(value) for value in text.split(",") if value.strip()] or None
+    except ValueError:
+        raise ValueError(f"takes comma-separated integers, got {text!r}") from None
+
+
+EXPERIMENT = "experiment"
+
+
 @dataclass
 class AugmentationConfig:
-    """Settings of the augmentation experiment.
+    """Settings of the augmentation experiment; each field's help is its documentation, and
+    `training/augment_experiment.py`'s flags are generated from the fields. How images are generated (steps,
+    guidance, map jitter `max_shift`, batch size) is one `GenerationSettings` (`generation`)."""
 
-    Args:
-        classes (`list`, *optional*): class names or indices to augment; default `rare_classes` of the train split.
-        num_images (`int`, defaults to 100): synthetic images per augmented class.
-        map_split (`str`, defaults to `"validation"`): where the maps are sampled from.
-        max_shift (`float`, defaults to 0.25): map jitter; skin_types (`list[int]`, *optional*): swap the skin
-            type for one of these (DermGAN); `None` keeps the map's.
-        num_inference_steps (`int`, defaults to 50), guidance_scale (`float`, *optional*),
-            generation_batch_size (`int`, defaults to 16): generator settings.
-        seed (`int`, defaults to 0), n_boot (`int`, defaults to 1000).
-        classifier (`dict`): `ClassifierTrainingConfig` fields, shared by both runs.
-    """
-
-    classes: list | None = None
-    num_images: int = 100
-    map_split: str = "validation"
-    max_shift: float = 0.25
-    skin_types: list | None = None
-    num_inference_steps: int = 50
-    guidance_scale: float | None = None
-    generation_batch_size: int = 16
-    seed: int = 0
-    n_boot: int = 1000
-    classifier: dict = field(default_factory=dict)
+    classes: list | None = field(default=None, metadata={
+        "help": "Comma-separated class names (or indices) to augment (default: the rare ones of the train split).",
+        "parse": parse_names, "group": EXPERIMENT})
+    num_images: int = field(default=100, metadata={"help": "Synthetic images per augmented class.",
+                                                   "group": EXPERIMENT})
+    map_split: str = field(default="validation", metadata={"help": "Where the maps are sampled from.", "cli": False})
+    skin_types: list | None = field(default=None, metadata={
+        "help": "Comma-separated skin types to swap maps to, as DermGAN does (default: keep the map's).",
+        "parse": parse_skin_type_list, "group": EXPERIMENT})
+    generation: GenerationSettings = field(default_factory=GenerationSettings, metadata={
+        "help": "How images are generated (steps, guidance, map jitter, batch size).", "cli": False})
+    seed: int = field(default=0, metadata={"help": "Base seed of maps, images and both classifiers.",
+                                           "group": EXPERIMENT})
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap replicates of the CIs and the paired test.",
+                                                "cli": False})
+    classifier: dict = field(default_factory=dict, metadata={
+        "help": "ClassifierTrainingConfig fields, shared by both runs."})
 
     def __post_init__(self):
+        self.generation = GenerationSettings.from_value(self.generation)
         if self.num_images < 1:
             raise ValueError(f"num_images must be >= 1, got {self.num_images}")
 
@@ -143,6 +157,7 @@ def run_augmentation_experiment(
     for name in ("train", "validation", "test", config.map_split):
         if name not in splits or len(splits[name]) == 0:
             raise ValueError(f"the experiment needs a non-empty {name!r} split; got {list(splits)}")
+    config.generation.apply_scheduler(pipe)
     registry = pipeline_registry(pipe)
     names = list(registry.names)
     classifier_config = asdict(ClassifierTrainingConfig(**config.classifier))
@@ -171,7 +186,7 @@ def run_augmentation_experiment(
             pipe.sample_size,
             registry,
             derive_seed(config.seed, "maps", label),
-            config.max_shift,
+            config.generation.max_shift,
             config.skin_types,
         )
         seeds = [derive_seed(config.seed, "image", label, n) for n in range(len(maps))]
@@ -182,9 +197,7 @@ def run_augmentation_experiment(
             seeds,
             [f"{config.map_split}:{s}" for s in sources],
             strategy="map",
-            num_inference_steps=config.num_inference_steps,
-            guidance_scale=config.guidance_scale,
-            batch_size=config.generation_batch_size,
+            settings=config.generation,
         )
     folder = write_synthetic(synthetic, os.path.join(output_dir, "synthetic"), registry, prefix="syn-aug")
     check_no_synthetic_in_evaluation(evaluation_fingerprints(splits), synthetic)

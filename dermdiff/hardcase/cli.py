@@ -10,6 +10,9 @@ import argparse
 import json
 
 from ..classifier_flags import add_backbone_arguments, check_backbone_arguments
+from ..config_args import add_config_arguments, argument_group, config_from_args
+from ..pipelines.generation_settings import GROUP as GENERATOR_GROUP
+from ..pipelines.generation_settings import GenerationSettings
 
 SPLIT_NAMES = ("train", "validation", "mining", "test")
 
@@ -66,19 +69,16 @@ def add_classifier_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("generator")
+def add_generator_arguments(parser: argparse.ArgumentParser, exclude=()) -> None:
+    """`--generator PIPELINE_DIR` and one flag per `GenerationSettings` field (less `exclude`)."""
+    group = argument_group(parser, GENERATOR_GROUP)
     group.add_argument("--generator", required=True, help="A saved DermDiffPipeline or DermGANPipeline folder.")
-    group.add_argument("--num_inference_steps", type=int, default=50, help="Denoising steps (diffusion only).")
-    group.add_argument(
-        "--scheduler",
-        default=None,
-        help="Swap the diffusion scheduler: ddim, ddpm, dpm, euler, unipc (default: saved).",
-    )
-    group.add_argument(
-        "--guidance_scale", type=float, default=None, help="Classifier-free guidance weight (diffusion only)."
-    )
-    group.add_argument("--generation_batch_size", type=int, default=16, help="Images per generator call.")
+    add_config_arguments(parser, GenerationSettings, exclude=exclude)
+
+
+def generation_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> GenerationSettings:
+    """The `GenerationSettings` of the generator flags, validated once (a bad value names its flag, exit 2)."""
+    return config_from_args(parser, GenerationSettings, args)
 
 
 def parse_json_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -116,13 +116,12 @@ def classifier_settings(args: argparse.Namespace, resolution: int) -> dict:
 GENERATOR_KINDS = ("DermDiffPipeline", "DermGANPipeline")  # the pipelines that draw an image from a map
 
 
-def load_generator(path: str, scheduler: str | None = None):
-    """The hard-case generator (`GENERATOR_KINDS`) from a folder or Hub id, its denoising bar silenced.
-
-    `scheduler` swaps a diffusion pipeline's scheduler by name (`dermdiff.pipelines.scheduler_names`).
-    """
+def load_generator(path: str, settings: GenerationSettings | None = None):
+    """The hard-case generator (`GENERATOR_KINDS`) from a folder or Hub id, its denoising bar silenced, with the
+    scheduler of `settings` swapped in (by name, `dermdiff.pipelines.scheduler_names`)."""
     from ..pipelines.loading import load_pipeline
 
+    scheduler = GenerationSettings.from_value(settings).scheduler
     return load_pipeline(path, kinds=GENERATOR_KINDS, scheduler=scheduler, progress_bar=False)
 
 

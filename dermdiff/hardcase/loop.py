@@ -35,7 +35,8 @@ Example:
     >>> splits = make_splits(phantom_dataset(n=600, size=32, class_weights=weights))
     >>> pipe = DermDiffPipeline.from_pretrained("outputs/dermdiff-phantom-32")
     >>> result = run_hardcase_loop(splits, pipe, {"rounds": 2, "strategies": ("map", "sdedit"),
-    ...                                          "classifier": {"resolution": 32, "num_epochs": 10}}, "out/loop")
+    ...                                          "classifier": {"resolution": 32, "num_epochs": 10},
+    ...                                          "generation": {"num_inference_steps": 20}}, "out/loop")
 """
 
 from __future__ import annotations
@@ -54,11 +55,13 @@ from ..metrics.subgroups import UNKNOWN, compare_by_group, group_key, metrics_by
 from .filters import filter_by_distance, filter_by_reference
 from .mining import Ledger, check_mining_split, mine_hard_cases
 from .report import group_side, write_report
+from ..pipelines.generation_settings import GenerationSettings
 from .synthesis import (
     STRATEGIES,
     case_source,
     check_strategies,
     derive_seed,
+    parse_strategies,
     pipeline_registry,
     synthesize_hard_cases,
 )
@@ -66,64 +69,59 @@ from .synthesis import (
 EVALUATION_SPLITS = ("validation", "mining", "test")
 
 
+LOOP = "loop"
+
+
 @dataclass
 class HardCaseConfig:
-    """Settings of the hard-case loop (every field has a default; see `run_hardcase_loop`).
+    """Settings of the hard-case loop (see `run_hardcase_loop`); each field's help is its documentation, and
+    `training/adversarial_loop.py`'s flags are generated from the fields. How images are generated is one
+    `GenerationSettings` (`generation`), validated there."""
 
-    Args:
-        rounds (`int`, defaults to 3): upper bound on rounds.
-        patience (`int`, defaults to 1): rounds without a better validation balanced accuracy before stopping.
-        margin (`float`, *optional*): also mine correct cases with p(true) - max p(other) < margin.
-        max_cases (`int`, *optional*): at most this many hard cases per round (hardest first).
-        mining_classes (`list[int]`, *optional*): only mine cases of these classes.
-        mining_split (`str`, defaults to `"mining"`): where cases are mined; `"test"` needs `allow_test_mining`.
-        allow_test_mining (`bool`, defaults to `False`): accept mining on the test split (leakage warning).
-        strategies (`tuple[str]`, defaults to `("map",)`): any of `dermdiff.hardcase.synthesis.STRATEGIES`.
-        per_case (`int`, defaults to 4): images per hard case and strategy.
-        strength (`float`, defaults to 0.6): SDEdit noise level.
-        adversarial_guidance_scale (`float`, defaults to 0.05), adversarial_start (`float`, defaults to 0.5):
-            see `dermdiff.hardcase.synthesis.AdversarialGuidance`.
-        max_shift (`float`, defaults to 0.25): map jitter.
-        num_inference_steps (`int`, defaults to 50), guidance_scale (`float`, *optional*),
-            generation_batch_size (`int`, defaults to 16): generator settings.
-        reference_filter (`bool`, defaults to `False`): drop images the baseline does not recognise.
-        min_reference_probability (`float`, *optional*): recognised = p(label) >= this (default: top class).
-        min_mse (`float`, *optional*), min_feature_distance (`float`, *optional*): drop near-copies of
-            training images (pixel MSE in [0, 1] units / baseline-feature distance).
-        fine_tune (`bool`, defaults to `False`): step 5 fine-tunes the current model instead of training anew.
-        seed (`int`, defaults to 0): the one base seed.
-        n_boot (`int`, defaults to 1000): bootstrap replicates of the CIs and the paired test.
-        classifier (`dict`): `ClassifierTrainingConfig` fields (backbone, resolution, num_epochs, balance, ...);
-            `resolution` defaults to the generator's image size.
-    """
-
-    rounds: int = 3
-    patience: int = 1
-    margin: float | None = None
-    max_cases: int | None = None
-    mining_classes: list | None = None
-    mining_split: str = "mining"
-    allow_test_mining: bool = False
-    strategies: tuple = ("map",)
-    per_case: int = 4
-    strength: float = 0.6
-    adversarial_guidance_scale: float = 0.05
-    adversarial_start: float = 0.5
-    max_shift: float = 0.25
-    num_inference_steps: int = 50
-    guidance_scale: float | None = None
-    generation_batch_size: int = 16
-    reference_filter: bool = False
-    min_reference_probability: float | None = None
-    min_mse: float | None = None
-    min_feature_distance: float | None = None
-    fine_tune: bool = False
-    seed: int = 0
-    n_boot: int = 1000
-    classifier: dict = field(default_factory=dict)
+    rounds: int = field(default=3, metadata={"help": "Maximum number of rounds.", "group": LOOP})
+    patience: int = field(default=1, metadata={
+        "help": "Rounds without a better validation balanced accuracy before stopping.", "flag": "round_patience",
+        "group": LOOP})
+    margin: float | None = field(default=None, metadata={
+        "help": "Also mine correct cases with p(true) - max p(other) < margin.", "group": LOOP})
+    max_cases: int | None = field(default=None, metadata={
+        "help": "At most this many hard cases per round (hardest first).", "group": LOOP})
+    mining_classes: list | None = field(default=None, metadata={
+        "help": "Only mine cases of these classes (indices; the command line takes comma-separated names).",
+        "cli": False})
+    mining_split: str = field(default="mining", metadata={
+        "help": "Where cases are mined; 'test' needs allow_test_mining.", "cli": False})
+    allow_test_mining: bool = field(default=False, metadata={
+        "help": "Mine on the TEST split (leakage; every report warns).", "group": LOOP})
+    strategies: tuple = field(default=("map",), metadata={
+        "help": f"Comma-separated generation strategies of {STRATEGIES}.", "parse": parse_strategies,
+        "group": LOOP})
+    per_case: int = field(default=4, metadata={"help": "Images per hard case and strategy.", "group": LOOP})
+    generation: GenerationSettings = field(default_factory=GenerationSettings, metadata={
+        "help": "How images are generated (steps, guidance, SDEdit strength, classifier guidance, map jitter).",
+        "cli": False})
+    reference_filter: bool = field(default=False, metadata={
+        "help": "Drop images the real-data baseline does not recognise.", "group": LOOP})
+    min_reference_probability: float | None = field(default=None, metadata={
+        "help": "Recognised = p(label) >= this (default: top class).", "group": LOOP})
+    min_mse: float | None = field(default=None, metadata={
+        "help": "Drop images closer than this pixel MSE (in [0, 1] units) to a training image.", "group": LOOP})
+    min_feature_distance: float | None = field(default=None, metadata={
+        "help": "Drop images closer than this to a training image in the baseline's penultimate features "
+                "(an absolute distance: meaningful only for a trained baseline; check ledger "
+                "nearest_feature_distance).", "group": LOOP})
+    fine_tune: bool = field(default=False, metadata={
+        "help": "Retrain by fine-tuning the current model instead of from scratch.", "group": LOOP})
+    seed: int = field(default=0, metadata={"help": "The one base seed of every round.", "group": LOOP})
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap replicates of the CIs and the paired test.",
+                                                "cli": False})
+    classifier: dict = field(default_factory=dict, metadata={
+        "help": "ClassifierTrainingConfig fields (backbone, resolution, num_epochs, balance, ...); resolution "
+                "defaults to the generator's image size."})
 
     def __post_init__(self):
         self.strategies = tuple(self.strategies)
+        self.generation = GenerationSettings.from_value(self.generation)
         if self.rounds < 1 or self.patience < 1 or self.per_case < 1:
             raise ValueError(
                 f"rounds, patience and per_case must be >= 1, got {self.rounds}, {self.patience}, {self.per_case}"
@@ -133,10 +131,6 @@ class HardCaseConfig:
             raise ValueError(f"strategies must be a non-empty subset of {STRATEGIES}, got {list(self.strategies)}")
         if self.margin is not None and not 0 <= self.margin <= 1:
             raise ValueError(f"margin must be in [0, 1], got {self.margin}")
-        if not 0 < self.strength <= 1:
-            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
-        if self.adversarial_guidance_scale < 0:
-            raise ValueError(f"adversarial_guidance_scale must be >= 0, got {self.adversarial_guidance_scale}")
         known = {item.name for item in fields(ClassifierTrainingConfig)}
         if set(self.classifier) - known:
             raise ValueError(
@@ -306,6 +300,7 @@ def run_hardcase_loop(
                 f"the loop needs a non-empty {name!r} split; got {[(k, len(v)) for k, v in splits.items()]}"
             )
     leakage_warning = check_mining_split(config.mining_split, config.allow_test_mining)
+    config.generation.apply_scheduler(pipe)
     check_strategies(pipe, config.strategies)
     registry = pipeline_registry(pipe)
     label_names = list(registry.names)
@@ -407,14 +402,8 @@ def run_hardcase_loop(
             strategies=config.strategies,
             per_case=config.per_case,
             seed=round_seeds["generate"],
-            num_inference_steps=config.num_inference_steps,
-            guidance_scale=config.guidance_scale,
-            strength=config.strength,
+            settings=config.generation,
             classifier=current,
-            adversarial_guidance_scale=config.adversarial_guidance_scale,
-            adversarial_start=config.adversarial_start,
-            max_shift=config.max_shift,
-            batch_size=config.generation_batch_size,
         )
 
         # -- 4. optional filters ----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ label (`filter_by_reference`), and images too close to a training image (`filter
 
 Example:
     >>> images = synthesize_hard_cases(pipe, cases, strategies=("map", "sdedit"), per_case=4, seed=0,
-    ...                                num_inference_steps=50)
+    ...                                settings=GenerationSettings(num_inference_steps=50))
     >>> images[0].source_id, images[0].strategy, images[0].seed, images[0].label_name
     >>> write_synthetic(images, "out/synthetic/round_1", registry)
 """
@@ -42,6 +42,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..conditions import get_registry
+from ..pipelines.generation_settings import GenerationSettings
 from ..semantic_map import SemanticMap
 
 STRATEGIES = ("map", "sdedit", "adversarial")
@@ -62,6 +63,15 @@ def derive_seed(base_seed: int, *keys) -> int:
     """A 31-bit seed determined by `base_seed` and `keys` (strings or ints): independent streams, one base."""
     text = json.dumps([int(base_seed)] + [str(key) for key in keys])
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def parse_strategies(text: str) -> tuple[str, ...]:
+    """Comma-separated strategy names ("map,sdedit") as a tuple; `ValueError` naming what is allowed."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in STRATEGIES]
+    if unknown or not names:
+        raise ValueError(f"takes a comma-separated subset of {STRATEGIES}, got {unknown or 'nothing'}")
+    return names
 
 
 def supported_strategies(pipe) -> tuple[str, ...]:
@@ -185,21 +195,22 @@ class AdversarialGuidance:
             It runs in eval mode during the call.
         targets (`Sequence[int]`): the target class of each image of the batch.
         scale (`float`): RMS step per guided step; 0 disables guidance.
-        num_steps (`int`): denoising steps the pipeline will run (for SDEdit only the tail).
+        num_steps (`int`, *optional*): denoising steps the pipeline runs (for SDEdit only the tail). Left out,
+            it is read from the pipeline at the first step (`pipe.num_timesteps`, the length of the schedule it
+            actually loops over, which counts a scheduler's `order` and SDEdit's `strength` as diffusers'
+            img2img pipelines do).
         start (`float`, defaults to 0.5): fraction of the steps after which guidance starts.
     """
 
     tensor_inputs: ClassVar[list] = ["latents"]
 
-    def __init__(self, classifier, targets: Sequence[int], scale: float, num_steps: int, start: float = 0.5):
-        if scale < 0:
-            raise ValueError(f"adversarial_guidance_scale must be >= 0, got {scale}")
-        if not 0.0 <= start <= 1.0:
-            raise ValueError(f"start must be in [0, 1], got {start}")
+    def __init__(self, classifier, targets: Sequence[int], scale: float, num_steps: int | None = None,
+                 start: float = 0.5):
+        GenerationSettings(adversarial_guidance_scale=scale, adversarial_start=start)  # the one validation
         self.classifier = classifier
         self.targets = torch.as_tensor(list(targets), dtype=torch.long)
         self.scale = float(scale)
-        self.num_steps = int(num_steps)
+        self.num_steps = None if num_steps is None else int(num_steps)
         self.start = float(start)
         self.guided_steps: list[int] = []
 
@@ -230,6 +241,8 @@ class AdversarialGuidance:
         return grad.to(sample.dtype)
 
     def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        if self.num_steps is None:
+            self.num_steps = int(pipe.num_timesteps)
         if not self.is_guided(step):
             return callback_kwargs
         latents = callback_kwargs["latents"]
@@ -244,39 +257,21 @@ class AdversarialGuidance:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _call_pipeline(
-    pipe,
-    maps,
-    seeds,
-    num_inference_steps,
-    guidance_scale,
-    images=None,
-    strength=None,
-    classifier=None,
-    targets=None,
-    adversarial_guidance_scale=0.0,
-    adversarial_start=0.5,
-):
-    """One batched pipeline call; only the keyword arguments the pipeline accepts are passed."""
-    parameters = inspect.signature(pipe.__call__).parameters
+def _call_pipeline(pipe, maps, seeds, settings: GenerationSettings, images=None, classifier=None, targets=None):
+    """One batched pipeline call: `images` make it SDEdit (at `settings.strength`), `classifier` + `targets` add
+    `AdversarialGuidance` (its step count read from the pipeline as the call runs)."""
     kwargs = {
         "semantic_map": list(maps),
         "generator": [torch.Generator().manual_seed(int(seed)) for seed in seeds],
         "output_type": "pil",
+        **settings.call_kwargs(pipe),
     }
-    if "num_inference_steps" in parameters:
-        kwargs["num_inference_steps"] = num_inference_steps
-    if guidance_scale is not None and "guidance_scale" in parameters:
-        kwargs["guidance_scale"] = guidance_scale
     if images is not None:
         kwargs["image"] = list(images)
-        kwargs["strength"] = strength
+        kwargs["strength"] = settings.strength
     if classifier is not None:
-        steps_run = (
-            num_inference_steps if strength is None else min(int(num_inference_steps * strength), num_inference_steps)
-        )
         kwargs["callback_on_step_end"] = AdversarialGuidance(
-            classifier, targets, adversarial_guidance_scale, steps_run, adversarial_start
+            classifier, targets, settings.adversarial_guidance_scale, start=settings.adversarial_start
         )
         kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
     return pipe(**kwargs).images
@@ -289,29 +284,25 @@ def generate_from_maps(
     seeds: Sequence[int],
     source_ids: Sequence[str],
     strategy: str = "map",
-    num_inference_steps: int = 50,
-    guidance_scale: float | None = None,
-    batch_size: int = 16,
+    settings: GenerationSettings | None = None,
     images: Sequence[Image.Image] | None = None,
-    strength: float | None = None,
     classifier=None,
     targets: Sequence[int] | None = None,
-    adversarial_guidance_scale: float = 0.0,
-    adversarial_start: float = 0.5,
 ) -> list[SyntheticImage]:
-    """One image per map, in batches; the building block of every strategy and of the augmentation experiment.
+    """One image per map, in batches of `settings.batch_size`; the building block of every strategy and of the
+    augmentation experiment.
 
     Image i is drawn from its own `torch.Generator` seeded with `seeds[i]` and labelled `labels[i]`.
-    `images` + `strength` make it SDEdit; `classifier` + `targets` add `AdversarialGuidance`.
+    `images` make it SDEdit (at `settings.strength`); `classifier` + `targets` add `AdversarialGuidance`.
     """
+    settings = GenerationSettings.from_value(settings)
+    batch_size = settings.batch_size
     count = len(maps)
     if not (len(labels) == len(seeds) == len(source_ids) == count):
         raise ValueError(
             f"need one label, seed and source id per map; got {len(labels)}, {len(seeds)}, "
             f"{len(source_ids)} for {count} maps"
         )
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     registry = pipeline_registry(pipe)
     out: list[SyntheticImage] = []
     progress = tqdm(total=count, desc=f"generating ({strategy})", unit="img", leave=False)
@@ -321,14 +312,10 @@ def generate_from_maps(
             pipe,
             maps[part],
             seeds[part],
-            num_inference_steps,
-            guidance_scale,
+            settings,
             images=None if images is None else images[part],
-            strength=strength,
             classifier=classifier,
             targets=None if targets is None else list(targets[part]),
-            adversarial_guidance_scale=adversarial_guidance_scale,
-            adversarial_start=adversarial_start,
         )
         for offset, picture in enumerate(generated):
             i = start + offset
@@ -355,14 +342,8 @@ def synthesize_hard_cases(
     strategies: Sequence[str] = ("map",),
     per_case: int = 4,
     seed: int = 0,
-    num_inference_steps: int = 50,
-    guidance_scale: float | None = None,
-    strength: float = 0.6,
+    settings: GenerationSettings | None = None,
     classifier=None,
-    adversarial_guidance_scale: float = 0.05,
-    adversarial_start: float = 0.5,
-    max_shift: float = 0.25,
-    batch_size: int = 16,
 ) -> list[SyntheticImage]:
     """`per_case` images per case and strategy, labelled with each case's TRUE class.
 
@@ -373,24 +354,16 @@ def synthesize_hard_cases(
         per_case (`int`, defaults to 4): images per case and strategy.
         seed (`int`, defaults to 0): base seed; image k of case c and strategy s gets
             `derive_seed(seed, c, s, k)` (also the seed of its map jitter).
-        num_inference_steps, guidance_scale: passed to the pipeline where it takes them.
-        strength (`float`, defaults to 0.6): SDEdit noise level in (0, 1].
+        settings (`GenerationSettings`, *optional*): steps, guidance, SDEdit strength, classifier-guidance
+            scale and start, map jitter, batch size (validated there; default: its defaults).
         classifier (*optional*): the current classifier; needed by `adversarial`.
-        adversarial_guidance_scale (`float`, defaults to 0.05): see `AdversarialGuidance`.
-        adversarial_start (`float`, defaults to 0.5): fraction of the steps before guidance starts.
-        max_shift (`float`, defaults to 0.25): map jitter (`SemanticMap.random_variation`).
-        batch_size (`int`, defaults to 16): images per pipeline call.
     """
     strategies = check_strategies(pipe, strategies)
+    settings = GenerationSettings.from_value(settings)
     if per_case < 1:
         raise ValueError(f"per_case must be >= 1, got {per_case}")
-    if "sdedit" in strategies and not 0 < strength <= 1:
-        raise ValueError(f"strength must be in (0, 1], got {strength}")
-    if "adversarial" in strategies:
-        if classifier is None:
-            raise ValueError("strategy 'adversarial' needs the current classifier (classifier=)")
-        if adversarial_guidance_scale < 0:
-            raise ValueError(f"adversarial_guidance_scale must be >= 0, got {adversarial_guidance_scale}")
+    if "adversarial" in strategies and classifier is None:
+        raise ValueError("strategy 'adversarial' needs the current classifier (classifier=)")
     size = tuple(pipe.sample_size)
     out: list[SyntheticImage] = []
     for strategy in strategies:
@@ -403,7 +376,7 @@ def synthesize_hard_cases(
                 if strategy == "sdedit":
                     smap = case.semantic_map  # the image and its own map: a variation of this very case
                 else:
-                    smap = case.semantic_map.random_variation(image_seed, max_shift=max_shift)
+                    smap = case.semantic_map.random_variation(image_seed, max_shift=settings.max_shift)
                 target = case.target if case.target is not None and case.target != case.label else None
                 if strategy == "adversarial" and target is None:
                     continue  # nothing to push towards (a correct case without a runner-up)
@@ -419,21 +392,16 @@ def synthesize_hard_cases(
             seeds=[job[1] for job in jobs],
             source_ids=[job[0].sample_id for job in jobs],
             strategy=strategy,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            batch_size=batch_size,
+            settings=settings,
             images=[job[3] for job in jobs] if strategy == "sdedit" else None,
-            strength=strength if strategy == "sdedit" else None,
             classifier=classifier if strategy == "adversarial" else None,
             targets=[job[4] for job in jobs] if strategy == "adversarial" else None,
-            adversarial_guidance_scale=adversarial_guidance_scale,
-            adversarial_start=adversarial_start,
         )
         if strategy == "sdedit":
             for item in generated:
-                item.extra["strength"] = strength
+                item.extra["strength"] = settings.strength
         if strategy == "adversarial":
             for item in generated:
-                item.extra["adversarial_guidance_scale"] = adversarial_guidance_scale
+                item.extra["adversarial_guidance_scale"] = settings.adversarial_guidance_scale
         out.extend(generated)
     return out

@@ -1,0 +1,112 @@
+"""How images are generated, as one frozen object: the settings every face that samples a pipeline carries.
+
+The hard-case loop (`HardCaseConfig.generation`), the augmentation experiment (`AugmentationConfig.generation`),
+the demo (`DemoConfig.generation`) and `dermdiff generate` each hold one `GenerationSettings`; it is
+validated once, here, passed whole down to the pipeline call (`call_kwargs`), and recorded whole in the
+hard-case ledger (`dataclasses.asdict`). The command-line flags of `training/adversarial_loop.py` and
+`training/augment_experiment.py` are generated from its fields (`dermdiff.config_args`).
+
+Example:
+    >>> settings = GenerationSettings(num_inference_steps=20, guidance_scale=2.0, scheduler="dpm")
+    >>> pipe(semantic_map=maps, generator=generators, **settings.call_kwargs(pipe))
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+
+GROUP = "generator"
+# the short scheduler names (their diffusers classes: `dermdiff.pipelines.scheduler_names`); here so that
+# reading settings imports no diffusers
+SCHEDULER_NAMES = ("ddpm", "ddim", "dpm", "euler", "unipc")
+
+
+def parse_scheduler(text: str) -> str | None:
+    """A `--scheduler` value: a short name, or '' / 'none' for the pipeline's own scheduler (None)."""
+    key = text.strip().lower()
+    if key in ("", "none"):
+        return None
+    if key not in SCHEDULER_NAMES:
+        raise ValueError(f"takes one of {', '.join(SCHEDULER_NAMES)} ('' keeps the pipeline's), got {text!r}")
+    return key
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """The sampling settings of a map-conditioned pipeline; each field's help is its documentation."""
+
+    num_inference_steps: int = field(default=50, metadata={"help": "Denoising steps (diffusion only).",
+                                                           "group": GROUP})
+    guidance_scale: float | None = field(default=None, metadata={
+        "help": "Classifier-free guidance weight (diffusion only; default: the pipeline's).", "group": GROUP})
+    strength: float | None = field(default=0.6, metadata={
+        "help": "SDEdit noise level in (0, 1] (None: the pipeline's default for its start image).", "group": GROUP})
+    adversarial_guidance_scale: float = field(default=0.05, metadata={
+        "help": "RMS step of classifier guidance per guided step (dermdiff.hardcase.synthesis.AdversarialGuidance).",
+        "group": GROUP})
+    adversarial_start: float = field(default=0.5, metadata={
+        "help": "Fraction of the denoising steps before classifier guidance starts.", "group": GROUP})
+    max_shift: float = field(default=0.25, metadata={
+        "help": "Map jitter: largest region shift, as a fraction of the side (SemanticMap.random_variation).",
+        "group": GROUP})
+    batch_size: int = field(default=16, metadata={"help": "Images per generator call.",
+                                                  "flag": "generation_batch_size", "group": GROUP})
+    scheduler: str | None = field(default=None, metadata={
+        "help": f"Swap the diffusion scheduler: {', '.join(SCHEDULER_NAMES)} (default: the pipeline's saved one).",
+        "parse": parse_scheduler, "group": GROUP})
+
+    def __post_init__(self):
+        if self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        if self.guidance_scale is not None and not math.isfinite(self.guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number or None, got {self.guidance_scale}")
+        if self.strength is not None and not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if not self.adversarial_guidance_scale >= 0:
+            raise ValueError(f"adversarial_guidance_scale must be >= 0, got {self.adversarial_guidance_scale}")
+        if not 0.0 <= self.adversarial_start <= 1.0:
+            raise ValueError(f"adversarial_start must be in [0, 1], got {self.adversarial_start}")
+        if not self.max_shift >= 0:
+            raise ValueError(f"max_shift must be >= 0, got {self.max_shift}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.scheduler is not None:
+            key = str(self.scheduler).strip().lower()
+            if key not in SCHEDULER_NAMES:
+                raise ValueError(f"scheduler must be one of {sorted(SCHEDULER_NAMES)} or None, got {self.scheduler!r}")
+            object.__setattr__(self, "scheduler", key)  # frozen: the one normalisation, at construction
+
+    @classmethod
+    def from_value(cls, value) -> "GenerationSettings":
+        """`value` itself, or the settings of a dict (a config read back from JSON); None gives the defaults."""
+        if value is None:
+            return cls()
+        return value if isinstance(value, cls) else cls(**value)
+
+    def call_kwargs(self, pipe) -> dict:
+        """The keyword arguments of `pipe(...)` these settings decide, for the ones its `__call__` takes.
+
+        A DermGAN pipeline takes no steps or guidance; a guidance scale of None leaves the pipeline's default.
+        The SDEdit `strength` is passed by the caller with its start images.
+        """
+        parameters = inspect.signature(pipe.__call__).parameters
+        kwargs = {}
+        if "num_inference_steps" in parameters:
+            kwargs["num_inference_steps"] = self.num_inference_steps
+        if self.guidance_scale is not None and "guidance_scale" in parameters:
+            kwargs["guidance_scale"] = self.guidance_scale
+        return kwargs
+
+    def apply_scheduler(self, pipe):
+        """Swaps in `scheduler` (built from the pipeline's own scheduler config); returns `pipe`."""
+        if self.scheduler is None:
+            return pipe
+        if not hasattr(pipe, "scheduler"):
+            raise ValueError(f"scheduler {self.scheduler!r}: {type(pipe).__name__} has no scheduler "
+                             "(it is not a diffusion pipeline)")
+        from .scheduler_names import scheduler_from_name
+
+        pipe.scheduler = scheduler_from_name(self.scheduler, pipe.scheduler.config)
+        return pipe
