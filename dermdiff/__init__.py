@@ -47,6 +47,7 @@ _EXPORTS = {
     "get_registry": ".conditions",
     "SemanticUNet2DModel": ".models.semantic_unet",
     "DermDiffPipeline": ".pipelines.pipeline_dermdiff",
+    "GenerationSettings": ".pipelines.generation_settings",
     "DermGANPipeline": ".pipelines.pipeline_dermgan",
     "DCGANPipeline": ".pipelines.pipeline_dcgan",
     "LesionEditPipeline": ".pipelines.pipeline_lesion_edit",

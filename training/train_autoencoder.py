@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="Start from this AutoencoderKL (a folder, a pipeline folder with vae/, or a Hub id).")
     model.add_argument("--latent_channels", type=int, default=4, help="Latent channels of a new model.")
     # every AutoencoderTrainingConfig field is a flag (generated: type, default and help come from the field)
-    add_config_arguments(parser, AutoencoderTrainingConfig, exclude=("dataloader_num_workers",))
+    add_config_arguments(parser, AutoencoderTrainingConfig)
 
     runs = argument_group(parser, RUNS)
     runs.add_argument("--push_to_hub", action="store_true", help="Upload the final model with a model card.")

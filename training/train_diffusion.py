@@ -92,7 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--ddpm_beta_schedule", default=DEFAULT_BETA_SCHEDULE,
                        choices=["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"], help="Beta schedule.")
     # every DiffusionTrainingConfig field is a flag (generated: type, default and help come from the field)
-    add_config_arguments(parser, DiffusionTrainingConfig, exclude=("dataloader_num_workers",))
+    add_config_arguments(parser, DiffusionTrainingConfig)
 
     runs = argument_group(parser, RUNS)
     add_fid_arguments(runs)  # --compute_fid_every (EMA samples), --fid_num_images, --fid_extractor, --save_best_fid

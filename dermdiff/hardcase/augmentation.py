@@ -113,9 +113,10 @@ def _class_indices(classes, names: list) -> list[int]:
 
 
 def sample_varied_maps(
-    dataset, label: int, count: int, size, registry, seed: int, max_shift: float = 0.25, skin_types=None
+    dataset, label: int, count: int, size, registry, seed: int, max_shift: float, skin_types=None
 ) -> tuple[list, list]:
-    """`count` maps of class `label` drawn (with replacement) from `dataset`'s maps and varied; with source ids."""
+    """`count` maps of class `label` drawn (with replacement) from `dataset`'s maps and varied by up to `max_shift`
+    (`GenerationSettings.max_shift`); with source ids."""
     rows = np.flatnonzero(dataset_labels(dataset) == label)
     if rows.size == 0:
         raise ValueError(f"class {registry.names[label]!r} has no image in the map split to sample maps from")

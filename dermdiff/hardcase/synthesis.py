@@ -199,13 +199,14 @@ class AdversarialGuidance:
             it is read from the pipeline at the first step (`pipe.num_timesteps`, the length of the schedule it
             actually loops over, which counts a scheduler's `order` and SDEdit's `strength` as diffusers'
             img2img pipelines do).
-        start (`float`, defaults to 0.5): fraction of the steps after which guidance starts.
+        start (`float`, defaults to `GenerationSettings.adversarial_start`): fraction of the steps after which
+            guidance starts.
     """
 
     tensor_inputs: ClassVar[list] = ["latents"]
 
     def __init__(self, classifier, targets: Sequence[int], scale: float, num_steps: int | None = None,
-                 start: float = 0.5):
+                 start: float = GenerationSettings.adversarial_start):
         GenerationSettings(adversarial_guidance_scale=scale, adversarial_start=start)  # the one validation
         self.classifier = classifier
         self.targets = torch.as_tensor(list(targets), dtype=torch.long)

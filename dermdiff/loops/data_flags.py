@@ -57,7 +57,6 @@ def add_data_source_arguments(parser: argparse.ArgumentParser, default_resolutio
     data.add_argument(
         "--resolution", type=int, default=default_resolution, help="Image side in pixels (images are resized)."
     )
-    data.add_argument("--dataloader_num_workers", type=int, default=0, help="Data loading worker processes.")
     return data
 
 

@@ -45,9 +45,12 @@ from ..losses import (
     relevancy_loss,
     roi_l1_loss,
 )
+from ..config_args import with_default
 from . import common
+from .data_flags import DATA_GROUP
 from .fid_tracking import fid_tracker
-from .pair_augment import augment_pairs, check_augment
+from .pair_augment import AUGMENTS, augment_pairs, check_augment
+from .run_config import OPTIMISATION, RUNS, TrainingRunConfig
 
 logger = get_logger(__name__)
 
@@ -59,64 +62,33 @@ GAP_LOG = "discriminator_gap.jsonl"
 # settings
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
-class GANTrainingConfig:
-    """Settings shared by the GAN runs (the common flags of the three `training/train_*` GAN scripts).
-
-    Args:
-        output_dir (`str`): run folder: checkpoints, logs, samples, the discriminator log, the final pipeline.
-        train_batch_size (`int`, defaults to 16): images per process per update.
-        num_epochs (`int`, defaults to 100): used when `max_train_steps` is None.
-        max_train_steps (`int`, *optional*): updates (one D and one G step each); overrides `num_epochs`.
-        learning_rate (`float`, defaults to 5e-5): Adam learning rate of every model (Furger et al. 2020, 3.2).
-        adam_beta1, adam_beta2 (`float`, default 0.9, 0.999): Adam's "default moment decays" (Furger et al. 2020).
-        gan_mode (`str`, defaults to `"vanilla"`): `"vanilla"`, `"lsgan"` or `"hinge"` (`dermdiff.losses.gan_loss`).
-        mixed_precision (`str`, defaults to `"no"`).
-        seed (`int`, defaults to 0): weights, latents, dropout masks and data order.
-        checkpointing_steps (`int`, defaults to 500); checkpoints_total_limit (`int`, *optional*);
-        resume_from_checkpoint (`str`, *optional*): `"latest"` or a checkpoint folder.
-        allow_inexact_resume (`bool`, defaults to False): resume past a damaged random-generator state
-            with a warning (the run then differs from an uninterrupted one) instead of stopping.
-        validation_steps (`int`, defaults to 500): log a sample grid every N updates (0 = never).
-        monitor_steps (`int`, defaults to 100): log the discriminator gap every N updates (0 = never).
-        logging_dir (`str`, defaults to `"logs"`); report_to (`str`, defaults to `"tensorboard"`).
-        dataloader_num_workers (`int`, defaults to 0).
-        augment (`str`, defaults to `"none"`): `"flip"` or `"dihedral"`: each example's images, map and mask
-            turned / mirrored together (`dermdiff.loops.pair_augment`), drawn from the checkpointed `rng`.
-        extra_tracker_config (`dict`): more run settings (loss weights, ablation switches) for the tracker.
+class GANTrainingConfig(TrainingRunConfig):
+    """Settings shared by the GAN runs; the common flags of the three `training/train_*` GAN scripts are generated
+    from them. Each field's help is its documentation; the shared run settings are
+    `dermdiff.loops.run_config.TrainingRunConfig`'s. An update is one D and one G step; Adam's learning rate
+    and moment decays follow Furger et al. 2020 (3.2).
     """
 
-    output_dir: str
-    train_batch_size: int = 16
-    num_epochs: int = 100
-    max_train_steps: int | None = None
-    learning_rate: float = 5e-5
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    gan_mode: str = "vanilla"
-    mixed_precision: str = "no"
-    seed: int = 0
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: int | None = None
-    resume_from_checkpoint: str | None = None
-    allow_inexact_resume: bool = False
-    validation_steps: int = 500
-    monitor_steps: int = 100
-    logging_dir: str = "logs"
-    report_to: str | None = "tensorboard"
-    dataloader_num_workers: int = 0
-    augment: str = "none"
-    extra_tracker_config: dict = field(default_factory=dict)
+    learning_rate: float = with_default(TrainingRunConfig, "learning_rate", 5e-5)
+    gan_mode: str = field(default="vanilla", metadata={"help": "Adversarial loss (dermdiff.losses.gan_loss).",
+                                                       "choices": GAN_LOSS_MODES, "group": OPTIMISATION})
+    validation_steps: int = field(default=500, metadata={"help": "Log a sample grid every N updates (0 = never).",
+                                                         "group": RUNS})
+    monitor_steps: int = field(default=100, metadata={
+        "help": "Log the discriminator train/held-out gap every N updates (0 = never).", "group": RUNS})
+    augment: str = field(default="none", metadata={
+        "help": "Transform each example's images and map together: 'flip' or 'dihedral' (8 flips/quarter turns), "
+                "drawn from the checkpointed rng (dermdiff.loops.pair_augment).", "choices": AUGMENTS,
+        "group": DATA_GROUP})
 
     def __post_init__(self):
+        super().__post_init__()
         check_augment(self.augment)
         if self.gan_mode not in GAN_LOSS_MODES:
             raise ValueError(f"gan_mode must be one of {GAN_LOSS_MODES}, got {self.gan_mode!r}")
-        if self.train_batch_size < 1:
-            raise ValueError(f"train_batch_size must be >= 1, got {self.train_batch_size}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.max_train_steps is not None and self.max_train_steps < 1:
-            raise ValueError(f"max_train_steps must be >= 1, got {self.max_train_steps}")
+        if self.validation_steps < 0 or self.monitor_steps < 0:
+            raise ValueError("validation_steps and monitor_steps must be >= 0 (0 = never), got "
+                             f"{self.validation_steps} and {self.monitor_steps}")
 
 
 @dataclass

@@ -10,16 +10,13 @@ import argparse
 import dataclasses
 import os
 
+from ..config_args import add_config_arguments, argument_group, config_from_args
 from ..errors import json_object
 from ..hub_sync import add_hub_strategy_argument, pushing_checkpoints
-from ..losses import GAN_LOSS_MODES
 from .data_flags import TrainingRows, add_data_source_arguments, check_data_source_args, load_training_rows
 from .fid_tracking import PipelineFID, add_fid_arguments, check_fid_args, fid_reference_rows
 from .gan import GANTrainingConfig
-from .pair_augment import AUGMENTS
-
-CONFIG_FIELDS = tuple(GANTrainingConfig.__dataclass_fields__)
-
+from .run_config import OPTIMISATION, RUNS
 
 def add_data_arguments(parser: argparse.ArgumentParser, default_resolution: int = 32) -> None:
     data = add_data_source_arguments(parser, default_resolution)
@@ -28,10 +25,6 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_resolution: int 
         type=float,
         default=0.0,
         help="Share of phantom images showing healthy skin (lesion editing needs some).",
-    )
-    data.add_argument(
-        "--augment", default="none", choices=AUGMENTS,
-        help="Transform each example's images and map together: 'flip' or 'dihedral' (8 flips/quarter turns).",
     )
     data.add_argument(
         "--heldout_fraction",
@@ -48,43 +41,14 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_resolution: int 
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    train = parser.add_argument_group("optimisation")
+    train = argument_group(parser, OPTIMISATION)
     train.add_argument(
         "--model_config", default=None, help='JSON file: {"generator": {...}, "discriminator": {...}} hyperparameters.'
     )
-    train.add_argument("--output_dir", required=True, help="Checkpoints, logs, samples and the final pipeline.")
-    train.add_argument("--seed", type=int, default=0, help="Seed for weights, latents, dropout and data order.")
-    train.add_argument("--train_batch_size", type=int, default=16, help="Images per update.")
-    train.add_argument("--num_epochs", type=int, default=100, help="Epochs (ignored when --max_train_steps is set).")
-    train.add_argument("--max_train_steps", type=int, default=None, help="Updates (one D + one G step each).")
-    train.add_argument("--learning_rate", type=float, default=5e-5, help="Adam learning rate (Furger et al.: 5e-5).")
-    train.add_argument("--adam_beta1", type=float, default=0.9, help="Adam beta1 (Furger et al.: default 0.9).")
-    train.add_argument("--adam_beta2", type=float, default=0.999, help="Adam beta2 (Furger et al.: default 0.999).")
-    train.add_argument("--gan_mode", default="vanilla", choices=GAN_LOSS_MODES, help="Adversarial loss.")
-    train.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Mixed precision.")
-
-    runs = parser.add_argument_group("checkpoints, validation, logging, Hub")
-    runs.add_argument("--checkpointing_steps", type=int, default=500, help="Save the training state every N updates.")
-    runs.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
-    runs.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
-    runs.add_argument(
-        "--allow_inexact_resume",
-        action="store_true",
-        help="Resume past a damaged random-generator state with a warning (the run then differs from an "
-        "uninterrupted one); without it such a resume stops.",
-    )
-    runs.add_argument(
-        "--validation_steps", type=int, default=500, help="Log a sample grid every N updates (0 = never)."
-    )
-    runs.add_argument(
-        "--monitor_steps",
-        type=int,
-        default=100,
-        help="Log the discriminator train/held-out gap every N updates (0 = never).",
-    )
+    # every GANTrainingConfig field is a flag (generated: type, default and help come from the field)
+    add_config_arguments(parser, GANTrainingConfig)
+    runs = argument_group(parser, RUNS)
     add_fid_arguments(runs)
-    runs.add_argument("--logging_dir", default="logs", help="Tracker folder inside --output_dir.")
-    runs.add_argument("--report_to", default="tensorboard", help="'tensorboard', 'wandb', 'all' or 'none'.")
     runs.add_argument("--push_to_hub", action="store_true", help="Upload the final pipeline with a model card.")
     runs.add_argument("--hub_model_id", default=None, help="Hub repo id (defaults to the output folder name).")
     runs.add_argument("--hub_token", default=None, help="Hub token (never logged; default: cached login).")
@@ -103,19 +67,12 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"--phantom_healthy_fraction must be in [0, 1), got {args.phantom_healthy_fraction}")
     if args.phantom and args.phantom_num_images < 2:
         parser.error(f"--phantom_num_images must be >= 2, got {args.phantom_num_images}")
-    if getattr(args, "checkpoints_total_limit", None) is not None and args.checkpoints_total_limit < 1:
-        parser.error(f"--checkpoints_total_limit must be >= 1 (or left out: keep all), got {args.checkpoints_total_limit}")
-    if any(getattr(args, name, 0) < 0 for name in ("checkpointing_steps", "validation_steps", "monitor_steps")):
-        parser.error("--checkpointing_steps, --validation_steps and --monitor_steps must be >= 0 (0 = never)")
     if args.model_config and not os.path.isfile(args.model_config):
         parser.error(f"--model_config {args.model_config!r} does not exist")
     if hasattr(args, "compute_fid_every"):
         check_fid_args(parser, args)
-    try:  # the loop's own checks (batch size, learning rate, steps, ...), before any data is loaded
-        if hasattr(args, "output_dir"):
-            training_config(args)
-    except ValueError as error:
-        parser.error(f"--{error}")
+    if hasattr(args, "output_dir"):  # the loop's own checks (batch size, steps, ...), before any data is loaded
+        args.config = config_from_args(parser, GANTrainingConfig, args)
 
 
 def load_train_images(args):
@@ -153,9 +110,8 @@ def model_configs(args) -> tuple[dict, dict]:
 
 
 def training_config(args, extra: dict | None = None) -> GANTrainingConfig:
-    values = {name: getattr(args, name) for name in CONFIG_FIELDS if hasattr(args, name)}
-    values["extra_tracker_config"] = {"resolution": args.resolution, **(extra or {})}
-    return GANTrainingConfig(**values)
+    """The run's `GANTrainingConfig` (checked in `check_common_args`) with the tracker's extra settings."""
+    return dataclasses.replace(args.config, extra_tracker_config={"resolution": args.resolution, **(extra or {})})
 
 
 def run_training(args, task, dataset, extra: dict | None = None, evaluate: PipelineFID | None = None):

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .data_flags import DATA_GROUP
+
 OPTIMISATION = "optimisation"
 RUNS = "checkpoints, validation, logging, Hub"
 
@@ -48,7 +50,7 @@ class TrainingRunConfig:
     report_to: str | None = field(default="tensorboard",
                                   metadata={"help": "'tensorboard', 'wandb', 'all' or 'none'.", "group": RUNS})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Data loading worker processes.",
-                                                             "group": OPTIMISATION})
+                                                             "group": DATA_GROUP})
     extra_tracker_config: dict = field(default_factory=dict,
                                        metadata={"help": "More run settings for the tracker (set by the face)."})
 
