@@ -98,15 +98,3 @@ class GenerationSettings:
         if self.guidance_scale is not None and "guidance_scale" in parameters:
             kwargs["guidance_scale"] = self.guidance_scale
         return kwargs
-
-    def apply_scheduler(self, pipe):
-        """Swaps in `scheduler` (built from the pipeline's own scheduler config); returns `pipe`."""
-        if self.scheduler is None:
-            return pipe
-        if not hasattr(pipe, "scheduler"):
-            raise ValueError(f"scheduler {self.scheduler!r}: {type(pipe).__name__} has no scheduler "
-                             "(it is not a diffusion pipeline)")
-        from .scheduler_names import scheduler_from_name
-
-        pipe.scheduler = scheduler_from_name(self.scheduler, pipe.scheduler.config)
-        return pipe

@@ -36,3 +36,14 @@ def scheduler_from_name(name: str, config):
     if key == "dpm":
         return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
     return SCHEDULERS[key].from_config(config)
+
+
+def use_scheduler(pipe, name: str | None):
+    """Swaps scheduler `name` (built from the pipeline's own scheduler config) into `pipe`; None keeps it.
+    Returns `pipe`. For `GenerationSettings.scheduler`."""
+    if name is None:
+        return pipe
+    if not hasattr(pipe, "scheduler"):
+        raise ValueError(f"scheduler {name!r}: {type(pipe).__name__} has no scheduler (it is not a diffusion pipeline)")
+    pipe.scheduler = scheduler_from_name(name, pipe.scheduler.config)
+    return pipe

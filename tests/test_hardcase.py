@@ -39,6 +39,7 @@ from dermdiff.models.dermgan import DermGANGenerator
 from dermdiff.models.semantic_unet import SemanticUNet2DModel
 from dermdiff.pipelines.pipeline_dermdiff import DermDiffPipeline
 from dermdiff.pipelines.generation_settings import GenerationSettings
+from dermdiff.pipelines.scheduler_names import use_scheduler
 from dermdiff.pipelines.pipeline_dermgan import DermGANPipeline
 
 SIZE = 16
@@ -248,7 +249,7 @@ def test_generation_settings_validate_once_and_stay_frozen():
     assert STEPS_2.call_kwargs(tiny_diffusion()) == {"num_inference_steps": 2}
     assert GenerationSettings(guidance_scale=2.0).call_kwargs(tiny_gan()) == {}
     with pytest.raises(ValueError, match="DermGANPipeline has no scheduler"):
-        GenerationSettings(scheduler="ddim").apply_scheduler(tiny_gan())
+        use_scheduler(tiny_gan(), GenerationSettings(scheduler="ddim").scheduler)
 
 
 def test_mining_records_the_confusion_target():

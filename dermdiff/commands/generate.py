@@ -128,10 +128,10 @@ def run(args) -> int:
     from ..semantic_map import SemanticMap
     from .maps import decode_map
 
-    settings = _check_flags(args)
+    sampling = _check_flags(args)
     files = {what: _open(getattr(args, what), what) for what in ("mask", "image") if getattr(args, what)}
     state = PartialState()
-    pipe = load_pipeline(args.pipeline, kinds=("DermDiffPipeline",), scheduler=settings.scheduler,
+    pipe = load_pipeline(args.pipeline, kinds=("DermDiffPipeline",), scheduler=sampling.scheduler,
                          device=args.device or state.device, progress_bar=False)
     registry, size = pipe.unet.registry, pipe.sample_size
 
@@ -151,7 +151,7 @@ def run(args) -> int:
     first_map = read_map(sources[0])  # bad maps fail here, before anything is written
     num_images = args.num_images or (len(sources) if args.maps else 4)
     image = files["image"].convert("RGB") if args.image else None
-    call = dict(settings.call_kwargs(pipe), output_type="pil", image=image, strength=settings.strength,
+    call = dict(sampling.call_kwargs(pipe), output_type="pil", image=image, strength=sampling.strength,
                 mask=mask if image is not None else None)
     lesion_png = None
     if mask is not None:  # the lesion's shape, in the dataset layout's `mask_file` column
@@ -169,10 +169,10 @@ def run(args) -> int:
 
     # 3. batches of fixed members (image i in batch i // batch_size) shared out by striding, so every image
     #    is computed in the same batch whatever the number of processes; image i from seed + i
-    batches = range(math.ceil(num_images / settings.batch_size))[state.process_index :: state.num_processes]
+    batches = range(math.ceil(num_images / sampling.batch_size))[state.process_index :: state.num_processes]
     cache = {0: first_map}
     for batch in tqdm(batches, desc="generate", disable=not state.is_main_process):
-        members = range(batch * settings.batch_size, min((batch + 1) * settings.batch_size, num_images))
+        members = range(batch * sampling.batch_size, min((batch + 1) * sampling.batch_size, num_images))
         missing = [i for i in members if f"images/{image_stem(i)}.png" not in finished]
         if not missing:
             continue

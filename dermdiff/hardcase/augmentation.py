@@ -29,6 +29,7 @@ import numpy as np
 from ..data.synthetic_folder import write_synthetic
 from ..loops.classifier import ClassifierTrainingConfig, dataset_labels, predict
 from ..pipelines.generation_settings import GenerationSettings
+from ..pipelines.scheduler_names import use_scheduler
 from ..semantic_map import SemanticMap
 from .loop import check_no_synthetic_in_evaluation, evaluation_fingerprints, fit_classifier, paired, training_pool
 from .report import before_after_markdown, metric_rows
@@ -158,7 +159,7 @@ def run_augmentation_experiment(
     for name in ("train", "validation", "test", config.map_split):
         if name not in splits or len(splits[name]) == 0:
             raise ValueError(f"the experiment needs a non-empty {name!r} split; got {list(splits)}")
-    config.generation.apply_scheduler(pipe)
+    use_scheduler(pipe, config.generation.scheduler)
     registry = pipeline_registry(pipe)
     names = list(registry.names)
     classifier_config = asdict(ClassifierTrainingConfig(**config.classifier))

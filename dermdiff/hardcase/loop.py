@@ -56,6 +56,7 @@ from .filters import filter_by_distance, filter_by_reference
 from .mining import Ledger, check_mining_split, mine_hard_cases
 from .report import group_side, write_report
 from ..pipelines.generation_settings import GenerationSettings
+from ..pipelines.scheduler_names import use_scheduler
 from .synthesis import (
     STRATEGIES,
     case_source,
@@ -300,7 +301,7 @@ def run_hardcase_loop(
                 f"the loop needs a non-empty {name!r} split; got {[(k, len(v)) for k, v in splits.items()]}"
             )
     leakage_warning = check_mining_split(config.mining_split, config.allow_test_mining)
-    config.generation.apply_scheduler(pipe)
+    use_scheduler(pipe, config.generation.scheduler)
     check_strategies(pipe, config.strategies)
     registry = pipeline_registry(pipe)
     label_names = list(registry.names)
