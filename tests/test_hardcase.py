@@ -37,10 +37,10 @@ from dermdiff.hardcase.synthesis import (
 )
 from dermdiff.models.dermgan import DermGANGenerator
 from dermdiff.models.semantic_unet import SemanticUNet2DModel
-from dermdiff.pipelines.pipeline_dermdiff import DermDiffPipeline
 from dermdiff.pipelines.generation_settings import GenerationSettings
-from dermdiff.pipelines.scheduler_names import use_scheduler
+from dermdiff.pipelines.pipeline_dermdiff import DermDiffPipeline
 from dermdiff.pipelines.pipeline_dermgan import DermGANPipeline
+from dermdiff.pipelines.scheduler_names import use_scheduler
 
 SIZE = 16
 STEPS_2 = GenerationSettings(num_inference_steps=2)

@@ -28,8 +28,8 @@ from dataclasses import replace
 
 import torch
 
-from dermdiff.data.splits import parse_stratify_by, save_composition
 from dermdiff.config_args import add_config_arguments, argument_group, config_from_args
+from dermdiff.data.splits import parse_stratify_by, save_composition
 from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop
 from dermdiff.hardcase.cli import (

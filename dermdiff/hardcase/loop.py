@@ -52,11 +52,11 @@ from ..loops.classifier import ClassifierTrainingConfig, predict, train_classifi
 from ..metrics.classification import classification_metrics, compare_classifiers
 from ..metrics.fixed_broken import fixed_broken
 from ..metrics.subgroups import UNKNOWN, compare_by_group, group_key, metrics_by_group
+from ..pipelines.generation_settings import GenerationSettings
+from ..pipelines.scheduler_names import use_scheduler
 from .filters import filter_by_distance, filter_by_reference
 from .mining import Ledger, check_mining_split, mine_hard_cases
 from .report import group_side, write_report
-from ..pipelines.generation_settings import GenerationSettings
-from ..pipelines.scheduler_names import use_scheduler
 from .synthesis import (
     STRATEGIES,
     case_source,

@@ -36,6 +36,7 @@ import torch
 from accelerate.logging import get_logger
 from torch import nn
 
+from ..config_args import with_default
 from ..losses import (
     GAN_LOSS_MODES,
     cycle_consistency_loss,
@@ -45,7 +46,6 @@ from ..losses import (
     relevancy_loss,
     roi_l1_loss,
 )
-from ..config_args import with_default
 from . import common
 from .data_flags import DATA_GROUP
 from .fid_tracking import fid_tracker

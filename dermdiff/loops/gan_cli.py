@@ -18,6 +18,7 @@ from .fid_tracking import PipelineFID, add_fid_arguments, check_fid_args, fid_re
 from .gan import GANTrainingConfig
 from .run_config import OPTIMISATION, RUNS
 
+
 def add_data_arguments(parser: argparse.ArgumentParser, default_resolution: int = 32) -> None:
     data = add_data_source_arguments(parser, default_resolution)
     data.add_argument(
