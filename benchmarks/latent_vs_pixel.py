@@ -100,7 +100,7 @@ def generated_set(name: str, folder: str, train, indices: np.ndarray, args):
     stamp = os.path.join(out, "settings.json")
     if os.path.isfile(stamp) and json.load(open(stamp, encoding="utf-8")) == settings:
         return read_generated_set(out)
-    pipe = load_generator(folder, args.scheduler)
+    pipe = load_generator(folder, scheduler=args.scheduler)
     side = pipeline_side(pipe)
     registry = registry_of(train)
     maps = [SemanticMap.decode(train[int(i)]["semantic_map"], registry).resize(side) for i in indices]

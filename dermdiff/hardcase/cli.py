@@ -116,12 +116,13 @@ def classifier_settings(args: argparse.Namespace, resolution: int) -> dict:
 GENERATOR_KINDS = ("DermDiffPipeline", "DermGANPipeline")  # the pipelines that draw an image from a map
 
 
-def load_generator(path: str, settings: GenerationSettings | None = None):
+def load_generator(path: str, settings: GenerationSettings | None = None, scheduler: str | None = None):
     """The hard-case generator (`GENERATOR_KINDS`) from a folder or Hub id, its denoising bar silenced, with the
-    scheduler of `settings` swapped in (by name, `dermdiff.pipelines.scheduler_names`)."""
+    scheduler of `settings` (or the one named by `scheduler`) swapped in (`dermdiff.pipelines.scheduler_names`)."""
     from ..pipelines.loading import load_pipeline
 
-    scheduler = GenerationSettings.from_value(settings).scheduler
+    if scheduler is None:
+        scheduler = GenerationSettings.from_value(settings).scheduler
     return load_pipeline(path, kinds=GENERATOR_KINDS, scheduler=scheduler, progress_bar=False)
 
 
