@@ -72,5 +72,5 @@ def test_internal_errors_keep_their_traceback(monkeypatch, capsys):
         raise KeyError("a bug")
 
     monkeypatch.setattr(maps, "run", broken)
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="a bug"):
         main(["maps", "inspect", "x.png"])

@@ -67,20 +67,20 @@ def test_dermgan_dropout_follows_the_generator():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"upsample": "deconv"},
-        {"norm": "group"},
-        {"dropout": 1.0},
-        {"block_out_channels": ()},
-        {"sample_size": 20},
-        {"conditions": ()},
-        {"num_dropout_blocks": 9},
+        ({"upsample": "deconv"}, "upsample must be one of .*got 'deconv'"),
+        ({"norm": "group"}, "norm must be one of .*got 'group'"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
+        ({"block_out_channels": ()}, "block_out_channels must be a non-empty sequence"),
+        ({"sample_size": 20}, r"sample_size=20 must be divisible by 2 \*\* 3"),
+        ({"conditions": ()}, "conditions must name at least one condition"),
+        ({"num_dropout_blocks": 9}, r"num_dropout_blocks must be in \[0, 3\], got 9"),
     ],
 )
-def test_dermgan_rejects_bad_config(kwargs):
+def test_dermgan_rejects_bad_config(kwargs, message):
     config = dict(TINY_DERMGAN, **kwargs)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         DermGANGenerator(**config)
 
 
@@ -119,11 +119,17 @@ def test_dcgan_presets_match_table_1():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"sample_size": 10}, {"num_upsamples": 0}, {"base_channels": 5}, {"sample_size": (8, 8, 8)}]
+    ("kwargs", "message"),
+    [
+        ({"sample_size": 10}, r"sample_size \(10, 10\) must be a positive multiple of 2 \*\* num_upsamples"),
+        ({"num_upsamples": 0}, "num_upsamples must be >= 1, got 0"),
+        ({"base_channels": 5}, r"base_channels=5 must be divisible by 2 \*\* \(num_upsamples - 1\)"),
+        ({"sample_size": (8, 8, 8)}, r"sample_size must be an int or \(height, width\), got \(8, 8, 8\)"),
+    ],
 )
-def test_dcgan_rejects_bad_config(kwargs):
+def test_dcgan_rejects_bad_config(kwargs, message):
     config = dict({"sample_size": 16, "num_upsamples": 2, "base_channels": 8}, **kwargs)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         DCGANGenerator(**config)
 
 
@@ -137,7 +143,7 @@ def test_truncation_resamples_exactly_the_components_beyond_the_threshold():
     assert (truncated[outside] != latents[outside]).all()
     assert truncated.abs().max() <= threshold
     assert latents.abs().max() > threshold  # the input is left alone
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="truncation threshold must be > 0"):
         truncate_latents(latents, 0.0)
 
 
@@ -148,9 +154,9 @@ def test_multiscale_discriminator_averages_its_scales():
     assert out.sample.shape == (4,)
     assert out.per_scale.shape == (4, 2)
     assert torch.allclose(out.sample, out.per_scale.mean(1))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"sample must be \(B, 3, 16, 16\), got \(4, 3, 32, 32\)"):
         disc(torch.randn(4, 3, 32, 32))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"sample_size \(12, 12\) must be divisible by"):
         MultiScaleDiscriminator(sample_size=12, num_layers=2)
 
 
@@ -183,9 +189,9 @@ def test_translation_mask_rules():
         targeted(torch.zeros(1, 3, 16, 16))
     with pytest.raises(ValueError, match="mask"):
         untargeted(torch.zeros(1, 3, 16, 16), mask=torch.zeros(1, 1, 16, 16))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="mask_channels must be 0 .untargeted. or 1 .targeted., got 2"):
         TranslationGenerator(mask_channels=2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"sample size \(10, 10\) must be divisible by"):
         untargeted(torch.zeros(1, 3, 10, 10))
 
 

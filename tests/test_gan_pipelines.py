@@ -110,7 +110,7 @@ def test_dermgan_errors():
         pipe()
     with pytest.raises(ValueError, match="output_type"):
         pipe(condition="nevus", output_type="jpg")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown condition 'not-a-condition'"):
         pipe(condition="not-a-condition")
     with pytest.raises(ValueError, match="generators"):
         pipe(condition="nevus", num_images_per_prompt=2, generator=[generator(0)] * 3)

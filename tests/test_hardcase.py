@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -291,8 +292,10 @@ def test_synthetic_in_an_evaluation_split_is_refused(splits):
 
 
 # -- the loop -----------------------------------------------------------------------------------------------------
-def test_one_round_end_to_end(splits, tmp_path, monkeypatch):
-    output_dir = str(tmp_path / "loop")
+@pytest.fixture(scope="module")
+def one_round(splits, tmp_path_factory):
+    """One round of the loop end to end, run once and shared by the tests below (it is the slow part)."""
+    output_dir = str(tmp_path_factory.mktemp("hardcase") / "loop")
     config = HardCaseConfig(
         rounds=1,
         margin=0.3,
@@ -305,49 +308,71 @@ def test_one_round_end_to_end(splits, tmp_path, monkeypatch):
         classifier=TINY_CLASSIFIER,
     )
     result = run_hardcase_loop(splits, tiny_diffusion(), config, output_dir)
-
-    # ledger: start, baseline, one round, end; the round records config, index, seeds and mined ids
     records = Ledger(os.path.join(output_dir, "ledger.jsonl")).read()
+    folder = os.path.join(output_dir, "synthetic", "round_1")
+    return SimpleNamespace(
+        config=config,
+        output_dir=output_dir,
+        result=result,
+        records=records,
+        round_1=records[2],
+        folder=folder,
+        rows=list(csv.DictReader(read_text(os.path.join(folder, "metadata.csv")).splitlines())),
+        report=read_text(os.path.join(output_dir, "report.md")),
+        payload=json.loads(read_text(os.path.join(output_dir, "report.json"))),
+    )
+
+
+def test_one_round_ledger_records_config_index_seeds_and_mined_ids(splits, one_round):
+    # ledger: start, baseline, one round, end; the round records config, index, seeds and mined ids
+    records, round_1 = one_round.records, one_round.round_1
     assert [r["event"] for r in records] == ["start", "round", "round", "end"]
-    round_1 = records[2]
     assert round_1["round"] == 1 and round_1["config"]["strategies"] == ["map", "sdedit", "adversarial"]
     assert round_1["config"]["generation"] == {**vars(GenerationSettings()), "num_inference_steps": 2, "strength": 1.0}
     assert round_1["seeds"]["generate"] == derive_seed(3, "generate", 1)
     assert 1 <= len(round_1["mined_ids"]) <= 3 and set(round_1["mined_ids"]) <= set(splits["mining"]["image_id"])
     assert round_1["test"]["overall"]["balanced_accuracy"]["ci"] is not None
 
+
+def test_one_round_generated_images_carry_provenance(splits, one_round):
     # provenance: every generated image names its case, strategy, seed and file; labels are the true class
-    folder = os.path.join(output_dir, "synthetic", "round_1")
-    rows = list(csv.DictReader(read_text(os.path.join(folder, "metadata.csv")).splitlines()))
+    round_1, rows, folder = one_round.round_1, one_round.rows, one_round.folder
     mined = {case["sample_id"]: case for case in round_1["hard_cases"]}
     generated = [item for case in round_1["hard_cases"] for item in case["generated"]]
     assert len(rows) == len(generated) == round_1["pool"]["synthetic_this_round"] >= len(mined)
-    names = result["label_names"]
+    names = one_round.result["label_names"]
     for row in rows:
         assert names.index(row["label"]) == mined[row["source_id"]]["label"]
         assert os.path.isfile(os.path.join(folder, row["file_name"]))
     assert {item["strategy"] for item in generated} >= {"map", "sdedit"}
     assert round_1["pool"]["total"] == len(splits["train"]) + len(rows)
 
+
+def test_one_round_synthetic_images_stay_out_of_evaluation_splits(splits, one_round):
     # synthetic images never appear in the test (or any evaluation) split
+    rows, folder = one_round.rows, one_round.folder
     synthetic_hashes = {image_hash(Image.open(os.path.join(folder, r["file_name"]))) for r in rows}
     for name in ("validation", "mining", "test"):
         assert not synthetic_hashes & {image_hash(image) for image in splits[name]["image"]}
         assert not {r["image_id"] for r in rows} & set(splits[name]["image_id"])
-    assert round_1["test"]["n"] == len(splits["test"])
+    assert one_round.round_1["test"]["n"] == len(splits["test"])
 
+
+def test_one_round_writes_markdown_json_and_plot_reports(one_round):
     # reports: markdown with the before/after table, JSON, plot
-    report = read_text(os.path.join(output_dir, "report.md"))
+    report, payload = one_round.report, one_round.payload
     assert "## Round 1: before / after on the test split" in report and "McNemar" in report
     assert "LEAKAGE" not in report
-    payload = json.loads(read_text(os.path.join(output_dir, "report.json")))
     assert [row["round"] for row in payload["rounds"]] == [0, 1]
     assert set(payload["rounds"][1]["before"]) == set(payload["rounds"][1]["after"])
     assert "melanoma sensitivity" in payload["rounds"][1]["after"]
-    assert os.path.getsize(os.path.join(output_dir, "metrics_per_round.png")) > 1000
+    assert os.path.getsize(os.path.join(one_round.output_dir, "metrics_per_round.png")) > 1000
 
+
+def test_one_round_rescored_hard_cases_match_mcnemar_everywhere(splits, one_round):
     # hard cases re-scored: round 1's model is compared with the baseline it was mined from, so fixed and
     # broken are McNemar's c and b; the same counts reach the ledger, report.json and report.md
+    round_1, report, payload = one_round.round_1, one_round.report, one_round.payload
     rescored = round_1["fixed_broken"]["overall"]
     mcnemar = round_1["comparison"]["mcnemar"]
     assert (rescored["fixed"], rescored["broken"]) == (mcnemar["c"], mcnemar["b"])
@@ -356,11 +381,14 @@ def test_one_round_end_to_end(splits, tmp_path, monkeypatch):
     assert sum(row["n"] for row in round_1["fixed_broken"]["per_class"].values()) == len(splits["test"])
     assert payload["rounds"][1]["fixed_broken"]["overall"] == rescored
     assert payload["baseline_vs_final"]["fixed_broken"]["overall"] == rescored  # one round: final = round 1
-    assert records[-1]["baseline_vs_final_fixed_broken"]["overall"] == rescored
+    assert one_round.records[-1]["baseline_vs_final_fixed_broken"]["overall"] == rescored
     assert "### Hard cases re-scored: baseline → round 1 (test split)" in report
     assert f"| all | {len(splits['test'])} | {rescored['wrong_before']} | {rescored['fixed']} (" in report
 
+
+def test_one_round_reports_split_by_skin_type(splits, one_round):
     # per skin type: the phantom's test split has Fitzpatrick types, so every report splits by them too
+    result, report, payload = one_round.result, one_round.report, one_round.payload
     types = sorted({str(t) for t in splits["test"]["skin_type"]}, key=int)
     assert list(result["rounds"][0]["test_by_skin_type"]) == types
     by_type = result["rounds"][1]["test_by_skin_type"]
@@ -378,11 +406,15 @@ def test_one_round_end_to_end(splits, tmp_path, monkeypatch):
     assert "## Per skin type (test split)" in report and "### Baseline → final" in report
     assert report.count("| skin type | n |") == 2  # round 1 and baseline -> final
     assert set(payload["baseline_vs_final_by_skin_type"]) == set(types)
-    assert set(round_1["fixed_broken"]["by_group"]) == set(types)
+    assert set(one_round.round_1["fixed_broken"]["by_group"]) == set(types)
     assert f"| skin type {types[0]} |" in report
     assert set(payload["rounds"][1]["by_skin_type"][types[0]]) == {"n", "before", "after", "mcnemar", "difference"}
-    assert records[-1]["baseline_vs_final_by_skin_type"][types[0]]["comparison"]["mcnemar"]["p_value"] <= 1
+    assert one_round.records[-1]["baseline_vs_final_by_skin_type"][types[0]]["comparison"]["mcnemar"]["p_value"] <= 1
+
+
+def test_one_round_reports_without_skin_types_have_no_per_type_section(splits, one_round):
     # a test split without skin types (HAM10000): no per-type keys, no empty section
+    result = one_round.result
     plain = {key: value for key, value in result.items() if key != "baseline_vs_final_by_skin_type"}
     plain["rounds"] = [{k: v for k, v in s.items() if "skin_type" not in k} for s in result["rounds"]]
     for entry in [plain] + plain["rounds"]:
@@ -393,11 +425,13 @@ def test_one_round_end_to_end(splits, tmp_path, monkeypatch):
     assert skin_types_of(splits["test"].remove_columns("skin_type")) is None
     assert skin_types_of(splits["test"].map(lambda row: {"skin_type": None})) is None
 
+
+def test_one_round_seed_control_uses_real_data_and_the_last_classifier_seed(splits, one_round, monkeypatch):
     # seed control: real data only, the last round's classifier seed, paired with the final model
     calls = []
     real_fit = hardcase.fit_classifier
     monkeypatch.setattr(hardcase, "fit_classifier", lambda pool, *a, **k: calls.append((pool, a)) or real_fit(pool, *a, **k))
-    control = hardcase.seed_control(splits, result, config, output_dir)
+    control = hardcase.seed_control(splits, one_round.result, one_round.config, one_round.output_dir)
     (pool, args), = calls
     assert pool is splits["train"] and args[-1] == derive_seed(3, "classifier", 1)
     assert control["names"] == ["real only, same seed", "final"] and control["mcnemar"]["p_value"] <= 1

@@ -36,7 +36,7 @@ def test_gan_loss_lsgan_and_hinge():
 def test_gan_loss_rejects_bad_mode():
     with pytest.raises(ValueError, match="wgan"):
         gan_loss(torch.zeros(2), True, "wgan")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="hinge generator loss only exists for target_is_real=True"):
         gan_loss(torch.zeros(2), False, "hinge", for_discriminator=False)
 
 

@@ -216,7 +216,7 @@ def test_write_phantom_layout(tmp_path):
     assert info["registry"]["conditions"] == list(PHANTOM_CONDITIONS)
     assert info["counts"]["images"] == 18 and info["counts"]["healthy"] == 2 and info["seed"] == 0
     assert sum(info["counts"]["conditions"].values()) == 18
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="already holds .*pass overwrite=True"):
         write_phantom(out, n=4, size=32)
     write_phantom(out, n=4, size=32, overwrite=True)
     assert len(os.listdir(os.path.join(out, "images"))) == 4 and not os.path.exists(os.path.join(out, "healthy"))

@@ -437,6 +437,31 @@ BAD_INPUTS = {
                                               generator=[torch.Generator().manual_seed(0)] * 3),
 }
 
+# what each bad input's ValueError says, naming the offending argument
+BAD_INPUT_MESSAGES = {
+    "strength zero": r"strength must be in \(0, 1\], got 0.0",
+    "strength above one": r"strength must be in \(0, 1\], got 1.5",
+    "strength without image": "strength only applies with image=",
+    "strength too small for the steps": "strength=0.05 with num_inference_steps=4 leaves no denoising step",
+    "mask not matching the image": r"mask is \(8, 8\) \(height, width\) but the image is \(16, 16\)",
+    "image of the wrong size": r"image is \(3, 8, 8\) \(C, H, W\) but the model generates \(3, 16, 16\)",
+    "map of the wrong size": r"semantic map 0 is \(8, 8\) \(height, width\) but the model generates \(16, 16\)",
+    "map of another registry": "semantic map 0 uses registry 'ham10000' .* but the model was trained on 'phantom'",
+    "unknown condition": "unknown condition 'eczema' in registry 'phantom'",
+    "skin type outside I..VI": "skin type 7 is outside the Fitzpatrick scale",
+    "box outside the image": r"box \(0, 0, 40, 40\) lies outside the 16x16 image",
+    "map and condition together": "pass either semantic_map or condition, not both",
+    "channel tensor of the wrong width": r"a channel semantic_map is \(B, 6, H, W\) .* got \(1, 3, 16, 16\)",
+    "negative guidance": "guidance_scale must be a finite number >= 0",
+    "unknown output type": "output_type must be one of .*got 'jpg'",
+    "no images per prompt": "num_images_per_prompt must be >= 1, got 0",
+    "zero steps": "num_inference_steps must be >= 1, got 0",
+    "class labels without a class embedding": "class_labels given but this unet has no class embedding",
+    "unknown callback tensor": r"callback_on_step_end_tensor_inputs \['noise'\] not in",
+    "boxes without a condition": "boxes or a mask were given without a condition",
+    "generators not matching the batch": "got 3 generators for 2 images",
+}
+
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_inputs_raise_value_error(case):
@@ -445,7 +470,7 @@ def test_bad_inputs_raise_value_error(case):
     if isinstance(inputs.get("image"), str):
         inputs["image"] = photo()
     inputs.setdefault("num_inference_steps", 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=BAD_INPUT_MESSAGES[case]):
         pipe(**inputs)
 
 

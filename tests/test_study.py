@@ -103,7 +103,7 @@ def test_fleiss_kappa_matches_worked_examples():
 
 @pytest.mark.parametrize("table", [[], [[1, 0]], [[2, 0], [1, 0]], [[2, -1, 1]], [[2, 0], [1, 1, 0]]])
 def test_fleiss_kappa_rejects_bad_tables(table):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="fleiss_kappa needs|same number .>= 2. of ratings"):
         fleiss_kappa(table)
 
 
@@ -176,9 +176,9 @@ def test_scan_folder_reads_metadata_and_skips_helper_images(folders, tmp_path):
     assert not any("maps" in image.path for image in images)
     plain = make_folder(tmp_path / "plain", "synthetic", per_condition=2, metadata=False)
     assert [image.condition for image in scan_folder(plain, "synthetic")] == [None] * 4
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="real image folder .*missing does not exist"):
         scan_folder(str(tmp_path / "missing"), "real")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="source must be one of .*got 'fake'"):
         scan_folder(real, "fake")
     os.remove(os.path.join(real, "real_mel_0.jpg"))
     with pytest.raises(FileNotFoundError, match="real_mel_0.jpg"):
@@ -231,11 +231,11 @@ def test_store_records_refuses_replays_and_survives_reopening(folders, tmp_path)
     assert store.record_answer("ana", "select", 0, answers, response_ms=900) == 4
     before = store.answer_rows()
     flipped = {item: "selected" for item in unit.item_ids}
-    with pytest.raises(AlreadyAnsweredError):
+    with pytest.raises(AlreadyAnsweredError, match="unit 0 was already answered"):
         store.record_answer("ana", "select", 0, flipped)
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match="no unit 99 in ana's select plan"):
         store.record_answer("ana", "select", 99, answers)
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match="unknown image id 'f+'"):
         store.record_answer("ana", "select", 1, {"f" * 16: "selected"})
     other = store.unit("ana", "select", 1)
     with pytest.raises(StudyError, match="not part"):
@@ -272,7 +272,7 @@ def test_store_concurrent_raters_lose_nothing(folders, tmp_path):
                 for index in range(16):
                     (item,) = mine.unit(rater, "timed", index).item_ids
                     mine.record_answer(rater, "timed", index, {item: "real" if index % 3 else "synthetic"})
-                    with pytest.raises(AlreadyAnsweredError):
+                    with pytest.raises(AlreadyAnsweredError, match=f"unit {index} was already answered"):
                         mine.record_answer(rater, "timed", index, {item: "real"})
         except Exception as error:  # noqa: BLE001 - any failure in a thread is reported by the main thread
             errors.append(error)
@@ -473,7 +473,7 @@ def test_access_codes_from_text_or_file(tmp_path):
     assert parse_access_codes(str(path)) == {"ana": "secret-ana", "ben": "secret-ben"}
     assert parse_access_codes(None) is None
     for bad in ("ana", "ana:abc", "a/b:secret-1", ":secret"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="expected key:value pairs|access codes are rater:code pairs"):
             parse_access_codes(bad)
 
 

@@ -381,7 +381,7 @@ def test_config_rejects_bad_values(tmp_path):
         DiffusionTrainingConfig(output_dir=str(tmp_path), condition_dropout=-0.1)
     with pytest.raises(ValueError, match="train_batch_size"):
         DiffusionTrainingConfig(output_dir=str(tmp_path), train_batch_size=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="skin type 7 is outside the Fitzpatrick scale"):
         DiffusionTrainingConfig(output_dir=str(tmp_path), validation_skin_types=(7,))
 
 
