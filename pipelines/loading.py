@@ -70,12 +70,9 @@ def load_pipeline(
     else:
         pipe = _from_hub(str(path_or_hub_id), kinds, classes)
     if scheduler:
-        if not hasattr(pipe, "scheduler"):
-            raise ValueError(f"--scheduler {scheduler!r}: {type(pipe).__name__} has no scheduler "
-                             "(it is not a diffusion pipeline)")
-        from .scheduler_names import scheduler_from_name
+        from .scheduler_names import use_scheduler
 
-        pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler.config)
+        use_scheduler(pipe, scheduler)
     if not progress_bar:
         pipe.set_progress_bar_config(disable=True)
     return pipe.to(device) if device else pipe

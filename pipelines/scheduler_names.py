@@ -44,6 +44,6 @@ def use_scheduler(pipe, name: str | None):
     if name is None:
         return pipe
     if not hasattr(pipe, "scheduler"):
-        raise ValueError(f"scheduler {name!r}: {type(pipe).__name__} has no scheduler (it is not a diffusion pipeline)")
+        raise ValueError(f"--scheduler {name!r}: {type(pipe).__name__} has no scheduler (it is not a diffusion pipeline)")
     pipe.scheduler = scheduler_from_name(name, pipe.scheduler.config)
     return pipe
