@@ -302,7 +302,13 @@ def test_memorisation_finds_a_planted_copy():
     assert planted["feature"]["train_index"] == 37 and planted["ssim"]["value"] == pytest.approx(1.0)
     assert result["num_flagged"] == 1 and result["share_flagged"] == pytest.approx(0.1)
     picture = plot_nearest_pairs(result, generated, training, top=3)
-    assert picture.size[0] == 4 * (96 + 4)
+    assert picture.size == (4 * (96 + 4), 3 * (96 + 14 + 4))
+    # row 0 is the planted copy (SSIM 1): generated | nearest by SSIM, each below its 14 px caption
+    pixels = np.asarray(picture)
+    expected = np.asarray(generated[4].convert("RGB").resize((96, 96), Image.NEAREST))
+    assert np.array_equal(pixels[14 : 14 + 96, :96], expected)
+    assert np.array_equal(pixels[14 : 14 + 96, 100 : 100 + 96], expected)  # training[37] is the same picture
+    assert (pixels[:, 96:100] == 255).all()  # the white gap between columns
 
 
 # ------------------------------------------------------------------------------------------------------------

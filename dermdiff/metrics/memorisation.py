@@ -171,27 +171,40 @@ def plot_nearest_pairs(result: dict, generated: Sequence, training: Sequence, pa
                        top: int = 8, cell: int = 96) -> Image.Image:
     """A picture of the `top` closest pairs by SSIM: generated | nearest by SSIM | by MSE | by features.
 
-    Each cell is captioned with its distance; the SSIM caption of a flagged pair is red. Returns the PIL image
-    (and saves it as PNG when `path` is given).
+    Each cell is captioned with its distance; the SSIM caption of a flagged pair is red. The captioned cells
+    are laid out by the one grid helper (`dermdiff.image_grid`, on diffusers' `make_image_grid`). Returns the
+    PIL image (and saves it as PNG when `path` is given).
     """
     from PIL import ImageDraw
+
+    from ..image_grid import image_grid
 
     pairs = sorted(result["pairs"], key=lambda p: -p["ssim"]["value"])[:top]
     columns = [("generated", None), ("SSIM", "ssim"), ("MSE", "mse")]
     if pairs and "feature" in pairs[0]:
         columns.append(("feature", "feature"))
-    caption = 14
-    canvas = Image.new("RGB", (len(columns) * (cell + 4), max(1, len(pairs)) * (cell + caption + 4)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for row, pair in enumerate(pairs):
-        for col, (title, key) in enumerate(columns):
+    caption, gap = 14, 4
+
+    def tile(image, text: str, colour) -> Image.Image:
+        """One captioned cell with its gap to the next cell: the caption above the image, white around."""
+        cell_image = Image.new("RGB", (cell + gap, cell + caption + gap), "white")
+        pil = image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        cell_image.paste(pil.resize((cell, cell), Image.NEAREST), (0, caption))
+        ImageDraw.Draw(cell_image).text((2, 1), text, fill=colour)
+        return cell_image
+
+    rows = []
+    for pair in pairs:
+        row = []
+        for title, key in columns:
             image = generated[pair["index"]] if key is None else training[pair[key]["train_index"]]
-            pil = image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-            x, y = col * (cell + 4), row * (cell + caption + 4)
-            canvas.paste(pil.resize((cell, cell), Image.NEAREST), (x, y + caption))
             text = f"gen #{pair['index']}" if key is None else f"{title} {pair[key]['value']:.3f}"
             colour = (200, 0, 0) if key == "ssim" and pair["flagged"] else (0, 0, 0)
-            draw.text((x + 2, y + 1), text, fill=colour)
+            row.append(tile(image, text, colour))
+        rows.append(row)
+    if not rows:  # no pairs: one empty row, so the picture still shows the columns' width
+        rows = [[Image.new("RGB", (cell + gap, cell + caption + gap), "white")] * len(columns)]
+    canvas = image_grid(rows, fill="white")
     if path:
         canvas.save(path)
     return canvas
