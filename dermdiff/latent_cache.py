@@ -44,6 +44,7 @@ from .loops.pair_augment import (
     dihedral_indices,
     select_variants,
 )
+from .semantic_map import SemanticMap
 
 CACHE_VERSION = 1
 KEY_FILE = "latent_cache_key.json"
@@ -146,7 +147,7 @@ def cache_features(vae, examples, orientations=(0,)) -> datasets.Features:
     array = datasets.Array3D
     if tuple(orientations) != (0,):
         latent, array = (len(orientations), *latent), datasets.Array4D
-    map_shape = (1 + len(examples.registry), side, side)
+    map_shape = (SemanticMap.num_channels(examples.registry), side, side)
     maps = {key: datasets.Array3D(map_shape, "float32") for key in map_columns(examples)}
     return datasets.Features({
         "latent_mean": array(latent, "float32"),

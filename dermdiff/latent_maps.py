@@ -14,6 +14,10 @@ way its meaning allows:
 |                         |                                    | nearest would take the block's top-left pixel and  |
 |                         |                                    | shift every boundary by (f - 1) / 2 pixels         |
 
+Each f x f block is read as a small map through `SemanticMap`'s channel views (`skin_type_from_channels`,
+`dominant_condition_from_channels` with the background voting) and written back with `channels_from_labels`,
+so the channel layout stays known in `dermdiff.semantic_map` only.
+
 The lesion-transfer mask is reduced differently (`mask_to_latent_grid`): a cell is regenerated if any of
 its pixels is, because the decoder's receptive field spreads each latent cell over its neighbours, and a
 latent blend that kept a cell partly covered by the new lesion would cut it off. The pipeline pastes the
@@ -25,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-SKIN_CODES = 6  # the skin channel holds skin_type / 6 (SemanticMap.to_channels), 0 when unknown
+from .semantic_map import channels_from_labels, dominant_condition_from_channels, skin_type_from_channels
 
 
 def vae_factor(vae) -> int:
@@ -54,14 +58,19 @@ def map_to_latent_grid(channels: torch.Tensor, factor: int) -> torch.Tensor:
     _check_grid(channels, factor, "semantic map")
     if factor == 1:
         return channels
-    skin = torch.round(F.avg_pool2d(channels[:, :1].float(), factor) * SKIN_CODES) / SKIN_CODES
-    area = F.avg_pool2d(channels[:, 1:].float(), factor)
-    background = 1.0 - area.sum(dim=1, keepdim=True)
-    # background votes first and loses ties: argmax takes the first maximum, so put it last
-    votes = torch.cat([area, background - 1e-6], dim=1)
-    winner = votes.argmax(dim=1)
-    one_hot = F.one_hot(winner, num_classes=votes.shape[1])[..., :-1].permute(0, 3, 1, 2)
-    return torch.cat([skin, one_hot.float()], dim=1).to(channels.dtype)
+    batch, _, height, width = channels.shape
+    grid = (batch, height // factor, width // factor)
+    cells = _cells(channels, factor)
+    skin_type = skin_type_from_channels(cells).reshape(grid)
+    condition = dominant_condition_from_channels(cells, healthy_label=-1, background_votes=True).reshape(grid)
+    return channels_from_labels(skin_type, condition, like=channels)
+
+
+def _cells(tensor: torch.Tensor, factor: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B * H / f * W / f, C, f, f): each latent cell's f x f block as a small map, row-major."""
+    batch, channels, height, width = tensor.shape
+    blocks = tensor.reshape(batch, channels, height // factor, factor, width // factor, factor)
+    return blocks.permute(0, 2, 4, 1, 3, 5).reshape(-1, channels, factor, factor)
 
 
 def mask_to_latent_grid(mask: torch.Tensor, factor: int) -> torch.Tensor:

@@ -20,7 +20,8 @@ Model channels (`to_channels`): one skin-type channel (type / 6, 0 when unknown)
 one-hot channel per condition of the registry, so `1 + len(registry)` channels. The null map used for
 classifier-free guidance is all zeros (`null_channels`). Code that reads a channel batch goes through
 the views `skin_type_from_channels`, `conditions_present_from_channels`, `lesion_mask_from_channels` and
-`dominant_condition_from_channels`, so the layout is known here only. Training, which needs channels
+`dominant_condition_from_channels` (and builds one with `channels_from_labels`), so the layout is known here
+only. Training, which needs channels
 and no regions, turns an RGB map straight into channels with `SemanticMap.channels_from_rgb`.
 
 Boxes are `(x0, y0, x1, y1)` in pixels, x0/y0 inclusive and x1/y1 exclusive (x = column).
@@ -507,7 +508,8 @@ class SemanticMap:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# views of a (B, 1 + K, H, W) channel batch: the one place outside `to_channels` that knows the channel layout
+# views of a (B, 1 + K, H, W) channel batch and their inverse: the one place outside `to_channels` that knows the
+# channel layout
 # ----------------------------------------------------------------------------------------------------------------
 def skin_type_from_channels(channels):
     """(B,) long Fitzpatrick types 1..6 of a channel batch; 0 for unknown skin and for the null map.
@@ -527,17 +529,41 @@ def lesion_mask_from_channels(channels):
     return channels[:, 1:].sum(dim=1, keepdim=True) > 0
 
 
-def dominant_condition_from_channels(channels, healthy_label: int):
+def dominant_condition_from_channels(channels, healthy_label: int, background_votes: bool = False):
     """(B,) long: the condition index (0..K-1) covering most pixels, `healthy_label` where no condition is set.
 
     The image-level label of a map, computed on channels so that maps and channel tensors share one rule
-    (ties go to the lower index).
+    (ties go to the lower index). With `background_votes` the uncovered pixels vote too, as one more class
+    that loses ties: `healthy_label` unless the leading condition covers at least as much as the background
+    (1e-6 of slack for float rounding). That is the majority vote that turns a block of pixels into one
+    latent cell (`dermdiff.latent_maps`).
     """
     import torch
 
-    areas = channels[:, 1:].sum(dim=(2, 3))
+    if background_votes:
+        areas = channels[:, 1:].float().mean(dim=(2, 3))
+        set_here = areas.amax(dim=1) >= (1.0 - areas.sum(dim=1)) - 1e-6
+    else:
+        areas = channels[:, 1:].sum(dim=(2, 3))
+        set_here = areas.amax(dim=1) > 0
     labels = areas.argmax(dim=1)
-    return torch.where(areas.amax(dim=1) > 0, labels, torch.full_like(labels, healthy_label))
+    return torch.where(set_here, labels, torch.full_like(labels, healthy_label))
+
+
+def channels_from_labels(skin_type, condition, like):
+    """(B, 1 + K, H, W) channels laid out like `like` from per-pixel labels: the inverse of the views above.
+
+    Args:
+        skin_type (`torch.LongTensor` of shape `(B, H, W)`): Fitzpatrick type 1..6 per pixel, 0 for unknown.
+        condition (`torch.LongTensor` of shape `(B, H, W)`): condition index 0..K-1 per pixel, -1 for none.
+        like (`torch.Tensor`): a channel batch of the same registry; gives K and the dtype.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    skin = (skin_type.float() / len(SKIN_TYPES))[:, None]
+    one_hot = F.one_hot(condition + 1, num_classes=like.shape[1])[..., 1:].permute(0, 3, 1, 2)
+    return torch.cat([skin, one_hot.float()], dim=1).to(like.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -165,6 +166,31 @@ def test_map_reduction_keeps_exact_codes():
     melanoma = conditions[smap.registry.index("melanoma")]
     assert melanoma[1, 1] == 1 and melanoma[1, 0] == 0 and melanoma[3, 1] == 1
     assert map_to_latent_grid(torch.zeros_like(channels), 4).abs().sum() == 0  # the null map stays null
+
+
+def test_map_reduction_is_a_per_cell_majority_vote_in_every_dtype():
+    """Random multi-condition maps against the rule counted cell by cell: skin code kept, the condition with
+    most pixels wins unless more pixels are uncovered (ties go to the condition, then to the lower index)."""
+    rng = torch.Generator().manual_seed(0)
+    for factor, num_conditions in ((2, 1), (4, 3), (4, 7), (8, 2)):
+        labels = torch.randint(0, num_conditions + 1, (3, 2 * factor, 3 * factor), generator=rng)
+        labels[0] *= torch.rand(labels[0].shape, generator=rng) < 0.4  # mostly healthy skin
+        skin = torch.tensor([0, 2, 6])
+        channels = torch.cat([(skin / 6)[:, None, None, None].expand(3, 1, *labels.shape[1:]),
+                              torch.nn.functional.one_hot(labels, num_conditions + 1)[..., 1:].permute(0, 3, 1, 2)], 1)
+        for dtype in (torch.float32, torch.float16, torch.float64):
+            reduced = map_to_latent_grid(channels.to(dtype), factor)
+            assert reduced.dtype == dtype and reduced.shape == (3, 1 + num_conditions, 2, 3)
+            for b, row, col in itertools.product(range(3), range(2), range(3)):
+                block = labels[b, row * factor : (row + 1) * factor, col * factor : (col + 1) * factor]
+                counts = torch.bincount(block.flatten(), minlength=num_conditions + 1)
+                best = int(counts[1:].argmax())
+                expected = torch.zeros(num_conditions)
+                if counts[1 + best] >= counts[0]:
+                    expected[best] = 1
+                cell = reduced[b, :, row, col].double()
+                assert cell[0] == torch.tensor(skin[b] / 6, dtype=dtype).double()
+                assert torch.equal(cell[1:], expected.double()), (factor, b, row, col, counts.tolist())
 
 
 def test_mask_reduction_regenerates_any_touched_cell_and_sizes_are_checked():
