@@ -359,6 +359,28 @@ def test_torch_dataset_input_and_predict():
     assert np.allclose(output["probabilities"], direct, atol=1e-6)
 
 
+def test_classifier_resize_is_the_stretch_on_tensors():
+    """Classifier inputs are stretched like every model's (no crop) with torchvision's antialiased bilinear
+    resize, as the loop always did: a PIL image, its uint8 tensor and its [-1, 1] tensor give one result."""
+    from torchvision.transforms import v2
+
+    from dermdiff.data.transforms import pixel_values, resize_pixels
+    from dermdiff.loops.classifier import image_transform
+
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, size=(30, 40, 3), dtype=np.uint8)  # 40 wide, 30 high
+    unit = v2.functional.to_dtype(v2.functional.to_image(array), torch.float32, scale=True)
+    expected = v2.Resize((16, 16), antialias=True)(unit).clamp(0, 1) * 2 - 1
+    transform = image_transform(16, augment=False)
+    for image in (Image.fromarray(array), torch.from_numpy(array).permute(2, 0, 1), unit * 2 - 1):
+        assert torch.allclose(transform(image), expected, atol=1e-6)
+    assert torch.equal(transform(Image.fromarray(array)), expected)
+    assert torch.equal(resize_pixels(unit[None], 16)[0], v2.Resize((16, 16), antialias=True)(unit))
+    assert resize_pixels(unit, (30, 40)) is unit  # already the size: untouched
+    # the generative models' filter (PIL bicubic) differs on purpose (see resize_pixels' docstring)
+    assert (pixel_values(Image.fromarray(array), 16) - expected).abs().max() > 0.01
+
+
 def test_class_weights_and_config_checks():
     weights = class_weights(np.array([0, 0, 0, 1]), 3)
     assert weights.tolist() == pytest.approx([4 / 9, 4 / 3, 0.0])

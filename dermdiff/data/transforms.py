@@ -16,6 +16,9 @@ Why stretching and not shorter side + centre crop (what diffusers' `train_uncond
 - dermatology photos are close to square (HAM10000 is 4:3), so the stretch is mild.
 A horizontal flip, when asked for, flips pixels and map together.
 
+Classifiers keep the same geometry (the whole picture stretched, no crop) with another filter:
+`resize_pixels` (bilinear, antialiased, on tensors); why is in its docstring.
+
 Example:
     >>> dataset = load_dataset_dir("outputs/phantom").with_transform(model_transform(32, registry_of(dataset)))
     >>> batch = dataset[:4]
@@ -119,3 +122,23 @@ def model_transform(resolution, registry, random_flip: bool = False, seed: int |
         }
 
     return transform
+
+
+def resize_pixels(pixels: torch.Tensor, resolution) -> torch.Tensor:
+    """A (..., 3, H, W) float image tensor stretched to `resolution` (bilinear, antialiased): the classifier's resize.
+
+    The geometry is the policy above (`target_size`: the whole picture stretched, so no crop cuts the lesion
+    out of a labelled image); the filter differs because a classifier resizes tensors, not PIL images: its
+    inputs may be tensors already (a torch `Dataset` of tensors, generated batches) and its augmentations
+    run on tensors, and a PIL bicubic resize would first quantise a float image to 8 bits. The result is
+    torchvision's `v2.Resize(antialias=True)`, bit for bit, which the classifier loop has always used, so
+    trained classifiers keep their numbers. Normalisation is not part of it: `SkinClassifier` maps [-1, 1]
+    to its `image_mean` / `image_std` (ImageNet's by default) itself, so every model takes [-1, 1] input.
+    Returns `pixels` itself when it already has the size.
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    height, width = target_size(resolution)
+    if tuple(pixels.shape[-2:]) == (height, width):
+        return pixels
+    return TF.resize(pixels, [height, width], antialias=True)

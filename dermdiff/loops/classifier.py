@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from ..classifier import SkinClassifier, check_backbone
+from ..data.transforms import resize_pixels
 from ..metrics.classification import classification_metrics
 from .common import (
     build_accelerator,
@@ -191,21 +192,17 @@ def _split_item(item):
 def image_transform(resolution: Optional[int], augment: bool):
     """PIL or tensor image -> float tensor `(3, H, W)` in [-1, 1], resized, optionally augmented.
 
-    Tensors are taken as dermdiff images: uint8 in [0, 255] or float in [-1, 1].
+    Tensors are taken as dermdiff images: uint8 in [0, 255] or float in [-1, 1]. The resize is the
+    classifier's one (`data.transforms.resize_pixels`: the whole picture stretched, bilinear on tensors).
     """
     from torchvision.transforms import v2
 
-    steps = []
-    if resolution is not None:
-        steps.append(v2.Resize((resolution, resolution), antialias=True))
-    if augment:
-        # Ghorbani et al.'s (2020) "flipping, saturation, jitters"; dermoscopic images have no canonical orientation
-        steps += [
-            v2.RandomHorizontalFlip(),
-            v2.RandomVerticalFlip(),
-            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
-        ]
-    pipeline = v2.Compose(steps) if steps else None
+    # Ghorbani et al.'s (2020) "flipping, saturation, jitters"; dermoscopic images have no canonical orientation
+    pipeline = v2.Compose([
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+        v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
+    ]) if augment else None
 
     def transform(image) -> torch.Tensor:
         if isinstance(image, torch.Tensor):
@@ -214,6 +211,8 @@ def image_transform(resolution: Optional[int], augment: bool):
             unit = v2.functional.to_dtype(v2.functional.to_image(image.convert("RGB")), torch.float32, scale=True)
         if unit.ndim != 3 or unit.shape[0] != 3:
             raise ValueError(f"images must be RGB (3, H, W), got shape {tuple(unit.shape)}")
+        if resolution is not None:
+            unit = resize_pixels(unit, resolution)
         if pipeline is not None:
             unit = pipeline(unit)
         return unit.clamp(0.0, 1.0) * 2.0 - 1.0
