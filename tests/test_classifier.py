@@ -390,7 +390,7 @@ def test_class_weights_and_config_checks():
         train_classifier([(torch.zeros(3, 8, 8), 0)], config=_tiny_config(), output_dir="unused", epochs=3)
 
 
-def test_script_smoke(tmp_path, monkeypatch):
+def test_script_smoke(tmp_path, monkeypatch, capsys):
     from dermdiff.data import write_phantom
 
     monkeypatch.syspath_prepend(os.path.join(ROOT, "training"))
@@ -414,7 +414,8 @@ def test_script_smoke(tmp_path, monkeypatch):
     with open(os.path.join(output_dir, "history.json")) as handle:
         assert [record["epoch"] for record in json.load(handle)["epochs"]] == [0, 1]
     with pytest.raises(SystemExit):
-        script.parse_args(["--train_data_dir", data, "--backbone_config", "vit"])  # needs --backbone transformers
+        script.parse_args(["--train_data_dir", data, "--backbone_config", "vit"])
+    assert "--backbone_config needs --backbone transformers" in capsys.readouterr().err
     sys.modules.pop("train_classifier", None)
 
 

@@ -243,7 +243,7 @@ def test_generation_settings_validate_once_and_stay_frozen():
         AdversarialGuidance(MeanColourClassifier(), targets=[0], scale=0.1, start=2.0)
     settings = GenerationSettings(scheduler=" DPM ")
     assert settings.scheduler == "dpm"
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'strength'"):
         settings.strength = 0.9
     assert HardCaseConfig(generation={"strength": 0.3}).generation == GenerationSettings(strength=0.3)
     # what each pipeline is given: a GAN takes no steps or guidance; None guidance leaves the pipeline's own
@@ -526,11 +526,13 @@ TINY_FLAGS = [
 ]
 
 
-def test_adversarial_loop_script(tmp_path):
+def test_adversarial_loop_script(tmp_path, capsys):
     tiny_diffusion().save_pretrained(str(tmp_path / "generator"))
     script = load_script("adversarial_loop")
     with pytest.raises(SystemExit):
         script.parse_args(["--phantom", "--generator", "g", "--strategies", "map,warp"])
+    assert "argument --strategies: takes a comma-separated subset of ('map', 'sdedit', 'adversarial'), got ['warp']" \
+        in capsys.readouterr().err
     args = script.parse_args(
         TINY_FLAGS
         + [

@@ -238,19 +238,19 @@ def test_compute_fid_every_logs_fid_and_kid_from_the_script(tmp_path, model_conf
 
 
 @pytest.mark.parametrize(
-    "argv",
+    "argv, message",
     [
-        [],
-        ["--phantom", "--train_data_dir", "x"],
-        ["--phantom", "--condition_dropout", "1.5"],
-        ["--phantom", "--resolution", "4"],
-        ["--phantom", "--model_config", "/no/such.json"],
+        ([], "give exactly one of --train_data_dir, --dataset_name, --phantom"),
+        (["--phantom", "--train_data_dir", "x"], "give exactly one of --train_data_dir, --dataset_name, --phantom"),
+        (["--phantom", "--condition_dropout", "1.5"], "--condition_dropout must be in [0, 1], got 1.5"),
+        (["--phantom", "--resolution", "4"], "--resolution must be >= 8, got 4"),
+        (["--phantom", "--model_config", "/no/such.json"], "--model_config '/no/such.json' does not exist"),
     ],
 )
-def test_bad_flags_exit_with_a_message(argv):
+def test_bad_flags_exit_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as error:
         script.parse_args(argv)
-    assert error.value.code == 2
+    assert error.value.code == 2 and message in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -157,19 +157,19 @@ def test_dermgan_ablation_switches():
 
 
 @pytest.mark.parametrize(
-    "script, flags",
+    "script, flags, message",
     [
-        ("train_dermgan", ["--resolution", "24"]),
-        ("train_dermgan", ["--lambda_roi", "-1"]),
-        ("train_dcgan", ["--truncation", "0"]),
-        ("train_lesion_edit", ["--mode", "paired"]),
-        ("train_lesion_edit", ["--heldout_fraction", "1.5"]),
+        ("train_dermgan", ["--resolution", "24"], "--resolution must be a power of two for the U-Net, got 24"),
+        ("train_dermgan", ["--lambda_roi", "-1"], "--lambda_roi must be >= 0, got -1.0"),
+        ("train_dcgan", ["--truncation", "0"], "--truncation must be > 0, got 0.0"),
+        ("train_lesion_edit", ["--mode", "paired"], "argument --mode: invalid choice: 'paired'"),
+        ("train_lesion_edit", ["--heldout_fraction", "1.5"], "--heldout_fraction must be in [0, 1), got 1.5"),
     ],
 )
-def test_bad_flags_exit_with_usage_error(script, flags):
+def test_bad_flags_exit_with_usage_error(script, flags, message, capsys):
     with pytest.raises(SystemExit) as error:
         load_script(script).parse_args(["--phantom", "--output_dir", "unused", *flags])
-    assert error.value.code == 2
+    assert error.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_lesion_edit_needs_healthy_images(tmp_path):
