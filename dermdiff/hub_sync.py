@@ -15,6 +15,9 @@ its files there) and returns; one background thread uploads the snapshots in ord
 logged (without the token) and retried with growing waits; a snapshot that still fails stays on disk and is
 tried again by `finish()` at the end of the run, which reports what could not be pushed. Nothing is deleted
 before the Hub has it.
+
+The Hub flags of every training script (`--push_to_hub`, `--hub_model_id`, `--hub_token`, `--hub_private_repo`,
+`--hub_strategy`) are generated from `HubSettings`'s fields (`add_hub_arguments`), declared once here.
 """
 
 from __future__ import annotations
@@ -25,25 +28,49 @@ import queue
 import shutil
 import threading
 import time
+import typing
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from huggingface_hub import create_repo, upload_folder
 
+from .config_args import add_config_arguments
+
 logger = logging.getLogger(__name__)
 
-HUB_STRATEGIES = ("end", "every_save", "checkpoint")
+HubStrategy = typing.Literal["end", "every_save", "checkpoint"]
+HUB_STRATEGIES = typing.get_args(HubStrategy)
 SNAPSHOT_DIR = ".hub_push"
 LAST_CHECKPOINT = "last-checkpoint"
 
 
-def add_hub_strategy_argument(group) -> None:
-    """`--hub_strategy` on an argparse group, for every training script that checkpoints (one declaration)."""
-    group.add_argument(
-        "--hub_strategy", default="end", choices=HUB_STRATEGIES,
-        help="With --push_to_hub: 'end' pushes the final model; 'every_save' also each checkpoint as it is written; "
-        "'checkpoint' also the latest checkpoint only (last-checkpoint/, to resume elsewhere). Pushes run in the "
-        "background and are retried (dermdiff.hub_sync).",
-    )
+@dataclass(frozen=True)
+class HubSettings:
+    """How a training script uploads its run to the Hub; each field is a flag of every trainer (`add_hub_arguments`)."""
+
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the final model with a model card."})
+    hub_model_id: str | None = field(default=None,
+                                     metadata={"help": "Hub repo id (defaults to the output folder name)."})
+    hub_token: str | None = field(default=None,
+                                  metadata={"help": "Hub token (never logged; default: cached login)."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    hub_strategy: HubStrategy = field(default="end", metadata={
+        "help": "With --push_to_hub: 'end' pushes the final model; 'every_save' also each checkpoint as it is "
+                "written; 'checkpoint' also the latest checkpoint only (last-checkpoint/, to resume elsewhere). "
+                "Pushes run in the background and are retried (dermdiff.hub_sync)."})
+
+    def __post_init__(self):
+        check_hub_strategy(self.hub_strategy)
+
+
+def add_hub_arguments(parser, group: str) -> None:
+    """The `HubSettings` flags, in the argparse group titled `group` (created or reused)."""
+    add_config_arguments(parser, HubSettings, group=group)
+
+
+def hub_repo_id(args) -> str:
+    """The repo a run is pushed to: `--hub_model_id`, else the name of `--output_dir`."""
+    return args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
 
 
 def checkpoint_pusher(args) -> "CheckpointPusher | None":
@@ -54,8 +81,7 @@ def checkpoint_pusher(args) -> "CheckpointPusher | None":
     """
     if not args.push_to_hub or args.hub_strategy == "end":
         return None
-    repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
-    return CheckpointPusher(repo_id, args.hub_strategy, args.output_dir, token=args.hub_token,
+    return CheckpointPusher(hub_repo_id(args), args.hub_strategy, args.output_dir, token=args.hub_token,
                             private=args.hub_private_repo)
 
 

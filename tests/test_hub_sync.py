@@ -131,16 +131,40 @@ def test_end_pushes_nothing_during_training_and_bad_strategies_are_refused(tmp_p
         hub_sync.CheckpointPusher("", "every_save", str(tmp_path))
 
 
-def test_script_refuses_an_unknown_hub_strategy(capsys):
+HUB_SCRIPT_ARGV = {"train_dcgan": ["--phantom"], "train_diffusion": ["--phantom"], "train_autoencoder": ["--phantom"],
+                   "train_classifier": ["--train_data_dir", "x"]}
+
+
+def load_script(name):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("train_dcgan", os.path.join("training", "train_dcgan.py"))
+    spec = importlib.util.spec_from_file_location(f"{name}_hub_flags", os.path.join("training", f"{name}.py"))
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+@pytest.mark.parametrize("name", sorted(HUB_SCRIPT_ARGV))
+def test_script_refuses_an_unknown_hub_strategy(capsys, name):
     with pytest.raises(SystemExit) as exited:
-        script.parse_args(["--phantom", "--output_dir", "x", "--push_to_hub", "--hub_strategy", "sometimes"])
+        load_script(name).parse_args(HUB_SCRIPT_ARGV[name] + ["--output_dir", "x", "--push_to_hub", "--hub_strategy",
+                                                              "sometimes"])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and "--hub_strategy" in err and "every_save" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", sorted(HUB_SCRIPT_ARGV))
+def test_every_trainer_has_the_hub_settings_as_flags_with_their_defaults(name):
+    """The Hub flags are generated from `HubSettings` in every trainer: same names, same defaults."""
+    import dataclasses
+
+    args = load_script(name).parse_args(HUB_SCRIPT_ARGV[name] + ["--output_dir", "runs/x"])
+    expected = dataclasses.asdict(hub_sync.HubSettings())
+    assert {key: getattr(args, key) for key in expected} == expected == {
+        "push_to_hub": False, "hub_model_id": None, "hub_token": None, "hub_private_repo": False, "hub_strategy": "end"}
+    assert hub_sync.hub_repo_id(args) == "x"
+    with pytest.raises(ValueError, match=r"hub_strategy must be one of \('end', 'every_save', 'checkpoint'\), got 'x'"):
+        hub_sync.HubSettings(hub_strategy="x")
 
 
 # ----------------------------------------------------------------------------------------------------------------

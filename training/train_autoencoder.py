@@ -31,7 +31,7 @@ from accelerate.utils import set_seed
 from dermdiff.config_args import add_config_arguments, argument_group, config_from_args
 from dermdiff.errors import ArgumentParser, json_object, run_script
 from dermdiff.hub import ModelCardInfo, push_to_hub
-from dermdiff.hub_sync import add_hub_strategy_argument, pushing_checkpoints
+from dermdiff.hub_sync import add_hub_arguments, hub_repo_id, pushing_checkpoints
 from dermdiff.loops.autoencoder import (
     AutoencoderTrainingConfig,
     default_autoencoder_config,
@@ -58,12 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     # every AutoencoderTrainingConfig field is a flag (generated: type, default and help come from the field)
     add_config_arguments(parser, AutoencoderTrainingConfig)
 
-    runs = argument_group(parser, RUNS)
-    runs.add_argument("--push_to_hub", action="store_true", help="Upload the final model with a model card.")
-    runs.add_argument("--hub_model_id", default=None, help="Hub repo id (defaults to the output folder name).")
-    runs.add_argument("--hub_token", default=None, help="Hub token (never logged; default: cached login).")
-    runs.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
-    add_hub_strategy_argument(runs)
+    add_hub_arguments(parser, RUNS)
     args = parser.parse_args(argv)
 
     if sum([bool(args.train_data_dir), bool(args.dataset_name), args.phantom]) != 1:
@@ -100,7 +95,7 @@ def build_model(args):
 
 def push(args, run, registry, dataset_label: str) -> str:
     """Uploads the output folder (model + generated card) to the Hub; the token goes nowhere else."""
-    repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+    repo_id = hub_repo_id(args)
     info = ModelCardInfo(
         model_type="AutoencoderKL (latent DermDiff autoencoder)",
         dataset=dataset_label,

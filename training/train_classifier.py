@@ -37,7 +37,7 @@ from dermdiff.classifier_flags import add_backbone_arguments, check_backbone_arg
 from dermdiff.classify import align_labels
 from dermdiff.data.splits import parse_stratify_by, save_composition
 from dermdiff.errors import ArgumentParser, run_script
-from dermdiff.hub_sync import add_hub_strategy_argument, pushing_checkpoints
+from dermdiff.hub_sync import add_hub_arguments, hub_repo_id, pushing_checkpoints
 from dermdiff.loops.classifier import (
     ClassifierTrainingConfig,
     dataset_label_names,
@@ -138,12 +138,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--n_boot", type=int, default=1000, help="Bootstrap replicates for the confidence intervals."
     )
 
-    hub = parser.add_argument_group("hub")
-    hub.add_argument("--push_to_hub", action="store_true", help="Upload the classifier with a model card.")
-    hub.add_argument("--hub_model_id", default=None, help="Hub repo id (defaults to the output folder name).")
-    hub.add_argument("--hub_token", default=None, help="Hub token (never logged; default: cached login).")
-    hub.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
-    add_hub_strategy_argument(hub)
+    add_hub_arguments(parser, "hub")
 
     args = parser.parse_args(argv)
     for name in ("train_loader_kwargs", "validation_loader_kwargs", "test_loader_kwargs", "split_fractions"):
@@ -261,7 +256,7 @@ def push(args, results: dict, history: dict) -> str:
     from dermdiff.classifier_card import classifier_card_info
     from dermdiff.hub import push_to_hub
 
-    repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+    repo_id = hub_repo_id(args)
     info = classifier_card_info(
         results, history, dataset=args.train_data_dir, backbone=args.backbone, repo_id=repo_id,
         external_test=args.test_data_dir,

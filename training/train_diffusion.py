@@ -50,7 +50,7 @@ from accelerate.utils import set_seed
 from dermdiff.config_args import add_config_arguments, argument_group, config_from_args
 from dermdiff.errors import ArgumentParser, json_object, run_script
 from dermdiff.hub import ModelCardInfo, push_to_hub
-from dermdiff.hub_sync import add_hub_strategy_argument, pushing_checkpoints
+from dermdiff.hub_sync import add_hub_arguments, hub_repo_id, pushing_checkpoints
 from dermdiff.latent_maps import check_unet_matches_vae, vae_factor
 from dermdiff.loops.autoencoder import load_vae
 from dermdiff.loops.data_flags import add_data_source_arguments, check_data_source_args, load_training_rows
@@ -96,11 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     runs = argument_group(parser, RUNS)
     add_fid_arguments(runs)  # --compute_fid_every (EMA samples), --fid_num_images, --fid_extractor, --save_best_fid
-    runs.add_argument("--push_to_hub", action="store_true", help="Upload the final pipeline with a model card.")
-    runs.add_argument("--hub_model_id", default=None, help="Hub repo id (defaults to the output folder name).")
-    runs.add_argument("--hub_token", default=None, help="Hub token (never logged; default: cached login).")
-    runs.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
-    add_hub_strategy_argument(runs)
+    add_hub_arguments(parser, RUNS)
     args = parser.parse_args(argv)
 
     check_data_source_args(parser, args)
@@ -173,7 +169,7 @@ def latent_examples(args, dataset, registry, vae):
 
 def push(args, run, registry, dataset_label: str) -> str:
     """Uploads the output folder (pipeline + generated model card) to the Hub; the token goes nowhere else."""
-    repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+    repo_id = hub_repo_id(args)
     info = ModelCardInfo(
         model_type="DermDiffPipeline (semantic-map-conditioned diffusion)",
         dataset=dataset_label,

@@ -12,7 +12,7 @@ import os
 
 from ..config_args import add_config_arguments, argument_group, config_from_args
 from ..errors import json_object
-from ..hub_sync import add_hub_strategy_argument, pushing_checkpoints
+from ..hub_sync import add_hub_arguments, hub_repo_id, pushing_checkpoints
 from .data_flags import TrainingRows, add_data_source_arguments, check_data_source_args, load_training_rows
 from .fid_tracking import PipelineFID, add_fid_arguments, check_fid_args, fid_reference_rows
 from .gan import GANTrainingConfig
@@ -50,11 +50,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, GANTrainingConfig)
     runs = argument_group(parser, RUNS)
     add_fid_arguments(runs)
-    runs.add_argument("--push_to_hub", action="store_true", help="Upload the final pipeline with a model card.")
-    runs.add_argument("--hub_model_id", default=None, help="Hub repo id (defaults to the output folder name).")
-    runs.add_argument("--hub_token", default=None, help="Hub token (never logged; default: cached login).")
-    runs.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
-    add_hub_strategy_argument(runs)
+    add_hub_arguments(parser, RUNS)
 
 
 def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -146,6 +142,6 @@ def push(args, run, model_type: str, dataset_name: str, conditions, hyperparamet
         },
         usage=usage,
     )
-    repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+    repo_id = hub_repo_id(args)
     repo_id = push_to_hub(args.output_dir, repo_id, info, token=args.hub_token, private=args.hub_private_repo)
     print(f"pushed {args.output_dir} to https://huggingface.co/{repo_id}")
