@@ -44,6 +44,8 @@ import re
 import types
 import typing
 
+from .errors import UsageError
+
 HELP_KEYS = ("group", "flag", "aliases", "choices", "parse", "metavar", "cli")
 
 
@@ -83,11 +85,12 @@ def field_default(field: dataclasses.Field):
     return field.default
 
 
-def with_default(config_cls, name: str, default):
+def with_default(config_cls, name: str, default, **metadata):
     """Field `name` of `config_cls` with another default, for a subclass whose default differs; the help stays
-    declared once (`train_batch_size: int = with_default(TrainingRunConfig, "train_batch_size", 8)`)."""
+    declared once (`train_batch_size: int = with_default(TrainingRunConfig, "train_batch_size", 8)`).
+    `metadata` replaces keys of the field's metadata, e.g. `flag="batch_size"` for a face that names it so."""
     (base,) = [field for field in dataclasses.fields(config_cls) if field.name == name]
-    return dataclasses.field(default=default, metadata=base.metadata)
+    return dataclasses.field(default=default, metadata={**base.metadata, **metadata})
 
 
 def with_help(config_cls, name: str, default, help: str):
@@ -127,13 +130,22 @@ def config_from_args(parser: argparse.ArgumentParser, config_cls, args: argparse
                      **values):
     """`config_cls` from the parsed flags (plus `values`); its validation error becomes a usage error that
     names the flag (`parser.error`, exit status 2)."""
+    try:
+        return parsed_config(config_cls, args, dashes, **values)
+    except UsageError as error:
+        parser.error(str(error))
+
+
+def parsed_config(config_cls, args: argparse.Namespace, dashes: bool = False, **values):
+    """`config_cls` from the parsed flags (plus `values`), for a `dermdiff` command's `run(args)`: its validation
+    error becomes a `dermdiff.errors.UsageError` naming the flag, which the command line reports (exit status 2)."""
     fields = cli_fields(config_cls)
     settings = {field.name: getattr(args, flag_dest(field)) for field in fields if hasattr(args, flag_dest(field))}
     settings.update(values)
     try:
         return config_cls(**settings)
     except ValueError as error:
-        parser.error(name_flags(str(error), fields, dashes))
+        raise UsageError(name_flags(str(error), fields, dashes)) from None
 
 
 def name_flags(message: str, fields, dashes: bool = False) -> str:

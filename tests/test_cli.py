@@ -84,3 +84,21 @@ def test_real_entry_point_prints_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert _one_line(result.stderr).startswith("dermdiff demo: error:")
+
+
+def test_evaluate_sampling_flags_are_generation_settings(tmp_path, capsys):
+    """`dermdiff evaluate`'s --num-inference-steps / --batch-size are `GenerationSettings` fields (defaults 50 / 8),
+    validated there: a bad value is one line naming the flag, exit 2."""
+    from dermdiff.cli import build_parser
+    from dermdiff.commands.evaluate import EvaluationSampling
+    from dermdiff.config_args import parsed_config
+    from dermdiff.pipelines.generation_settings import GenerationSettings
+
+    argv = ["evaluate", "--pipeline", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "e")]
+    sampling = parsed_config(EvaluationSampling, build_parser().parse_args(argv), dashes=True)
+    assert isinstance(sampling, GenerationSettings)
+    assert (sampling.num_inference_steps, sampling.batch_size) == (50, 8)
+    for flag in ("--batch-size", "--num-inference-steps"):
+        assert main([*argv, flag, "0"]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == f"dermdiff evaluate: error: {flag} must be >= 1, got 0", err

@@ -8,8 +8,8 @@ from typing import Literal, Sequence
 
 import pytest
 
-from dermdiff.config_args import add_config_arguments, argument_group, config_from_args, with_default
-from dermdiff.errors import ArgumentParser
+from dermdiff.config_args import add_config_arguments, argument_group, config_from_args, parsed_config, with_default
+from dermdiff.errors import ArgumentParser, UsageError
 
 
 def parse_pair(text: str) -> tuple[str, ...]:
@@ -92,6 +92,20 @@ def test_bad_values_exit_2_naming_the_flag(argv, message, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2
     assert __import__("re").search(message, lines[-1]), lines
+
+
+def test_parsed_config_raises_a_usage_error_naming_the_renamed_dashed_flag():
+    """`parsed_config` is `config_from_args` for a `dermdiff` command: the error is raised, not exited."""
+
+    @dataclass
+    class Renamed(Toy):
+        steps: int = with_default(Toy, "steps", 4, flag="num_steps")
+
+    parser = parser_for(Renamed, dashes=True)
+    assert "--num-steps NUM_STEPS" in parser.format_help() and "Steps. (default: 4)" in parser.format_help()
+    assert parsed_config(Renamed, parser.parse_args([]), dashes=True).steps == 4
+    with pytest.raises(UsageError, match=r"^--num-steps must be >= 1, got 0$"):
+        parsed_config(Renamed, parser.parse_args(["--num-steps", "0"]), dashes=True)
 
 
 def test_a_field_without_help_is_refused():

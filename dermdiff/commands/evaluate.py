@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
+from ..config_args import add_config_arguments, parsed_config, with_default
+from ..pipelines.generation_settings import GenerationSettings
+
 NAME = "evaluate"
 HELP = "Evaluate a generator against real data and write report.html + metrics.json."
 EXAMPLES = """\
@@ -15,6 +20,20 @@ extractors: inception[:DIR] (clean-fid's InceptionV3; needs inception-2015-12-05
 or /tmp, never downloaded), torchvision:ARCH:WEIGHTS_FILE, torchvision:ARCH:random (explicit random weights,
 marked in the report), classifier:DIR (domain FD from a dermdiff SkinClassifier).
 """
+
+
+@dataclass(frozen=True)
+class EvaluationSampling(GenerationSettings):
+    """The `GenerationSettings` `dermdiff evaluate` samples a `--pipeline` with; only steps and batch size are flags.
+
+    The batch size stays `--batch-size` with default 8 (its name and default before the flags were generated from
+    `GenerationSettings`): evaluation holds a feature extractor beside the pipeline, so it asks for smaller batches.
+    """
+
+    batch_size: int = with_default(GenerationSettings, "batch_size", 8, flag="batch_size")
+
+
+SAMPLING_FLAGS = ("num_inference_steps", "batch_size")  # the other settings keep the pipeline's own behaviour
 
 
 def configure(parser) -> None:
@@ -40,8 +59,8 @@ def configure(parser) -> None:
                         "~/.cache/dermdiff/fid_stats)")
     parser.add_argument("--no-cache", dest="no_cache", action="store_true", help="do not read or write the cache")
     parser.add_argument("--trials", type=int, default=50, help="FID subsamples for the 95%% intervals (default 50)")
-    parser.add_argument("--num-inference-steps", dest="num_inference_steps", type=int, default=50)
-    parser.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    add_config_arguments(parser, EvaluationSampling, dashes=True,  # --num-inference-steps, --batch-size
+                         exclude=[field.name for field in fields(EvaluationSampling) if field.name not in SAMPLING_FLAGS])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-sweeps", dest="num_sweeps", type=int, default=1, help="maps swept over types/sizes")
     parser.add_argument("--ssim-threshold", dest="ssim_threshold", type=float, default=0.9,
@@ -58,8 +77,9 @@ def run(args) -> int:
     from ..metrics.evaluation import evaluate, read_gan_log
     from .flags import check_at_least, check_device, check_fraction
 
-    check_at_least(args, {"trials": 2, "num_images": 2, "batch_size": 1, "num_inference_steps": 1, "num_sweeps": 0,
-                          "max_train_images": 1, "resolution": 16, "extractor_resolution": 16})
+    check_at_least(args, {"trials": 2, "num_images": 2, "num_sweeps": 0, "max_train_images": 1, "resolution": 16,
+                          "extractor_resolution": 16})
+    sampling = parsed_config(EvaluationSampling, args, dashes=True)  # validated once, in GenerationSettings
     check_fraction(args.ssim_threshold, "--ssim-threshold")
     check_device(args.device)
     for flag, path in (("--pipeline", args.pipeline), ("--generated", args.generated), ("--classifier", args.classifier)):
@@ -74,7 +94,7 @@ def run(args) -> int:
         reference_split=args.reference_split, train_split=args.train_split, data_limit=args.data_limit,
         generated_limit=args.generated_limit,
         cache_dir=None if args.no_cache else args.cache_dir, trials=args.trials,
-        num_inference_steps=args.num_inference_steps, batch_size=args.batch_size, seed=args.seed,
+        num_inference_steps=sampling.num_inference_steps, batch_size=sampling.batch_size, seed=args.seed,
         num_sweeps=args.num_sweeps, ssim_threshold=args.ssim_threshold, max_train_images=args.max_train_images,
         gan_log=read_gan_log(args.gan_log), device=args.device, verbose=not args.quiet,
     )
