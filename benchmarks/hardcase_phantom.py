@@ -37,7 +37,8 @@ import torch
 from dermdiff.config_args import add_config_arguments, config_from_args
 from dermdiff.data import save_image_folder
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop
-from dermdiff.hardcase.cli import load_generator, load_splits
+from dermdiff.hardcase.cli import add_imbalanced_phantom_arguments, load_generator, load_splits
+from dermdiff.loops.data_flags import add_phantom_arguments, add_split_seed_argument
 from dermdiff.pipelines.generation_settings import GenerationSettings
 
 # the settings this benchmark runs differently from the library's defaults (HardCaseConfig, GenerationSettings)
@@ -47,12 +48,11 @@ BENCHMARK_DEFAULTS = {"strategies": ("map", "sdedit", "adversarial"), "rounds": 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--phantom_num_images", type=int, default=4000, help="Phantom images (all splits).")
-    parser.add_argument("--phantom_size", type=int, default=32, help="Image side.")
-    parser.add_argument("--phantom_seed", type=int, default=0, help="Phantom seed.")
-    parser.add_argument("--phantom_rare", default="melanoma,vascular", help="The rare classes.")
-    parser.add_argument("--phantom_rare_fraction", type=float, default=0.05, help="Share of each rare class.")
-    parser.add_argument("--split_seed", type=int, default=0, help="Split seed.")
+    # the data flags of the hard-case scripts (always the phantom here); 4000 images, all splits: the measured
+    # benchmark (benchmarks/results/hardcase_phantom.md) needs enough rare-class images in each split
+    add_phantom_arguments(parser, num_images=4000, switch=False)
+    add_imbalanced_phantom_arguments(parser)
+    add_split_seed_argument(parser)
     parser.add_argument(
         "--export_train", default=None, help="Write the training split here (for train_diffusion.py) and exit."
     )
@@ -82,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num_threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU).")
     args = parser.parse_args(argv)
     # the fields dermdiff.hardcase.cli.load_splits reads
-    args.phantom, args.data_dir, args.split_fractions, args.loader_kwargs = True, None, None, {}
+    args.phantom, args.data_dir, args.split_fractions, args.loader_kwargs = True, None, None, None
     if args.export_train is None and args.generator is None:
         parser.error("give --export_train DIR (step 1) or --generator DIR (step 2)")
     args.config = config_from_args(parser, HardCaseConfig, args, n_boot=args.n_boot,

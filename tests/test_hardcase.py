@@ -644,3 +644,32 @@ def test_reference_filter_keeps_what_the_reference_recognises():
     assert dropped[0].extra["reference_probability"] < 0.5
     kept, dropped = filter_by_reference(images, Reference(), min_probability=0.0)
     assert len(kept) == 2 and not dropped
+
+
+@pytest.mark.parametrize("name", ["adversarial_loop", "augment_experiment"])
+def test_hardcase_data_flags_keep_their_defaults_and_refuse_a_json_list(name, capsys):
+    """The data flags come from `dermdiff.loops.data_flags` with the hard-case defaults (1000 phantom images);
+    a JSON list where an object is needed is one usage line naming the flag, not a traceback."""
+    script = load_script(name)
+    args = script.parse_args(["--phantom", "--generator", "g"])
+    assert (args.phantom_num_images, args.phantom_seed, args.phantom_size, args.split_seed) == (1000, 0, 32, 0)
+    assert (args.phantom_rare, args.phantom_rare_fraction, args.stratify_by) == ("melanoma,vascular", 0.05, "")
+    assert args.loader_kwargs is None and args.split_fractions is None
+    for flag in ("--loader_kwargs", "--split_fractions"):
+        with pytest.raises(SystemExit) as stop:
+            script.parse_args(["--data_dir", "d", "--generator", "g", flag, "[0.5]"])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and f"{flag} must be a JSON object, got [0.5]" in err and "Traceback" not in err
+
+
+def test_hardcase_phantom_benchmark_keeps_its_data_defaults():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "hardcase_phantom.py")
+    spec = importlib.util.spec_from_file_location("hardcase_phantom_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = bench.parse_args(["--generator", "g"])
+    assert (args.phantom, args.phantom_num_images, args.phantom_size, args.phantom_seed, args.split_seed) == (
+        True, 4000, 32, 0, 0)
+    assert (args.phantom_rare, args.phantom_rare_fraction, args.loader_kwargs) == ("melanoma,vascular", 0.05, None)

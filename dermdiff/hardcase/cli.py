@@ -7,10 +7,16 @@ Both scripts take the same data flags (`--data_dir` or `--phantom`), the same ge
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..classifier_flags import add_backbone_arguments, check_backbone_arguments
 from ..config_args import add_config_arguments, argument_group, config_from_args
+from ..loops.data_flags import (
+    add_loader_kwargs_argument,
+    add_phantom_arguments,
+    add_split_seed_argument,
+    add_stratify_argument,
+    parse_json_object,
+)
 from ..pipelines.generation_settings import GROUP as GENERATOR_GROUP
 from ..pipelines.generation_settings import GenerationSettings
 
@@ -18,38 +24,37 @@ SPLIT_NAMES = ("train", "validation", "mining", "test")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--data_dir` or the imbalanced phantom, and how they are split; the flags the training scripts share too come
+    from their one home, `dermdiff.loops.data_flags`."""
     data = parser.add_argument_group("data (one of --data_dir / --phantom)")
     data.add_argument(
         "--data_dir", default=None, help="Any layout dermdiff.data.load_any reads (folder, HAM10000, .npz)."
     )
-    data.add_argument(
-        "--loader_kwargs", default="{}", help='JSON options for load_any, e.g. \'{"size": 64, "limit": 2000}\'.'
-    )
-    data.add_argument(
-        "--phantom", action="store_true", help="Use the built-in phantom (made imbalanced with --phantom_rare)."
-    )
-    data.add_argument("--phantom_num_images", type=int, default=1000, help="Phantom images.")
-    data.add_argument("--phantom_size", type=int, default=32, help="Phantom image side in pixels.")
-    data.add_argument("--phantom_seed", type=int, default=0, help="Seed of the phantom images.")
-    data.add_argument(
-        "--phantom_rare",
-        default="melanoma,vascular",
-        help="Comma-separated phantom classes made rare ('' for balanced).",
-    )
-    data.add_argument("--phantom_rare_fraction", type=float, default=0.05, help="Share of each rare class.")
+    add_loader_kwargs_argument(data, "--data_dir")
+    # 1000 phantom images (not the generators' 2000): the hard-case loop trains a classifier per round on them,
+    # and the documented commands and measured results use this default
+    add_phantom_arguments(data, num_images=1000)
+    add_imbalanced_phantom_arguments(data)
     data.add_argument(
         "--split_fractions",
         default=None,
         help="JSON split -> fraction (train/validation/mining/test); default 0.6/0.1/0.15/0.15. "
         "Replaces a split column.",
     )
-    data.add_argument("--split_seed", type=int, default=0, help="Seed of the train/validation/mining/test split.")
-    data.add_argument(
-        "--stratify_by",
-        default="",
-        help="Comma-separated columns whose mix every split should share besides label and lesion size "
-        "(e.g. dx_type for HAM10000, skin_type); see dermdiff.data.make_splits.",
+    add_split_seed_argument(data)
+    add_stratify_argument(data)
+
+
+def add_imbalanced_phantom_arguments(group) -> None:
+    """`--phantom_size`, `--phantom_rare`, `--phantom_rare_fraction`: the phantom the hard-case scripts and
+    `benchmarks/hardcase_phantom.py` draw, with rare classes to find (`dermdiff.data.phantom.rare_class_weights`)."""
+    group.add_argument("--phantom_size", type=int, default=32, help="Phantom image side in pixels.")
+    group.add_argument(
+        "--phantom_rare",
+        default="melanoma,vascular",
+        help="Comma-separated phantom classes made rare ('' for balanced).",
     )
+    group.add_argument("--phantom_rare_fraction", type=float, default=0.05, help="Share of each rare class.")
 
 
 def add_classifier_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,12 +89,7 @@ def generation_settings(parser: argparse.ArgumentParser, args: argparse.Namespac
 def parse_json_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Decodes the JSON flags in place, checks the data source (one of --data_dir / --phantom) and the backbone."""
     for name in ("loader_kwargs", "split_fractions"):
-        value = getattr(args, name)
-        if value is not None:
-            try:
-                setattr(args, name, json.loads(value))
-            except json.JSONDecodeError as error:
-                parser.error(f"--{name} is not valid JSON: {error}")
+        parse_json_object(parser, args, name)
     if (args.data_dir is None) == (not args.phantom):
         parser.error("give exactly one of --data_dir and --phantom")
     if args.patience < 0 or args.n_boot < 1:
@@ -146,7 +146,7 @@ def load_splits(args: argparse.Namespace):
             n=args.phantom_num_images, size=args.phantom_size, seed=args.phantom_seed, class_weights=weights
         )
     else:
-        dataset = load_any(args.data_dir, **args.loader_kwargs)
+        dataset = load_any(args.data_dir, **(args.loader_kwargs or {}))
     use_column = args.split_fractions is None
     stratify_by = parse_stratify_by(getattr(args, "stratify_by", ""))
     parts = dict(

@@ -41,38 +41,73 @@ def add_data_source_arguments(parser: argparse.ArgumentParser, default_resolutio
         help=f"Train on this part of dermdiff.data.make_splits ({', '.join(SPLIT_NAMES)}; a dataset's own "
              "split column wins) or 'all'. Default: rows whose split is 'train', all rows if there is no split.",
     )
-    data.add_argument("--split_seed", type=int, default=0, help="Seed of make_splits for --train_split.")
-    data.add_argument(
-        "--loader_kwargs", default=None,
-        help='JSON options for the --train_data_dir loader (dermdiff.data.load_any), e.g. \'{"limit": 500}\'.',
-    )
+    add_split_seed_argument(data)
+    add_loader_kwargs_argument(data, "--train_data_dir")
     data.add_argument(
         "--dataset_name", default=None, help="Hub dataset with dermdiff columns (image, label, semantic_map)."
     )
     data.add_argument("--dataset_config_name", default=None, help="Config name of --dataset_name.")
     data.add_argument("--cache_dir", default=None, help="Where Hub datasets are cached.")
-    data.add_argument("--phantom", action="store_true", help="Train on the built-in procedural phantom.")
-    data.add_argument("--phantom_num_images", type=int, default=2000, help="Phantom images to generate.")
-    data.add_argument("--phantom_seed", type=int, default=0, help="Seed of the phantom images.")
+    add_phantom_arguments(data)
     data.add_argument(
         "--resolution", type=int, default=default_resolution, help="Image side in pixels (images are resized)."
     )
     return data
 
 
+def add_phantom_arguments(group, num_images: int = 2000, switch: bool = True) -> None:
+    """`--phantom` (unless `switch` is False: a face that is always on the phantom), `--phantom_num_images` (default
+    `num_images`) and `--phantom_seed`: the built-in phantom (`dermdiff.data.phantom`) as the data source."""
+    if switch:
+        group.add_argument("--phantom", action="store_true", help="Use the built-in procedural phantom.")
+    group.add_argument("--phantom_num_images", type=int, default=num_images, help="Phantom images to generate.")
+    group.add_argument("--phantom_seed", type=int, default=0, help="Seed of the phantom images.")
+
+
+def add_split_seed_argument(group) -> None:
+    """`--split_seed`: the seed of `dermdiff.data.make_splits`."""
+    group.add_argument("--split_seed", type=int, default=0,
+                       help="Seed of dermdiff.data.make_splits (which lesions go to which split).")
+
+
+def add_loader_kwargs_argument(group, source_flag: str) -> None:
+    """`--loader_kwargs`: JSON options of the loader of `source_flag` (decode with `parse_json_object`)."""
+    group.add_argument(
+        "--loader_kwargs", default=None,
+        help=f'JSON options for the {source_flag} loader (dermdiff.data.load_any), e.g. \'{{"limit": 500}}\'.',
+    )
+
+
+def add_stratify_argument(group) -> None:
+    """`--stratify_by`: columns whose mix every split `dermdiff.data.make_splits` computes should share."""
+    group.add_argument(
+        "--stratify_by", default="",
+        help="Comma-separated columns (e.g. dx_type for HAM10000, skin_type) whose mix every computed split should "
+             "share besides label and lesion size; the composition is written to splits.md / splits.json.",
+    )
+
+
+def parse_json_object(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str) -> None:
+    """Decodes the JSON-object flag `--name` in place (None stays None); a bad value is a usage error naming it."""
+    value = getattr(args, name)
+    if value is None:
+        return
+    try:
+        value = json.loads(value)
+    except json.JSONDecodeError as error:
+        parser.error(f"--{name} is not JSON ({error.msg} at character {error.pos})")
+    if not isinstance(value, dict):
+        parser.error(f"--{name} must be a JSON object, got {value!r}")
+    setattr(args, name, value)
+
+
 def check_data_source_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The cross-flag checks of the data flags (argparse errors, exit 2); parses `--loader_kwargs` in place."""
     if sum([bool(args.train_data_dir), bool(args.dataset_name), bool(args.phantom)]) != 1:
         parser.error("give exactly one of --train_data_dir, --dataset_name, --phantom")
-    if args.loader_kwargs is not None:
-        if not args.train_data_dir:
-            parser.error("--loader_kwargs applies to --train_data_dir only")
-        try:
-            args.loader_kwargs = json.loads(args.loader_kwargs)
-        except json.JSONDecodeError as error:
-            parser.error(f"--loader_kwargs is not JSON ({error.msg} at character {error.pos})")
-        if not isinstance(args.loader_kwargs, dict):
-            parser.error(f"--loader_kwargs must be a JSON object, got {args.loader_kwargs!r}")
+    if args.loader_kwargs is not None and not args.train_data_dir:
+        parser.error("--loader_kwargs applies to --train_data_dir only")
+    parse_json_object(parser, args, "loader_kwargs")
 
 
 @dataclass
