@@ -20,13 +20,15 @@ How a field becomes a flag (`--<name>`, or `--<name-with-dashes>` with `dashes=T
 |--------------------------------------|------------------------------------------------------------------------|
 | `int`, `float`, `str`, `X | None`    | `type=X`, the field's default                                          |
 | `bool` defaulting to False / True    | `store_true` / `--name` and `--no-name` (`BooleanOptionalAction`)      |
+| `bool`, metadata `negative_flag`     | only `--<negative_flag>`, `store_false` (e.g. `--no_augment`)           |
 | `tuple[X, ...]`, `Sequence[X]`       | `nargs="+"` of X, unless metadata `parse` reads one string (a comma list)|
 | `Literal[...]`                       | `choices`                                                               |
 | `dict`                               | no flag (filled in by the face, e.g. `extra_tracker_config`)            |
 
 Metadata keys besides `help`: `group` (the argparse group's title), `flag` (the flag's name, and its
-`args` attribute, when it is not the field's), `aliases`, `choices`, `parse` (a str -> value function;
-its `ValueError` becomes a usage error naming the flag), `metavar`, `cli=False` (a library-only setting).
+`args` attribute, when it is not the field's), `negative_flag` (a True-by-default bool set off by this flag
+only), `aliases`, `choices`, `parse` (a str -> value function; its `ValueError` becomes a usage error naming
+the flag), `metavar`, `cli=False` (a library-only setting).
 The help shows the default, so neither the help text nor a docstring repeats it.
 
 Why not transformers' `HfArgumentParser`: it adds a dashed twin of every flag, reads booleans as
@@ -46,7 +48,7 @@ import typing
 
 from .errors import UsageError
 
-HELP_KEYS = ("group", "flag", "aliases", "choices", "parse", "metavar", "cli")
+HELP_KEYS = ("group", "flag", "negative_flag", "aliases", "choices", "parse", "metavar", "cli")
 
 
 def argument_group(parser: argparse.ArgumentParser, title: str):
@@ -63,18 +65,19 @@ def flag_dest(field: dataclasses.Field) -> str:
 
 
 def flag_name(field: dataclasses.Field, dashes: bool = False) -> str:
-    """`--name` of a config field (metadata `flag` wins; `dashes` writes `--name-with-dashes`)."""
-    name = field.metadata.get("flag", field.name)
+    """`--name` of a config field (metadata `negative_flag`, then `flag` win; `dashes` writes `--name-with-dashes`)."""
+    name = field.metadata.get("negative_flag", field.metadata.get("flag", field.name))
     return "--" + (name.replace("_", "-") if dashes else name)
 
 
-def cli_fields(config_cls, exclude=()) -> list[dataclasses.Field]:
-    """The fields of `config_cls` that are command-line flags."""
+def cli_fields(config_cls, exclude=(), only=None) -> list[dataclasses.Field]:
+    """The fields of `config_cls` that are command-line flags (less `exclude`; only those in `only`, if given)."""
     hints = typing.get_type_hints(config_cls)
     return [
         field
         for field in dataclasses.fields(config_cls)
-        if field.name not in exclude and field.metadata.get("cli", True) and _base(hints[field.name]) is not dict
+        if field.name not in exclude and (only is None or field.name in only) and field.metadata.get("cli", True)
+        and _base(hints[field.name]) is not dict
     ]
 
 
@@ -104,6 +107,7 @@ def add_config_arguments(
     config_cls,
     exclude=(),
     group: str = "options",
+    only=None,
     dashes: bool = False,
 ) -> None:
     """Adds one flag per field of `config_cls` (see the module docstring) to `parser`.
@@ -113,11 +117,12 @@ def add_config_arguments(
             (else `group`), created or reused by title, so a face can add its own flags to the same groups.
         config_cls (`type`): a dataclass whose fields carry `metadata={"help": ...}`.
         exclude (`Iterable[str]`): fields left out (set by the face, or declared by shared flags).
+        only (`Iterable[str]`, *optional*): only these fields (a face that takes a few settings of a config).
         group (`str`, defaults to `"options"`): the title for fields without a `group`.
         dashes (`bool`, defaults to False): `--num-inference-steps` instead of `--num_inference_steps`.
     """
     hints = typing.get_type_hints(config_cls)
-    for field in cli_fields(config_cls, exclude):
+    for field in cli_fields(config_cls, exclude, only):
         if "help" not in field.metadata:
             raise TypeError(f"{config_cls.__name__}.{field.name} has no metadata help")
         kwargs = _argparse_kwargs(field, hints[field.name])
@@ -164,6 +169,9 @@ def _argparse_kwargs(field: dataclasses.Field, hint) -> dict:
     else:
         kwargs["default"] = default
     base, args = _base(hint), _args(hint)
+    if base is bool and "negative_flag" in meta:
+        kwargs["action"] = "store_false"
+        return kwargs
     if base is bool:
         kwargs["action"] = argparse.BooleanOptionalAction if default is True else "store_true"
         return kwargs  # BooleanOptionalAction shows its default itself

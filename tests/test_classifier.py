@@ -390,6 +390,40 @@ def test_class_weights_and_config_checks():
         train_classifier([(torch.zeros(3, 8, 8), 0)], config=_tiny_config(), output_dir="unused", epochs=3)
 
 
+def test_config_reads_the_command_line_spellings_and_checks_the_scheduler():
+    """0 patience, 'none' balance and 'none' tracker mean off, as the flags always did; a bad scheduler names it."""
+    config = ClassifierTrainingConfig(patience=0, balance="none", report_to="none")
+    assert (config.patience, config.balance, config.report_to) == (None, None, None)
+    with pytest.raises(ValueError, match=r"^patience must be >= 0 \(0 or None: never stop early\), got -1$"):
+        ClassifierTrainingConfig(patience=-1)
+    with pytest.raises(ValueError, match=r"^lr_scheduler 'bogus' is not one of \['linear', 'cosine'"):
+        ClassifierTrainingConfig(lr_scheduler="bogus")
+
+
+def test_script_flags_are_the_config_fields(capsys):
+    """train_classifier.py's flags are generated from ClassifierTrainingConfig: defaults from the fields, the
+    command-line names kept (--train_batch_size, --no_augment), a bad value one line naming the flag."""
+    import dataclasses
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_classifier_flags", os.path.join("training",
+                                                                                      "train_classifier.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = script.parse_args(["--train_data_dir", "x"])
+    assert dataclasses.asdict(args.config) == dataclasses.asdict(ClassifierTrainingConfig())
+    args = script.parse_args(["--train_data_dir", "x", "--no_augment", "--train_batch_size", "5", "--patience", "0"])
+    assert (args.config.augment, args.config.batch_size, args.config.patience) == (False, 5, None)
+    for flag, value, message in (("--patience", "-1", "--patience must be >= 0"),
+                                 ("--train_batch_size", "0", "--train_batch_size must be >= 1, got 0"),
+                                 ("--n_boot", "-1", "--n_boot must be >= 0, got -1"),
+                                 ("--balance", "over", "argument --balance: invalid choice: 'over'")):
+        with pytest.raises(SystemExit) as stop:
+            script.parse_args(["--train_data_dir", "x", flag, value])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and message in err and "Traceback" not in err, err
+
+
 def test_script_smoke(tmp_path, monkeypatch, capsys):
     from dermdiff.data import write_phantom
 

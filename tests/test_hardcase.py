@@ -647,7 +647,7 @@ def test_reference_filter_keeps_what_the_reference_recognises():
 
 
 @pytest.mark.parametrize("name", ["adversarial_loop", "augment_experiment"])
-def test_hardcase_data_flags_keep_their_defaults_and_refuse_a_json_list(name, capsys):
+def test_hardcase_data_and_classifier_flags_keep_their_defaults_and_refuse_bad_values(name, capsys):
     """The data flags come from `dermdiff.loops.data_flags` with the hard-case defaults (1000 phantom images);
     a JSON list where an object is needed is one usage line naming the flag, not a traceback."""
     script = load_script(name)
@@ -660,6 +660,11 @@ def test_hardcase_data_flags_keep_their_defaults_and_refuse_a_json_list(name, ca
             script.parse_args(["--data_dir", "d", "--generator", "g", flag, "[0.5]"])
         err = capsys.readouterr().err
         assert stop.value.code == 2 and f"{flag} must be a JSON object, got [0.5]" in err and "Traceback" not in err
+    # the classifier flags are ClassifierTrainingConfig fields, validated there
+    assert script.classifier_settings(args, 32)["resolution"] == 32 and args.train_batch_size == 32
+    with pytest.raises(SystemExit) as stop:
+        script.parse_args(["--phantom", "--generator", "g", "--patience", "-1"])
+    assert stop.value.code == 2 and "--patience must be >= 0" in capsys.readouterr().err
 
 
 def test_hardcase_phantom_benchmark_keeps_its_data_defaults():

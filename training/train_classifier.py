@@ -35,6 +35,7 @@ import sys
 
 from dermdiff.classifier_flags import add_backbone_arguments, check_backbone_arguments
 from dermdiff.classify import align_labels
+from dermdiff.config_args import add_config_arguments, config_from_args
 from dermdiff.data.splits import parse_stratify_by, save_composition
 from dermdiff.errors import ArgumentParser, run_script
 from dermdiff.hub_sync import add_hub_arguments, hub_repo_id, pushing_checkpoints
@@ -45,11 +46,15 @@ from dermdiff.loops.classifier import (
     split_class_counts,
     train_classifier,
 )
+from dermdiff.loops.data_flags import add_stratify_argument, parse_json_object
 from dermdiff.metrics.classification import metrics_to_markdown, save_metrics
 
 VALIDATION_NAMES = ("validation", "val", "valid")
 # evaluated part -> stem of its metrics files
 EVALUATED = {"validation": "metrics", "test": "metrics_test", "external_test": "metrics_external_test"}
+# ClassifierTrainingConfig fields whose flags are declared elsewhere: the backbone (dermdiff.classifier_flags) and
+# --resolution (in the data group)
+CONFIG_FLAGS_ELSEWHERE = ("backbone", "backbone_config", "pretrained", "resolution")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -89,13 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         default='{"train": 0.8, "validation": 0.1, "test": 0.1}',
         help="JSON split name -> fraction used when the data has no split column and no --validation_data_dir.",
     )
-    data.add_argument(
-        "--stratify_by",
-        default="",
-        help="Comma-separated columns (e.g. dx_type, skin_type) whose mix every computed split should share "
-        "besides label and lesion size; the composition is written to splits.md / splits.json.",
-    )
-    data.add_argument("--resolution", type=int, default=None, help="Image side in pixels (default 224).")
+    add_stratify_argument(data)
+    add_config_arguments(parser, ClassifierTrainingConfig, group="data", only=("resolution",))
 
     model = parser.add_argument_group("model")
     add_backbone_arguments(model)
@@ -104,34 +104,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument(
         "--output_dir", default="classifier-output", help="Model, metrics, checkpoints and logs go here."
     )
-    train.add_argument("--num_epochs", type=int, default=10, help="Maximum number of epochs.")
-    train.add_argument("--train_batch_size", type=int, default=32, help="Batch size per process.")
-    train.add_argument("--eval_batch_size", type=int, default=128, help="Batch size for validation and test.")
-    train.add_argument("--learning_rate", type=float, default=1e-3, help="AdamW learning rate.")
-    train.add_argument("--weight_decay", type=float, default=1e-4, help="AdamW weight decay.")
-    train.add_argument(
-        "--lr_scheduler", default="cosine", help="diffusers scheduler name (cosine, constant, linear, ...)."
-    )
-    train.add_argument("--lr_warmup_steps", type=int, default=0, help="Warm-up optimiser steps.")
-    train.add_argument("--balance", default="none", choices=("none", "sampler", "loss"), help="Class balancing.")
-    train.add_argument("--no_augment", action="store_true", help="Disable flips and colour jitter.")
-    train.add_argument("--patience", type=int, default=5, help="Early-stopping patience in epochs (0 disables).")
-    train.add_argument("--label_smoothing", type=float, default=0.0, help="Cross-entropy label smoothing.")
-    train.add_argument("--seed", type=int, default=0, help="Seed for initialisation, data order and augmentation.")
-    train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per update.")
-    train.add_argument(
-        "--mixed_precision", default="no", choices=("no", "fp16", "bf16"), help="accelerate mixed precision."
-    )
-    train.add_argument("--checkpoints_total_limit", type=int, default=2, help="Checkpoints to keep.")
-    train.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-<step> folder.")
-    train.add_argument(
-        "--allow_inexact_resume",
-        action="store_true",
-        help="Resume past a damaged random-generator state with a warning (the run then differs from an "
-        "uninterrupted one); without it such a resume stops.",
-    )
-    train.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
-    train.add_argument("--report_to", default="none", help="accelerate tracker ('tensorboard' or 'none').")
+    # every other ClassifierTrainingConfig field is a flag (generated: type, default and help come from the field)
+    add_config_arguments(parser, ClassifierTrainingConfig, group="training", exclude=CONFIG_FLAGS_ELSEWHERE)
 
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument(
@@ -142,29 +116,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     args = parser.parse_args(argv)
     for name in ("train_loader_kwargs", "validation_loader_kwargs", "test_loader_kwargs", "split_fractions"):
-        if getattr(args, name) is None:
-            continue
-        try:
-            setattr(args, name, json.loads(getattr(args, name)))
-        except json.JSONDecodeError as error:
-            parser.error(f"--{name} is not valid JSON: {error}")
-        if not isinstance(getattr(args, name), dict):
-            parser.error(f"--{name} must be a JSON object, got {getattr(args, name)!r}")
+        parse_json_object(parser, args, name)
     if args.validation_loader_kwargs is None:
         args.validation_loader_kwargs = args.train_loader_kwargs
     check_backbone_arguments(parser, args)
-    if args.patience < 0 or args.n_boot < 0:
-        parser.error("--patience and --n_boot must be >= 0")
-    for name in ("num_epochs", "train_batch_size", "eval_batch_size", "gradient_accumulation_steps"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if not 0 <= args.label_smoothing < 1:
-        parser.error(f"--label_smoothing must be in [0, 1), got {args.label_smoothing}")
-    from diffusers.optimization import SchedulerType
-
-    schedulers = [kind.value for kind in SchedulerType]
-    if args.lr_scheduler not in schedulers:
-        parser.error(f"--lr_scheduler {args.lr_scheduler!r} is not one of {schedulers}")
+    if args.n_boot < 0:
+        parser.error(f"--n_boot must be >= 0, got {args.n_boot}")
+    args.config = config_from_args(parser, ClassifierTrainingConfig, args)
     return args
 
 
@@ -194,31 +152,7 @@ def main(args: argparse.Namespace) -> dict:
     parts = load_splits(args)
     composition = save_composition(parts, args.output_dir, parse_stratify_by(args.stratify_by))
     print(composition)
-    config = ClassifierTrainingConfig(
-        backbone=args.backbone,
-        backbone_config=args.backbone_config,
-        pretrained=args.pretrained,
-        resolution=args.resolution,
-        num_epochs=args.num_epochs,
-        batch_size=args.train_batch_size,
-        eval_batch_size=args.eval_batch_size,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        lr_scheduler=args.lr_scheduler,
-        lr_warmup_steps=args.lr_warmup_steps,
-        balance=args.balance,
-        augment=not args.no_augment,
-        patience=args.patience or None,
-        label_smoothing=args.label_smoothing,
-        seed=args.seed,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        checkpoints_total_limit=args.checkpoints_total_limit,
-        resume_from_checkpoint=args.resume_from_checkpoint,
-        allow_inexact_resume=args.allow_inexact_resume,
-        dataloader_num_workers=args.dataloader_num_workers,
-        report_to=None if args.report_to == "none" else args.report_to,
-    )
+    config = args.config
     names = dataset_label_names(parts["train"])
     if "external_test" in parts and names is not None:  # matched by name, before training: a class the
         where = f"--test_data_dir {args.test_data_dir}"  # model cannot learn is an error, not a zero

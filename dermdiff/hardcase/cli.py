@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 
 from ..classifier_flags import add_backbone_arguments, check_backbone_arguments
-from ..config_args import add_config_arguments, argument_group, config_from_args
+from ..config_args import add_config_arguments, argument_group, cli_fields, config_from_args, flag_dest
+from ..loops.classifier import ClassifierTrainingConfig
 from ..loops.data_flags import (
     add_loader_kwargs_argument,
     add_phantom_arguments,
@@ -57,17 +58,15 @@ def add_imbalanced_phantom_arguments(group) -> None:
     group.add_argument("--phantom_rare_fraction", type=float, default=0.05, help="Share of each rare class.")
 
 
+CLASSIFIER_GROUP = "classifier (dermdiff.loops.classifier)"
+# the ClassifierTrainingConfig fields the hard-case scripts take as flags (the backbone's come from classifier_flags)
+CLASSIFIER_FLAGS = ("resolution", "num_epochs", "batch_size", "learning_rate", "balance", "patience")
+
+
 def add_classifier_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("classifier (dermdiff.loops.classifier)")
+    group = argument_group(parser, CLASSIFIER_GROUP)
     add_backbone_arguments(group)
-    group.add_argument(
-        "--resolution", type=int, default=None, help="Classifier input side (default: the generator's)."
-    )
-    group.add_argument("--num_epochs", type=int, default=10, help="Epochs per classifier training.")
-    group.add_argument("--train_batch_size", type=int, default=32, help="Classifier batch size.")
-    group.add_argument("--learning_rate", type=float, default=1e-3, help="AdamW learning rate.")
-    group.add_argument("--balance", default="none", choices=("none", "sampler", "loss"), help="Class balancing.")
-    group.add_argument("--patience", type=int, default=5, help="Early-stopping patience in epochs (0 disables).")
+    add_config_arguments(parser, ClassifierTrainingConfig, group=CLASSIFIER_GROUP, only=CLASSIFIER_FLAGS)
     group.add_argument("--n_boot", type=int, default=1000, help="Bootstrap replicates of the CIs and the paired test.")
     group.add_argument(
         "--num_threads", type=int, default=None, help="torch intra-op threads (1 is fastest on a shared CPU)."
@@ -87,28 +86,29 @@ def generation_settings(parser: argparse.ArgumentParser, args: argparse.Namespac
 
 
 def parse_json_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Decodes the JSON flags in place, checks the data source (one of --data_dir / --phantom) and the backbone."""
+    """Decodes the JSON flags in place, checks the data source (one of --data_dir / --phantom), the backbone and the
+    classifier flags (validated by `ClassifierTrainingConfig`, a bad value naming its flag)."""
     for name in ("loader_kwargs", "split_fractions"):
         parse_json_object(parser, args, name)
     if (args.data_dir is None) == (not args.phantom):
         parser.error("give exactly one of --data_dir and --phantom")
-    if args.patience < 0 or args.n_boot < 1:
-        parser.error("--patience must be >= 0 and --n_boot >= 1")
+    if args.n_boot < 1:
+        parser.error(f"--n_boot must be >= 1, got {args.n_boot}")
     check_backbone_arguments(parser, args)
+    config_from_args(parser, ClassifierTrainingConfig, argparse.Namespace(), **classifier_settings(args))
 
 
-def classifier_settings(args: argparse.Namespace, resolution: int) -> dict:
-    """`ClassifierTrainingConfig` fields from the classifier flags."""
-    return {
+def classifier_settings(args: argparse.Namespace, resolution: int | None = None) -> dict:
+    """`ClassifierTrainingConfig` fields from the classifier flags; `resolution` (the generator's) where
+    --resolution is not given. One checkpoint is kept per round's classifier."""
+    fields = cli_fields(ClassifierTrainingConfig, only=CLASSIFIER_FLAGS)
+    return {  # in this order in the ledger
         "backbone": args.backbone,
         "backbone_config": args.backbone_config,
         "pretrained": args.pretrained,
+        **{field.name: getattr(args, flag_dest(field)) for field in fields},
         "resolution": args.resolution or resolution,
-        "num_epochs": args.num_epochs,
-        "batch_size": args.train_batch_size,
-        "learning_rate": args.learning_rate,
-        "balance": args.balance,
-        "patience": args.patience or None,
+        "patience": args.patience or None,  # as ClassifierTrainingConfig reads 0
         "checkpoints_total_limit": 1,
     }
 

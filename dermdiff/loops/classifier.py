@@ -24,8 +24,8 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Callable, Optional, Sequence, Union
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Callable, Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -55,58 +55,50 @@ HISTORY_FILE = "history.json"
 
 @dataclass
 class ClassifierTrainingConfig:
-    """Settings of one classifier training run (every field has a default; see `train_classifier`).
+    """Settings of one classifier training run; each field's help is its documentation (see `train_classifier`).
 
-    Args:
-        backbone (`str`, defaults to `"resnet18"`): see [`SkinClassifier`]; ignored when a model is given.
-        backbone_config (`dict` or `str`, *optional*): transformers config (see [`SkinClassifier`]).
-        pretrained (`str`, *optional*): initial weights (a local file/folder, or a download request).
-        resolution (`int`, *optional*): image side; default the model's `image_size` (224 for a new model
-            unless set here).
-        num_epochs (`int`, defaults to 10): upper bound on epochs.
-        batch_size (`int`, defaults to 32): training batch size per process.
-        eval_batch_size (`int`, defaults to 128): batch size for validation and prediction.
-        learning_rate (`float`, defaults to 1e-3), weight_decay (`float`, defaults to 1e-4): AdamW.
-        lr_scheduler (`str`, defaults to `"cosine"`), lr_warmup_steps (`int`, defaults to 0): diffusers'
-            `get_scheduler` over all planned steps.
-        balance (`str`, *optional*): `None`, `"sampler"` or `"loss"`.
-        augment (`bool`, defaults to `True`): flips and colour jitter on training images.
-        patience (`int`, *optional*, defaults to 5): epochs without a better validation balanced
-            accuracy before stopping; `None` never stops early.
-        label_smoothing (`float`, defaults to 0.0): cross-entropy label smoothing.
-        seed (`int`, defaults to 0): seeds initialisation, data order, sampler and augmentation.
-        gradient_accumulation_steps (`int`, defaults to 1), mixed_precision (`str`, defaults to `"no"`).
-        checkpoints_total_limit (`int`, *optional*, defaults to 2): checkpoints kept.
-        resume_from_checkpoint (`str`, *optional*): `"latest"` or a `checkpoint-<step>` folder.
-        allow_inexact_resume (`bool`, defaults to False): resume past a damaged random-generator state with
-            a warning instead of stopping.
-        dataloader_num_workers (`int`, defaults to 0).
-        report_to (`str`, *optional*): accelerate tracker (e.g. `"tensorboard"`); `None` for none.
+    The flags of `training/train_classifier.py` and the classifier flags of the hard-case scripts are generated
+    from these fields (`dermdiff.config_args`); the backbone flags come from `dermdiff.classifier_flags`.
     """
 
-    backbone: str = "resnet18"
-    backbone_config: Optional[Union[dict, str]] = None
-    pretrained: Optional[str] = None
-    resolution: Optional[int] = None
-    num_epochs: int = 10
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    lr_scheduler: str = "cosine"
-    lr_warmup_steps: int = 0
-    balance: Optional[str] = None
-    augment: bool = True
-    patience: Optional[int] = 5
-    label_smoothing: float = 0.0
-    seed: int = 0
-    gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"
-    checkpoints_total_limit: Optional[int] = 2
-    resume_from_checkpoint: Optional[str] = None
-    allow_inexact_resume: bool = False
-    dataloader_num_workers: int = 0
-    report_to: Optional[str] = None
+    backbone: str = field(default="resnet18", metadata={"help": "See SkinClassifier; ignored when a model is given."})
+    backbone_config: Optional[Union[dict, str]] = field(
+        default=None, metadata={"help": "transformers config (see SkinClassifier)."})
+    pretrained: Optional[str] = field(
+        default=None, metadata={"help": "Initial weights (a local file/folder, or a download request)."})
+    resolution: Optional[int] = field(default=None, metadata={
+        "help": "Image side in pixels (default: the model's image_size, 224 for a new model; in the hard-case "
+                "scripts the generator's)."})
+    num_epochs: int = field(default=10, metadata={"help": "Maximum number of epochs."})
+    batch_size: int = field(default=32, metadata={"help": "Training batch size per process.",
+                                                  "flag": "train_batch_size"})
+    eval_batch_size: int = field(default=128, metadata={"help": "Batch size for validation and test."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
+    lr_scheduler: str = field(default="cosine", metadata={
+        "help": "diffusers scheduler name (cosine, constant, linear, ...) over all planned steps."})
+    lr_warmup_steps: int = field(default=0, metadata={"help": "Warm-up optimiser steps."})
+    balance: Optional[str] = field(default="none", metadata={
+        "help": "Class balancing: a class-balanced sampler, or class-weighted cross-entropy (n / (K n_k)).",
+        "choices": ("none", "sampler", "loss")})
+    augment: bool = field(default=True, metadata={"help": "Disable flips and colour jitter on training images.",
+                                                  "negative_flag": "no_augment"})
+    patience: Optional[int] = field(default=5, metadata={
+        "help": "Epochs without a better validation balanced accuracy before stopping (0 or None: never stop early)."})
+    label_smoothing: float = field(default=0.0, metadata={"help": "Cross-entropy label smoothing."})
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation, data order, sampler and augmentation."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per update."})
+    mixed_precision: Literal["no", "fp16", "bf16"] = field(default="no",
+                                                          metadata={"help": "accelerate mixed precision."})
+    checkpoints_total_limit: Optional[int] = field(default=2, metadata={"help": "Checkpoints to keep."})
+    resume_from_checkpoint: Optional[str] = field(
+        default=None, metadata={"help": "'latest' or a checkpoint-<step> folder."})
+    allow_inexact_resume: bool = field(default=False, metadata={
+        "help": "Resume past a damaged random-generator state with a warning (the run then differs from an "
+                "uninterrupted one); without it such a resume stops."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    report_to: Optional[str] = field(default="none",
+                                     metadata={"help": "accelerate tracker ('tensorboard' or 'none')."})
 
     def __post_init__(self):
         check_backbone(self.backbone)
@@ -114,17 +106,26 @@ class ClassifierTrainingConfig:
             self.balance = None
         if self.balance not in BALANCE_MODES:
             raise ValueError(f"balance must be None, 'sampler' or 'loss', got {self.balance!r}")
+        if self.report_to == "none":
+            self.report_to = None
         for name in ("num_epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.patience == 0:  # 0 disables early stopping, as None does
+            self.patience = None
+        if self.patience is not None and self.patience < 0:
+            raise ValueError(f"patience must be >= 0 (0 or None: never stop early), got {self.patience}")
         if self.resolution is not None and self.resolution < 8:
             raise ValueError(f"resolution must be >= 8, got {self.resolution}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        from diffusers.optimization import SchedulerType
+
+        schedulers = [kind.value for kind in SchedulerType]
+        if self.lr_scheduler not in schedulers:
+            raise ValueError(f"lr_scheduler {self.lr_scheduler!r} is not one of {schedulers}")
 
 
 # ----------------------------------------------------------------------------------------------------
