@@ -3,8 +3,9 @@
 The hard-case loop (`HardCaseConfig.generation`), the augmentation experiment (`AugmentationConfig.generation`),
 the demo (`DemoConfig.generation`) and `dermdiff generate` each hold one `GenerationSettings`; it is
 validated once, here, passed whole down to the pipeline call (`call_kwargs`), and recorded whole in the
-hard-case ledger (`dataclasses.asdict`). The command-line flags of `training/adversarial_loop.py` and
-`training/augment_experiment.py` are generated from its fields (`dermdiff.config_args`).
+hard-case ledger (`dataclasses.asdict`). The command-line flags of `training/adversarial_loop.py`,
+`training/augment_experiment.py`, `dermdiff generate` and `dermdiff evaluate` are generated from its fields
+(`dermdiff.config_args`; the two commands keep their own flag names through subclasses).
 
 Example:
     >>> settings = GenerationSettings(num_inference_steps=20, guidance_scale=2.0, scheduler="dpm")

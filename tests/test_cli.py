@@ -102,3 +102,23 @@ def test_evaluate_sampling_flags_are_generation_settings(tmp_path, capsys):
         assert main([*argv, flag, "0"]) == 2
         err = capsys.readouterr().err
         assert err.strip() == f"dermdiff evaluate: error: {flag} must be >= 1, got 0", err
+
+
+def test_generate_sampling_flags_are_generation_settings(tmp_path, capsys):
+    """`dermdiff generate`'s --steps / --guidance-scale / --strength / --batch-size / --scheduler are
+    `GenerationSettings` fields under the command's names, validated there (one line naming the flag, exit 2)."""
+    from dermdiff.cli import build_parser
+    from dermdiff.commands.generate import GenerateSampling
+    from dermdiff.config_args import parsed_config
+
+    argv = ["generate", "--pipeline", str(tmp_path), "--out", str(tmp_path / "g")]
+    sampling = parsed_config(GenerateSampling, build_parser().parse_args(argv), dashes=True)
+    assert (sampling.num_inference_steps, sampling.guidance_scale, sampling.strength, sampling.batch_size,
+            sampling.scheduler) == (50, None, None, 16, None)
+    args = build_parser().parse_args(argv + ["--steps", "7", "--scheduler", "DPM", "--batch-size", "3"])
+    assert (args.steps, args.scheduler, parsed_config(GenerateSampling, args, dashes=True).num_inference_steps) == (
+        7, "dpm", 7)
+    for flag, value, message in (("--steps", "0", "--steps must be >= 1, got 0"),
+                                 ("--guidance-scale", "inf", "--guidance-scale must be a finite number or None")):
+        assert main([*argv, flag, value]) == 2
+        assert f"dermdiff generate: error: {message}" in capsys.readouterr().err

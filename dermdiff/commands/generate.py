@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
+from ..config_args import add_config_arguments, parsed_config, with_default
 from ..errors import UsageError
-from ..pipelines.generation_settings import SCHEDULER_NAMES, GenerationSettings
+from ..pipelines.generation_settings import GenerationSettings
 from .flags import check_device
-
-DEFAULTS = GenerationSettings()
 
 NAME = "generate"
 HELP = "Generate skin images with a DermDiffPipeline (folder or Hub id) for a condition, skin type and lesion place."
@@ -34,6 +34,22 @@ images are kept, the folder loads at any moment.
 """
 
 
+@dataclass(frozen=True)
+class GenerateSampling(GenerationSettings):
+    """The `GenerationSettings` of `dermdiff generate`, under this command's flag names (`--steps`, `--batch-size`);
+    `strength` defaults to None: the pipeline picks the noise level for the start image (0.8, or 1.0 with a mask)."""
+
+    num_inference_steps: int = with_default(GenerationSettings, "num_inference_steps",
+                                            GenerationSettings.num_inference_steps, flag="steps")
+    strength: float | None = with_default(GenerationSettings, "strength", None, help=(
+        "Noise level to start --image from, in (0, 1] (default: 0.8, or 1.0 with --mask)."))
+    batch_size: int = with_default(GenerationSettings, "batch_size", GenerationSettings.batch_size, flag="batch_size")
+
+
+# the settings of map jitter and classifier guidance are the hard-case loop's, not this command's
+NOT_FLAGS = ("adversarial_guidance_scale", "adversarial_start", "max_shift")
+
+
 def configure(parser) -> None:
     from .maps import _parse_box
 
@@ -45,18 +61,10 @@ def configure(parser) -> None:
     parser.add_argument("--maps", help="folder of semantic-map PNGs (sorted by name): image i uses map i, cycling")
     parser.add_argument("--mask", help="lesion mask PNG (white = lesion); with --image the region to regenerate")
     parser.add_argument("--image", help="start image: a variation of it, or with --mask a lesion grown into it")
-    parser.add_argument("--strength", type=float, help="noise level to start --image from, in (0, 1] (default: 0.8, "
-                        "or 1.0 with --mask)")
     parser.add_argument("--num-images", dest="num_images", type=int, default=None,
                         help="images to write (default 4, or one per map with --maps)")
-    parser.add_argument("--batch-size", dest="batch_size", type=int, default=DEFAULTS.batch_size,
-                        help="images per forward pass (default %(default)s)")
-    parser.add_argument("--scheduler", choices=SCHEDULER_NAMES,
-                        help="swap in this scheduler (default: the pipeline's own)")
-    parser.add_argument("--steps", type=int, default=DEFAULTS.num_inference_steps,
-                        help="denoising steps (default %(default)s)")
-    parser.add_argument("--guidance-scale", dest="guidance_scale", type=float,
-                        help="classifier-free guidance weight (default 2.0, or 1.0 for a model without map dropout)")
+    # --steps, --guidance-scale, --strength, --batch-size, --scheduler: GenerationSettings fields
+    add_config_arguments(parser, GenerateSampling, exclude=NOT_FLAGS, dashes=True)
     parser.add_argument("--seed", type=int, default=0, help="seed of image 0; image i uses seed + i")
     parser.add_argument("--device", default=None,
                         help="torch device (default: this process's accelerate device, e.g. cpu or cuda:N)")
@@ -67,23 +75,6 @@ def _open(path: str, what: str):
     from ..data.files import read_image
 
     return read_image(path, f"--{what}", f"{what} file")
-
-
-# the `GenerationSettings` field behind each sampling flag of this command
-SETTING_FLAGS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance-scale", "strength": "--strength",
-                 "batch_size": "--batch-size", "scheduler": "--scheduler"}
-
-
-def generation_settings(args) -> GenerationSettings:
-    """The sampling flags as one `GenerationSettings`, validated there; a bad value names its flag."""
-    values = {name: getattr(args, flag[2:].replace("-", "_")) for name, flag in SETTING_FLAGS.items()}
-    try:
-        return GenerationSettings(**values)
-    except ValueError as error:
-        message = str(error)
-        for name, flag in SETTING_FLAGS.items():
-            message = message.replace(name, flag)
-        raise UsageError(message) from None
 
 
 def _check_flags(args) -> GenerationSettings:
@@ -97,7 +88,7 @@ def _check_flags(args) -> GenerationSettings:
     if args.strength is not None and not args.image:
         raise UsageError("--strength needs --image (the noise level the start image is taken to)")
     check_device(args.device)
-    return generation_settings(args)
+    return parsed_config(GenerateSampling, args, dashes=True)  # validated once, in GenerationSettings
 
 
 # the settings that decide the images: a folder is resumed only with the same ones
