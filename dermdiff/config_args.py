@@ -109,6 +109,7 @@ def add_config_arguments(
     group: str = "options",
     only=None,
     dashes: bool = False,
+    defaults: dict | None = None,
 ) -> None:
     """Adds one flag per field of `config_cls` (see the module docstring) to `parser`.
 
@@ -120,12 +121,19 @@ def add_config_arguments(
         only (`Iterable[str]`, *optional*): only these fields (a face that takes a few settings of a config).
         group (`str`, defaults to `"options"`): the title for fields without a `group`.
         dashes (`bool`, defaults to False): `--num-inference-steps` instead of `--num_inference_steps`.
+        defaults (`dict`, *optional*): field name -> this face's default (a benchmark that runs other settings
+            than the library's); the help shows it. Say beside it why it differs.
     """
     hints = typing.get_type_hints(config_cls)
-    for field in cli_fields(config_cls, exclude, only):
+    fields = cli_fields(config_cls, exclude, only)
+    unknown = set(defaults or {}) - {field.name for field in fields}
+    if unknown:
+        raise TypeError(f"defaults for {sorted(unknown)}: not flags of {config_cls.__name__}")
+    for field in fields:
         if "help" not in field.metadata:
             raise TypeError(f"{config_cls.__name__}.{field.name} has no metadata help")
-        kwargs = _argparse_kwargs(field, hints[field.name])
+        default = (defaults or {}).get(field.name, field_default(field))
+        kwargs = _argparse_kwargs(field, hints[field.name], default)
         target = argument_group(parser, field.metadata.get("group", group))
         target.add_argument(flag_name(field, dashes), *field.metadata.get("aliases", ()), dest=flag_dest(field),
                             **kwargs)
@@ -160,9 +168,8 @@ def name_flags(message: str, fields, dashes: bool = False) -> str:
     return message
 
 
-def _argparse_kwargs(field: dataclasses.Field, hint) -> dict:
+def _argparse_kwargs(field: dataclasses.Field, hint, default) -> dict:
     meta = field.metadata
-    default = field_default(field)
     kwargs = {"help": meta["help"].replace("%", "%%")}
     if default is dataclasses.MISSING:
         kwargs["required"] = True

@@ -108,6 +108,14 @@ def test_parsed_config_raises_a_usage_error_naming_the_renamed_dashed_flag():
         parsed_config(Renamed, parser.parse_args(["--num-steps", "0"]), dashes=True)
 
 
+def test_a_face_default_is_the_flag_default_and_shown_in_the_help():
+    parser = parser_for(defaults={"steps": 9, "mode": "b"})
+    config = config_from_args(parser, Toy, parser.parse_args([]))
+    assert (config.steps, config.mode) == (9, "b") and "Steps. (default: 9)" in parser.format_help()
+    with pytest.raises(TypeError, match=r"defaults for \['stpes'\]: not flags of Toy"):
+        parser_for(defaults={"stpes": 9})
+
+
 def test_a_field_without_help_is_refused():
     @dataclass
     class NoHelp:

@@ -678,3 +678,7 @@ def test_hardcase_phantom_benchmark_keeps_its_data_defaults():
     assert (args.phantom, args.phantom_num_images, args.phantom_size, args.phantom_seed, args.split_seed) == (
         True, 4000, 32, 0, 0)
     assert (args.phantom_rare, args.phantom_rare_fraction, args.loader_kwargs) == ("melanoma,vascular", 0.05, None)
+    # the settings it runs differently from the library (config_args defaults=), also in its --help
+    assert (args.config.rounds, args.config.margin, args.config.strategies) == (2, 0.2, ("map", "sdedit", "adversarial"))
+    assert (args.config.generation.num_inference_steps, args.config.generation.scheduler) == (25, "ddim")
+    assert (args.num_epochs, args.patience, args.balance) == (10, 3, "none")
