@@ -71,7 +71,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     # the classifier settings this benchmark takes; patience 3 (not 5): the measured runs used it
     add_config_arguments(parser, ClassifierTrainingConfig, only=("num_epochs", "patience", "balance"),
                          defaults={"patience": 3})
-    parser.add_argument("--n_boot", type=int, default=1000, help="Bootstrap replicates.")
     parser.add_argument(
         "--seed_control",
         action="store_true",
@@ -87,7 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.phantom, args.data_dir, args.split_fractions, args.loader_kwargs = True, None, None, None
     if args.export_train is None and args.generator is None:
         parser.error("give --export_train DIR (step 1) or --generator DIR (step 2)")
-    args.config = config_from_args(parser, HardCaseConfig, args, n_boot=args.n_boot,
+    args.config = config_from_args(parser, HardCaseConfig, args,
                                    generation=config_from_args(parser, GenerationSettings, args))
     return args
 

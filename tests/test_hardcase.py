@@ -665,6 +665,19 @@ def test_hardcase_data_and_classifier_flags_keep_their_defaults_and_refuse_bad_v
     with pytest.raises(SystemExit) as stop:
         script.parse_args(["--phantom", "--generator", "g", "--patience", "-1"])
     assert stop.value.code == 2 and "--patience must be >= 0" in capsys.readouterr().err
+    # --n_boot is the config's field (HardCaseConfig / AugmentationConfig), checked by check_n_boot
+    assert script.parse_args(["--phantom", "--generator", "g", "--n_boot", "7"]).config.n_boot == 7
+    with pytest.raises(SystemExit) as stop:
+        script.parse_args(["--phantom", "--generator", "g", "--n_boot", "0"])
+    assert stop.value.code == 2 and "--n_boot must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_reports_need_one_bootstrap_replicate_at_least():
+    from dermdiff.hardcase.augmentation import AugmentationConfig
+
+    for config_cls in (HardCaseConfig, AugmentationConfig):
+        with pytest.raises(ValueError, match=r"^n_boot must be >= 1, got 0$"):
+            config_cls(n_boot=0)
 
 
 def test_hardcase_phantom_benchmark_keeps_its_data_defaults():

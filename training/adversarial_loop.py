@@ -59,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     parse_json_flags(parser, args)
     args.config = config_from_args(
-        parser, HardCaseConfig, args, generation=generation_settings(parser, args), n_boot=args.n_boot,
+        parser, HardCaseConfig, args, generation=generation_settings(parser, args),
         mining_split="test" if args.allow_test_mining else "mining",
     )
     return args

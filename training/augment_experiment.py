@@ -47,8 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_config_arguments(parser, AugmentationConfig)
     args = parser.parse_args(argv)
     parse_json_flags(parser, args)
-    args.config = config_from_args(parser, AugmentationConfig, args, generation=generation_settings(parser, args),
-                                   n_boot=args.n_boot)
+    args.config = config_from_args(parser, AugmentationConfig, args, generation=generation_settings(parser, args))
     return args
 
 

@@ -26,12 +26,21 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from ..config_args import with_default
 from ..data.synthetic_folder import write_synthetic
 from ..loops.classifier import ClassifierTrainingConfig, dataset_labels, predict
 from ..pipelines.generation_settings import GenerationSettings
 from ..pipelines.scheduler_names import use_scheduler
 from ..semantic_map import SemanticMap
-from .loop import check_no_synthetic_in_evaluation, evaluation_fingerprints, fit_classifier, paired, training_pool
+from .loop import (
+    HardCaseConfig,
+    check_n_boot,
+    check_no_synthetic_in_evaluation,
+    evaluation_fingerprints,
+    fit_classifier,
+    paired,
+    training_pool,
+)
 from .report import before_after_markdown, metric_rows
 from .synthesis import derive_seed, generate_from_maps, pipeline_registry
 
@@ -71,8 +80,7 @@ class AugmentationConfig:
         "help": "How images are generated (steps, guidance, map jitter, batch size).", "cli": False})
     seed: int = field(default=0, metadata={"help": "Base seed of maps, images and both classifiers.",
                                            "group": EXPERIMENT})
-    n_boot: int = field(default=1000, metadata={"help": "Bootstrap replicates of the CIs and the paired test.",
-                                                "cli": False})
+    n_boot: int = with_default(HardCaseConfig, "n_boot", HardCaseConfig.n_boot, group=EXPERIMENT)
     classifier: dict = field(default_factory=dict, metadata={
         "help": "ClassifierTrainingConfig fields, shared by both runs."})
 
@@ -80,6 +88,7 @@ class AugmentationConfig:
         self.generation = GenerationSettings.from_value(self.generation)
         if self.num_images < 1:
             raise ValueError(f"num_images must be >= 1, got {self.num_images}")
+        check_n_boot(self.n_boot)
 
 
 def rare_classes(labels: Sequence[int], num_classes: int, fraction: float = 0.5) -> list[int]:

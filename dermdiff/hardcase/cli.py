@@ -67,7 +67,6 @@ def add_classifier_arguments(parser: argparse.ArgumentParser) -> None:
     group = argument_group(parser, CLASSIFIER_GROUP)
     add_backbone_arguments(group)
     add_config_arguments(parser, ClassifierTrainingConfig, group=CLASSIFIER_GROUP, only=CLASSIFIER_FLAGS)
-    group.add_argument("--n_boot", type=int, default=1000, help="Bootstrap replicates of the CIs and the paired test.")
     group.add_argument(
         "--num_threads", type=int, default=None, help="torch intra-op threads (1 is fastest on a shared CPU)."
     )
@@ -92,8 +91,6 @@ def parse_json_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parse_json_object(parser, args, name)
     if (args.data_dir is None) == (not args.phantom):
         parser.error("give exactly one of --data_dir and --phantom")
-    if args.n_boot < 1:
-        parser.error(f"--n_boot must be >= 1, got {args.n_boot}")
     check_backbone_arguments(parser, args)
     config_from_args(parser, ClassifierTrainingConfig, argparse.Namespace(), **classifier_settings(args))
 

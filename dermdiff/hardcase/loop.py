@@ -73,6 +73,14 @@ EVALUATION_SPLITS = ("validation", "mining", "test")
 LOOP = "loop"
 
 
+def check_n_boot(n_boot: int) -> int:
+    """Bootstrap replicates of a report's CIs and paired tests: at least one (the hard-case loop, the augmentation
+    experiment)."""
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    return n_boot
+
+
 @dataclass
 class HardCaseConfig:
     """Settings of the hard-case loop (see `run_hardcase_loop`); each field's help is its documentation, and
@@ -115,7 +123,7 @@ class HardCaseConfig:
         "help": "Retrain by fine-tuning the current model instead of from scratch.", "group": LOOP})
     seed: int = field(default=0, metadata={"help": "The one base seed of every round.", "group": LOOP})
     n_boot: int = field(default=1000, metadata={"help": "Bootstrap replicates of the CIs and the paired test.",
-                                                "cli": False})
+                                                "group": LOOP})
     classifier: dict = field(default_factory=dict, metadata={
         "help": "ClassifierTrainingConfig fields (backbone, resolution, num_epochs, balance, ...); resolution "
                 "defaults to the generator's image size."})
@@ -132,6 +140,7 @@ class HardCaseConfig:
             raise ValueError(f"strategies must be a non-empty subset of {STRATEGIES}, got {list(self.strategies)}")
         if self.margin is not None and not 0 <= self.margin <= 1:
             raise ValueError(f"margin must be in [0, 1], got {self.margin}")
+        check_n_boot(self.n_boot)
         known = {item.name for item in fields(ClassifierTrainingConfig)}
         if set(self.classifier) - known:
             raise ValueError(
