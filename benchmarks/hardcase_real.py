@@ -27,14 +27,16 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import dataclass
 
 import torch
 
+from dermdiff.config_args import add_config_arguments, config_from_args, with_default
 from dermdiff.data import save_image_folder
 from dermdiff.data.splits import parse_stratify_by, save_composition
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop, seed_control, seed_control_markdown
 from dermdiff.hardcase.cli import load_generator, load_splits
-from dermdiff.loops.classifier import evaluate_classifier, train_classifier
+from dermdiff.loops.classifier import ClassifierTrainingConfig, evaluate_classifier, train_classifier
 from dermdiff.metrics.classification import metrics_to_markdown
 from dermdiff.pipelines.generation_settings import GenerationSettings
 
@@ -70,6 +72,22 @@ DATASETS = {
 }
 
 
+# the settings this benchmark runs differently from the library's defaults (--help shows these): one round of
+# two strategies, fewer images per case, at most 300 cases (HardCaseConfig); a 25-step DDIM sampler, fast enough
+# for a CPU (GenerationSettings); batch 64 and patience 3 (ClassifierTrainingConfig). The measured results in
+# benchmarks/results/ used these.
+LOOP_DEFAULTS = {"rounds": 1, "strategies": ("map", "sdedit"), "per_case": 2, "max_cases": 300}
+GENERATION_DEFAULTS = {"num_inference_steps": 25, "scheduler": "ddim"}
+CLASSIFIER_DEFAULTS = {"batch_size": 64, "patience": 3}
+
+
+@dataclass
+class BenchmarkClassifierConfig(ClassifierTrainingConfig):
+    """`ClassifierTrainingConfig` whose batch size keeps this script's flag name, `--batch_size`."""
+
+    batch_size: int = with_default(ClassifierTrainingConfig, "batch_size", 32, flag="batch_size")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="dermamnist", help="Which real data set.")
@@ -80,31 +98,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--generator", default=None, help="Saved pipeline trained on --export_train, for the loop round(s)."
     )
-    parser.add_argument("--rounds", type=int, default=1, help="Loop rounds (with --generator).")
-    parser.add_argument("--strategies", default="map,sdedit", help="Generation strategies (with --generator).")
-    parser.add_argument("--per_case", type=int, default=2, help="Images per hard case and strategy.")
-    parser.add_argument("--max_cases", type=int, default=300, help="Hard cases per round.")
-    parser.add_argument("--num_inference_steps", type=int, default=25, help="Denoising steps.")
-    parser.add_argument("--scheduler", default="ddim", help="Scheduler swapped into the generator ('' keeps it).")
-    parser.add_argument("--strength", type=float, default=0.6, help="SDEdit strength.")
-    parser.add_argument("--margin", type=float, default=None, help="Also mine correct cases with a smaller margin.")
-    parser.add_argument(
-        "--reference_filter", action="store_true", help="Drop synthetic images the baseline does not recognise."
-    )
+    # the loop, sampling and classifier flags come from their configs; --seed (HardCaseConfig's) also seeds the
+    # splits and the classifier
+    add_config_arguments(parser, HardCaseConfig, defaults=LOOP_DEFAULTS, only=(
+        "rounds", "strategies", "per_case", "max_cases", "margin", "reference_filter", "seed", "n_boot"))
+    add_config_arguments(parser, GenerationSettings, defaults=GENERATION_DEFAULTS,
+                         only=("num_inference_steps", "scheduler", "strength"))
+    add_config_arguments(parser, BenchmarkClassifierConfig, defaults=CLASSIFIER_DEFAULTS,
+                         only=("backbone", "num_epochs", "batch_size", "patience", "balance"))
     parser.add_argument(
         "--seed_control",
         action="store_true",
         help="Also train on real data only with the last round's classifier seed: is the gain data or seed?",
     )
-    parser.add_argument("--backbone", default="resnet18", help="Classifier backbone.")
-    parser.add_argument("--num_epochs", type=int, default=10, help="Classifier epochs.")
-    parser.add_argument("--batch_size", type=int, default=64, help="Classifier batch size.")
-    parser.add_argument("--patience", type=int, default=3, help="Early-stopping patience.")
-    parser.add_argument("--balance", default="none", choices=("none", "sampler", "loss"), help="Class balancing.")
-    parser.add_argument("--n_boot", type=int, default=1000, help="Bootstrap replicates.")
     parser.add_argument("--num_threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU).")
     parser.add_argument("--output_dir", default=None, help="Default outputs/bench-hardcase-<dataset>.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of splits, classifier and loop.")
     args = parser.parse_args(argv)
     spec = DATASETS[args.dataset]
     args.phantom, args.data_dir, args.split_fractions, args.split_seed, args.stratify_by = (
@@ -116,6 +124,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     args.loader_kwargs = dict(spec["loader_kwargs"], **({"limit": args.limit} if args.limit else {}))
     args.output_dir = args.output_dir or f"outputs/bench-hardcase-{args.dataset}"
+    # validated once, here (a bad value names its flag); the classifier settings as the loop's ledger records them
+    config_from_args(parser, BenchmarkClassifierConfig, args, resolution=spec["size"])
+    args.classifier = {
+        "backbone": args.backbone,
+        "resolution": spec["size"],
+        "num_epochs": args.num_epochs,
+        "batch_size": args.batch_size,
+        "patience": args.patience,
+        "balance": args.balance,
+        "checkpoints_total_limit": 1,
+        "seed": args.seed,
+    }
+    args.config = config_from_args(parser, HardCaseConfig, args, classifier=args.classifier,
+                                   generation=config_from_args(parser, GenerationSettings, args))
     return args
 
 
@@ -132,19 +154,9 @@ def main(args) -> dict:
     if args.export_train:
         print("wrote", save_image_folder(splits["train"], args.export_train))
         return {}
-    classifier = {
-        "backbone": args.backbone,
-        "resolution": spec["size"],
-        "num_epochs": args.num_epochs,
-        "batch_size": args.batch_size,
-        "patience": args.patience,
-        "balance": args.balance,
-        "checkpoints_total_limit": 1,
-        "seed": args.seed,
-    }
     if args.generator is None:
         model, history = train_classifier(
-            splits["train"], splits["validation"], classifier, output_dir=os.path.join(args.output_dir, "baseline")
+            splits["train"], splits["validation"], args.classifier, output_dir=os.path.join(args.output_dir, "baseline")
         )
         result = evaluate_classifier(model, splits["test"], n_boot=args.n_boot, seed=args.seed)
         print(
@@ -154,19 +166,7 @@ def main(args) -> dict:
         print(metrics_to_markdown(result))
         accuracy = result["overall"]["accuracy"]
     else:
-        config = HardCaseConfig(
-            rounds=args.rounds,
-            max_cases=args.max_cases,
-            strategies=tuple(args.strategies.split(",")),
-            per_case=args.per_case,
-            margin=args.margin,
-            reference_filter=args.reference_filter,
-            generation=GenerationSettings(strength=args.strength, num_inference_steps=args.num_inference_steps,
-                                          scheduler=args.scheduler or None),
-            seed=args.seed,
-            n_boot=args.n_boot,
-            classifier=classifier,
-        )
+        config = args.config
         pipe = load_generator(args.generator, config.generation)
         result = run_hardcase_loop(splits, pipe, config, args.output_dir)
         print(report_markdown(result))
