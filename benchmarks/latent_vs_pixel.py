@@ -37,10 +37,36 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
+from dermdiff.config_args import add_config_arguments, config_from_args, with_default
+from dermdiff.loops.classifier import ClassifierTrainingConfig
+from dermdiff.loops.data_flags import add_phantom_arguments, add_split_seed_argument, add_stratify_argument
+from dermdiff.pipelines.generation_settings import GenerationSettings
+
 DATA_ROOT = os.environ.get("DERMDIFF_DATA", "/work/shared/data")
+# the settings this benchmark runs differently from the library's defaults (--help shows these): DPM-Solver++ with
+# 20 steps (GenerationSettings); reference and CAS classifiers at 64 px (ClassifierTrainingConfig)
+GENERATION_DEFAULTS = {"num_inference_steps": 20, "scheduler": "dpm"}
+CLASSIFIER_DEFAULTS = {"resolution": 64}
+
+
+@dataclass(frozen=True)
+class SamplingSettings(GenerationSettings):
+    """`GenerationSettings` whose batch size keeps this script's flag name, `--batch_size`."""
+
+    batch_size: int = with_default(GenerationSettings, "batch_size", 16, flag="batch_size")
+
+
+@dataclass
+class BenchmarkClassifierConfig(ClassifierTrainingConfig):
+    """`ClassifierTrainingConfig` under this script's flag names, `--classifier_resolution` and
+    `--classifier_batch_size` (`--batch_size` is the generators')."""
+
+    resolution: int | None = with_default(ClassifierTrainingConfig, "resolution", None, flag="classifier_resolution")
+    batch_size: int = with_default(ClassifierTrainingConfig, "batch_size", 32, flag="classifier_batch_size")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -51,7 +77,7 @@ def load_splits(args):
     from dermdiff.data.splits import parse_stratify_by
 
     if args.data is None:
-        rows = phantom_dataset(n=args.phantom_num_images, size=args.image_size, seed=0)
+        rows = phantom_dataset(n=args.phantom_num_images, size=args.image_size, seed=args.phantom_seed)
     else:
         rows = load_any(args.data, size=args.image_size)
     return make_splits(rows, seed=args.split_seed, stratify_by=parse_stratify_by(args.stratify_by))
@@ -275,23 +301,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="run folder (generated sets, classifiers, json, grid)")
     parser.add_argument("--markdown", default=None, help="also write the table here")
     parser.add_argument("--image_size", type=int, default=128, help="side real images are loaded at (>= generators')")
-    parser.add_argument("--split_seed", type=int, default=0)
-    parser.add_argument("--stratify_by", default="", help="make_splits stratify_by, as the generators' split used")
+    add_split_seed_argument(parser)
+    add_stratify_argument(parser)
     parser.add_argument("--num_generated", type=int, default=None, help="images per generator (default: train size)")
-    parser.add_argument("--num_inference_steps", type=int, default=20)
-    parser.add_argument("--scheduler", default="dpm")
-    parser.add_argument("--guidance_scale", type=float, default=None)
-    parser.add_argument("--batch_size", type=int, default=16, help="images per generator call")
-    parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--classifier_resolution", type=int, default=64)
-    parser.add_argument("--num_epochs", type=int, default=10)
-    parser.add_argument("--classifier_batch_size", type=int, default=32)
+    add_config_arguments(parser, SamplingSettings, defaults=GENERATION_DEFAULTS,
+                         only=("num_inference_steps", "scheduler", "guidance_scale", "batch_size"))
+    add_config_arguments(parser, BenchmarkClassifierConfig, defaults=CLASSIFIER_DEFAULTS,
+                         only=("backbone", "resolution", "num_epochs", "batch_size"))
     parser.add_argument("--n_boot", type=int, default=1000)
     parser.add_argument("--trials", type=int, default=20, help="subsamples of the FD interval and the floor")
     parser.add_argument("--memorisation_size", type=int, default=64, help="side images are compared at for SSIM")
     parser.add_argument("--per_class", type=int, default=4, help="images per class and source in the grid")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--phantom_num_images", type=int, default=600)
+    add_phantom_arguments(parser, num_images=600, switch=False)  # the phantom without --data (--quick)
     parser.add_argument("--quick", action="store_true",
                         help="phantom unless --data, tiny classifier and sets: checks the script end to end in minutes")
     args = parser.parse_args(argv)
@@ -303,7 +325,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.backbone, args.num_epochs, args.n_boot, args.trials = "mobilenet_v3_small", 1, 20, 3
         args.phantom_num_images, args.image_size, args.classifier_resolution = 120, 16, 16
         args.num_generated, args.num_inference_steps, args.memorisation_size, args.per_class = 12, 2, 16, 2
-    for name in ("num_inference_steps", "num_epochs", "n_boot", "per_class", "batch_size"):
+    # the sampling and classifier settings are validated by their dataclasses (a bad value names its flag)
+    config_from_args(parser, SamplingSettings, args)
+    config_from_args(parser, BenchmarkClassifierConfig, args)
+    for name in ("n_boot", "per_class"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.num_generated is not None and args.num_generated < 2:

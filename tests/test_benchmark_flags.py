@@ -46,3 +46,27 @@ def test_hardcase_real_bad_value_names_its_flag(argv, named, capsys):
         load_benchmark("hardcase_real").parse_args(argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and named in err and "Traceback" not in err
+
+
+LATENT_VS_PIXEL = ["--out", "run", "--generator", "a=DIR", "--data", "DATA"]
+
+
+def test_latent_vs_pixel_runs_its_own_defaults():
+    args = load_benchmark("latent_vs_pixel").parse_args(LATENT_VS_PIXEL)
+    assert (args.num_inference_steps, args.scheduler, args.guidance_scale, args.batch_size) == (20, "dpm", None, 16)
+    assert (args.classifier_resolution, args.classifier_batch_size, args.num_epochs) == (64, 32, 10)
+    assert (args.split_seed, args.stratify_by, args.phantom_num_images, args.phantom_seed) == (0, "", 600, 0)
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--batch_size", "0"], "--batch_size must be >= 1, got 0"),
+    (["--classifier_batch_size", "0"], "--classifier_batch_size must be >= 1, got 0"),
+    (["--classifier_resolution", "4"], "--classifier_resolution must be >= 8, got 4"),
+    (["--num_inference_steps", "0"], "--num_inference_steps must be >= 1, got 0"),
+    (["--phantom_seed", "x"], "argument --phantom_seed: invalid int value: 'x'"),
+])
+def test_latent_vs_pixel_bad_value_names_its_flag(argv, named, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_benchmark("latent_vs_pixel").parse_args(LATENT_VS_PIXEL + argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and named in err and "Traceback" not in err
