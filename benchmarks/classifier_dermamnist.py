@@ -15,11 +15,13 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from dermdiff.config_args import add_config_arguments, config_from_args, with_flag
 from dermdiff.loops.classifier import ClassifierTrainingConfig, evaluate_classifier, train_classifier
 from dermdiff.metrics.classification import metrics_to_markdown, save_metrics
 
@@ -27,18 +29,32 @@ DEFAULT_NPZ = "/work/shared/data/dermamnist/dermamnist_28_from_jpeg.npz"
 LABEL_NAMES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
 
-def parse_args():
+# this benchmark's settings where they differ from ClassifierTrainingConfig's (--help shows these): 3 epochs fit a
+# CPU, batch 128 as MedMNIST used
+CLASSIFIER_DEFAULTS = {"num_epochs": 3, "batch_size": 128}
+
+
+@dataclass
+class DermaMNISTClassifierConfig(ClassifierTrainingConfig):
+    """`ClassifierTrainingConfig` under this script's flag names, `--epochs` and `--batch_size`."""
+
+    num_epochs: int = with_flag(ClassifierTrainingConfig, "num_epochs", "epochs")
+    batch_size: int = with_flag(ClassifierTrainingConfig, "batch_size", "batch_size")
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--npz", default=DEFAULT_NPZ, help="DermaMNIST npz with train_/val_ images and labels.")
-    parser.add_argument("--epochs", type=int, default=3, help="Training epochs.")
-    parser.add_argument("--batch_size", type=int, default=128, help="Training batch size (MedMNIST used 128).")
-    parser.add_argument("--learning_rate", type=float, default=1e-3, help="AdamW learning rate (MedMNIST: Adam 1e-3).")
-    parser.add_argument("--balance", default="none", choices=("none", "sampler", "loss"), help="Class balancing.")
+    add_config_arguments(parser, DermaMNISTClassifierConfig, defaults=CLASSIFIER_DEFAULTS,
+                         only=("num_epochs", "batch_size", "learning_rate", "balance", "seed"))
     parser.add_argument("--limit", type=int, default=None, help="Use only the first N training images.")
     parser.add_argument("--n_boot", type=int, default=1000, help="Bootstrap replicates.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed.")
     parser.add_argument("--output_dir", default="/tmp/dermamnist_resnet18", help="Run folder.")
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    # ResNet-18 from scratch at 28 px, the last epoch's weights (no model selection on val), validated once here
+    args.config = config_from_args(parser, DermaMNISTClassifierConfig, args, backbone="resnet18", resolution=28,
+                                   patience=None, checkpoints_total_limit=1)
+    return args
 
 
 def tensor_split(arrays, split: str, limit=None) -> TensorDataset:
@@ -54,17 +70,7 @@ def main(args):
         raise SystemExit(f"{args.npz} not found")
     arrays = np.load(args.npz)
     train, val = tensor_split(arrays, "train", args.limit), tensor_split(arrays, "val")
-    config = ClassifierTrainingConfig(
-        backbone="resnet18",
-        resolution=28,
-        num_epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        balance=args.balance,
-        seed=args.seed,
-        patience=None,
-        checkpoints_total_limit=1,
-    )
+    config = args.config
     started = time.time()
     model, history = train_classifier(train, None, config, output_dir=args.output_dir, label_names=LABEL_NAMES)
     train_seconds = time.time() - started

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dermdiff.config_args import add_config_arguments, config_from_args, with_default
+from dermdiff.config_args import add_config_arguments, config_from_args, with_flag
 from dermdiff.data import save_image_folder
 from dermdiff.data.splits import parse_stratify_by, save_composition
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop, seed_control, seed_control_markdown
@@ -85,7 +85,7 @@ CLASSIFIER_DEFAULTS = {"batch_size": 64, "patience": 3}
 class BenchmarkClassifierConfig(ClassifierTrainingConfig):
     """`ClassifierTrainingConfig` whose batch size keeps this script's flag name, `--batch_size`."""
 
-    batch_size: int = with_default(ClassifierTrainingConfig, "batch_size", 32, flag="batch_size")
+    batch_size: int = with_flag(ClassifierTrainingConfig, "batch_size", "batch_size")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dermdiff.config_args import add_config_arguments, config_from_args, with_default
+from dermdiff.config_args import add_config_arguments, config_from_args, with_flag
 from dermdiff.loops.classifier import ClassifierTrainingConfig
 from dermdiff.loops.data_flags import add_phantom_arguments, add_split_seed_argument, add_stratify_argument
 from dermdiff.pipelines.generation_settings import GenerationSettings
@@ -57,7 +57,7 @@ CLASSIFIER_DEFAULTS = {"resolution": 64}
 class SamplingSettings(GenerationSettings):
     """`GenerationSettings` whose batch size keeps this script's flag name, `--batch_size`."""
 
-    batch_size: int = with_default(GenerationSettings, "batch_size", 16, flag="batch_size")
+    batch_size: int = with_flag(GenerationSettings, "batch_size", "batch_size")
 
 
 @dataclass
@@ -65,8 +65,8 @@ class BenchmarkClassifierConfig(ClassifierTrainingConfig):
     """`ClassifierTrainingConfig` under this script's flag names, `--classifier_resolution` and
     `--classifier_batch_size` (`--batch_size` is the generators')."""
 
-    resolution: int | None = with_default(ClassifierTrainingConfig, "resolution", None, flag="classifier_resolution")
-    batch_size: int = with_default(ClassifierTrainingConfig, "batch_size", 32, flag="classifier_batch_size")
+    resolution: int | None = with_flag(ClassifierTrainingConfig, "resolution", "classifier_resolution")
+    batch_size: int = with_flag(ClassifierTrainingConfig, "batch_size", "classifier_batch_size")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -96,6 +96,13 @@ def with_default(config_cls, name: str, default, **metadata):
     return dataclasses.field(default=default, metadata={**base.metadata, **metadata})
 
 
+def with_flag(config_cls, name: str, flag: str):
+    """Field `name` of `config_cls` under another flag name (default and help unchanged), for a face that keeps its
+    own older name: `batch_size: int = with_flag(ClassifierTrainingConfig, "batch_size", "batch_size")`."""
+    (base,) = [field for field in dataclasses.fields(config_cls) if field.name == name]
+    return with_default(config_cls, name, field_default(base), flag=flag)
+
+
 def with_help(config_cls, name: str, default, help: str):
     """Field `name` of `config_cls` with another default and a more specific help (its group stays)."""
     (base,) = [field for field in dataclasses.fields(config_cls) if field.name == name]

@@ -35,19 +35,6 @@ def test_hardcase_real_runs_and_shows_its_own_defaults(capsys):
     assert "--num_inference_steps NUM_INFERENCE_STEPS Denoising steps (diffusion only). (default: 25)" in shown
 
 
-@pytest.mark.parametrize("argv, named", [
-    (["--batch_size", "0"], "--batch_size must be >= 1, got 0"),
-    (["--num_epochs", "0"], "--num_epochs must be >= 1, got 0"),
-    (["--strength", "2"], "--strength must be in"),
-    (["--scheduler", "nope"], "argument --scheduler: takes one of"),
-])
-def test_hardcase_real_bad_value_names_its_flag(argv, named, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        load_benchmark("hardcase_real").parse_args(argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and named in err and "Traceback" not in err
-
-
 LATENT_VS_PIXEL = ["--out", "run", "--generator", "a=DIR", "--data", "DATA"]
 
 
@@ -58,15 +45,27 @@ def test_latent_vs_pixel_runs_its_own_defaults():
     assert (args.split_seed, args.stratify_by, args.phantom_num_images, args.phantom_seed) == (0, "", 600, 0)
 
 
-@pytest.mark.parametrize("argv, named", [
-    (["--batch_size", "0"], "--batch_size must be >= 1, got 0"),
-    (["--classifier_batch_size", "0"], "--classifier_batch_size must be >= 1, got 0"),
-    (["--classifier_resolution", "4"], "--classifier_resolution must be >= 8, got 4"),
-    (["--num_inference_steps", "0"], "--num_inference_steps must be >= 1, got 0"),
-    (["--phantom_seed", "x"], "argument --phantom_seed: invalid int value: 'x'"),
+def test_classifier_dermamnist_runs_its_own_defaults():
+    config = load_benchmark("classifier_dermamnist").parse_args([]).config
+    assert (config.num_epochs, config.batch_size, config.resolution, config.patience, config.balance) == (
+        3, 128, 28, None, None)
+
+
+@pytest.mark.parametrize("name, argv, named", [
+    ("hardcase_real", ["--batch_size", "0"], "--batch_size must be >= 1, got 0"),
+    ("hardcase_real", ["--num_epochs", "0"], "--num_epochs must be >= 1, got 0"),
+    ("hardcase_real", ["--strength", "2"], "--strength must be in"),
+    ("hardcase_real", ["--scheduler", "nope"], "argument --scheduler: takes one of"),
+    ("latent_vs_pixel", LATENT_VS_PIXEL + ["--batch_size", "0"], "--batch_size must be >= 1, got 0"),
+    ("latent_vs_pixel", LATENT_VS_PIXEL + ["--classifier_batch_size", "0"], "--classifier_batch_size must be >= 1"),
+    ("latent_vs_pixel", LATENT_VS_PIXEL + ["--classifier_resolution", "4"], "--classifier_resolution must be >= 8"),
+    ("latent_vs_pixel", LATENT_VS_PIXEL + ["--num_inference_steps", "0"], "--num_inference_steps must be >= 1"),
+    ("latent_vs_pixel", LATENT_VS_PIXEL + ["--phantom_seed", "x"], "argument --phantom_seed: invalid int value"),
+    ("classifier_dermamnist", ["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    ("classifier_dermamnist", ["--learning_rate", "0"], "--learning_rate must be > 0"),
 ])
-def test_latent_vs_pixel_bad_value_names_its_flag(argv, named, capsys):
+def test_bad_value_names_its_flag(name, argv, named, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        load_benchmark("latent_vs_pixel").parse_args(LATENT_VS_PIXEL + argv)
+        load_benchmark(name).parse_args(argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and named in err and "Traceback" not in err
