@@ -54,6 +54,7 @@ def test_classifier_dermamnist_runs_its_own_defaults():
 @pytest.mark.parametrize("name, argv, named", [
     ("hardcase_real", ["--batch_size", "0"], "--batch_size must be >= 1, got 0"),
     ("hardcase_real", ["--num_epochs", "0"], "--num_epochs must be >= 1, got 0"),
+    ("hardcase_real", ["--per_case", "0"], "--per_case must be >= 1, got 0"),
     ("hardcase_real", ["--strength", "2"], "--strength must be in"),
     ("hardcase_real", ["--scheduler", "nope"], "argument --scheduler: takes one of"),
     ("latent_vs_pixel", LATENT_VS_PIXEL + ["--batch_size", "0"], "--batch_size must be >= 1, got 0"),

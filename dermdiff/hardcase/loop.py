@@ -131,10 +131,9 @@ class HardCaseConfig:
     def __post_init__(self):
         self.strategies = tuple(self.strategies)
         self.generation = GenerationSettings.from_value(self.generation)
-        if self.rounds < 1 or self.patience < 1 or self.per_case < 1:
-            raise ValueError(
-                f"rounds, patience and per_case must be >= 1, got {self.rounds}, {self.patience}, {self.per_case}"
-            )
+        for name in ("rounds", "patience", "per_case"):  # one at a time: the message names only the bad one
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         unknown = [name for name in self.strategies if name not in STRATEGIES]
         if unknown or not self.strategies:
             raise ValueError(f"strategies must be a non-empty subset of {STRATEGIES}, got {list(self.strategies)}")
