@@ -34,11 +34,25 @@ import time
 
 import numpy as np
 import torch
-from diffusion_quality_phantom import ROOT, phantom_training_command
+from diffusion_quality_phantom import (
+    ROOT,
+    add_training_arguments,
+    phantom_training_command,
+    validate_training_arguments,
+)
+
+from dermdiff.config_args import add_config_arguments, config_from_args
+from dermdiff.pipelines.generation_settings import GenerationSettings
 
 VARIANTS = ("mask,box", "mask")
 # a quarter of the default UNet's width: two of these train in ~40 wall-minutes on a shared 2-core machine
 SMALL_MODEL = {"block_out_channels": [16, 32, 64], "norm_num_groups": 8}
+# the settings this benchmark runs differently from the library's defaults (--help shows these): 600 updates of
+# batch 16 at a learning rate of 1e-3 per model (TrainingRunConfig, passed on to training/train_diffusion.py);
+# 25 DPM-Solver++ steps at guidance 2 (GenerationSettings), sampled 25 maps per pipeline call
+TRAINING_DEFAULTS = {"max_train_steps": 600, "train_batch_size": 16, "learning_rate": 1e-3}
+GENERATION_DEFAULTS = {"num_inference_steps": 25, "guidance_scale": 2.0}
+SAMPLING = {"scheduler": "dpm", "batch_size": 25}
 
 
 def parse_args(argv=None):
@@ -48,16 +62,17 @@ def parse_args(argv=None):
                         help="Trained pipelines to measure instead of training, e.g. mask,box=runs/a mask=runs/b.")
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--train_images", type=int, default=3000, help="Phantom images to train on.")
-    parser.add_argument("--max_train_steps", type=int, default=600, help="Optimiser updates per model.")
     parser.add_argument("--model_config", default=None,
                         help="SemanticUNet2DModel JSON (default: the small UNet of SMALL_MODEL).")
-    parser.add_argument("--train_batch_size", type=int, default=16)
-    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    add_training_arguments(parser, TRAINING_DEFAULTS)  # per model
     parser.add_argument("--samples", type=int, default=100, help="Held-out box maps to sample.")
-    parser.add_argument("--num_inference_steps", type=int, default=25)
-    parser.add_argument("--guidance_scale", type=float, default=2.0)
+    add_config_arguments(parser, GenerationSettings, defaults=GENERATION_DEFAULTS,
+                         only=("num_inference_steps", "guidance_scale"))
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    validate_training_arguments(parser, args)
+    args.generation = config_from_args(parser, GenerationSettings, args, **SAMPLING)
+    return args
 
 
 def train_model(args, shapes: str, model_dir: str) -> float:
@@ -114,17 +129,16 @@ def held_out_maps(args):
 
 def sample(model_dir: str, box_maps, args) -> list:
     from dermdiff.pipelines.pipeline_dermdiff import DermDiffPipeline
-    from dermdiff.pipelines.scheduler_names import scheduler_from_name
+    from dermdiff.pipelines.scheduler_names import use_scheduler
 
-    pipe = DermDiffPipeline.from_pretrained(model_dir)
-    pipe.scheduler = scheduler_from_name("dpm", pipe.scheduler.config)
+    settings = args.generation
+    pipe = use_scheduler(DermDiffPipeline.from_pretrained(model_dir), settings.scheduler)
     pipe.set_progress_bar_config(disable=True)
     images = []
-    for start in range(0, len(box_maps), 25):
-        generators = [torch.Generator().manual_seed(args.seed + start + k)
-                      for k in range(len(box_maps[start : start + 25]))]
-        images += pipe(semantic_map=box_maps[start : start + 25], num_inference_steps=args.num_inference_steps,
-                       guidance_scale=args.guidance_scale, generator=generators).images
+    for start in range(0, len(box_maps), settings.batch_size):
+        batch = box_maps[start : start + settings.batch_size]
+        generators = [torch.Generator().manual_seed(args.seed + start + k) for k in range(len(batch))]
+        images += pipe(semantic_map=batch, generator=generators, **settings.call_kwargs(pipe)).images
     return images
 
 
@@ -169,7 +183,7 @@ def main(args) -> dict:
     real_images, maps = held_out_maps(args)
     box_maps = [m.to_box_map() for m in maps]
     boxes = [m.boxes[0] for m in maps]
-    results = {"resolution": args.resolution, "samples": len(maps), "sampler": f"dpm-{args.num_inference_steps}",
+    results = {"resolution": args.resolution, "samples": len(maps), "sampler": f"{args.generation.scheduler}-{args.num_inference_steps}",
                "guidance_scale": args.guidance_scale,
                "real": {"true_mask_fill": float(np.mean([m.lesion_mask.sum() / b.lesion_mask.sum()
                                                           for m, b in zip(maps, box_maps)])),

@@ -26,7 +26,17 @@ import time
 import numpy as np
 import torch
 
+from dermdiff.config_args import add_config_arguments, config_from_args
+from dermdiff.loops.run_config import TrainingRunConfig
+from dermdiff.pipelines.generation_settings import GenerationSettings
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the settings this benchmark runs differently from the library's defaults (--help shows these): a 2000-update run
+# of batch 32 at a learning rate of 1e-3 (TrainingRunConfig, passed on to training/train_diffusion.py); 50 DDIM
+# steps at guidance 2 (GenerationSettings), sampled 50 maps per pipeline call
+TRAINING_DEFAULTS = {"max_train_steps": 2000, "train_batch_size": 32, "learning_rate": 1e-3}
+GENERATION_DEFAULTS = {"num_inference_steps": 50, "guidance_scale": 2.0, "scheduler": "ddim"}
+SAMPLING_BATCH = 50
 
 
 def parse_args(argv=None):
@@ -35,15 +45,28 @@ def parse_args(argv=None):
     parser.add_argument("--pipeline", default=None, help="A trained DermDiffPipeline folder (skips training).")
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--train_images", type=int, default=3000, help="Phantom images to train on.")
-    parser.add_argument("--max_train_steps", type=int, default=2000, help="Optimiser updates.")
-    parser.add_argument("--train_batch_size", type=int, default=32)
-    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    add_training_arguments(parser, TRAINING_DEFAULTS)
     parser.add_argument("--samples_per_class", type=int, default=40)
-    parser.add_argument("--num_inference_steps", type=int, default=50)
-    parser.add_argument("--guidance_scale", type=float, default=2.0)
-    parser.add_argument("--scheduler", default="ddim", help="Sampling scheduler (ddim, dpm, euler, unipc, ddpm).")
+    add_config_arguments(parser, GenerationSettings, defaults=GENERATION_DEFAULTS,
+                         only=("num_inference_steps", "guidance_scale", "scheduler"))
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    validate_training_arguments(parser, args)
+    args.generation = config_from_args(parser, GenerationSettings, args, batch_size=SAMPLING_BATCH)
+    return args
+
+
+def add_training_arguments(parser, defaults: dict) -> None:
+    """The optimiser flags `phantom_training_command` passes on, generated from `TrainingRunConfig` with this
+    benchmark's `defaults` (--max_train_steps, --train_batch_size, --learning_rate)."""
+    add_config_arguments(parser, TrainingRunConfig, defaults=defaults,
+                         only=("max_train_steps", "train_batch_size", "learning_rate"))
+
+
+def validate_training_arguments(parser, args) -> None:
+    """Validates the training flags once, by `TrainingRunConfig`, before any run starts (a bad value: one line naming
+    its flag)."""
+    config_from_args(parser, TrainingRunConfig, args, output_dir=args.out)
 
 
 def phantom_training_command(args, model_dir: str, *flags: str) -> list[str]:
@@ -78,7 +101,7 @@ def main(args) -> dict:
     from dermdiff.loops.classifier import train_classifier
     from dermdiff.metrics.fidelity import class_fidelity, ita_by_skin_type, placement_scores, skin_tone_fidelity
     from dermdiff.pipelines.pipeline_dermdiff import DermDiffPipeline
-    from dermdiff.pipelines.scheduler_names import scheduler_from_name
+    from dermdiff.pipelines.scheduler_names import use_scheduler
 
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(args.seed)
@@ -89,7 +112,7 @@ def main(args) -> dict:
     if not args.pipeline and not os.path.isfile(os.path.join(model_dir, "model_index.json")):
         train_model(args, model_dir)
     pipe = DermDiffPipeline.from_pretrained(model_dir)
-    pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
+    use_scheduler(pipe, args.generation.scheduler)
     pipe.set_progress_bar_config(disable=True)
 
     # 2. real phantom images: a reference classifier and the ITA of real skin per type ------------------------
@@ -120,10 +143,9 @@ def main(args) -> dict:
     # 4. sample -------------------------------------------------------------------------------------------------
     images, started = [], time.time()
     generator = torch.Generator().manual_seed(args.seed)
-    for start in range(0, len(maps), 50):
-        batch = maps[start : start + 50]
-        images += pipe(semantic_map=batch, num_inference_steps=args.num_inference_steps,
-                       guidance_scale=args.guidance_scale, generator=generator).images
+    for start in range(0, len(maps), args.generation.batch_size):
+        batch = maps[start : start + args.generation.batch_size]
+        images += pipe(semantic_map=batch, generator=generator, **args.generation.call_kwargs(pipe)).images
     sampling_seconds = time.time() - started
 
     # 5. measure ------------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 def load_benchmark(name: str):
+    if BENCHMARKS not in sys.path:
+        sys.path.insert(0, BENCHMARKS)  # as when run as a script: box_maps_phantom imports diffusion_quality_phantom
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", os.path.join(BENCHMARKS, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses defined in the script look their module up
@@ -51,6 +53,17 @@ def test_classifier_dermamnist_runs_its_own_defaults():
         3, 128, 28, None, None)
 
 
+def test_phantom_quality_benchmarks_run_their_own_defaults():
+    box = load_benchmark("box_maps_phantom").parse_args([])
+    assert (box.max_train_steps, box.train_batch_size, box.learning_rate, box.seed) == (600, 16, 1e-3, 0)
+    assert (box.generation.num_inference_steps, box.generation.guidance_scale) == (25, 2.0)
+    assert (box.generation.scheduler, box.generation.batch_size) == ("dpm", 25)
+    quality = load_benchmark("diffusion_quality_phantom").parse_args([])
+    assert (quality.max_train_steps, quality.train_batch_size, quality.learning_rate) == (2000, 32, 1e-3)
+    assert (quality.generation.num_inference_steps, quality.generation.guidance_scale) == (50, 2.0)
+    assert (quality.generation.scheduler, quality.generation.batch_size) == ("ddim", 50)
+
+
 @pytest.mark.parametrize("name, argv, named", [
     ("hardcase_real", ["--batch_size", "0"], "--batch_size must be >= 1, got 0"),
     ("hardcase_real", ["--num_epochs", "0"], "--num_epochs must be >= 1, got 0"),
@@ -62,6 +75,13 @@ def test_classifier_dermamnist_runs_its_own_defaults():
     ("latent_vs_pixel", LATENT_VS_PIXEL + ["--classifier_resolution", "4"], "--classifier_resolution must be >= 8"),
     ("latent_vs_pixel", LATENT_VS_PIXEL + ["--num_inference_steps", "0"], "--num_inference_steps must be >= 1"),
     ("latent_vs_pixel", LATENT_VS_PIXEL + ["--phantom_seed", "x"], "argument --phantom_seed: invalid int value"),
+    ("box_maps_phantom", ["--train_batch_size", "0"], "--train_batch_size must be >= 1, got 0"),
+    ("box_maps_phantom", ["--max_train_steps", "0"], "--max_train_steps must be >= 1 or None, got 0"),
+    ("box_maps_phantom", ["--num_inference_steps", "0"], "--num_inference_steps must be >= 1, got 0"),
+    ("box_maps_phantom", ["--guidance_scale", "nan"], "--guidance_scale must be a finite number"),
+    ("diffusion_quality_phantom", ["--learning_rate", "0"], "--learning_rate must be > 0, got 0"),
+    ("diffusion_quality_phantom", ["--scheduler", "nope"], "argument --scheduler: takes one of"),
+    ("diffusion_quality_phantom", ["--num_inference_steps", "0"], "--num_inference_steps must be >= 1, got 0"),
     ("classifier_dermamnist", ["--epochs", "0"], "--epochs must be >= 1, got 0"),
     ("classifier_dermamnist", ["--learning_rate", "0"], "--learning_rate must be > 0"),
 ])
