@@ -130,9 +130,7 @@ def generated_set(name: str, folder: str, train, indices: np.ndarray, args):
     side = pipeline_side(pipe)
     registry = registry_of(train)
     maps = [SemanticMap.decode(train[int(i)]["semantic_map"], registry).resize(side) for i in indices]
-    extra = {} if args.guidance_scale is None else {"guidance_scale": args.guidance_scale}
-    result = generate_evaluation_set(pipe, maps, out, registry, num_inference_steps=args.num_inference_steps,
-                                     batch_size=args.batch_size, seed=args.seed, **extra)
+    result = generate_evaluation_set(pipe, maps, out, registry, settings=args.generation, seed=args.seed)
     with open(stamp, "w", encoding="utf-8") as handle:  # last: a killed run is regenerated, never half-read
         json.dump(settings, handle)
     return result
@@ -326,7 +324,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.phantom_num_images, args.image_size, args.classifier_resolution = 120, 16, 16
         args.num_generated, args.num_inference_steps, args.memorisation_size, args.per_class = 12, 2, 16, 2
     # the sampling and classifier settings are validated by their dataclasses (a bad value names its flag)
-    config_from_args(parser, SamplingSettings, args)
+    args.generation = config_from_args(parser, SamplingSettings, args)
     config_from_args(parser, BenchmarkClassifierConfig, args)
     for name in ("n_boot", "per_class"):
         if getattr(args, name) < 1:

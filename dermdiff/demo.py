@@ -380,8 +380,7 @@ def evaluate_generator(out: str, config: DemoConfig) -> dict:
     evaluate(  # writes metrics.json and report.html into `folder`
         data=paths(out)["data"], out=folder, pipeline=load_generator(out, config), num_images=config.eval_images,
         extractor=f"classifier:{classifier}", classifier=classifier, cache_dir=os.path.join(folder, "cache"),
-        trials=config.fid_trials, num_inference_steps=config.generation.num_inference_steps, batch_size=32,
-        seed=config.seed,
+        trials=config.fid_trials, generation=replace(config.generation, batch_size=32), seed=config.seed,
         min_group_size=max(5, config.eval_images // 20), ita_images_per_type=30, device="cpu",
         max_train_images=config.memorisation_images,
     )

@@ -22,6 +22,9 @@ GROUP = "generator"
 # the short scheduler names (their diffusers classes: `dermdiff.pipelines.scheduler_names`); here so that
 # reading settings imports no diffusers
 SCHEDULER_NAMES = ("ddpm", "ddim", "dpm", "euler", "unipc")
+# images per pipeline call when an evaluation (FID, `dermdiff evaluate`) samples: it holds a feature
+# extractor beside the pipeline, so it asks for smaller batches than generation does
+EVALUATION_BATCH_SIZE = 8
 
 
 def parse_scheduler(text: str) -> str | None:
@@ -86,16 +89,34 @@ class GenerationSettings:
             return cls()
         return value if isinstance(value, cls) else cls(**value)
 
+    @classmethod
+    def for_evaluation(cls, value=None) -> "GenerationSettings":
+        """`value` (as `from_value` reads it), or when None the evaluation samplers' defaults: batches of
+        `EVALUATION_BATCH_SIZE`, since an evaluation holds a feature extractor in memory beside the pipeline."""
+        return cls(batch_size=EVALUATION_BATCH_SIZE) if value is None else cls.from_value(value)
+
     def call_kwargs(self, pipe) -> dict:
         """The keyword arguments of `pipe(...)` these settings decide, for the ones its `__call__` takes.
 
         A DermGAN pipeline takes no steps or guidance; a guidance scale of None leaves the pipeline's default.
         The SDEdit `strength` is passed by the caller with its start images.
         """
-        parameters = inspect.signature(pipe.__call__).parameters
         kwargs = {}
-        if "num_inference_steps" in parameters:
+        if takes_argument(pipe, "num_inference_steps"):
             kwargs["num_inference_steps"] = self.num_inference_steps
-        if self.guidance_scale is not None and "guidance_scale" in parameters:
+        if self.guidance_scale is not None and takes_argument(pipe, "guidance_scale"):
             kwargs["guidance_scale"] = self.guidance_scale
         return kwargs
+
+
+def takes_argument(pipe, name: str) -> bool:
+    """Whether `pipe(...)` names the argument `name` (diffusion pipelines take num_inference_steps, GANs do not).
+
+    Named only: `**kwargs` may hold deprecated aliases, not every argument. A callable whose signature cannot be
+    read is taken to accept it.
+    """
+    try:
+        parameters = inspect.signature(pipe.__call__ if hasattr(pipe, "__call__") else pipe).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in parameters

@@ -25,6 +25,7 @@ from dermdiff.loops.fid_tracking import BEST_FID_DIR, PipelineFID, fid_tracker, 
 from dermdiff.loops.gan import GANTrainingConfig, train_gan
 from dermdiff.loops.gan_tasks import dcgan_task
 from dermdiff.models import DCGANGenerator, MultiScaleDiscriminator
+from dermdiff.pipelines.generation_settings import GenerationSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -122,7 +123,8 @@ def test_pipeline_fid_of_a_real_gan_is_computed_once_per_evaluation(tmp_path):
 
     reference = phantom_dataset(n=6, size=16, seed=1)
     extractor = TinyFeatures(16)
-    fid = PipelineFID(reference, registry_of(reference), 16, extractor=extractor, batch_size=4)
+    fid = PipelineFID(reference, registry_of(reference), 16, extractor=extractor,
+                      settings=GenerationSettings(batch_size=4))
     torch.manual_seed(0)
     from dermdiff import DCGANPipeline
 

@@ -24,6 +24,7 @@ from dermdiff.metrics.fid import (
     fid_with_ci,
     kid_with_ci,
 )
+from dermdiff.pipelines.generation_settings import GenerationSettings
 
 
 class TinyFeatures(FeatureExtractor):
@@ -140,8 +141,9 @@ def test_pipeline_source_is_seeded_and_batch_size_independent():
             return type("Output", (), {"images": images})()
 
     maps = [SemanticMap.from_annotations("mel", skin_type=t, boxes=[(2, 2, 8, 8)], size=16) for t in (1, 6)]
-    features = [source_features(PipelineSource(FakePipeline(), 6, maps=maps, batch_size=b, num_inference_steps=2),
-                                TinyFeatures(), verbose=False)[0] for b in (1, 4)]
+    settings = [GenerationSettings(num_inference_steps=2, batch_size=b) for b in (1, 4)]
+    features = [source_features(PipelineSource(FakePipeline(), 6, maps=maps, settings=s), TinyFeatures(),
+                                verbose=False)[0] for s in settings]
     np.testing.assert_allclose(features[0].features, features[1].features, rtol=1e-5)
     assert features[0].skin_types.tolist() == [1, 6, 1, 6, 1, 6] and set(features[0].labels) == {"mel"}
     with pytest.raises(ValueError, match="num_images"):
@@ -369,7 +371,8 @@ def test_evaluate_samples_from_a_saved_pipeline(tmp_path):
     pipe.save_pretrained(str(tmp_path / "pipe"))
     real = write_phantom(str(tmp_path / "real"), n=16, size=16, seed=0)
     metrics = evaluate(data=real, out=str(tmp_path / "out"), pipeline=str(tmp_path / "pipe"), num_images=8,
-                       num_inference_steps=2, extractor=TinyFeatures(16), cache_dir=None, trials=3, min_group_size=2,
+                       generation=GenerationSettings(num_inference_steps=2), extractor=TinyFeatures(16), cache_dir=None,
+                       trials=3, min_group_size=2,
                        verbose=False)
     assert metrics["settings"]["resolution"] == 16 and metrics["distribution"]["num_generated"] == 8
     written = read_generated_set(str(tmp_path / "out" / "generated"))

@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 
 from accelerate.utils import set_seed
 
@@ -67,6 +68,7 @@ from dermdiff.loops.fid_tracking import add_fid_arguments, check_fid_args, fid_r
 from dermdiff.loops.pair_augment import parse_map_shapes
 from dermdiff.loops.run_config import RUNS
 from dermdiff.models.semantic_unet import SemanticUNet2DModel
+from dermdiff.pipelines.generation_settings import GenerationSettings
 from dermdiff.semantic_map import SemanticMap
 
 
@@ -132,8 +134,9 @@ def load_datasets(args):
 def fid_evaluation(args, heldout, registry) -> FIDEvaluation:
     """Samples the held-out images' own maps and compares the samples with those images."""
     maps = [SemanticMap.decode(image, registry).resize(args.resolution) for image in heldout["semantic_map"]]
-    return FIDEvaluation(heldout, maps, args.resolution, extractor=args.fid_extractor,
-                         num_inference_steps=args.ddpm_num_inference_steps, seed=args.seed, registry=registry)
+    settings = replace(GenerationSettings.for_evaluation(), num_inference_steps=args.ddpm_num_inference_steps)
+    return FIDEvaluation(heldout, maps, args.resolution, extractor=args.fid_extractor, settings=settings,
+                         seed=args.seed, registry=registry)
 
 
 def build_model(args, registry, vae=None) -> SemanticUNet2DModel:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from ..config_args import add_config_arguments, parsed_config, with_default
-from ..pipelines.generation_settings import GenerationSettings
+from ..pipelines.generation_settings import EVALUATION_BATCH_SIZE, GenerationSettings
 
 NAME = "evaluate"
 HELP = "Evaluate a generator against real data and write report.html + metrics.json."
@@ -26,11 +26,11 @@ marked in the report), classifier:DIR (domain FD from a dermdiff SkinClassifier)
 class EvaluationSampling(GenerationSettings):
     """The `GenerationSettings` `dermdiff evaluate` samples a `--pipeline` with; only steps and batch size are flags.
 
-    The batch size stays `--batch-size` with default 8 (its name and default before the flags were generated from
-    `GenerationSettings`): evaluation holds a feature extractor beside the pipeline, so it asks for smaller batches.
+    The batch size stays `--batch-size` (its name before the flags were generated from `GenerationSettings`), with
+    the evaluation samplers' default `EVALUATION_BATCH_SIZE`.
     """
 
-    batch_size: int = with_default(GenerationSettings, "batch_size", 8, flag="batch_size")
+    batch_size: int = with_default(GenerationSettings, "batch_size", EVALUATION_BATCH_SIZE, flag="batch_size")
 
 
 SAMPLING_FLAGS = ("num_inference_steps", "batch_size")  # the other settings keep the pipeline's own behaviour
@@ -94,7 +94,7 @@ def run(args) -> int:
         reference_split=args.reference_split, train_split=args.train_split, data_limit=args.data_limit,
         generated_limit=args.generated_limit,
         cache_dir=None if args.no_cache else args.cache_dir, trials=args.trials,
-        num_inference_steps=sampling.num_inference_steps, batch_size=sampling.batch_size, seed=args.seed,
+        generation=sampling, seed=args.seed,
         num_sweeps=args.num_sweeps, ssim_threshold=args.ssim_threshold, max_train_images=args.max_train_images,
         gan_log=read_gan_log(args.gan_log), device=args.device, verbose=not args.quiet,
     )

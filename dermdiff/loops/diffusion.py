@@ -304,16 +304,17 @@ class FIDEvaluation(PipelineFID):
         maps (`Sequence[SemanticMap]`): the maps to sample, e.g. the held-out images' own maps.
         resolution (`int`): images of both sets are compared at this side.
         extractor (`str` or `nn.Module`, defaults to `"inception"`): a `dermdiff.metrics.load_extractor` spec.
-        num_inference_steps (`int`, defaults to 50); batch_size (`int`, defaults to 8); seed (`int`, defaults to 0).
+        settings (`GenerationSettings`, *optional*): steps, guidance scale and images per call (default
+            `GenerationSettings.for_evaluation()`); the scheduler is always DDIM.
+        seed (`int`, defaults to 0): image i is seeded `seed + i`.
         registry (*optional*): the reference's condition registry (default: the pipeline UNet's).
     """
 
-    def __init__(self, reference, maps, resolution: int, extractor="inception", num_inference_steps: int = 50,
-                 batch_size: int = 8, seed: int = 0, registry=None):
+    def __init__(self, reference, maps, resolution: int, extractor="inception", settings=None, seed: int = 0,
+                 registry=None):
         if len(maps) < 2:
             raise ValueError(f"FID needs at least 2 held-out maps, got {len(maps)}")
-        super().__init__(reference, registry, resolution, extractor, maps=maps,
-                         num_inference_steps=num_inference_steps, batch_size=batch_size, seed=seed)
+        super().__init__(reference, registry, resolution, extractor, maps=maps, settings=settings, seed=seed)
 
     def __call__(self, pipeline, step: int) -> dict:
         if self.registry is None:

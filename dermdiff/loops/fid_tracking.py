@@ -31,6 +31,8 @@ from typing import Callable, Sequence
 
 from accelerate.logging import get_logger
 
+from ..pipelines.generation_settings import GenerationSettings
+
 logger = get_logger(__name__)
 
 BEST_FID_DIR = "best_fid"
@@ -53,7 +55,9 @@ class PipelineFID:
         maps (`Sequence[SemanticMap]`, *optional*): the maps a map-conditioned pipeline samples (default: the
             reference rows' own maps, so both sets ask for the same conditions, places and skin types).
         num_images (`int`, *optional*): images to generate (default: as many as reference rows).
-        num_inference_steps (`int`, defaults to 50); batch_size (`int`, defaults to 8); seed (`int`, defaults to 0).
+        settings (`GenerationSettings`, *optional*): how the pipeline is sampled (default
+            `GenerationSettings.for_evaluation()`).
+        seed (`int`, defaults to 0): image i is seeded `seed + i`; also seeds the FID subsampling.
 
     Example:
         >>> fid = PipelineFID(heldout_rows, registry, resolution=32, extractor="inception")
@@ -62,7 +66,7 @@ class PipelineFID:
     """
 
     def __init__(self, reference, registry, resolution: int, extractor="inception", maps: Sequence | None = None,
-                 num_images: int | None = None, num_inference_steps: int = 50, batch_size: int = 8, seed: int = 0):
+                 num_images: int | None = None, settings=None, seed: int = 0):
         from ..metrics.features import load_extractor
 
         self.num_images = int(num_images if num_images is not None else len(maps if maps is not None else reference))
@@ -71,7 +75,7 @@ class PipelineFID:
         self.reference, self.registry, self.resolution = reference, registry, int(resolution)
         self.maps = list(maps) if maps is not None else None
         self.extractor = load_extractor(extractor)
-        self.num_inference_steps, self.batch_size, self.seed = int(num_inference_steps), int(batch_size), int(seed)
+        self.settings, self.seed = GenerationSettings.for_evaluation(settings), int(seed)
         self._reference_features = None
 
     def reference_features(self):
@@ -89,8 +93,7 @@ class PipelineFID:
         from ..metrics.pipeline_samples import pipeline_source
 
         generated = pipeline_source(pipeline, self.reference, self.registry, self.num_images, maps=self.maps,
-                                    batch_size=self.batch_size, seed=self.seed,
-                                    num_inference_steps=self.num_inference_steps)
+                                    settings=self.settings, seed=self.seed)
         result = compute_fid_kid(generated, self.reference_features(), self.extractor, resolution=self.resolution,
                                  registry=self.registry, cache_dir=None, per_group=False, verbose=False,
                                  seed=self.seed)

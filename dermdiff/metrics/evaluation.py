@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError, UsageError, read_json
 from ..image_grid import image_grid
+from ..pipelines.generation_settings import GenerationSettings
 from ..pipelines.loading import load_pipeline
 from .features import describe_extractor, load_extractor
 from .fid import compute_fid_kid, default_cache_dir, source_features
@@ -146,8 +147,7 @@ def evaluate(
     generated_limit: int | None = None,
     cache_dir: str | None = "default",
     trials: int = 50,
-    num_inference_steps: int = 50,
-    batch_size: int = 8,
+    generation: GenerationSettings | None = None,
     seed: int = 0,
     num_sweeps: int = 1,
     ssim_threshold: float = 0.9,
@@ -177,7 +177,9 @@ def evaluate(
         generated_limit (`int`, *optional*): read only the first rows of a real `generated` folder.
         cache_dir (`str` or `None`): reference-feature cache (`"default"`: `fid.default_cache_dir()`).
         trials (`int`, defaults to 50): FID subsamples for the intervals.
-        num_inference_steps, batch_size, seed: sampling settings (pipeline only; `seed` also drives subsampling).
+        generation (`GenerationSettings`, *optional*): how a pipeline is sampled (steps, guidance scale, images
+            per call, scheduler); default `GenerationSettings.for_evaluation()`.
+        seed (`int`, defaults to 0): image i of a pipeline is seeded `seed + i`; also drives the subsampling.
         num_sweeps (`int`, defaults to 1): maps swept over skin types and sizes (pipeline only).
         ssim_threshold (`float`, defaults to 0.9): memorisation flag.
         max_train_images (`int`, defaults to 2000): training images searched (a seeded subset when more).
@@ -211,8 +213,13 @@ def evaluate(
 
     # 1. the generated set (and the resolution it fixes)
     if pipeline is not None:
-        pipe = load_pipeline(os.fspath(pipeline), device=device) if isinstance(pipeline, (str, os.PathLike)) \
-            else pipeline
+        generation = GenerationSettings.for_evaluation(generation)
+        if isinstance(pipeline, (str, os.PathLike)):
+            pipe = load_pipeline(os.fspath(pipeline), scheduler=generation.scheduler, device=device)
+        else:
+            from ..pipelines.scheduler_names import use_scheduler
+
+            pipe = use_scheduler(pipeline, generation.scheduler)  # None keeps the pipeline's own
         if not verbose and hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
         resolution = resolution or _pipeline_resolution(pipe)
@@ -232,8 +239,7 @@ def evaluate(
     reference = _split_rows(real, reference_split, "reference")
     if pipeline is not None:  # any kind: map-conditioned, unconditional (DCGAN) or lesion edit
         gen_set = sample_evaluation_set(pipe, reference, registry, num_images, os.path.join(out, "generated"),
-                                        num_inference_steps=num_inference_steps, batch_size=batch_size, seed=seed,
-                                        num_sweeps=num_sweeps, verbose=verbose)
+                                        settings=generation, seed=seed, num_sweeps=num_sweeps, verbose=verbose)
     images, maps = gen_set.samples()
     skipped, figures = {}, {}
     settings = {

@@ -20,7 +20,8 @@ description is stored in every result.
 In training (`train_diffusion.py --compute_fid_every N`), with EMA weights swapped into the pipeline:
 
     >>> result = compute_fid_kid(
-    ...     PipelineSource(pipe, num_images=64, maps=validation_maps, num_inference_steps=25, seed=0),
+    ...     PipelineSource(pipe, num_images=64, maps=validation_maps,
+    ...                    settings=GenerationSettings(num_inference_steps=25)),
     ...     validation_dataset, extractor=extractor, resolution=args.resolution,
     ...     cache_dir=os.path.join(args.output_dir, "fid_stats"), trials=0, per_group=False, verbose=False)
     >>> accelerator.log({"fid": result["fid"]["value"], "kid": result["kid"]["value"]}, step=global_step)

@@ -138,34 +138,32 @@ def real_image_set(path: str, size: int | None = None, limit: int | None = None)
     return GeneratedSet(images, maps, [{} for _ in images], registry)
 
 
-def generate_evaluation_set(pipeline, maps: list, out_dir: str, registry, num_inference_steps: int = 50,
-                            batch_size: int = 8, seed: int = 0, sweep_maps: list | None = None,
-                            size_factors=SIZE_FACTORS, verbose: bool = True, **call_kwargs) -> GeneratedSet:
+def generate_evaluation_set(pipeline, maps: list, out_dir: str, registry, settings=None, seed: int = 0,
+                            sweep_maps: list | None = None, size_factors=SIZE_FACTORS,
+                            verbose: bool = True) -> GeneratedSet:
     """Samples one image per map (image i seeded `seed + i`) plus skin-type and size sweeps, and writes them.
 
     Args:
         pipeline: a map-conditioned pipeline (`DermDiffPipeline`, `DermGANPipeline`).
         maps (`list[SemanticMap]`): the maps to sample.
         out_dir (`str`): where to write (layout in the module docstring).
+        settings (`GenerationSettings`, *optional*): steps, guidance scale and images per call
+            (default `GenerationSettings.for_evaluation()`).
         sweep_maps (`list[SemanticMap]`, *optional*): maps to sweep over skin types I..VI and `size_factors`.
     """
     import torch
     from tqdm.auto import tqdm
 
-    from .sources import PipelineSource, takes_argument
+    from .sources import PipelineSource
 
-    source = PipelineSource(pipeline, num_images=max(2, len(maps)), maps=maps, batch_size=batch_size, seed=seed,
-                            num_inference_steps=num_inference_steps, **call_kwargs)
-    images = []
+    source = PipelineSource(pipeline, num_images=max(2, len(maps)), maps=maps, settings=settings, seed=seed)
+    images, batch_size = [], source.batch_size
     for start in tqdm(range(0, len(maps), batch_size), desc="generate", disable=not verbose):
         images += source.generate(start, min(start + batch_size, len(maps)))
     from ..pipelines import size_sweep, skin_type_sweep
 
-    sweeps = []
+    sweeps, common = [], source.settings.call_kwargs(pipeline)  # steps + guidance; GANs make an image in one pass
     for index, smap in enumerate(sweep_maps or []):
-        common = dict(call_kwargs)
-        if takes_argument(pipeline, "num_inference_steps"):  # diffusion; GANs make an image in one pass
-            common["num_inference_steps"] = num_inference_steps
         # the pipelines' sweep helpers start every image of a sweep from the same noise: only the map changes
         swept = skin_type_sweep(pipeline, smap, generator=torch.Generator("cpu").manual_seed(seed + index), **common)
         sweeps.append({"kind": "skin_type", "id": index, "values": [1, 2, 3, 4, 5, 6],

@@ -22,6 +22,7 @@ import inspect
 
 import numpy as np
 
+from ..pipelines.generation_settings import GenerationSettings
 from ..semantic_map import SemanticMap
 from .generated import generate_evaluation_set, lesion_maps, read_generated_set, write_generated_set
 
@@ -49,27 +50,30 @@ def reference_maps(dataset, registry, count: int, seed: int) -> list:
     return [SemanticMap.decode(dataset[int(i)]["semantic_map"], registry=registry) for i in rows]
 
 
-def sample_evaluation_set(pipe, reference, registry, num_images: int, out_dir: str, num_inference_steps: int = 50,
-                          batch_size: int = 8, seed: int = 0, num_sweeps: int = 1, verbose: bool = True):
-    """Generates and writes the evaluation set of `pipe` (see the module table); returns the `GeneratedSet`."""
-    kind = pipeline_kind(pipe)
+def sample_evaluation_set(pipe, reference, registry, num_images: int, out_dir: str,
+                          settings: GenerationSettings | None = None, seed: int = 0, num_sweeps: int = 1,
+                          verbose: bool = True):
+    """Generates and writes the evaluation set of `pipe` (see the module table); returns the `GeneratedSet`.
+
+    `settings`: steps, guidance scale and images per call (default `GenerationSettings.for_evaluation()`).
+    """
+    settings, kind = GenerationSettings.for_evaluation(settings), pipeline_kind(pipe)
     if kind == "maps":
         maps = reference_maps(reference, registry, num_images, seed)
-        return generate_evaluation_set(pipe, maps, out_dir, registry, num_inference_steps=num_inference_steps,
-                                       batch_size=batch_size, seed=seed, sweep_maps=lesion_maps(maps)[:num_sweeps],
-                                       verbose=verbose)
+        return generate_evaluation_set(pipe, maps, out_dir, registry, settings=settings, seed=seed,
+                                       sweep_maps=lesion_maps(maps)[:num_sweeps], verbose=verbose)
     if kind == "noise":
-        images = _noise_samples(pipe, num_images, batch_size, seed, num_inference_steps, verbose)
+        images = _noise_samples(pipe, num_images, settings, seed, verbose)
         size = images[0].size[::-1]
         maps = [SemanticMap.from_annotations(None, None, size=size, registry=registry) for _ in images]
     else:
-        images, maps = _edited_photos(pipe, reference, registry, num_images, batch_size, seed, verbose)
+        images, maps = _edited_photos(pipe, reference, registry, num_images, settings.batch_size, seed, verbose)
     write_generated_set(out_dir, images, maps, registry)
     return read_generated_set(out_dir, registry)
 
 
-def pipeline_source(pipe, reference, registry, num_images: int, maps=None, batch_size: int = 8, seed: int = 0,
-                    num_inference_steps: int = 50):
+def pipeline_source(pipe, reference, registry, num_images: int, maps=None, settings: GenerationSettings | None = None,
+                    seed: int = 0):
     """`pipe`'s images as a FID source, drawn as `sample_evaluation_set` draws them but kept in memory.
 
     Used by FID during training (`dermdiff.loops.fid_tracking.PipelineFID`), so the number a trainer logs is
@@ -78,26 +82,24 @@ def pipeline_source(pipe, reference, registry, num_images: int, maps=None, batch
     """
     from .sources import ImageListSource, PipelineSource
 
-    kind = pipeline_kind(pipe)
+    settings, kind = GenerationSettings.for_evaluation(settings), pipeline_kind(pipe)
     if kind == "edit":
-        images, _ = _edited_photos(pipe, reference, registry, num_images, batch_size, seed, verbose=False)
+        images, _ = _edited_photos(pipe, reference, registry, num_images, settings.batch_size, seed, verbose=False)
         return ImageListSource(images, name="edited")
     if kind == "maps" and maps is None:
         maps = reference_maps(reference, registry, num_images, seed)
-    return PipelineSource(pipe, num_images, maps=maps if kind == "maps" else None, batch_size=batch_size, seed=seed,
-                          num_inference_steps=num_inference_steps)
+    return PipelineSource(pipe, num_images, maps=maps if kind == "maps" else None, settings=settings, seed=seed)
 
 
-def _noise_samples(pipe, num_images: int, batch_size: int, seed: int, num_inference_steps: int, verbose: bool):
+def _noise_samples(pipe, num_images: int, settings: GenerationSettings, seed: int, verbose: bool):
     from tqdm.auto import tqdm
 
     from .sources import PipelineSource
 
-    source = PipelineSource(pipe, num_images=max(2, num_images), batch_size=batch_size, seed=seed,
-                            num_inference_steps=num_inference_steps)
+    source = PipelineSource(pipe, num_images=max(2, num_images), settings=settings, seed=seed)
     images = []
-    for start in tqdm(range(0, num_images, batch_size), desc="generate", disable=not verbose):
-        images += source.generate(start, min(start + batch_size, num_images))
+    for start in tqdm(range(0, num_images, source.batch_size), desc="generate", disable=not verbose):
+        images += source.generate(start, min(start + source.batch_size, num_images))
     return images
 
 

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..pipelines.generation_settings import GenerationSettings
 from .features import describe_extractor, images_to_batch
 
 IMAGE_EXTENSIONS = ("bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp")
@@ -311,17 +312,6 @@ class ImageListSource:
         return _feature_set(features, self.labels, self.skin_types, options, self.name)
 
 
-def takes_argument(pipeline, name: str) -> bool:
-    """Whether `pipeline(...)` accepts `name` (diffusion pipelines take num_inference_steps, GANs do not)."""
-    import inspect
-
-    try:
-        parameters = inspect.signature(pipeline.__call__ if hasattr(pipeline, "__call__") else pipeline).parameters
-    except (TypeError, ValueError):
-        return True
-    return name in parameters  # named only: **kwargs may hold deprecated aliases, not every argument
-
-
 class PipelineSource:
     """Images generated on the fly by a pipeline, batched and seeded.
 
@@ -334,22 +324,23 @@ class PipelineSource:
         pipeline (`Callable`): a diffusers-style pipeline (or any callable with that signature).
         num_images (`int`): how many images to generate.
         maps (`Sequence[SemanticMap]`, *optional*): the requested maps (labels/skin types come from them).
-        batch_size (`int`, defaults to 8), seed (`int`, defaults to 0), num_inference_steps (`int`, defaults to 50).
+        settings (`GenerationSettings`, *optional*): steps, guidance scale (when set) and images per call; default
+            `GenerationSettings.for_evaluation()`. Its scheduler is the caller's to set (`load_pipeline`).
+        seed (`int`, defaults to 0): image `i` is seeded `seed + i`.
         keep_images (`bool`, defaults to `False`): keep the PIL images in `.images` after `features()`.
     """
 
     cacheable = False
 
-    def __init__(self, pipeline: Callable, num_images: int, maps: Sequence | None = None, batch_size: int = 8,
-                 seed: int = 0, num_inference_steps: int = 50, keep_images: bool = False, **call_kwargs):
+    def __init__(self, pipeline: Callable, num_images: int, maps: Sequence | None = None,
+                 settings: GenerationSettings | None = None, seed: int = 0, keep_images: bool = False, **call_kwargs):
         if int(num_images) < 2:
             raise ValueError(f"num_images must be >= 2 for FID/KID, got {num_images}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if maps is not None and len(maps) == 0:
             raise ValueError("maps is empty; pass None for an unconditional pipeline")
         self.pipeline, self.num_images, self.maps = pipeline, int(num_images), list(maps) if maps is not None else None
-        self.batch_size, self.seed, self.num_inference_steps = int(batch_size), int(seed), int(num_inference_steps)
+        self.settings, self.seed = GenerationSettings.for_evaluation(settings), int(seed)
+        self.batch_size = self.settings.batch_size
         self.keep_images, self.call_kwargs, self.images = keep_images, call_kwargs, []
 
     def __len__(self) -> int:
@@ -362,8 +353,7 @@ class PipelineSource:
         """Images `start..stop-1` (PIL)."""
         generators = [torch.Generator("cpu").manual_seed(self.seed + i) for i in range(start, stop)]
         kwargs = dict(generator=generators, output_type="pil")
-        if takes_argument(self.pipeline, "num_inference_steps"):  # diffusion; a GAN makes images in one pass
-            kwargs["num_inference_steps"] = self.num_inference_steps
+        kwargs.update(self.settings.call_kwargs(self.pipeline))  # steps + guidance, where the pipeline takes them
         if self.maps is not None:
             kwargs["semantic_map"] = [self.requested_map(i) for i in range(start, stop)]
         else:
