@@ -38,7 +38,7 @@ from dermdiff.config_args import add_config_arguments, config_from_args
 from dermdiff.data import save_image_folder
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop
 from dermdiff.hardcase.cli import add_imbalanced_phantom_arguments, load_generator, load_splits
-from dermdiff.loops.classifier import ClassifierTrainingConfig
+from dermdiff.loops.classifier_config import ClassifierTrainingConfig
 from dermdiff.loops.data_flags import add_phantom_arguments, add_split_seed_argument
 from dermdiff.pipelines.generation_settings import GenerationSettings
 

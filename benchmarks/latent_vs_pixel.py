@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dermdiff.config_args import add_config_arguments, config_from_args, with_flag
-from dermdiff.loops.classifier import ClassifierTrainingConfig
+from dermdiff.loops.classifier_config import ClassifierTrainingConfig
 from dermdiff.loops.data_flags import add_phantom_arguments, add_split_seed_argument, add_stratify_argument
 from dermdiff.pipelines.generation_settings import GenerationSettings
 

@@ -203,6 +203,9 @@ def _argparse_kwargs(field: dataclasses.Field, hint, default) -> dict:
     if default not in (None, dataclasses.MISSING):
         shown = ",".join(map(str, default)) if "parse" in meta and isinstance(default, tuple) else (
             " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default)
+        # a help that says what its None default means ("(default: the pipeline's saved one)") gives way to the
+        # value this face sets
+        kwargs["help"] = re.sub(r"\s*\(default: [^()]*\)", "", kwargs["help"])
         kwargs["help"] += f" (default: {shown})".replace("%", "%%")
     return kwargs
 

@@ -72,8 +72,8 @@ class GenerationSettings:
             raise ValueError(f"adversarial_guidance_scale must be >= 0, got {self.adversarial_guidance_scale}")
         if not 0.0 <= self.adversarial_start <= 1.0:
             raise ValueError(f"adversarial_start must be in [0, 1], got {self.adversarial_start}")
-        if not self.max_shift >= 0:
-            raise ValueError(f"max_shift must be >= 0, got {self.max_shift}")
+        if not 0.0 <= self.max_shift <= 1.0:
+            raise ValueError(f"max_shift must be in [0, 1], got {self.max_shift}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.scheduler is not None:

@@ -22,7 +22,7 @@ def parse_pair(text: str) -> tuple[str, ...]:
 @dataclass
 class Toy:
     steps: int = field(default=3, metadata={"help": "Steps."})
-    scale: float | None = field(default=None, metadata={"help": "Scale.", "group": "sampling"})
+    scale: float | None = field(default=None, metadata={"help": "Scale (default: the model's).", "group": "sampling"})
     ema: bool = field(default=True, metadata={"help": "EMA."})
     flip: bool = field(default=False, metadata={"help": "Flip."})
     types: Sequence[int] = field(default=(1, 3), metadata={"help": "Types."})
@@ -114,6 +114,13 @@ def test_a_face_default_is_the_flag_default_and_shown_in_the_help():
     assert (config.steps, config.mode) == (9, "b") and "Steps. (default: 9)" in parser.format_help()
     with pytest.raises(TypeError, match=r"defaults for \['stpes'\]: not flags of Toy"):
         parser_for(defaults={"stpes": 9})
+
+
+def test_a_face_default_replaces_what_the_help_says_of_none():
+    """A help that explains its None default ("(default: the model's)") shows a face's value instead, once."""
+    plain, face = parser_for(only=("scale",)).format_help(), parser_for(only=("scale",), defaults={"scale": 2.0})
+    assert "Scale (default: the model's)." in " ".join(plain.split())
+    assert "Scale. (default: 2.0)" in " ".join(face.format_help().split()) and "model's" not in face.format_help()
 
 
 def test_a_field_without_help_is_refused():

@@ -233,7 +233,8 @@ def test_generation_settings_validate_once_and_stay_frozen():
                        ({"strength": float("nan")}, "strength"),
                        ({"adversarial_guidance_scale": -1.0}, "adversarial_guidance_scale must be >= 0"),
                        ({"adversarial_start": 1.5}, r"adversarial_start must be in \[0, 1\]"),
-                       ({"max_shift": -0.1}, "max_shift must be >= 0"),
+                       ({"max_shift": -0.1}, r"max_shift must be in \[0, 1\]"),
+                       ({"max_shift": 1.5}, r"max_shift must be in \[0, 1\]"),
                        ({"batch_size": 0}, "batch_size must be >= 1"),
                        ({"scheduler": "heun"}, "scheduler must be one of"),
                        ({"guidance_scale": float("inf")}, "guidance_scale must be a finite number")]:

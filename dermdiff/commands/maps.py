@@ -6,8 +6,10 @@ import json
 import math
 import os
 
+from ..config_args import add_config_arguments, parsed_config
 from ..errors import DataError, UsageError
-from .flags import check_fraction, parse_skin_types
+from ..pipelines.generation_settings import GenerationSettings
+from .flags import parse_skin_types
 
 NAME = "maps"
 HELP = "Draw, inspect and vary DermGAN semantic maps (R = skin type, G/B = condition inside its region)."
@@ -50,7 +52,8 @@ def configure(parser) -> None:
     vary.add_argument("--registry", default="ham10000")
     vary.add_argument("--count", type=int, default=4)
     vary.add_argument("--seed", type=int, default=0)
-    vary.add_argument("--max-shift", dest="max_shift", type=float, default=0.25, help="fraction of the image size")
+    # --max-shift: GenerationSettings' field (the map jitter of the hard-case loop is the same variation)
+    add_config_arguments(vary, GenerationSettings, only=("max_shift",), dashes=True)
     vary.add_argument("--scale", type=float, nargs=2, metavar=("LOW", "HIGH"), help="random box scale range")
     vary.add_argument("--skin-types", dest="skin_types", help="comma-separated types to swap in, e.g. 1,2,5,6")
     vary.add_argument("--out", required=True, help="output folder")
@@ -80,7 +83,7 @@ def _check_vary_flags(args) -> list[int] | None:
     """--count, --max-shift, --scale and --skin-types, checked before any map is written."""
     if args.count < 1:
         raise UsageError(f"--count must be >= 1, got {args.count}")
-    check_fraction(args.max_shift, "--max-shift")
+    parsed_config(GenerationSettings, args, dashes=True)  # --max-shift, validated in GenerationSettings
     if args.scale is not None:
         low, high = args.scale
         if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):

@@ -10,7 +10,7 @@ import argparse
 
 from ..classifier_flags import add_backbone_arguments, check_backbone_arguments
 from ..config_args import add_config_arguments, argument_group, cli_fields, config_from_args, flag_dest
-from ..loops.classifier import ClassifierTrainingConfig
+from ..loops.classifier_config import ClassifierTrainingConfig
 from ..loops.data_flags import (
     add_loader_kwargs_argument,
     add_phantom_arguments,
