@@ -148,6 +148,8 @@ def test_pipeline_source_is_seeded_and_batch_size_independent():
     assert features[0].skin_types.tolist() == [1, 6, 1, 6, 1, 6] and set(features[0].labels) == {"mel"}
     with pytest.raises(ValueError, match="num_images"):
         PipelineSource(FakePipeline(), 1)
+    with pytest.raises(TypeError, match=r"takes batch_size, num_inference_steps inside settings=GenerationSettings"):
+        PipelineSource(FakePipeline(), 6, maps=maps, batch_size=4, num_inference_steps=2)
 
 
 def test_inception_missing_weights_fail_with_instructions(tmp_path, monkeypatch):

@@ -338,6 +338,9 @@ class PipelineSource:
             raise ValueError(f"num_images must be >= 2 for FID/KID, got {num_images}")
         if maps is not None and len(maps) == 0:
             raise ValueError("maps is empty; pass None for an unconditional pipeline")
+        old_keywords = sorted(set(call_kwargs) & {"num_inference_steps", "batch_size", "guidance_scale"})
+        if old_keywords:  # they would reach the pipeline twice; say where they go now (README changelog, 0.2)
+            raise TypeError(f"PipelineSource takes {', '.join(old_keywords)} inside settings=GenerationSettings(...)")
         self.pipeline, self.num_images, self.maps = pipeline, int(num_images), list(maps) if maps is not None else None
         self.settings, self.seed = GenerationSettings.for_evaluation(settings), int(seed)
         self.batch_size = self.settings.batch_size
