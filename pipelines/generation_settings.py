@@ -46,7 +46,8 @@ class GenerationSettings:
     guidance_scale: float | None = field(default=None, metadata={
         "help": "Classifier-free guidance weight (diffusion only; default: the pipeline's).", "group": GROUP})
     strength: float | None = field(default=0.6, metadata={
-        "help": "SDEdit noise level in (0, 1] (None: the pipeline's default for its start image).", "group": GROUP})
+        "help": "SDEdit noise level in (0, 1] (None: the pipeline's default for its start image, 0.8, or 1.0 with a "
+                "mask).", "group": GROUP})
     adversarial_guidance_scale: float = field(default=0.05, metadata={
         "help": "RMS step of classifier guidance per guided step (dermdiff.hardcase.synthesis.AdversarialGuidance).",
         "group": GROUP})

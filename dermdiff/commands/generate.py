@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from ..config_args import add_config_arguments, parsed_config, with_default
+from ..config_args import add_config_arguments, parsed_config, with_flag
 from ..errors import UsageError
 from ..pipelines.generation_settings import GenerationSettings
 from .flags import check_device
@@ -36,14 +36,14 @@ images are kept, the folder loads at any moment.
 
 @dataclass(frozen=True)
 class GenerateSampling(GenerationSettings):
-    """The `GenerationSettings` of `dermdiff generate`, under this command's flag names (`--steps`, `--batch-size`);
-    `strength` defaults to None: the pipeline picks the noise level for the start image (0.8, or 1.0 with a mask)."""
+    """The `GenerationSettings` of `dermdiff generate`, under this command's flag names (`--steps`, `--batch-size`)."""
 
-    num_inference_steps: int = with_default(GenerationSettings, "num_inference_steps",
-                                            GenerationSettings.num_inference_steps, flag="steps")
-    strength: float | None = with_default(GenerationSettings, "strength", None, help=(
-        "Noise level to start --image from, in (0, 1] (default: 0.8, or 1.0 with --mask)."))
-    batch_size: int = with_default(GenerationSettings, "batch_size", GenerationSettings.batch_size, flag="batch_size")
+    num_inference_steps: int = with_flag(GenerationSettings, "num_inference_steps", "steps")
+    batch_size: int = with_flag(GenerationSettings, "batch_size", "batch_size")
+
+
+# --strength defaults to None here: the pipeline picks the noise level for the start image (0.8, or 1.0 with a mask)
+FLAG_DEFAULTS = {"strength": None}
 
 
 # the settings of map jitter and classifier guidance are the hard-case loop's, not this command's
@@ -64,7 +64,7 @@ def configure(parser) -> None:
     parser.add_argument("--num-images", dest="num_images", type=int, default=None,
                         help="images to write (default 4, or one per map with --maps)")
     # --steps, --guidance-scale, --strength, --batch-size, --scheduler: GenerationSettings fields
-    add_config_arguments(parser, GenerateSampling, exclude=NOT_FLAGS, dashes=True)
+    add_config_arguments(parser, GenerateSampling, exclude=NOT_FLAGS, dashes=True, defaults=FLAG_DEFAULTS)
     parser.add_argument("--seed", type=int, default=0, help="seed of image 0; image i uses seed + i")
     parser.add_argument("--device", default=None,
                         help="torch device (default: this process's accelerate device, e.g. cpu or cuda:N)")
