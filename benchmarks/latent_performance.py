@@ -148,7 +148,7 @@ def training_rows(args, latent: bool, cache_dir: str):
     """The real data path: a phantom as rows, transformed per row (pixel) or encoded once into the cache (latent)."""
     from dermdiff.data.info import registry_of
     from dermdiff.data.phantom import phantom_dataset
-    from dermdiff.latent_cache import cached_latents
+    from dermdiff.latent_cache import cached_latents, hold_in_memory
     from dermdiff.loops.diffusion import DiffusionExamples
 
     size = args.latent_resolution if latent else args.pixel_resolution
@@ -157,7 +157,8 @@ def training_rows(args, latent: bool, cache_dir: str):
     if not latent:
         return rows.with_transform(examples), None
     vae = autoencoder(args)
-    return cached_latents(rows, vae, examples, cache_dir, batch_size=8, verbose=False), vae
+    cache = cached_latents(rows, vae, examples, cache_dir, batch_size=8, verbose=False)
+    return hold_in_memory(cache), vae  # as train_diffusion.py reads it
 
 
 def train(args, latent: bool) -> dict:

@@ -16,6 +16,8 @@ Each cached row holds the posterior's mean and standard deviation (already multi
 `scaling_factor`), not one sampled latent, so every epoch draws a fresh z ~ q(z | x) as pixel training
 draws fresh noise; the map on the latent grid (`dermdiff.latent_maps.map_to_latent_grid`); and the class
 label. `sample_cached_latents` turns a batch of them into the `pixel_values` the diffusion loss expects.
+`train_diffusion.py` reads the cache through `hold_in_memory` (the rows as tensors, when they fit), since
+converting one row from Arrow costs about as much as 5% of a training step.
 
 Flips and quarter turns (`--augment flip | dihedral`) stay exact: the encoder is not equivariant (a rotated
 latent decodes to a different image than the rotated photo; `benchmarks/latent_equivariance.py` measures
@@ -215,6 +217,39 @@ def cached_latents(dataset, vae, examples, cache_dir: str, batch_size: int = 16,
     if verbose:
         print(f"latent cache: wrote {len(dataset)} rows to {final}")
     return datasets.load_from_disk(final).with_format("torch")
+
+
+class RowsInMemory(torch.utils.data.Dataset):
+    """The rows of a latent cache as tensors held in memory (`hold_in_memory`).
+
+    Reading a row from the on-disk cache converts it from Arrow to torch, about 4 ms a row on one CPU
+    thread: at batch 16 that is ~5% of a latent training step (`benchmarks/latent_performance.py`). Here a
+    row (or a slice) is an index into tensors loaded once, the same values in the same order.
+    """
+
+    def __init__(self, columns: dict):
+        lengths = {len(column) for column in columns.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"columns of different lengths {sorted(lengths)}")
+        self.columns, self.column_names = columns, list(columns)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+    def __getitem__(self, index) -> dict:
+        return {name: column[index] for name, column in self.columns.items()}
+
+
+# a cache larger than this stays on disk and is read row by row (dihedral HAM10000 at 128 px: ~0.3 MB a row)
+IN_MEMORY_LIMIT_BYTES = 4 * 2**30
+
+
+def hold_in_memory(cache: datasets.Dataset, limit_bytes: int = IN_MEMORY_LIMIT_BYTES):
+    """`cache` (from `cached_latents`) as `RowsInMemory` when its tensors fit in `limit_bytes`, else unchanged."""
+    size = cache.data.nbytes
+    if size > limit_bytes:
+        return cache
+    return RowsInMemory(cache.with_format("torch")[:])
 
 
 def read_key(folder: str) -> dict | None:

@@ -235,6 +235,20 @@ def test_cache_holds_scaled_posteriors_and_latent_grid_maps(tmp_path, cache_inpu
     assert batch["pixel_values"].shape == (2, 4, 8, 8) and "latent_mean" not in batch
 
 
+def test_cache_held_in_memory_gives_the_same_rows(tmp_path, cache_inputs):
+    """`hold_in_memory`: the same tensors per row and per slice; a cache over the limit stays on disk."""
+    from dermdiff.latent_cache import RowsInMemory, cached_latents, hold_in_memory
+
+    rows, vae, examples = cache_inputs
+    cache = cached_latents(rows, vae, examples, str(tmp_path), batch_size=2, verbose=False)
+    held = hold_in_memory(cache)
+    assert isinstance(held, RowsInMemory) and len(held) == len(cache) and held.column_names == cache.column_names
+    for index in (0, 4, slice(1, 3)):
+        for name, value in cache[index].items():
+            assert torch.equal(held[index][name], value), (index, name)
+    assert hold_in_memory(cache, limit_bytes=1) is cache
+
+
 def test_cache_is_reused_and_invalidated_by_data_or_vae_changes(tmp_path, cache_inputs):
     from dermdiff.latent_cache import _Encoder, cached_latents
 

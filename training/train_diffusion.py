@@ -161,13 +161,14 @@ def build_model(args, registry, vae=None) -> SemanticUNet2DModel:
 
 def latent_examples(args, dataset, registry, vae):
     """The training rows encoded once by the VAE (cached; see dermdiff.latent_cache)."""
-    from dermdiff.latent_cache import cached_latents
+    from dermdiff.latent_cache import cached_latents, hold_in_memory
 
     cache_dir = args.latent_cache_dir or os.path.join(
         os.environ.get("DERMDIFF_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "dermdiff")), "latents"
     )
     examples = DiffusionExamples(registry, args.resolution, args.map_shapes)
-    return cached_latents(dataset, vae, examples, cache_dir, augment=args.augment)  # every orientation it draws
+    cache = cached_latents(dataset, vae, examples, cache_dir, augment=args.augment)  # every orientation it draws
+    return hold_in_memory(cache)
 
 
 def push(args, run, registry, dataset_label: str) -> str:
