@@ -94,10 +94,9 @@ def train_model(args, model_dir: str) -> None:
 
 
 def main(args) -> dict:
-    from diffusers.utils import make_image_grid
-
     from dermdiff import SemanticMap
     from dermdiff.data import make_splits, phantom_dataset
+    from dermdiff.image_grid import image_grid
     from dermdiff.loops.classifier import train_classifier
     from dermdiff.metrics.fidelity import class_fidelity, ita_by_skin_type, placement_scores, skin_tone_fidelity
     from dermdiff.pipelines.pipeline_dermdiff import DermDiffPipeline
@@ -166,9 +165,10 @@ def main(args) -> dict:
     }
     with open(os.path.join(args.out, "quality.json"), "w") as handle:
         json.dump(results, handle, indent=2)
-    grid = [image for pair in zip(images[:: args.samples_per_class // 4 or 1][:20],
-                                  [m.to_pil() for m in maps[:: args.samples_per_class // 4 or 1][:20]]) for image in pair]
-    make_image_grid(grid, rows=len(grid) // 8, cols=8).save(os.path.join(args.out, "samples_and_maps.png"))
+    cells = [image for pair in zip(images[:: args.samples_per_class // 4 or 1][:20],
+                                   [m.to_pil() for m in maps[:: args.samples_per_class // 4 or 1][:20]]) for image in pair]
+    # 8 cells (4 sample | map pairs) a row; a short last row is padded (a small run has fewer than 8k cells)
+    image_grid([cells[i : i + 8] for i in range(0, len(cells), 8)]).save(os.path.join(args.out, "samples_and_maps.png"))
 
     print(f"\nheld-out maps: {len(images)} samples, {args.scheduler}-{args.num_inference_steps}, "
           f"guidance {args.guidance_scale}, {len(images) / sampling_seconds:.1f} images/s")
