@@ -1,8 +1,8 @@
 """The settings of one classifier training run, apart from the loop (`dermdiff.loops.classifier`).
 
-Apart so that the scripts which build their flags from it (`training/train_classifier.py`, the hard-case and
-benchmark scripts) answer `--help` without importing torch: the checks that need torch import it when a config
-is built.
+Apart so that a script which only builds its flags from it (`benchmarks/latent_vs_pixel.py`) answers `--help`
+without importing torch: the checks that need torch import it when a config is built. (`training/train_classifier.py`
+still imports the loop at the top, and torch with it.)
 """
 
 from __future__ import annotations
