@@ -88,6 +88,12 @@ def test_three_step_run_with_discriminator_and_ema_writes_a_scaled_autoencoder(t
     assert vae.config.scaling_factor != 0.18215 and abs(vae.config.scaling_factor - expected) / expected < 0.2
     # the final model is the EMA
     assert_same_weights(out, out / "checkpoint-3" / "vae_ema")
+    # every checkpoint's models carry the factor their own weights give, not the starting model's 0.18215
+    for folder in ("checkpoint-1/vae", "checkpoint-3/vae", "checkpoint-3/vae_ema"):
+        saved = AutoencoderKL.from_pretrained(out / folder)
+        assert saved.config.scaling_factor == pytest.approx(latent_scaling_factor(saved.eval(), images), rel=1e-4), folder
+    first, last = (AutoencoderKL.from_pretrained(out / f).config.scaling_factor for f in ("checkpoint-1/vae", "checkpoint-3/vae"))
+    assert first != last
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path, model_config):

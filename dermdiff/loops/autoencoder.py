@@ -225,13 +225,39 @@ def psnr(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 # latent scale, validation
 # ----------------------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def latent_scaling_factor(vae, images: torch.Tensor, batch_size: int = 16) -> float:
-    """1 / std of sampled latents z ~ q(z | x) over `images` (LDM's scale; SD's VAE has 0.18215)."""
-    latents = [vae.encode(images[i : i + batch_size]).latent_dist.sample() for i in range(0, len(images), batch_size)]
+@torch.no_grad()
+def latent_scaling_factor(vae, images: torch.Tensor, batch_size: int = 16, seed: int = 0) -> float:
+    """1 / std of sampled latents z ~ q(z | x) over `images` (LDM's scale; SD's VAE has 0.18215).
+
+    The samples draw from their own generator (`seed`), never the global one, so measuring at a checkpoint
+    leaves the training run's random stream, and its exact resume, as they were.
+    """
+    generator = torch.Generator(images.device).manual_seed(seed)
+    latents = [vae.encode(images[i : i + batch_size]).latent_dist.sample(generator)
+               for i in range(0, len(images), batch_size)]
     std = torch.cat(latents).float().std().item()
     if not math.isfinite(std) or std <= 0:
         raise ValueError(f"latents of the training images have std {std}; cannot set scaling_factor")
     return 1.0 / std
+
+
+def measure_scaling_factors(model, ema: EMAModel | None, images: torch.Tensor) -> None:
+    """Set the `scaling_factor` a checkpoint saves to the one its own weights give (raw and EMA).
+
+    Without this a checkpoint's `vae/` folder carries the starting model's factor (0.18215, or a pretrained
+    model's), and a user who trains a diffusion model on that folder gets latents of the wrong variance: a
+    fine-tune's checkpoint here said 0.232 where its weights measure 0.256.
+    """
+    was_training = model.training
+    model.eval()
+    model.register_to_config(scaling_factor=latent_scaling_factor(model, images))
+    if ema is not None:
+        with _EMAWeights(ema, model):
+            scale = latent_scaling_factor(model, images)
+        # from_config resets keys listed in _use_default_values to their defaults, so unlist it
+        defaults = [key for key in ema.model_config.get("_use_default_values", []) if key != "scaling_factor"]
+        ema.model_config = {**ema.model_config, "scaling_factor": scale, "_use_default_values": defaults}
+    model.train(was_training)
 
 
 def stack_examples(dataset, count: int, key: str = "pixel_values") -> torch.Tensor:
@@ -355,6 +381,7 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
     model = accelerator.unwrap_model(vae)
     losses: dict = {}
     validation_psnr = None
+    scale_images = None  # stacked at the first checkpoint
     cpu_start = time.process_time()  # logged as cpu_minutes: this process's CPU time since (re)start
 
     # 3. train
@@ -400,6 +427,9 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
             bar.set_postfix(l1=f"{losses['rec_l1']:.4f}", kl=f"{losses['kl']:.3g}")
             accelerator.log(losses, step=global_step)
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
+                if scale_images is None:
+                    scale_images = stack_examples(train_dataset, config.scaling_num_images).to(accelerator.device)
+                measure_scaling_factors(model, ema, scale_images)
                 saved = common.save_checkpoint(accelerator, config.output_dir, global_step,
                                                config.checkpoints_total_limit, rng)
                 if on_checkpoint is not None and accelerator.is_main_process:
@@ -423,7 +453,8 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
             ema.copy_to(final.parameters())
         validation_psnr = log_reconstructions(accelerator, final, validation_images, global_step, config.output_dir)
         final.eval()
-        scale_images = stack_examples(train_dataset, config.scaling_num_images).to(accelerator.device)
+        if scale_images is None:
+            scale_images = stack_examples(train_dataset, config.scaling_num_images).to(accelerator.device)
         final.register_to_config(scaling_factor=latent_scaling_factor(final, scale_images))
         final.save_pretrained(config.output_dir)
         logger.info(f"saved the autoencoder to {config.output_dir} (scaling_factor "
