@@ -176,7 +176,6 @@ def finalize(args) -> int:
 
     sub = "vae_ema" if os.path.isdir(os.path.join(args.checkpoint, "vae_ema")) else "vae"
     vae = AutoencoderKL.from_pretrained(os.path.join(args.checkpoint, sub)).eval()
-    torch.manual_seed(0)
     images = folder_images(args.train_dir, args.resolution, args.scaling_num_images)
     vae.register_to_config(scaling_factor=latent_scaling_factor(vae, images))
     vae.save_pretrained(args.out)

@@ -225,7 +225,6 @@ def psnr(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 # latent scale, validation
 # ----------------------------------------------------------------------------------------------------------------
 @torch.no_grad()
-@torch.no_grad()
 def latent_scaling_factor(vae, images: torch.Tensor, batch_size: int = 16, seed: int = 0) -> float:
     """1 / std of sampled latents z ~ q(z | x) over `images` (LDM's scale; SD's VAE has 0.18215).
 
@@ -381,7 +380,8 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
     model = accelerator.unwrap_model(vae)
     losses: dict = {}
     validation_psnr = None
-    scale_images = None  # stacked at the first checkpoint
+    # the images every checkpoint's and the final model's scaling_factor is measured on
+    scale_images = stack_examples(train_dataset, config.scaling_num_images).to(accelerator.device)
     cpu_start = time.process_time()  # logged as cpu_minutes: this process's CPU time since (re)start
 
     # 3. train
@@ -427,8 +427,6 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
             bar.set_postfix(l1=f"{losses['rec_l1']:.4f}", kl=f"{losses['kl']:.3g}")
             accelerator.log(losses, step=global_step)
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                if scale_images is None:
-                    scale_images = stack_examples(train_dataset, config.scaling_num_images).to(accelerator.device)
                 measure_scaling_factors(model, ema, scale_images)
                 saved = common.save_checkpoint(accelerator, config.output_dir, global_step,
                                                config.checkpoints_total_limit, rng)
@@ -453,8 +451,6 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
             ema.copy_to(final.parameters())
         validation_psnr = log_reconstructions(accelerator, final, validation_images, global_step, config.output_dir)
         final.eval()
-        if scale_images is None:
-            scale_images = stack_examples(train_dataset, config.scaling_num_images).to(accelerator.device)
         final.register_to_config(scaling_factor=latent_scaling_factor(final, scale_images))
         final.save_pretrained(config.output_dir)
         logger.info(f"saved the autoencoder to {config.output_dir} (scaling_factor "
