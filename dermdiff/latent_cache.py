@@ -78,9 +78,15 @@ def data_hash(dataset: datasets.Dataset, batch_size: int = 256) -> str:
 
 
 def vae_hash(vae) -> str:
-    """SHA-256 of the VAE's class, config and weights (any change to any of them changes it)."""
+    """SHA-256 of the VAE's class, config and weights (any change to any of them changes it).
+
+    The config's private keys (`_name_or_path`, `_diffusers_version`, ...) say where the model was loaded from
+    and by which library version, not what it computes: the same VAE read from its own folder or from a
+    pipeline's `vae/` must find the same cache.
+    """
     digest = hashlib.sha256(type(vae).__name__.encode())
-    digest.update(json.dumps(dict(vae.config), sort_keys=True, default=str).encode())
+    public = {key: value for key, value in vae.config.items() if not key.startswith("_")}
+    digest.update(json.dumps(public, sort_keys=True, default=str).encode())
     for name, tensor in sorted(vae.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())

@@ -224,6 +224,23 @@ def cache_inputs():
     return rows, vae, DiffusionExamples(registry_of(rows), 16)
 
 
+def test_vae_hash_follows_weights_and_config_not_where_the_vae_was_loaded_from(tmp_path, cache_inputs):
+    from dermdiff.latent_cache import vae_hash
+
+    _, vae, _ = cache_inputs
+    vae.save_pretrained(tmp_path / "a")
+    vae.save_pretrained(tmp_path / "pipe" / "vae")
+    from_folder = AutoencoderKL.from_pretrained(tmp_path / "a")
+    from_pipeline = AutoencoderKL.from_pretrained(tmp_path / "pipe", subfolder="vae")
+    assert from_folder.config._name_or_path != from_pipeline.config._name_or_path
+    assert vae_hash(from_folder) == vae_hash(from_pipeline) == vae_hash(vae)
+    rescaled = AutoencoderKL.from_pretrained(tmp_path / "a", scaling_factor=0.25)
+    assert vae_hash(rescaled) != vae_hash(vae)
+    with torch.no_grad():
+        from_folder.decoder.conv_out.bias.add_(1e-3)
+    assert vae_hash(from_folder) != vae_hash(vae)
+
+
 def test_cache_holds_scaled_posteriors_and_latent_grid_maps(tmp_path, cache_inputs):
     from dermdiff.latent_cache import cached_latents, sample_cached_latents
 
@@ -356,6 +373,17 @@ def test_latent_diffusion_trains_on_a_reused_cache_and_saves_a_three_component_p
     images = pipe(condition="melanoma", skin_type=5, num_inference_steps=2, output_type="np",
                   generator=torch.Generator().manual_seed(0)).images
     assert images.shape == (1, 16, 16, 3)
+    # fine-tuning the latent pipeline takes its VAE along (no --vae) and reuses the cache that VAE built
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    finetune = [arg for arg in argv if arg not in ("--model_config", str(unet_config), "--vae", str(tmp_path / "ae"))]
+    assert train.main(train.parse_args([*finetune, "--pretrained_model_name_or_path", str(tmp_path / "second"),
+                                        "--output_dir", str(tmp_path / "tuned")])) == 0
+    assert len(os.listdir(tmp_path / "cache")) == 1
+    tuned = DermDiffPipeline.from_pretrained(tmp_path / "tuned")
+    assert tuned.vae is not None and tuned.unet.config.in_channels == 4
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
     # a UNet config that contradicts the VAE is named in one line
     unet_config.write_text(json.dumps({**TINY_UNET, "in_channels": 3}))
     with pytest.raises(ValueError, match="unet in_channels is 3 but the VAE's latent_channels is 4"):

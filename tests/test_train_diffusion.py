@@ -454,3 +454,62 @@ def test_two_cpu_processes_really_run_and_stay_in_sync(tmp_path, model_config, p
     assert result.returncode == 0, result.stderr[-3000:]
     assert "starting at step 2" in result.stderr
     assert_same_weights(out / "checkpoint-4" / "unet", resumed / "checkpoint-4" / "unet")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fine-tuning a trained pipeline (--pretrained_model_name_or_path)
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def trained_pipeline(tmp_path, model_config):
+    out = tmp_path / "base"
+    assert run(model_config, out, "--max_train_steps", "2", "--prediction_type", "epsilon") == 0
+    return out
+
+
+def finetune(output_dir, pretrained, *extra) -> int:
+    reset_accelerate()
+    argv = [arg for arg in tiny_args("unused.json", output_dir) if arg not in ("--model_config", "unused.json")]
+    return script.main(script.parse_args([*argv, "--pretrained_model_name_or_path", str(pretrained), *extra]))
+
+
+def test_finetune_starts_from_the_pretrained_weights_and_keeps_its_noise_schedule(tmp_path, trained_pipeline):
+    from dermdiff import DermDiffPipeline
+
+    frozen, tuned = tmp_path / "frozen", tmp_path / "tuned"
+    # a learning rate of 1e-12 moves an Adam step by ~1e-12: the result is the starting point, not a new model
+    assert finetune(frozen, trained_pipeline, "--max_train_steps", "1", "--learning_rate", "1e-12") == 0
+    assert_same_weights(frozen / "unet", trained_pipeline / "unet")
+    assert finetune(tuned, trained_pipeline, "--max_train_steps", "2") == 0
+    start, after = weights(trained_pipeline / "unet"), weights(tuned / "unet")
+    assert any(not torch.equal(start[key], after[key]) for key in start)
+    pipe = DermDiffPipeline.from_pretrained(str(tuned))
+    assert pipe.scheduler.config.prediction_type == "epsilon"  # the base model's, not the flag's default
+    assert list(pipe.unet.config.block_out_channels) == TINY_MODEL["block_out_channels"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--prediction_type", "v_prediction"], "--prediction_type v_prediction differs from the pretrained model's "
+                                            "prediction_type 'epsilon'"),
+    (["--resolution", "32"], "--resolution 32: the pretrained model"),
+])
+def test_finetune_refuses_a_changed_schedule_or_size(tmp_path, trained_pipeline, extra, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        finetune(tmp_path / "out", trained_pipeline, "--max_train_steps", "1", *extra)
+
+
+def test_finetune_refuses_data_with_other_conditions(tmp_path):
+    from diffusers import DDPMScheduler
+
+    from dermdiff import DermDiffPipeline
+    from dermdiff.models.semantic_unet import SemanticUNet2DModel
+
+    unet = SemanticUNet2DModel(**TINY_MODEL, sample_size=16, **get_registry("ham10000").model_kwargs())
+    DermDiffPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(str(tmp_path / "ham"))
+    with pytest.raises(ValueError, match="the model's conditions \\['akiec', .*\\] are not the data's \\['nevus'"):
+        finetune(tmp_path / "out", tmp_path / "ham", "--max_train_steps", "1")
+
+
+def test_finetune_flag_excludes_a_new_architecture(model_config, capsys):
+    with pytest.raises(SystemExit):
+        script.parse_args(["--phantom", "--pretrained_model_name_or_path", "x", "--model_config", model_config])
+    assert "drop --model_config and --use_class_embedding" in capsys.readouterr().err

@@ -36,7 +36,16 @@ encoded once and cached, and the saved pipeline holds the VAE:
     accelerate launch training/train_diffusion.py --train_data_dir my_data --resolution 128 \\
         --vae outputs/ae-128 --output_dir outputs/dermdiff-latent-128
 
-Resume after a crash or a kill: add `--resume_from_checkpoint latest` to the same command.
+Fine-tune a trained pipeline (a folder or a Hub id) on your data: `--pretrained_model_name_or_path` starts from its
+UNet, noise schedule and, for a latent model, its VAE, with a fresh optimiser and learning-rate schedule; the data must
+use the model's conditions and the model's image side:
+
+    accelerate launch training/train_diffusion.py --pretrained_model_name_or_path outputs/dermdiff-latent-128 \
+        --train_data_dir my_clinic --resolution 128 --learning_rate 1e-4 --output_dir outputs/dermdiff-my-clinic
+
+Resume after a crash or a kill: add `--resume_from_checkpoint latest` to the same command. To train a finished run
+longer, resume it with a larger `--max_train_steps`: the learning-rate schedule is stretched to the new length, so a
+cosine schedule that had decayed to 0 restarts part-way up (a warm restart) and decays again.
 """
 
 from __future__ import annotations
@@ -80,6 +89,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "half each, so a box-only map yields a natural lesion inside the box).")
 
     model = argument_group(parser, "model and noise")
+    model.add_argument("--pretrained_model_name_or_path", default=None,
+                       help="Fine-tune a trained DermDiffPipeline (folder or Hub id) instead of a new UNet: its UNet, "
+                            "noise schedule and VAE (if any) are the start; optimiser and lr schedule start afresh.")
     model.add_argument("--model_config", default=None, help="JSON file of SemanticUNet2DModel hyperparameters.")
     model.add_argument("--use_class_embedding", action="store_true", help="Also embed the image-level condition.")
     model.add_argument("--vae", "--pretrained_vae", dest="vae", default=None,
@@ -88,11 +100,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--latent_cache_dir", default=None,
                        help="Where encoded latents are cached (default: $DERMDIFF_CACHE or ~/.cache/dermdiff, "
                             "subfolder latents); keyed by data and VAE, reused across runs.")
-    model.add_argument("--prediction_type", default=DEFAULT_PREDICTION_TYPE, choices=["epsilon", "v_prediction"],
-                       help="What the model predicts (see dermdiff.loops.diffusion.default_noise_scheduler).")
-    model.add_argument("--ddpm_num_steps", type=int, default=1000, help="Diffusion steps T of the noise schedule.")
-    model.add_argument("--ddpm_beta_schedule", default=DEFAULT_BETA_SCHEDULE,
-                       choices=["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"], help="Beta schedule.")
+    model.add_argument("--prediction_type", default=None, choices=["epsilon", "v_prediction"],
+                       help=f"What the model predicts (default: {DEFAULT_PREDICTION_TYPE}, or the pretrained model's; "
+                            "see dermdiff.loops.diffusion.default_noise_scheduler).")
+    model.add_argument("--ddpm_num_steps", type=int, default=None,
+                       help="Diffusion steps T of the noise schedule (default: 1000, or the pretrained model's).")
+    model.add_argument("--ddpm_beta_schedule", default=None,
+                       choices=["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"],
+                       help=f"Beta schedule (default: {DEFAULT_BETA_SCHEDULE}, or the pretrained model's).")
     # every DiffusionTrainingConfig field is a flag (generated: type, default and help come from the field)
     add_config_arguments(parser, DiffusionTrainingConfig)
 
@@ -109,18 +124,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     check_fid_args(parser, args)
     if args.model_config and not os.path.isfile(args.model_config):
         parser.error(f"--model_config {args.model_config!r} does not exist")
+    if args.pretrained_model_name_or_path and (args.model_config or args.use_class_embedding):
+        parser.error("--pretrained_model_name_or_path fixes the UNet's architecture; drop --model_config and "
+                     "--use_class_embedding")
     try:
         args.map_shapes = parse_map_shapes(args.map_shapes)
     except ValueError as error:
         parser.error(f"--map_shapes: {error}")
     if args.vae and args.random_flip:
         parser.error("--random_flip would flip cached latents, which is not exact; use --augment flip with --vae")
+    if not args.pretrained_model_name_or_path:  # with one, main() takes them from the model's noise schedule
+        args.prediction_type = args.prediction_type or DEFAULT_PREDICTION_TYPE
+        args.ddpm_num_steps = args.ddpm_num_steps or 1000
+        args.ddpm_beta_schedule = args.ddpm_beta_schedule or DEFAULT_BETA_SCHEDULE
     args.config = config_from_args(parser, DiffusionTrainingConfig, args, extra_tracker_config={
         "resolution": args.resolution,
         "prediction_type": args.prediction_type,
         "ddpm_beta_schedule": args.ddpm_beta_schedule,
         "ddpm_num_steps": args.ddpm_num_steps,
         "map_shapes": ",".join(args.map_shapes),
+        "pretrained_model_name_or_path": args.pretrained_model_name_or_path,
     })
     return args
 
@@ -159,6 +182,44 @@ def build_model(args, registry, vae=None) -> SemanticUNet2DModel:
     return unet
 
 
+NOISE_FLAGS = {"prediction_type": "prediction_type", "ddpm_num_steps": "num_train_timesteps",
+               "ddpm_beta_schedule": "beta_schedule"}  # flag -> the noise scheduler's config key
+
+
+def pretrained_components(args, registry):
+    """A trained DermDiffPipeline's UNet, training noise scheduler and VAE (or --vae's), checked against the data.
+
+    The noise schedule is the model's (a DDPM scheduler from its scheduler's config, whatever sampler it was saved
+    with): a noise flag given on the command line must agree with it, since a fine-tune under another schedule or
+    target would unlearn what the model knows rather than adapt it.
+    """
+    from diffusers import DDPMScheduler
+
+    from dermdiff.pipelines.loading import load_pipeline
+
+    name = args.pretrained_model_name_or_path
+    pipe = load_pipeline(name, kinds=("DermDiffPipeline",), progress_bar=False)
+    unet = pipe.unet
+    if list(unet.config.conditions) != list(registry.names):
+        raise ValueError(f"--pretrained_model_name_or_path {name}: the model's conditions {list(unet.config.conditions)} "
+                         f"are not the data's {list(registry.names)}; fine-tune on data with the model's conditions")
+    noise_config = pipe.scheduler.config
+    for flag, key in NOISE_FLAGS.items():
+        given = getattr(args, flag)
+        if given is not None and given != noise_config[key]:
+            raise ValueError(f"--{flag} {given} differs from the pretrained model's {key} {noise_config[key]!r}; "
+                             "a fine-tune keeps the model's noise schedule: drop the flag")
+        setattr(args, flag, noise_config[key])
+        args.config.extra_tracker_config[flag] = noise_config[key]
+    vae = load_vae(args.vae, cache_dir=args.cache_dir, token=args.hub_token).eval() if args.vae else pipe.vae
+    check_unet_matches_vae(unet.config, vae)
+    side = unet.config.sample_size * vae_factor(vae)
+    if side != args.resolution:
+        raise ValueError(f"--resolution {args.resolution}: the pretrained model {name} makes {side} px images; "
+                         f"pass --resolution {side}")
+    return unet, DDPMScheduler.from_config(noise_config), vae
+
+
 def latent_examples(args, dataset, registry, vae):
     """The training rows encoded once by the VAE (cached; see dermdiff.latent_cache)."""
     from dermdiff.latent_cache import cached_latents, hold_in_memory
@@ -187,6 +248,7 @@ def push(args, run, registry, dataset_label: str) -> str:
             "prediction_type": args.prediction_type,
             "condition_dropout": args.condition_dropout,
             "use_ema": args.use_ema,
+            **({"fine-tuned from": args.pretrained_model_name_or_path} if args.pretrained_model_name_or_path else {}),
         },
         usage=(
             "from dermdiff import DermDiffPipeline\n"
@@ -202,9 +264,12 @@ def push(args, run, registry, dataset_label: str) -> str:
 def main(args: argparse.Namespace) -> int:
     dataset, heldout, registry, dataset_label = load_datasets(args)
     set_seed(args.seed)  # the initial weights too
-    vae = load_vae(args.vae, cache_dir=args.cache_dir, token=args.hub_token).eval() if args.vae else None
-    unet = build_model(args, registry, vae)
-    noise_scheduler = default_noise_scheduler(args.ddpm_num_steps, args.ddpm_beta_schedule, args.prediction_type)
+    if args.pretrained_model_name_or_path:
+        unet, noise_scheduler, vae = pretrained_components(args, registry)
+    else:
+        vae = load_vae(args.vae, cache_dir=args.cache_dir, token=args.hub_token).eval() if args.vae else None
+        unet = build_model(args, registry, vae)
+        noise_scheduler = default_noise_scheduler(args.ddpm_num_steps, args.ddpm_beta_schedule, args.prediction_type)
     if vae is None:
         examples = dataset.with_transform(DiffusionExamples(registry, args.resolution, args.map_shapes))
     else:
