@@ -13,6 +13,12 @@ measured on the test split, whose lesions it never saw:
     # 3. PSNR / SSIM / classifier-feature distance on the test split for every checkpoint and the final model
     python benchmarks/autoencoder_quality.py measure --run outputs/ae-ham10000-128 \\
         --test_dir outputs/ham10000-128/test --num_images 500 --markdown benchmarks/results/autoencoder_quality.md
+    # 4. (optional) what the autoencoder alone costs a classifier: the test folder rebuilt through it, scored by
+    #    a classifier trained on real images beside the original folder (a ceiling for any latent generator)
+    python benchmarks/autoencoder_quality.py reconstruct --vae outputs/ae-ham10000-128 \\
+        --test_dir outputs/ham10000-128/test --out outputs/ham10000-128/test-rebuilt
+    dermdiff classify --classifier REF --data outputs/ham10000-128/test-rebuilt --out eval/rebuilt \\
+        --loader-kwargs '{"size": 64}'
 
 CPU-minutes of a checkpoint are the training process's own CPU time (`time.process_time`, which the loop
 logs as `cpu_minutes`), read from the run's tensorboard log: on a shared machine wall-clock time would
@@ -183,6 +189,27 @@ def finalize(args) -> int:
     return 0
 
 
+def reconstruct_folder(args) -> int:
+    """The test folder with every image replaced by its reconstruction D(mu(x)); maps, labels and ids kept.
+
+    Why: a latent generator can be no more recognisable than its autoencoder's reconstructions. Scoring this
+    folder and the original with the same real-trained classifier separates what the autoencoder loses from
+    what the UNet does not learn.
+    """
+    from dermdiff.data import save_image_folder
+    from dermdiff.data.folder import load_dataset_dir
+    from dermdiff.loops.autoencoder import load_vae, reconstruct, to_pil
+
+    torch.set_grad_enabled(False)
+    vae = load_vae(args.vae).eval()
+    rows = load_dataset_dir(args.test_dir)
+    images = folder_images(args.test_dir, args.resolution, len(rows))
+    rebuilt = to_pil(reconstruct(vae, images, args.batch_size))
+    rows = rows.map(lambda _, index: {"image": rebuilt[index]}, with_indices=True)
+    print(f"{len(rows)} reconstructions -> {save_image_folder(rows, args.out)}")
+    return 0
+
+
 def write_markdown(args, rows) -> None:
     lines = [
         "# Autoencoder reconstruction quality (HAM10000 test split, 128 px)",
@@ -234,6 +261,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     final.add_argument("--resolution", type=int, default=128, help="Image side.")
     final.add_argument("--scaling_num_images", type=int, default=512, help="Training images for scaling_factor.")
     final.add_argument("--out", required=True, help="Where the AutoencoderKL is saved.")
+    rebuild = sub.add_parser("reconstruct", help="Write a test folder rebuilt through an autoencoder.")
+    rebuild.add_argument("--vae", required=True, help="AutoencoderKL folder, pipeline folder with vae/, or Hub id.")
+    rebuild.add_argument("--test_dir", required=True, help="Image folder of the test split (from `export`).")
+    rebuild.add_argument("--resolution", type=int, default=128, help="Side the images are rebuilt at.")
+    rebuild.add_argument("--batch_size", type=int, default=16, help="Images per encode/decode call.")
+    rebuild.add_argument("--out", required=True, help="Where the rebuilt image folder is written.")
     args = parser.parse_args(argv)
     if args.command == "measure" and args.num_images < 2:
         parser.error(f"--num_images must be >= 2, got {args.num_images}")
@@ -242,7 +275,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return {"export": export, "measure": measure, "finalize": finalize}[args.command](args)
+    commands = {"export": export, "measure": measure, "finalize": finalize, "reconstruct": reconstruct_folder}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import os
 import shutil
 from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL
@@ -454,3 +455,34 @@ def test_latent_training_with_dihedral_augmentation_and_random_flip_refused(tmp_
     with pytest.raises(SystemExit):
         train.parse_args([*argv, "--random_flip"])
     assert "--random_flip would flip cached latents, which is not exact; use --augment flip" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# benchmarks/autoencoder_quality.py reconstruct: the test folder rebuilt through the autoencoder
+# ----------------------------------------------------------------------------------------------------------------
+def test_reconstructed_folder_keeps_labels_maps_and_ids_and_holds_the_reconstructions(tmp_path):
+    from dermdiff.data import save_image_folder
+    from dermdiff.data.folder import load_dataset_dir
+    from dermdiff.data.phantom import phantom_dataset
+    from dermdiff.loops.autoencoder import reconstruct, to_pil
+
+    spec = importlib.util.spec_from_file_location("autoencoder_quality",
+                                                  os.path.join(ROOT, "benchmarks", "autoencoder_quality.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    save_image_folder(phantom_dataset(n=5, size=16, seed=0), str(tmp_path / "test"))
+    torch.manual_seed(0)
+    AutoencoderKL(**TINY_AE, sample_size=16).save_pretrained(tmp_path / "ae")
+    assert bench.main(["reconstruct", "--vae", str(tmp_path / "ae"), "--test_dir", str(tmp_path / "test"),
+                       "--resolution", "16", "--batch_size", "2", "--out", str(tmp_path / "rebuilt")]) == 0
+    original, rebuilt = load_dataset_dir(str(tmp_path / "test")), load_dataset_dir(str(tmp_path / "rebuilt"))
+    for column in ("label", "image_id", "skin_type", "boxes"):
+        assert rebuilt[column] == original[column], column
+    assert [np.asarray(m).tolist() for m in rebuilt["semantic_map"]] == \
+        [np.asarray(m).tolist() for m in original["semantic_map"]]
+    vae = AutoencoderKL.from_pretrained(tmp_path / "ae").eval()
+    with torch.no_grad():
+        expected = to_pil(reconstruct(vae, bench.folder_images(str(tmp_path / "test"), 16, 5)))
+    for image, want, before in zip(rebuilt["image"], expected, original["image"]):
+        assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(want))
+        assert not np.array_equal(np.asarray(image.convert("RGB")), np.asarray(before.convert("RGB")))
