@@ -13,14 +13,23 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.models import AutoencoderKL
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 
-from dermdiff.latent_maps import check_unet_matches_vae, map_to_latent_grid, mask_to_latent_grid, vae_factor
+from dermdiff.latent_maps import (
+    check_unet_matches_vae,
+    map_to_latent_grid,
+    mask_to_latent_grid,
+    unclip_for_latents,
+    vae_factor,
+)
 from dermdiff.models.semantic_unet import SemanticUNet2DModel
 from dermdiff.pipelines.image_inputs import prepare_image
 from dermdiff.pipelines.map_inputs import map_channels, resolve_semantic_maps, to_mask_array
 from dermdiff.pipelines.portable import PortablePipelineMixin
 from dermdiff.semantic_map import dominant_condition_from_channels
+
+logger = logging.get_logger(__name__)
 
 DEFAULT_GUIDANCE_SCALE = 2.0
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -321,6 +330,9 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
         self._interrupt = False
 
         # 4. Timesteps (the tail of the schedule for a start image)
+        if self.vae is not None and unclip_for_latents(self.scheduler):
+            logger.warning(f"{type(self.scheduler).__name__}: clip_sample turned off; clipping latents to [-1, 1] "
+                           "at every step decodes to texture (see dermdiff.latent_maps.unclip_for_latents)")
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         if init_image is not None:

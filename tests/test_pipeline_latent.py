@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -210,3 +211,36 @@ def test_cli_generate_on_a_saved_latent_pipeline(tmp_path, capsys):
     with Image.open(out / "images" / "000001.png") as image:
         assert image.size == (SIZE, SIZE)
     assert len(os.listdir(out / "images")) == 2
+
+
+# -- clip_sample: right for pixels, wrong for latents ----------------------------------------------------------------
+def test_a_clipping_scheduler_is_unclipped_for_latents_and_left_alone_for_pixels(caplog):
+    from unittest import mock
+
+    from diffusers import DDIMScheduler
+
+    from dermdiff.latent_maps import unclip_for_latents
+
+    args = dict(condition="melanoma", skin_type=5, num_inference_steps=4, output_type="latent")
+    pipe = latent_pipeline()
+    pipe.vae.register_to_config(scaling_factor=5.0)  # large latents, so a clip at [-1, 1] would bite
+    pipe.unet.register_to_config(latent_scaling_factor=5.0)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=True)
+    with mock.patch.object(sys.modules[type(pipe).__module__], "unclip_for_latents", return_value=False):
+        clipped = pipe(**args, generator=pixel.generator(0)).images  # what the pipeline drew before the fix
+    with caplog.at_level("WARNING"):
+        latents = pipe(**args, generator=pixel.generator(0)).images
+    assert pipe.scheduler.config.clip_sample is False
+    assert "clip_sample turned off" in caplog.text
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
+    unclipped = pipe(**args, generator=pixel.generator(0)).images
+    torch.testing.assert_close(latents, unclipped)
+    assert (latents - clipped).abs().max() > 1e-3
+    # pixels live in [-1, 1]: a pixel pipeline keeps its scheduler's clipping
+    pixel_pipe = DermDiffPipeline(unet=pixel.tiny_unet(), scheduler=DDIMScheduler(clip_sample=True))
+    pixel_pipe.set_progress_bar_config(disable=True)
+    pixel_pipe(condition="melanoma", skin_type=5, num_inference_steps=2, generator=pixel.generator(0))
+    assert pixel_pipe.scheduler.config.clip_sample is True
+    from diffusers import DPMSolverMultistepScheduler
+
+    assert unclip_for_latents(DPMSolverMultistepScheduler()) is False  # nothing to turn off

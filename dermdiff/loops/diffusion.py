@@ -33,7 +33,7 @@ from diffusers.training_utils import EMAModel
 from ..config_args import with_default
 from ..data.transforms import check_same_size, map_channels, pixel_values
 from ..latent_cache import sample_cached_latents
-from ..latent_maps import check_unet_matches_vae, record_vae, vae_factor
+from ..latent_maps import check_unet_matches_vae, record_vae, unclip_for_latents, vae_factor
 from ..semantic_map import SemanticMap, validate_skin_type
 from . import common
 from .data_flags import DATA_GROUP
@@ -449,6 +449,8 @@ def train_diffusion(
     if vae is not None:
         check_unet_matches_vae(unet.config, vae)
         record_vae(unet, vae)
+        if unclip_for_latents(noise_scheduler):  # for the validation grids and the saved pipeline's sampler
+            logger.info("noise scheduler: clip_sample turned off for latents", main_process_only=True)
         if config.random_flip:
             raise ValueError("random_flip would flip cached latents, which is not exact; use augment='flip' "
                              "(the cache then holds the latent of each flipped image)")
