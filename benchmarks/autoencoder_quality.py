@@ -200,8 +200,7 @@ def reconstruct_folder(args) -> int:
     from dermdiff.data.folder import load_dataset_dir
     from dermdiff.loops.autoencoder import load_vae, reconstruct, to_pil
 
-    torch.set_grad_enabled(False)
-    vae = load_vae(args.vae).eval()
+    vae = load_vae(args.vae).eval()  # reconstruct() runs under no_grad; nothing global is switched
     rows = load_dataset_dir(args.test_dir)
     images = folder_images(args.test_dir, args.resolution, len(rows))
     rebuilt = to_pil(reconstruct(vae, images, args.batch_size))

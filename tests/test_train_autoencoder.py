@@ -475,6 +475,7 @@ def test_reconstructed_folder_keeps_labels_maps_and_ids_and_holds_the_reconstruc
     AutoencoderKL(**TINY_AE, sample_size=16).save_pretrained(tmp_path / "ae")
     assert bench.main(["reconstruct", "--vae", str(tmp_path / "ae"), "--test_dir", str(tmp_path / "test"),
                        "--resolution", "16", "--batch_size", "2", "--out", str(tmp_path / "rebuilt")]) == 0
+    assert torch.is_grad_enabled()  # the tests after this one train models in the same process
     original, rebuilt = load_dataset_dir(str(tmp_path / "test")), load_dataset_dir(str(tmp_path / "rebuilt"))
     for column in ("label", "image_id", "skin_type", "boxes"):
         assert rebuilt[column] == original[column], column
