@@ -40,7 +40,7 @@ Fine-tune a trained pipeline (a folder or a Hub id) on your data: `--pretrained_
 UNet, noise schedule and, for a latent model, its VAE, with a fresh optimiser and learning-rate schedule; the data must
 use the model's conditions and the model's image side:
 
-    accelerate launch training/train_diffusion.py --pretrained_model_name_or_path outputs/dermdiff-latent-128 \
+    accelerate launch training/train_diffusion.py --pretrained_model_name_or_path outputs/dermdiff-latent-128 \\
         --train_data_dir my_clinic --resolution 128 --learning_rate 1e-4 --output_dir outputs/dermdiff-my-clinic
 
 Resume after a crash or a kill: add `--resume_from_checkpoint latest` to the same command. To train a finished run
