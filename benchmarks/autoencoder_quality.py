@@ -267,6 +267,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     rebuild.add_argument("--batch_size", type=int, default=16, help="Images per encode/decode call.")
     rebuild.add_argument("--out", required=True, help="Where the rebuilt image folder is written.")
     args = parser.parse_args(argv)
+    if args.command == "reconstruct" and args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.command == "measure" and args.num_images < 2:
         parser.error(f"--num_images must be >= 2, got {args.num_images}")
     return args

@@ -487,3 +487,15 @@ def test_reconstructed_folder_keeps_labels_maps_and_ids_and_holds_the_reconstruc
     for image, want, before in zip(rebuilt["image"], expected, original["image"]):
         assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(want))
         assert not np.array_equal(np.asarray(image.convert("RGB")), np.asarray(before.convert("RGB")))
+
+
+def test_reconstruct_refuses_a_batch_size_below_one_in_one_line(capsys):
+    spec = importlib.util.spec_from_file_location("autoencoder_quality",
+                                                  os.path.join(ROOT, "benchmarks", "autoencoder_quality.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with pytest.raises(SystemExit) as error:
+        bench.parse_args(["reconstruct", "--vae", "v", "--test_dir", "t", "--out", "o", "--batch_size", "0"])
+    err = capsys.readouterr().err
+    assert error.value.code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith("error: --batch_size must be >= 1, got 0")

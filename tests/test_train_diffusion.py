@@ -513,3 +513,22 @@ def test_finetune_flag_excludes_a_new_architecture(model_config, capsys):
     with pytest.raises(SystemExit):
         script.parse_args(["--phantom", "--pretrained_model_name_or_path", "x", "--model_config", model_config])
     assert "drop --model_config and --use_class_embedding" in capsys.readouterr().err
+
+
+def test_finetune_refusal_from_the_command_line_is_one_line_without_a_traceback(tmp_path, capsys):
+    from diffusers import DDPMScheduler
+
+    from dermdiff import DermDiffPipeline
+    from dermdiff.errors import run_script
+    from dermdiff.models.semantic_unet import SemanticUNet2DModel
+
+    unet = SemanticUNet2DModel(**TINY_MODEL, sample_size=16, **get_registry("ham10000").model_kwargs())
+    DermDiffPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(str(tmp_path / "ham"))
+    reset_accelerate()
+    argv = [arg for arg in tiny_args("unused.json", tmp_path / "out") if arg not in ("--model_config", "unused.json")]
+    status = run_script(script.parse_args, script.main,
+                        [*argv, "--pretrained_model_name_or_path", str(tmp_path / "ham"), "--max_train_steps", "1"])
+    err = capsys.readouterr().err
+    assert status != 0 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if "the model's conditions" in line]
+    assert len(lines) == 1 and "are not the data's ['nevus'" in lines[0]
