@@ -129,6 +129,62 @@ def test_pretrained_vae_from_a_model_folder_or_a_pipeline_folder(tmp_path):
         load_vae(str(tmp_path))
 
 
+def test_decoder_only_fine_tune_keeps_the_encoder_and_its_scale_bitwise(tmp_path, model_config):
+    """The latent space must not move: a diffusion model trained on the base autoencoder's latents still fits."""
+    base = tmp_path / "base"
+    run(base, "--model_config", model_config, "--max_train_steps", "2", "--checkpointing_steps", "0")
+    out = tmp_path / "decoder"
+    assert run(out, "--pretrained_vae", str(base), "--train_decoder_only", "--max_train_steps", "2",
+               "--checkpointing_steps", "1", "--learning_rate", "1e-2", "--use_ema", "--discriminator_start", "1",
+               "--discriminator_channels", "8", "16") == 0
+    before, after = weights(base), weights(out)
+    encoder = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and decoder and len(encoder) + len(decoder) == len(before)
+    assert all(torch.equal(before[k], after[k]) for k in encoder)
+    assert all(torch.equal(before[k], weights(out / "checkpoint-1" / "vae")[k]) for k in encoder)
+    assert sum(not torch.equal(before[k], after[k]) for k in decoder) > len(decoder) // 2
+    scale = AutoencoderKL.from_pretrained(base).config.scaling_factor
+    for folder in (out, out / "checkpoint-1" / "vae"):
+        assert AutoencoderKL.from_pretrained(folder).config.scaling_factor == scale
+
+
+def test_decoder_only_needs_a_pretrained_autoencoder(capsys):
+    with pytest.raises(SystemExit):
+        script.parse_args(["--phantom", "--train_decoder_only"])
+    assert "--train_decoder_only fine-tunes the decoder of a trained autoencoder: give --pretrained_vae" in \
+        capsys.readouterr().err
+
+
+def test_balanced_classes_draw_rare_classes_as_often_as_common_ones_and_resume_exactly(tmp_path, model_config):
+    from dermdiff.loops.autoencoder import AutoencoderTrainingConfig, training_dataloader
+
+    labels = [0] * 90 + [1] * 9 + [2]
+    config = AutoencoderTrainingConfig(output_dir=str(tmp_path), train_batch_size=10, balance_classes=True, seed=3)
+    loader = training_dataloader(list(range(100)), config, labels)
+    drawn = []
+    for epoch in range(30):
+        loader.sampler.set_epoch(epoch)
+        drawn += [labels[i] for batch in loader for i in batch.tolist()]
+    counts = np.bincount(drawn, minlength=3) / len(drawn)
+    np.testing.assert_allclose(counts, [1 / 3] * 3, atol=0.04)
+    loader.sampler.set_epoch(7)
+    first = [batch.tolist() for batch in loader]
+    loader.sampler.set_epoch(7)
+    assert [batch.tolist() for batch in loader] == first  # the draw of an epoch is its seed's: resumes repeat it
+    with pytest.raises(ValueError, match=r"balance_classes needs one label per training example \(100\), got none"):
+        training_dataloader(list(range(100)), config)
+    # through the script: a balanced run trains and resumes like any other
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    steps = ("--model_config", model_config, "--max_train_steps", "3", "--checkpointing_steps", "1",
+             "--balance_classes")
+    assert run(full, *steps) == 0
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-1", resumed / "checkpoint-1")
+    run(resumed, *steps, "--resume_from_checkpoint", "latest")
+    assert_same_weights(full, resumed)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

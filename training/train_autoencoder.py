@@ -71,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("give --model_config (a new model) or --pretrained_vae (fine-tune one), not both")
     if args.model_config and not os.path.isfile(args.model_config):
         parser.error(f"--model_config {args.model_config!r} does not exist")
+    if args.train_decoder_only and not args.pretrained_vae:
+        parser.error("--train_decoder_only fine-tunes the decoder of a trained autoencoder: give --pretrained_vae")
     if args.latent_channels < 1:
         parser.error(f"--latent_channels must be >= 1, got {args.latent_channels}")
     args.config = config_from_args(parser, AutoencoderTrainingConfig, args, extra_tracker_config={
@@ -119,9 +121,10 @@ def main(args: argparse.Namespace) -> int:
     dataset, registry, dataset_label = load_train_images(args)
     set_seed(args.seed)  # the initial weights too
     vae = build_model(args)
+    labels = dataset["label"] if args.config.balance_classes else None
     examples = dataset.with_transform(DiffusionExamples(registry, args.resolution))
     with pushing_checkpoints(args) as on_checkpoint:
-        run = train_autoencoder(vae, examples, args.config, registry, on_checkpoint=on_checkpoint)
+        run = train_autoencoder(vae, examples, args.config, registry, on_checkpoint=on_checkpoint, labels=labels)
     if args.push_to_hub and run.vae is not None:
         push(args, run, registry, dataset_label)
     return 0

@@ -46,6 +46,7 @@ from ..config_args import with_default
 from ..latent_maps import vae_factor
 from ..losses import GAN_LOSS_MODES, gan_loss
 from . import common
+from .balanced_sampling import balanced_sampler
 from .diffusion import _EMAWeights
 from .gan import discriminator_loss, set_requires_grad
 from .run_config import OPTIMISATION, RUNS, TrainingRunConfig
@@ -146,6 +147,13 @@ class AutoencoderTrainingConfig(TrainingRunConfig):
                                                             "group": RUNS})
     scaling_num_images: int = field(default=512, metadata={
         "help": "Training images whose latent std gives the saved scaling_factor.", "group": OPTIMISATION})
+    train_decoder_only: bool = field(default=False, metadata={
+        "help": "Fine-tune only the decoder (and post_quant_conv): the encoder, so the latent space and the "
+                "scaling_factor, stay exactly as they were, and diffusion models trained on this autoencoder's "
+                "latents still fit it (Stability's sd-vae-ft-mse was made this way).", "group": MODEL})
+    balance_classes: bool = field(default=False, metadata={
+        "help": "Draw training images class-balanced (weight n / (K n_k)), so rare conditions' colours count in "
+                "the reconstruction loss.", "group": OPTIMISATION})
 
     def __post_init__(self):
         super().__post_init__()
@@ -304,13 +312,41 @@ def build_discriminator(registry, config: AutoencoderTrainingConfig, in_channels
                                  block_out_channels=tuple(config.discriminator_channels))
 
 
+def trainable_parameters(vae, config: AutoencoderTrainingConfig) -> list[torch.nn.Parameter]:
+    """All of `vae`'s parameters, or with `train_decoder_only` the decoder's and post_quant_conv's.
+
+    The encoder and quant_conv of a decoder-only run get `requires_grad=False`, so autograd builds no graph
+    through them and the step costs about the decoder's forward and backward alone.
+    """
+    if not config.train_decoder_only:
+        return list(vae.parameters())
+    decoder = [vae.decoder] + ([vae.post_quant_conv] if getattr(vae, "post_quant_conv", None) is not None else [])
+    trainable = {id(p) for module in decoder for p in module.parameters()}
+    for parameter in vae.parameters():
+        parameter.requires_grad_(id(parameter) in trainable)
+    return [p for p in vae.parameters() if id(p) in trainable]
+
+
+def training_dataloader(train_dataset, config: AutoencoderTrainingConfig, labels=None):
+    """Shuffled batches, or class-balanced ones (`balance_classes`, which needs one label per example)."""
+    sampler = None
+    if config.balance_classes:
+        if labels is None or len(labels) != len(train_dataset):
+            raise ValueError(f"balance_classes needs one label per training example ({len(train_dataset)}), got "
+                             f"{'none' if labels is None else len(labels)}")
+        sampler = balanced_sampler(labels, config.seed)
+    return torch.utils.data.DataLoader(train_dataset, batch_size=config.train_batch_size, shuffle=sampler is None,
+                                       sampler=sampler, num_workers=config.dataloader_num_workers,
+                                       drop_last=len(train_dataset) >= config.train_batch_size)
+
+
 def _adam(parameters, config: AutoencoderTrainingConfig):
     return torch.optim.AdamW(parameters, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
                              weight_decay=config.adam_weight_decay)
 
 
 def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, registry, accelerator=None,
-                      validation_dataset=None, on_checkpoint=None) -> AutoencoderRun:
+                      validation_dataset=None, on_checkpoint=None, labels=None) -> AutoencoderRun:
     """Trains (or fine-tunes) `vae` to reconstruct `train_dataset` images; saves it in `config.output_dir`.
 
     Args:
@@ -323,6 +359,7 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
         validation_dataset (*optional*): the grid's images; the first training images when None.
         on_checkpoint (`Callable[[str], None]`, *optional*): called on the main process with each complete
             checkpoint folder (e.g. `dermdiff.hub_sync.CheckpointPusher.checkpoint_saved` for `--hub_strategy`).
+        labels (*optional*): one integer class per training example, in order; needed by `balance_classes`.
 
     Returns:
         `AutoencoderRun` with the model whose config holds the measured `scaling_factor`.
@@ -340,12 +377,10 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
                                                config.report_to, config.seed)
     rng = common.CheckpointedGenerator(config.seed, accelerator.process_index)
     discriminator = build_discriminator(registry, config, vae.config.in_channels)
-    dataloader = torch.utils.data.DataLoader(train_dataset, batch_size=config.train_batch_size, shuffle=True,
-                                             num_workers=config.dataloader_num_workers, drop_last=len(train_dataset)
-                                             >= config.train_batch_size)
+    dataloader = training_dataloader(train_dataset, config, labels)
     per_epoch = common.updates_per_epoch(math.ceil(len(dataloader) / accelerator.num_processes), 1)
     max_steps = config.max_train_steps or config.num_epochs * per_epoch
-    optimizer = _adam(vae.parameters(), config)
+    optimizer = _adam(trainable_parameters(vae, config), config)
     lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer,
                                  num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=max_steps * accelerator.num_processes)
@@ -427,7 +462,8 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
             bar.set_postfix(l1=f"{losses['rec_l1']:.4f}", kl=f"{losses['kl']:.3g}")
             accelerator.log(losses, step=global_step)
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                measure_scaling_factors(model, ema, scale_images)
+                if not config.train_decoder_only:  # a decoder-only run keeps the encoder's latents and scale
+                    measure_scaling_factors(model, ema, scale_images)
                 saved = common.save_checkpoint(accelerator, config.output_dir, global_step,
                                                config.checkpoints_total_limit, rng)
                 if on_checkpoint is not None and accelerator.is_main_process:
@@ -451,7 +487,8 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
             ema.copy_to(final.parameters())
         validation_psnr = log_reconstructions(accelerator, final, validation_images, global_step, config.output_dir)
         final.eval()
-        final.register_to_config(scaling_factor=latent_scaling_factor(final, scale_images))
+        if not config.train_decoder_only:
+            final.register_to_config(scaling_factor=latent_scaling_factor(final, scale_images))
         final.save_pretrained(config.output_dir)
         logger.info(f"saved the autoencoder to {config.output_dir} (scaling_factor "
                     f"{final.config.scaling_factor:.4f}, validation PSNR {validation_psnr:.2f} dB)")

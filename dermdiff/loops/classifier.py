@@ -30,12 +30,13 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..classifier import SkinClassifier
 from ..data.transforms import resize_pixels
 from ..metrics.classification import classification_metrics
+from .balanced_sampling import balanced_sampler, class_weights
 from .classifier_config import BALANCE_MODES, ClassifierTrainingConfig  # noqa: F401  (its public home before)
 from .common import (
     build_accelerator,
@@ -164,23 +165,6 @@ class ClassificationDataset(Dataset):
     def __getitem__(self, index: int):
         image, label = _split_item(self.dataset[index])
         return self.transform(image), int(label)
-
-
-class _EpochWeightedSampler(WeightedRandomSampler):
-    """Class-balanced sampling whose draw for epoch e depends only on (seed, e), so resumes repeat it."""
-
-    def __init__(self, weights, num_samples: int, seed: int):
-        super().__init__(weights, num_samples, replacement=True, generator=torch.Generator().manual_seed(seed))
-        self.seed = seed
-
-    def set_epoch(self, epoch: int) -> None:
-        self.generator.manual_seed(self.seed + epoch)
-
-
-def class_weights(labels: np.ndarray, num_labels: int) -> np.ndarray:
-    """Per-class weights n / (K n_k) (1 for every class when balanced; 0 for a class with no images)."""
-    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
-    return np.where(counts > 0, labels.size / (num_labels * np.maximum(counts, 1)), 0.0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -410,8 +394,7 @@ def train_classifier(
     train_data = ClassificationDataset(train_dataset, resolution, augment=config.augment)
     sampler = None
     if config.balance == "sampler":
-        per_image = class_weights(labels, num_labels)[labels]
-        sampler = _EpochWeightedSampler(torch.as_tensor(per_image, dtype=torch.double), len(labels), config.seed)
+        sampler = balanced_sampler(labels, config.seed, num_labels)
     loader = DataLoader(
         train_data,
         batch_size=config.batch_size,
