@@ -4,7 +4,7 @@ A latent diffusion step should cost no encoder pass. `cached_latents` encodes ev
 `datasets` map and saves the result with `save_to_disk` under a key that hashes
 
 - the data: every image's and map's bytes (a file's content when the row holds a path) and its label,
-- the VAE: its config (including `scaling_factor`) and every weight,
+- the VAE: its config (including `scaling_factor`) and every encoder-side weight (the decoder makes no cached value),
 - the resolution, the map shapes (`--map_shapes`), the orientations (below) and this module's `CACHE_VERSION`,
 
 so a second run on the same data and VAE reuses the folder, and any change to either builds a new one
@@ -77,17 +77,25 @@ def data_hash(dataset: datasets.Dataset, batch_size: int = 256) -> str:
     return digest.hexdigest()
 
 
-def vae_hash(vae) -> str:
-    """SHA-256 of the VAE's class, config and weights (any change to any of them changes it).
+DECODER_PREFIXES = ("decoder.", "post_quant_conv.")
 
-    The config's private keys (`_name_or_path`, `_diffusers_version`, ...) say where the model was loaded from
-    and by which library version, not what it computes: the same VAE read from its own folder or from a
-    pipeline's `vae/` must find the same cache.
+
+def vae_hash(vae) -> str:
+    """SHA-256 of what the cached latents depend on: the VAE's class, config and encoder-side weights.
+
+    The cache holds the encoder's scaled posteriors, which the decoder never touches: a decoder-only
+    fine-tune (`train_autoencoder.py --train_decoder_only`) keeps the hash and reuses the cache, while any
+    change to the encoder, `quant_conv` or the config (`scaling_factor` included) changes it. The config's
+    private keys (`_name_or_path`, `_diffusers_version`, ...) say where the model was loaded from and by
+    which library version, not what it computes: the same VAE read from its own folder or from a pipeline's
+    `vae/` must find the same cache.
     """
     digest = hashlib.sha256(type(vae).__name__.encode())
     public = {key: value for key, value in vae.config.items() if not key.startswith("_")}
     digest.update(json.dumps(public, sort_keys=True, default=str).encode())
     for name, tensor in sorted(vae.state_dict().items()):
+        if name.startswith(DECODER_PREFIXES):
+            continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

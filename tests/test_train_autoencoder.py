@@ -281,7 +281,7 @@ def cache_inputs():
     return rows, vae, DiffusionExamples(registry_of(rows), 16)
 
 
-def test_vae_hash_follows_weights_and_config_not_where_the_vae_was_loaded_from(tmp_path, cache_inputs):
+def test_vae_hash_follows_encoder_weights_and_config_not_where_the_vae_was_loaded_from(tmp_path, cache_inputs):
     from dermdiff.latent_cache import vae_hash
 
     _, vae, _ = cache_inputs
@@ -293,9 +293,16 @@ def test_vae_hash_follows_weights_and_config_not_where_the_vae_was_loaded_from(t
     assert vae_hash(from_folder) == vae_hash(from_pipeline) == vae_hash(vae)
     rescaled = AutoencoderKL.from_pretrained(tmp_path / "a", scaling_factor=0.25)
     assert vae_hash(rescaled) != vae_hash(vae)
-    with torch.no_grad():
+    with torch.no_grad():  # the decoder makes no cached latent: a decoder-only fine-tune keeps the cache
         from_folder.decoder.conv_out.bias.add_(1e-3)
+        from_folder.post_quant_conv.bias.add_(1e-3)
+    assert vae_hash(from_folder) == vae_hash(vae)
+    with torch.no_grad():
+        from_folder.encoder.conv_in.bias.add_(1e-3)
     assert vae_hash(from_folder) != vae_hash(vae)
+    with torch.no_grad():
+        from_pipeline.quant_conv.bias.add_(1e-3)
+    assert vae_hash(from_pipeline) != vae_hash(vae)
 
 
 def test_cache_holds_scaled_posteriors_and_latent_grid_maps(tmp_path, cache_inputs):
