@@ -562,3 +562,39 @@ def test_reconstruct_refuses_a_batch_size_below_one_in_one_line(capsys):
     err = capsys.readouterr().err
     assert error.value.code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].endswith("error: --batch_size must be >= 1, got 0")
+
+
+def test_latent_channel_statistics_are_those_of_the_scaled_posterior_means_and_measure_reports_them(tmp_path,
+                                                                                                   model_config):
+    from dermdiff.loops.autoencoder import latent_channel_statistics
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**TINY_AE, sample_size=16).eval()
+    vae.register_to_config(scaling_factor=3.0)
+    images = torch.rand(5, 3, 16, 16) * 2 - 1
+    stats = latent_channel_statistics(vae, images, batch_size=2)
+    with torch.no_grad():
+        z = vae.encode(images).latent_dist.mean * 3.0
+    per_channel = z.transpose(0, 1).flatten(1)
+    assert len(stats["std"]) == 4
+    torch.testing.assert_close(torch.tensor(stats["std"]), per_channel.std(1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(stats["max_abs"]), per_channel.abs().amax(1), rtol=1e-5, atol=1e-6)
+    assert stats["beyond_4"] == (per_channel.abs() > 4).float().mean(1).tolist()
+    vae.register_to_config(scaling_factor=1e4)  # every value now lies far beyond 4
+    assert all(share > 0.9 for share in latent_channel_statistics(vae, images)["beyond_4"])
+    # and `measure` reports them per checkpoint
+    from dermdiff.data import save_image_folder
+    from dermdiff.data.phantom import phantom_dataset
+
+    spec = importlib.util.spec_from_file_location("autoencoder_quality",
+                                                  os.path.join(ROOT, "benchmarks", "autoencoder_quality.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    save_image_folder(phantom_dataset(n=4, size=16, seed=1), str(tmp_path / "test"))
+    run(tmp_path / "ae", "--model_config", model_config, "--max_train_steps", "2", "--checkpointing_steps", "1")
+    markdown = tmp_path / "quality.md"
+    assert bench.main(["measure", "--run", str(tmp_path / "ae"), "--test_dir", str(tmp_path / "test"), "--resolution",
+                       "16", "--num_images", "4", "--extractor", "none", "--markdown", str(markdown)]) == 0
+    assert torch.is_grad_enabled()
+    rows = [line for line in markdown.read_text().splitlines() if line.startswith(("| checkpoint-", "| final"))]
+    assert len(rows) == 3 and all(row.count(" / ") == 3 * 3 for row in rows)  # 4 channels x 3 latent columns

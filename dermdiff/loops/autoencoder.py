@@ -248,6 +248,28 @@ def latent_scaling_factor(vae, images: torch.Tensor, batch_size: int = 16, seed:
     return 1.0 / std
 
 
+@torch.no_grad()
+def latent_channel_statistics(vae, images: torch.Tensor, batch_size: int = 16) -> dict:
+    """Per channel of the scaled posterior means: mean, std, max |z| and the share beyond 4 (a unit-variance
+    Gaussian has 6e-5 there).
+
+    Why: the UNet adds the same noise to every latent channel, and one `scaling_factor` brings them only to
+    unit variance together. A channel much wider than the others, or one whose values reach 10 and beyond
+    (a weak KL lets the encoder park rare colours there), is denoised on another schedule than the rest and
+    decoded into artefacts where the UNet misses its tail.
+
+    Returns:
+        `dict` of lists, one value per channel: `mean`, `std`, `max_abs`, `beyond_4` (a fraction).
+    """
+    scale = float(vae.config.scaling_factor)
+    means = torch.cat([vae.encode(images[i : i + batch_size]).latent_dist.mean
+                       for i in range(0, len(images), batch_size)]).float() * scale
+    per_channel = means.transpose(0, 1).flatten(1)
+    return {"mean": per_channel.mean(1).tolist(), "std": per_channel.std(1).tolist(),
+            "max_abs": per_channel.abs().amax(1).tolist(),
+            "beyond_4": (per_channel.abs() > 4).float().mean(1).tolist()}
+
+
 def measure_scaling_factors(model, ema: EMAModel | None, images: torch.Tensor) -> None:
     """Set the `scaling_factor` a checkpoint saves to the one its own weights give (raw and EMA).
 
