@@ -183,14 +183,16 @@ def finalize(args) -> int:
     """What train_autoencoder does at the end of a run, for a run stopped at a checkpoint."""
     from diffusers import AutoencoderKL
 
-    from dermdiff.loops.autoencoder import latent_scaling_factor
+    from dermdiff.loops.autoencoder import measured_latent_normalisation
 
-    sub = "vae_ema" if os.path.isdir(os.path.join(args.checkpoint, "vae_ema")) else "vae"
+    sub = next((s for s in ("vae_ema", "vae") if os.path.isdir(os.path.join(args.checkpoint, s))), "")
     vae = AutoencoderKL.from_pretrained(os.path.join(args.checkpoint, sub)).eval()
     images = folder_images(args.train_dir, args.resolution, args.scaling_num_images)
-    vae.register_to_config(scaling_factor=latent_scaling_factor(vae, images))
+    with torch.no_grad():
+        vae.register_to_config(**measured_latent_normalisation(vae, images, args.per_channel_latents))
     vae.save_pretrained(args.out)
-    print(f"saved {args.out} (scaling_factor {vae.config.scaling_factor:.4f})")
+    print(f"saved {args.out} (scaling_factor {vae.config.scaling_factor:.4f}, latents_std "
+          f"{vae.config.latents_std})")
     return 0
 
 
@@ -269,10 +271,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--markdown", default=None, help="Write the table here.")
     run.add_argument("--with_initial", action="store_true", help="Also measure the untrained model (step 0).")
     final = sub.add_parser("finalize", help="Save a checkpoint's autoencoder as a model with its scaling_factor.")
-    final.add_argument("--checkpoint", required=True, help="A checkpoint-N folder of train_autoencoder.py.")
+    final.add_argument("--checkpoint", required=True,
+                       help="A checkpoint-N folder of train_autoencoder.py, or an AutoencoderKL folder.")
     final.add_argument("--train_dir", required=True, help="Image folder of the training split.")
     final.add_argument("--resolution", type=int, default=128, help="Image side.")
     final.add_argument("--scaling_num_images", type=int, default=512, help="Training images for scaling_factor.")
+    final.add_argument("--per_channel_latents", action="store_true",
+                       help="Measure per-channel latents_mean / latents_std (scaling_factor 1), as the trainer's flag.")
     final.add_argument("--out", required=True, help="Where the AutoencoderKL is saved.")
     rebuild = sub.add_parser("reconstruct", help="Write a test folder rebuilt through an autoencoder.")
     rebuild.add_argument("--vae", required=True, help="AutoencoderKL folder, pipeline folder with vae/, or Hub id.")

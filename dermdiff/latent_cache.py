@@ -12,8 +12,8 @@ so a second run on the same data and VAE reuses the folder, and any change to ei
 complete (`os.replace`), so a killed build leaves a temporary folder that is ignored and removed by the
 next build, never a half-written cache.
 
-Each cached row holds the posterior's mean and standard deviation (already multiplied by the VAE's
-`scaling_factor`), not one sampled latent, so every epoch draws a fresh z ~ q(z | x) as pixel training
+Each cached row holds the posterior's mean and standard deviation (already normalised as the UNet sees
+them: x `scaling_factor`, or per channel, `dermdiff.latent_maps.to_model_latents`), not one sampled latent, so every epoch draws a fresh z ~ q(z | x) as pixel training
 draws fresh noise; the map on the latent grid (`dermdiff.latent_maps.map_to_latent_grid`); and the class
 label. `sample_cached_latents` turns a batch of them into the `pixel_values` the diffusion loss expects.
 `train_diffusion.py` reads the cache through `hold_in_memory` (the rows as tensors, when they fit), since
@@ -37,7 +37,7 @@ import shutil
 import datasets
 import torch
 
-from .latent_maps import map_to_latent_grid, vae_factor
+from .latent_maps import latent_normalisation, map_to_latent_grid, vae_factor
 from .loops.pair_augment import (
     AUGMENT_ORIENTATIONS,
     BOX_MAP_KEY,
@@ -123,13 +123,17 @@ class _Encoder:
 
     def __init__(self, vae, examples, batch_size: int, orientations=(0,)):
         self.vae, self.examples, self.batch_size = vae, examples, batch_size
-        self.scale = float(vae.config.scaling_factor)
+        shift, scale = latent_normalisation(vae)
+        self.shift = torch.tensor(shift).view(1, -1, 1, 1)
+        self.scale = torch.tensor(scale).view(1, -1, 1, 1)
         self.factor = vae_factor(vae)
         self.orientations = tuple(orientations)
 
     def _encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         posterior = self.vae.encode(pixels.to(self.vae.device, self.vae.dtype)).latent_dist
-        return (posterior.mean.float() * self.scale).cpu(), (posterior.std.float() * self.scale).cpu()
+        # the posterior of the normalised latent (z - shift) * scale: mean shifted and scaled, std scaled
+        mean, std = posterior.mean.float().cpu(), posterior.std.float().cpu()
+        return (mean - self.shift) * self.scale, std * self.scale
 
     @torch.no_grad()
     def __call__(self, rows: dict) -> dict:
@@ -179,7 +183,8 @@ def cached_latents(dataset, vae, examples, cache_dir: str, batch_size: int = 16,
 
     Args:
         dataset (`datasets.Dataset`): dermdiff rows (`image`, `semantic_map`, `label`).
-        vae (`AutoencoderKL`): the encoder; its `scaling_factor` is applied to the cached mean and std.
+        vae (`AutoencoderKL`): the encoder; its normalisation (`latent_normalisation`) is applied to the cached
+            mean and std.
         examples (`DiffusionExamples`): rows -> pixel examples at the VAE's input resolution.
         cache_dir (`str`): parent folder; the cache is `cache_dir/latents-<key id>`.
         batch_size (`int`, defaults to 16): images per encoder pass.

@@ -79,14 +79,56 @@ def mask_to_latent_grid(mask: torch.Tensor, factor: int) -> torch.Tensor:
     return F.max_pool2d(mask.float(), factor).to(mask.dtype) if factor > 1 else mask
 
 
+def latent_normalisation(vae) -> tuple[list[float], list[float]]:
+    """(shift, scale) per latent channel: what the UNet denoises is (z - shift) * scale, z the VAE's latent.
+
+    diffusers' three conventions, read from the VAE's config: `latents_mean` / `latents_std` (per channel,
+    SDXL-style: shift = mean, scale = scaling_factor / std), else `shift_factor` (SD3: one shift for all
+    channels), else `scaling_factor` alone (SD 1.x and dermdiff's default: shift 0). Per-channel statistics
+    matter when channels differ in width: the 27.7 dB HAM10000 autoencoder's scaled latents have channel
+    stds of about 1.5 / 0.29 / 0.61 / 0.31, so one scale leaves the narrow channels drowned in noise early
+    in the forward process and the wide one late (`train_autoencoder.py --per_channel_latents` writes them).
+    """
+    config = vae.config
+    channels = int(config.latent_channels)
+    factor = float(config.scaling_factor)
+    mean, std = config.get("latents_mean"), config.get("latents_std")
+    if mean is not None and std is not None:
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"vae latents_mean / latents_std have {len(mean)} / {len(std)} values but "
+                             f"latent_channels is {channels}")
+        return [float(m) for m in mean], [factor / float(s) for s in std]
+    shift = float(config.get("shift_factor") or 0.0)
+    return [shift] * channels, [factor] * channels
+
+
+def _per_channel(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32, device=like.device).view(1, -1, 1, 1)
+
+
+def to_model_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """VAE latents z -> what the UNet denoises, (z - shift) * scale (`latent_normalisation`)."""
+    shift, scale = latent_normalisation(vae)
+    return ((latents.float() - _per_channel(shift, latents)) * _per_channel(scale, latents)).to(latents.dtype)
+
+
+def from_model_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """The inverse of `to_model_latents`: what the UNet drew -> VAE latents for the decoder."""
+    shift, scale = latent_normalisation(vae)
+    return (latents.float() / _per_channel(scale, latents) + _per_channel(shift, latents)).to(latents.dtype)
+
+
 def record_vae(unet, vae) -> None:
-    """Writes into the UNet's config which latents it learned: the VAE's factor f and `scaling_factor`.
+    """Writes into the UNet's config which latents it learned: the VAE's factor f, `scaling_factor` and the
+    per-channel (shift, scale) of `latent_normalisation`.
 
     The pipeline compares them with the VAE it is given (`check_unet_matches_vae`), so a UNet is never
     run on latents of another scale or grid without an error.
     """
+    shift, scale = latent_normalisation(vae)
     unet.register_to_config(
-        latent_downsampling=vae_factor(vae), latent_scaling_factor=float(vae.config.scaling_factor)
+        latent_downsampling=vae_factor(vae), latent_scaling_factor=float(vae.config.scaling_factor),
+        latent_shift=shift, latent_scale=scale,
     )
 
 
@@ -134,6 +176,17 @@ def check_unet_matches_vae(unet_config, vae, image_size: int | None = None) -> N
     if trained_scale is not None and abs(trained_scale - vae.config.scaling_factor) > 1e-6 * abs(trained_scale):
         raise ValueError(f"vae scaling_factor is {vae.config.scaling_factor} but the unet was trained on latents "
                          f"scaled by {trained_scale}")
+    shift, scale = latent_normalisation(vae)
+    # a UNet saved before per-channel normalisation existed learned (z - 0) * scaling_factor
+    trained_shift = getattr(unet_config, "latent_shift", None) or ([0.0] * latent if trained_scale else None)
+    trained_channel_scale = getattr(unet_config, "latent_scale", None) or ([trained_scale] * latent if trained_scale
+                                                                           else None)
+    for name, trained, given in (("shift", trained_shift, shift), ("scale", trained_channel_scale, scale)):
+        if trained is not None and (len(trained) != len(given) or any(
+                abs(a - b) > 1e-6 * max(abs(a), 1e-6) for a, b in zip(trained, given))):
+            raise ValueError(f"vae per-channel latent {name} is {[round(v, 6) for v in given]} but the unet was "
+                             f"trained on {[round(v, 6) for v in trained]} (latents_mean / latents_std / "
+                             "shift_factor of the VAE's config)")
     if image_size is not None:
         size = unet_config.sample_size
         size = size if isinstance(size, int) else size[0]

@@ -18,8 +18,10 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from dermdiff.latent_maps import (
     check_unet_matches_vae,
+    from_model_latents,
     map_to_latent_grid,
     mask_to_latent_grid,
+    to_model_latents,
     unclip_for_latents,
     vae_factor,
 )
@@ -397,17 +399,18 @@ class DermDiffPipeline(PortablePipelineMixin, DiffusionPipeline):
         return ImagePipelineOutput(images=images)
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        """Pixels in [-1, 1] -> what the unet denoises: the image itself, or the VAE's posterior mean x scale."""
+        """Pixels in [-1, 1] -> what the unet denoises: the image itself, or the VAE's posterior mean, normalised
+        (`dermdiff.latent_maps.to_model_latents`: x scaling_factor, or per channel)."""
         if self.vae is None:
             return image
         mean = self.vae.encode(image.to(self.vae.dtype)).latent_dist.mode()
-        return (mean * self.vae.config.scaling_factor).to(image.dtype)
+        return to_model_latents(self.vae, mean).to(image.dtype)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """The inverse of `encode_image`: pixels in [-1, 1] (unclipped; post-processing clips)."""
         if self.vae is None:
             return latents
-        scaled = (latents / self.vae.config.scaling_factor).to(self.vae.dtype)
+        scaled = from_model_latents(self.vae, latents).to(self.vae.dtype)
         return self.vae.decode(scaled).sample.to(latents.dtype)
 
     def predict_noise(self, latents, t, channels, labels) -> torch.Tensor:

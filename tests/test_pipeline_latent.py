@@ -244,3 +244,49 @@ def test_a_clipping_scheduler_is_unclipped_for_latents_and_left_alone_for_pixels
     from diffusers import DPMSolverMultistepScheduler
 
     assert unclip_for_latents(DPMSolverMultistepScheduler()) is False  # nothing to turn off
+
+
+# -- per-channel latent normalisation (latents_mean / latents_std, shift_factor) ----------------------------------
+def test_latent_normalisation_reads_the_three_diffusers_conventions_and_inverts_exactly():
+    from dermdiff.latent_maps import from_model_latents, latent_normalisation, to_model_latents
+
+    assert latent_normalisation(tiny_vae()) == ([0.0] * 4, [0.7] * 4)
+    sd3 = tiny_vae(shift_factor=0.25)
+    assert latent_normalisation(sd3) == ([0.25] * 4, [0.7] * 4)
+    per_channel = tiny_vae(latents_mean=[0.5, -1.0, 0.0, 2.0], latents_std=[2.0, 0.5, 1.0, 4.0])
+    per_channel.register_to_config(scaling_factor=1.0)
+    shift, scale = latent_normalisation(per_channel)
+    assert shift == [0.5, -1.0, 0.0, 2.0] and scale == [0.5, 2.0, 1.0, 0.25]
+    z = torch.randn(2, 4, 3, 3)
+    model = to_model_latents(per_channel, z)
+    torch.testing.assert_close(model[:, 1], (z[:, 1] + 1.0) * 2.0)
+    torch.testing.assert_close(from_model_latents(per_channel, model), z, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="vae latents_mean / latents_std have 2 / 2 values but latent_channels is 4"):
+        latent_normalisation(tiny_vae(latents_mean=[0.0, 0.0], latents_std=[1.0, 1.0]))
+
+
+def test_a_per_channel_vae_is_encoded_and_decoded_per_channel_and_a_unet_of_other_latents_is_refused():
+    stats = dict(latents_mean=[0.5, -1.0, 0.0, 2.0], latents_std=[2.0, 0.5, 1.0, 4.0])
+    vae = tiny_vae(**stats)
+    vae.register_to_config(scaling_factor=1.0)
+    unet = pixel.tiny_unet(sample_size=LATENT, in_channels=4, out_channels=4)
+    record_vae(unet, vae)
+    assert unet.config.latent_shift == stats["latents_mean"] and unet.config.latent_scale == [0.5, 2.0, 1.0, 0.25]
+    pipe = DermDiffPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100), vae=vae)
+    image = torch.rand(1, 3, SIZE, SIZE) * 2 - 1
+    with torch.no_grad():
+        mean = vae.encode(image).latent_dist.mode()
+        encoded = pipe.encode_image(image)
+        torch.testing.assert_close(encoded, (mean - torch.tensor(stats["latents_mean"]).view(1, 4, 1, 1))
+                                   / torch.tensor(stats["latents_std"]).view(1, 4, 1, 1))
+        torch.testing.assert_close(pipe.decode_latents(encoded), vae.decode(mean).sample, rtol=0, atol=1e-5)
+    # a UNet trained on one-scale latents cannot take a per-channel VAE of the same scaling_factor, and back
+    old = latent_components()
+    vae_one_scale = tiny_vae(**stats)  # scaling_factor 0.7, as the old unet's, but per-channel statistics
+    with pytest.raises(ValueError, match=r"vae per-channel latent shift is \[0.5, -1.0, 0.0, 2.0\] but the unet was "
+                                         r"trained on \[0.0, 0.0, 0.0, 0.0\]"):
+        DermDiffPipeline(old["unet"], old["scheduler"], vae_one_scale)
+    one_scale_of_1 = tiny_vae()
+    one_scale_of_1.register_to_config(scaling_factor=1.0)  # the per-channel unet's scaling_factor, no statistics
+    with pytest.raises(ValueError, match="vae per-channel latent shift is"):
+        DermDiffPipeline(unet, DDPMScheduler(num_train_timesteps=100), one_scale_of_1)

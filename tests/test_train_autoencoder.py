@@ -149,11 +149,54 @@ def test_decoder_only_fine_tune_keeps_the_encoder_and_its_scale_bitwise(tmp_path
         assert AutoencoderKL.from_pretrained(folder).config.scaling_factor == scale
 
 
+def test_per_channel_latents_bring_each_channel_to_mean_0_std_1_and_the_cache_holds_them(tmp_path, model_config):
+    from dermdiff.data.info import registry_of
+    from dermdiff.data.phantom import phantom_dataset
+    from dermdiff.latent_cache import cached_latents
+    from dermdiff.latent_maps import to_model_latents
+    from dermdiff.loops.autoencoder import measured_latent_normalisation, stack_examples
+    from dermdiff.loops.diffusion import DiffusionExamples
+
+    out = tmp_path / "run"
+    assert run(out, "--model_config", model_config, "--max_train_steps", "2", "--checkpointing_steps", "1",
+               "--per_channel_latents", "--use_ema") == 0
+    rows = phantom_dataset(n=8, size=16, seed=0)
+    examples = DiffusionExamples(registry_of(rows), 16)
+    images = stack_examples(rows.with_transform(examples), 8)
+    for folder in (out, out / "checkpoint-1" / "vae", out / "checkpoint-2" / "vae_ema"):
+        vae = AutoencoderKL.from_pretrained(folder).eval()
+        assert vae.config.scaling_factor == 1.0 and len(vae.config.latents_std) == 4, folder
+        measured = measured_latent_normalisation(vae, images, per_channel=True)  # on its own weights
+        assert measured["latents_mean"] == pytest.approx(vae.config.latents_mean, rel=1e-4, abs=1e-6), folder
+        assert measured["latents_std"] == pytest.approx(vae.config.latents_std, rel=1e-4), folder
+    with torch.no_grad():  # sampled training latents, normalised: each channel at mean 0, std 1
+        z = to_model_latents(vae, vae.encode(images).latent_dist.sample(torch.Generator().manual_seed(0)))
+    per_channel = z.transpose(0, 1).flatten(1)
+    torch.testing.assert_close(per_channel.mean(1), torch.zeros(4), rtol=0, atol=1e-4)
+    torch.testing.assert_close(per_channel.std(1), torch.ones(4), rtol=0, atol=1e-4)
+    # the cache stores the normalised posterior: mean shifted and scaled, std scaled
+    cache = cached_latents(rows, vae, examples, str(tmp_path / "cache"), batch_size=4, verbose=False)
+    example = examples.example(rows[2]["image"], rows[2]["semantic_map"], rows[2]["label"])
+    with torch.no_grad():
+        posterior = vae.encode(example["pixel_values"][None]).latent_dist
+    torch.testing.assert_close(cache[2]["latent_mean"], to_model_latents(vae, posterior.mean)[0], rtol=0, atol=1e-5)
+    std = torch.tensor(vae.config.latents_std).view(4, 1, 1)
+    torch.testing.assert_close(cache[2]["latent_std"], posterior.std[0] / std, rtol=0, atol=1e-5)
+    # without the flag a fine-tune goes back to one scaling_factor (per-channel entries would win otherwise)
+    again = tmp_path / "again"
+    run(again, "--pretrained_vae", str(out), "--max_train_steps", "1", "--checkpointing_steps", "0")
+    config = AutoencoderKL.from_pretrained(again).config
+    assert config.latents_mean is None and config.latents_std is None and config.scaling_factor != 1.0
+
+
 def test_decoder_only_needs_a_pretrained_autoencoder(capsys):
     with pytest.raises(SystemExit):
         script.parse_args(["--phantom", "--train_decoder_only"])
     assert "--train_decoder_only fine-tunes the decoder of a trained autoencoder: give --pretrained_vae" in \
         capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.parse_args(["--phantom", "--train_decoder_only", "--pretrained_vae", "x", "--per_channel_latents"])
+    assert "--train_decoder_only keeps the encoder's latents and their normalisation" in capsys.readouterr().err
 
 
 def test_balanced_classes_draw_rare_classes_as_often_as_common_ones_and_resume_exactly(tmp_path, model_config):

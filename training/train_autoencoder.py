@@ -71,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("give --model_config (a new model) or --pretrained_vae (fine-tune one), not both")
     if args.model_config and not os.path.isfile(args.model_config):
         parser.error(f"--model_config {args.model_config!r} does not exist")
+    if args.train_decoder_only and args.per_channel_latents:
+        parser.error("--train_decoder_only keeps the encoder's latents and their normalisation: drop "
+                     "--per_channel_latents (or fine-tune the whole autoencoder)")
     if args.train_decoder_only and not args.pretrained_vae:
         parser.error("--train_decoder_only fine-tunes the decoder of a trained autoencoder: give --pretrained_vae")
     if args.latent_channels < 1:

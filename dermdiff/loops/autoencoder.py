@@ -43,7 +43,7 @@ from diffusers.utils import make_image_grid
 from PIL import Image
 
 from ..config_args import with_default
-from ..latent_maps import vae_factor
+from ..latent_maps import to_model_latents, vae_factor
 from ..losses import GAN_LOSS_MODES, gan_loss
 from . import common
 from .balanced_sampling import balanced_sampler
@@ -151,6 +151,10 @@ class AutoencoderTrainingConfig(TrainingRunConfig):
         "help": "Fine-tune only the decoder (and post_quant_conv): the encoder, so the latent space and the "
                 "scaling_factor, stay exactly as they were, and diffusion models trained on this autoencoder's "
                 "latents still fit it (Stability's sd-vae-ft-mse was made this way).", "group": MODEL})
+    per_channel_latents: bool = field(default=False, metadata={
+        "help": "Save per-channel latents_mean / latents_std (and scaling_factor 1) instead of one scaling_factor, "
+                "so every latent channel reaches the UNet at mean 0, std 1 (diffusers' SDXL convention).",
+        "group": OPTIMISATION})
     balance_classes: bool = field(default=False, metadata={
         "help": "Draw training images class-balanced (weight n / (K n_k)), so rare conditions' colours count in "
                 "the reconstruction loss.", "group": OPTIMISATION})
@@ -249,9 +253,34 @@ def latent_scaling_factor(vae, images: torch.Tensor, batch_size: int = 16, seed:
 
 
 @torch.no_grad()
+def measured_latent_normalisation(vae, images: torch.Tensor, per_channel: bool = False, batch_size: int = 16,
+                                  seed: int = 0) -> dict:
+    """The config entries that bring sampled latents z ~ q(z | x) of `images` to unit variance.
+
+    Without `per_channel`: LDM's one `scaling_factor` = 1 / std over all channels (and no per-channel entries,
+    which would otherwise take precedence). With it: diffusers' SDXL-style `latents_mean` / `latents_std` per
+    channel and `scaling_factor` 1, so each channel reaches the UNet at mean 0 and std 1
+    (`dermdiff.latent_maps.latent_normalisation` says why that matters). Seeded apart from the global stream,
+    as `latent_scaling_factor`.
+    """
+    if not per_channel:
+        return {"scaling_factor": latent_scaling_factor(vae, images, batch_size, seed), "latents_mean": None,
+                "latents_std": None}
+    generator = torch.Generator(images.device).manual_seed(seed)
+    latents = torch.cat([vae.encode(images[i : i + batch_size]).latent_dist.sample(generator)
+                         for i in range(0, len(images), batch_size)]).float()
+    per = latents.transpose(0, 1).flatten(1)
+    mean, std = per.mean(1), per.std(1)
+    if not (torch.isfinite(std).all() and (std > 0).all() and torch.isfinite(mean).all()):
+        raise ValueError(f"latents of the training images have per-channel std {std.tolist()}; cannot set "
+                         "latents_std")
+    return {"scaling_factor": 1.0, "latents_mean": mean.tolist(), "latents_std": std.tolist()}
+
+
+@torch.no_grad()
 def latent_channel_statistics(vae, images: torch.Tensor, batch_size: int = 16) -> dict:
-    """Per channel of the scaled posterior means: mean, std, max |z| and the share beyond 4 (a unit-variance
-    Gaussian has 6e-5 there).
+    """Per channel of the posterior means as the UNet sees them (normalised by `to_model_latents`): mean, std,
+    max |z| and the share beyond 4 (a unit-variance Gaussian has 6e-5 there).
 
     Why: the UNet adds the same noise to every latent channel, and one `scaling_factor` brings them only to
     unit variance together. A channel much wider than the others, or one whose values reach 10 and beyond
@@ -261,17 +290,16 @@ def latent_channel_statistics(vae, images: torch.Tensor, batch_size: int = 16) -
     Returns:
         `dict` of lists, one value per channel: `mean`, `std`, `max_abs`, `beyond_4` (a fraction).
     """
-    scale = float(vae.config.scaling_factor)
-    means = torch.cat([vae.encode(images[i : i + batch_size]).latent_dist.mean
-                       for i in range(0, len(images), batch_size)]).float() * scale
+    means = to_model_latents(vae, torch.cat([vae.encode(images[i : i + batch_size]).latent_dist.mean
+                                             for i in range(0, len(images), batch_size)]).float())
     per_channel = means.transpose(0, 1).flatten(1)
     return {"mean": per_channel.mean(1).tolist(), "std": per_channel.std(1).tolist(),
             "max_abs": per_channel.abs().amax(1).tolist(),
             "beyond_4": (per_channel.abs() > 4).float().mean(1).tolist()}
 
 
-def measure_scaling_factors(model, ema: EMAModel | None, images: torch.Tensor) -> None:
-    """Set the `scaling_factor` a checkpoint saves to the one its own weights give (raw and EMA).
+def measure_scaling_factors(model, ema: EMAModel | None, images: torch.Tensor, per_channel: bool = False) -> None:
+    """Set the `scaling_factor` (or per-channel statistics) a checkpoint saves to what its own weights give.
 
     Without this a checkpoint's `vae/` folder carries the starting model's factor (0.18215, or a pretrained
     model's), and a user who trains a diffusion model on that folder gets latents of the wrong variance: a
@@ -279,13 +307,13 @@ def measure_scaling_factors(model, ema: EMAModel | None, images: torch.Tensor) -
     """
     was_training = model.training
     model.eval()
-    model.register_to_config(scaling_factor=latent_scaling_factor(model, images))
+    model.register_to_config(**measured_latent_normalisation(model, images, per_channel))
     if ema is not None:
         with _EMAWeights(ema, model):
-            scale = latent_scaling_factor(model, images)
-        # from_config resets keys listed in _use_default_values to their defaults, so unlist it
-        defaults = [key for key in ema.model_config.get("_use_default_values", []) if key != "scaling_factor"]
-        ema.model_config = {**ema.model_config, "scaling_factor": scale, "_use_default_values": defaults}
+            entries = measured_latent_normalisation(model, images, per_channel)
+        # from_config resets keys listed in _use_default_values to their defaults, so unlist them
+        defaults = [key for key in ema.model_config.get("_use_default_values", []) if key not in entries]
+        ema.model_config = {**ema.model_config, **entries, "_use_default_values": defaults}
     model.train(was_training)
 
 
@@ -485,7 +513,7 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
             accelerator.log(losses, step=global_step)
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
                 if not config.train_decoder_only:  # a decoder-only run keeps the encoder's latents and scale
-                    measure_scaling_factors(model, ema, scale_images)
+                    measure_scaling_factors(model, ema, scale_images, config.per_channel_latents)
                 saved = common.save_checkpoint(accelerator, config.output_dir, global_step,
                                                config.checkpoints_total_limit, rng)
                 if on_checkpoint is not None and accelerator.is_main_process:
@@ -510,7 +538,8 @@ def train_autoencoder(vae, train_dataset, config: AutoencoderTrainingConfig, reg
         validation_psnr = log_reconstructions(accelerator, final, validation_images, global_step, config.output_dir)
         final.eval()
         if not config.train_decoder_only:
-            final.register_to_config(scaling_factor=latent_scaling_factor(final, scale_images))
+            final.register_to_config(**measured_latent_normalisation(final, scale_images,
+                                                                     config.per_channel_latents))
         final.save_pretrained(config.output_dir)
         logger.info(f"saved the autoencoder to {config.output_dir} (scaling_factor "
                     f"{final.config.scaling_factor:.4f}, validation PSNR {validation_psnr:.2f} dB)")
