@@ -210,7 +210,7 @@ def reconstruct_folder(args) -> int:
     vae = load_vae(args.vae).eval()  # reconstruct() runs under no_grad; nothing global is switched
     rows = load_dataset_dir(args.test_dir)
     images = folder_images(args.test_dir, args.resolution, len(rows))
-    rebuilt = to_pil(reconstruct(vae, images, args.batch_size))
+    rebuilt = to_pil(reconstruct(vae, images, args.batch_size, args.clamp_latents))
     rows = rows.map(lambda _, index: {"image": rebuilt[index]}, with_indices=True)
     print(f"{len(rows)} reconstructions -> {save_image_folder(rows, args.out)}")
     return 0
@@ -284,10 +284,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     rebuild.add_argument("--test_dir", required=True, help="Image folder of the test split (from `export`).")
     rebuild.add_argument("--resolution", type=int, default=128, help="Side the images are rebuilt at.")
     rebuild.add_argument("--batch_size", type=int, default=16, help="Images per encode/decode call.")
+    rebuild.add_argument("--clamp_latents", type=float, default=None,
+                         help="Clamp the normalised latent to [-K, K] before decoding (what its outliers cost).")
     rebuild.add_argument("--out", required=True, help="Where the rebuilt image folder is written.")
     args = parser.parse_args(argv)
     if args.command == "reconstruct" and args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.command == "reconstruct" and args.clamp_latents is not None and not args.clamp_latents > 0:
+        parser.error(f"--clamp_latents must be > 0, got {args.clamp_latents}")
     if args.command == "measure" and args.num_images < 2:
         parser.error(f"--num_images must be >= 2, got {args.num_images}")
     return args

@@ -593,6 +593,17 @@ def test_reconstructed_folder_keeps_labels_maps_and_ids_and_holds_the_reconstruc
     for image, want, before in zip(rebuilt["image"], expected, original["image"]):
         assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(want))
         assert not np.array_equal(np.asarray(image.convert("RGB")), np.asarray(before.convert("RGB")))
+    # --clamp_latents K: the normalised latent clamped to [-K, K] before decoding
+    vae.register_to_config(scaling_factor=1e3)  # every normalised value far beyond 1
+    vae.save_pretrained(tmp_path / "ae-wide")
+    assert bench.main(["reconstruct", "--vae", str(tmp_path / "ae-wide"), "--test_dir", str(tmp_path / "test"),
+                       "--resolution", "16", "--clamp_latents", "1", "--out", str(tmp_path / "clamped")]) == 0
+    images = bench.folder_images(str(tmp_path / "test"), 16, 5)
+    with torch.no_grad():
+        signs = torch.sign(vae.encode(images).latent_dist.mode()) / 1e3  # clamped to +-1 / scale
+        expected = to_pil(vae.decode(signs).sample.clamp(-1, 1))
+    for image, want in zip(load_dataset_dir(str(tmp_path / "clamped"))["image"], expected):
+        assert np.abs(np.asarray(image.convert("RGB")).astype(int) - np.asarray(want).astype(int)).max() <= 1
 
 
 def test_reconstruct_refuses_a_batch_size_below_one_in_one_line(capsys):
@@ -605,6 +616,9 @@ def test_reconstruct_refuses_a_batch_size_below_one_in_one_line(capsys):
     err = capsys.readouterr().err
     assert error.value.code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].endswith("error: --batch_size must be >= 1, got 0")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["reconstruct", "--vae", "v", "--test_dir", "t", "--out", "o", "--clamp_latents", "0"])
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("error: --clamp_latents must be > 0, got 0.0")
 
 
 def test_latent_channel_statistics_are_those_of_the_scaled_posterior_means_and_measure_reports_them(tmp_path,

@@ -43,7 +43,7 @@ from diffusers.utils import make_image_grid
 from PIL import Image
 
 from ..config_args import with_default
-from ..latent_maps import to_model_latents, vae_factor
+from ..latent_maps import from_model_latents, to_model_latents, vae_factor
 from ..losses import GAN_LOSS_MODES, gan_loss
 from . import common
 from .balanced_sampling import balanced_sampler
@@ -329,10 +329,18 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 
 @torch.no_grad()
-def reconstruct(vae, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """Deterministic reconstructions D(mu(x)) (the posterior mode), as they are measured and shown."""
-    out = [vae.decode(vae.encode(images[i : i + batch_size]).latent_dist.mode()).sample
-           for i in range(0, len(images), batch_size)]
+def reconstruct(vae, images: torch.Tensor, batch_size: int = 16, clamp_latents: float | None = None) -> torch.Tensor:
+    """Deterministic reconstructions D(mu(x)) (the posterior mode), as they are measured and shown.
+
+    `clamp_latents` K clamps the normalised latent (`to_model_latents`: per channel when the VAE has
+    per-channel statistics) to [-K, K] before decoding: a probe of what the latent's outliers cost.
+    """
+    out = []
+    for i in range(0, len(images), batch_size):
+        latents = vae.encode(images[i : i + batch_size]).latent_dist.mode()
+        if clamp_latents is not None:
+            latents = from_model_latents(vae, to_model_latents(vae, latents).clamp(-clamp_latents, clamp_latents))
+        out.append(vae.decode(latents).sample)
     return torch.cat(out).clamp(-1, 1)
 
 
