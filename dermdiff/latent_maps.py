@@ -149,6 +149,23 @@ def unclip_for_latents(scheduler) -> bool:
     return True
 
 
+def trained_normalisation(unet_config, channels: int) -> tuple[list[float], list[float]] | None:
+    """The per-channel (shift, scale) a latent UNet was trained with (`record_vae`); None for a pixel UNet.
+
+    A UNet saved before per-channel normalisation existed recorded only `latent_scaling_factor`: it learned
+    (z - 0) * scaling_factor.
+    """
+    scale = getattr(unet_config, "latent_scaling_factor", None)
+    if scale is None:
+        return None
+    shift = getattr(unet_config, "latent_shift", None) or [0.0] * channels
+    return list(shift), list(getattr(unet_config, "latent_scale", None) or [scale] * channels)
+
+
+def _all_close(a: list[float], b: list[float], rel: float = 1e-6) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= rel * max(abs(x), 1e-6) for x, y in zip(a, b))
+
+
 def check_unet_matches_vae(unet_config, vae, image_size: int | None = None) -> None:
     """Raises a one-line `ValueError` when a UNet cannot denoise this VAE's latents (or needs a VAE and has none).
 
@@ -176,17 +193,13 @@ def check_unet_matches_vae(unet_config, vae, image_size: int | None = None) -> N
     if trained_scale is not None and abs(trained_scale - vae.config.scaling_factor) > 1e-6 * abs(trained_scale):
         raise ValueError(f"vae scaling_factor is {vae.config.scaling_factor} but the unet was trained on latents "
                          f"scaled by {trained_scale}")
-    shift, scale = latent_normalisation(vae)
-    # a UNet saved before per-channel normalisation existed learned (z - 0) * scaling_factor
-    trained_shift = getattr(unet_config, "latent_shift", None) or ([0.0] * latent if trained_scale else None)
-    trained_channel_scale = getattr(unet_config, "latent_scale", None) or ([trained_scale] * latent if trained_scale
-                                                                           else None)
-    for name, trained, given in (("shift", trained_shift, shift), ("scale", trained_channel_scale, scale)):
-        if trained is not None and (len(trained) != len(given) or any(
-                abs(a - b) > 1e-6 * max(abs(a), 1e-6) for a, b in zip(trained, given))):
-            raise ValueError(f"vae per-channel latent {name} is {[round(v, 6) for v in given]} but the unet was "
-                             f"trained on {[round(v, 6) for v in trained]} (latents_mean / latents_std / "
-                             "shift_factor of the VAE's config)")
+    trained = trained_normalisation(unet_config, latent)
+    if trained is not None:
+        for name, learned, given in zip(("shift", "scale"), trained, latent_normalisation(vae)):
+            if not _all_close(learned, given):
+                raise ValueError(f"vae per-channel latent {name} is {[round(v, 6) for v in given]} but the unet was "
+                                 f"trained on {[round(v, 6) for v in learned]} (latents_mean / latents_std / "
+                                 "shift_factor of the VAE's config)")
     if image_size is not None:
         size = unet_config.sample_size
         size = size if isinstance(size, int) else size[0]
