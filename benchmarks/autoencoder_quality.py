@@ -228,7 +228,7 @@ def write_markdown(args, rows) -> None:
         f" PSNR on 8-bit RGB, SSIM 7 x 7 window; 95% bootstrap CIs. Feature distance: extractor `{args.extractor}`,"
         " paired distance / distance between unrelated test images (0 = identical).",
         "",
-        "Latents (scaled posterior means of the same images, per channel): std, max |z| and the share beyond 4"
+        "Latents (posterior means of the same images as the UNet sees them, normalised; per channel): std, max |z| and the share beyond 4"
         " (6e-5 for a unit Gaussian); channels far apart in std, or with a long tail, are what the UNet gets wrong.",
         "",
         "| model | step | CPU-minutes | PSNR (dB) | SSIM | feature distance | latent std | latent max abs "

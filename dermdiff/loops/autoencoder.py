@@ -237,16 +237,21 @@ def psnr(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 # latent scale, validation
 # ----------------------------------------------------------------------------------------------------------------
 @torch.no_grad()
+def sampled_latents(vae, images: torch.Tensor, batch_size: int = 16, seed: int = 0) -> torch.Tensor:
+    """Raw latents z ~ q(z | x) of `images` (float32), drawn from their own generator seeded by `seed`."""
+    generator = torch.Generator(images.device).manual_seed(seed)
+    return torch.cat([vae.encode(images[i : i + batch_size]).latent_dist.sample(generator)
+                      for i in range(0, len(images), batch_size)]).float()
+
+
+@torch.no_grad()
 def latent_scaling_factor(vae, images: torch.Tensor, batch_size: int = 16, seed: int = 0) -> float:
     """1 / std of sampled latents z ~ q(z | x) over `images` (LDM's scale; SD's VAE has 0.18215).
 
     The samples draw from their own generator (`seed`), never the global one, so measuring at a checkpoint
     leaves the training run's random stream, and its exact resume, as they were.
     """
-    generator = torch.Generator(images.device).manual_seed(seed)
-    latents = [vae.encode(images[i : i + batch_size]).latent_dist.sample(generator)
-               for i in range(0, len(images), batch_size)]
-    std = torch.cat(latents).float().std().item()
+    std = sampled_latents(vae, images, batch_size, seed).std().item()
     if not math.isfinite(std) or std <= 0:
         raise ValueError(f"latents of the training images have std {std}; cannot set scaling_factor")
     return 1.0 / std
@@ -266,10 +271,7 @@ def measured_latent_normalisation(vae, images: torch.Tensor, per_channel: bool =
     if not per_channel:
         return {"scaling_factor": latent_scaling_factor(vae, images, batch_size, seed), "latents_mean": None,
                 "latents_std": None}
-    generator = torch.Generator(images.device).manual_seed(seed)
-    latents = torch.cat([vae.encode(images[i : i + batch_size]).latent_dist.sample(generator)
-                         for i in range(0, len(images), batch_size)]).float()
-    per = latents.transpose(0, 1).flatten(1)
+    per = sampled_latents(vae, images, batch_size, seed).transpose(0, 1).flatten(1)
     mean, std = per.mean(1), per.std(1)
     if not (torch.isfinite(std).all() and (std > 0).all() and torch.isfinite(mean).all()):
         raise ValueError(f"latents of the training images have per-channel std {std.tolist()}; cannot set "
