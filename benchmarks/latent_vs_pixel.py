@@ -18,6 +18,12 @@ Given saved generator folders (any `DermDiffPipeline`, with or without a VAE) tr
 - a picture per run: one row per class, real | each generator, every image upscaled with nearest
   neighbour to at least 128 px (`dermdiff.image_grid`), so a person can judge it.
 
+`--autoencoder NAME=DIR` (repeatable, with or without generators) adds a second table: each autoencoder's ceiling,
+what a generator that reproduced its training images exactly would score through it (recognisability of the real
+test images rebuilt, paired with them as they are; CAS and FD of the chosen train images rebuilt; test PSNR), and a
+grid of real test images beside their reconstructions. A latent generator's FD is bounded by its decoder's: an
+autoencoder whose ceiling is far above 3x the floor is unlikely to carry a generator below it.
+
 Generated sets are written once per generator (`generated/<name>/`, `dermdiff evaluate`'s layout) and reused
 by a rerun with the same settings; the reference classifier too (`reference_classifier/`).
 
@@ -83,17 +89,18 @@ def load_splits(args):
     return make_splits(rows, seed=args.split_seed, stratify_by=parse_stratify_by(args.stratify_by))
 
 
-def parse_generators(values: list[str]) -> list[tuple[str, str]]:
+def parse_generators(values: list[str], flag: str = "--generator", kind: str = "pipeline") -> list[tuple[str, str]]:
+    """NAME=FOLDER pairs of `flag` (repeated), each folder existing and each name once."""
     out = []
     for value in values:
         name, sep, path = value.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"--generator takes NAME=PIPELINE_DIR, got {value!r}")
+            raise ValueError(f"{flag} takes NAME={kind.upper()}_DIR, got {value!r}")
         if not os.path.isdir(path):
-            raise FileNotFoundError(f"--generator {name}: pipeline folder {path} does not exist")
+            raise FileNotFoundError(f"{flag} {name}: {kind} folder {path} does not exist")
         out.append((name, path))
     if len({name for name, _ in out}) != len(out):
-        raise ValueError(f"--generator names must differ, got {[name for name, _ in out]}")
+        raise ValueError(f"{flag} names must differ, got {[name for name, _ in out]}")
     return out
 
 
@@ -216,6 +223,82 @@ def measure_generator(name, generated, label_index, reference, extractor, real, 
             "memorised": nearest["num_flagged"], "median_nearest_ssim": nearest["median_nearest_ssim"]}
 
 
+def rebuild(vae, images, batch_size: int) -> list:
+    """Every image through the autoencoder and back, D(mu(x)), as PIL images of the same size."""
+    import torch
+
+    from dermdiff.loops.autoencoder import reconstruct, to_pil
+
+    pixels = torch.stack([torch.from_numpy(np.asarray(img.convert("RGB"), np.float32)).permute(2, 0, 1)
+                          for img in images]) / 127.5 - 1
+    return to_pil(reconstruct(vae, pixels, batch_size))
+
+
+def measure_autoencoder(name, folder, train, indices, reference, extractor, real, args) -> dict:
+    """What a perfect generator through this autoencoder would score: its ceiling on every column.
+
+    Recognisability: the reference classifier on the real test images rebuilt by the autoencoder, paired
+    with the same images as they are (a generated image is only ever decoded, so it can look no more like
+    its class than a rebuilt real one, on average). CAS and domain FD: the chosen train-split images (the
+    ones whose maps the generators draw) rebuilt, in place of generated images: the set a generator that
+    reproduced its training images exactly would decode to.
+    """
+    import torch
+
+    from dermdiff.hardcase.loop import paired
+    from dermdiff.loops.autoencoder import load_vae, psnr
+    from dermdiff.loops.classifier import predict
+    from dermdiff.metrics.fid import fid_with_ci
+    from dermdiff.metrics.floor import real_floor
+
+    vae = load_vae(folder).eval()
+    test = real["test"]
+    rebuilt_test = rebuild(vae, list(test["image"]), args.batch_size)
+    as_tensor = lambda images: torch.stack([torch.from_numpy(np.asarray(i.convert("RGB"), np.float32)) for i in images])
+    quality = psnr(as_tensor(rebuilt_test) / 127.5 - 1, as_tensor(test["image"]) / 127.5 - 1)
+    before = predict(reference, test)
+    after = predict(reference, image_rows(rebuilt_test, test["label"]))
+    comparison = paired(before, after, real["label_names"], args.n_boot, args.seed, names=("real", "rebuilt"))
+    chosen = train.select(indices)
+    rebuilt_train = rebuild(vae, list(chosen["image"]), args.batch_size)
+    cas_model = train_or_load(image_rows(rebuilt_train, chosen["label"]),
+                              os.path.join(args.out, "cas", f"autoencoder-{name}"), args, real["label_names"])
+    cas = balanced_accuracy(cas_model, test, args)
+    fd = fid_with_ci(features(extractor, rebuilt_train, args), real["test_features"], trials=args.trials,
+                     seed=args.seed)
+    floor = real_floor(real["test_features"], size=len(rebuilt_train), other=real["train_features"],
+                       trials=args.trials, seed=args.seed)
+    recognised = comparison["b"]["overall"]["balanced_accuracy"]
+    return {"name": name, "folder": os.path.abspath(folder), "latent_channels": vae.config.latent_channels,
+            "test_psnr": float(quality.mean()), "n": len(rebuilt_train),
+            "recognisability": recognised, "recognisability_ratio": recognised["value"] / real["reference"]["value"],
+            "paired_difference": comparison["difference"]["overall"]["balanced_accuracy"],
+            "recall": {label: comparison["b"]["per_class"][label]["sensitivity"]["value"]
+                       for label in real["label_names"]},
+            "cas": cas, "cas_ratio": cas["value"] / real["reference"]["value"],
+            "domain_fd": fd, "floor": floor, "fd_over_floor": fd["value"] / floor["value"],
+            "rebuilt_test": rebuilt_test}
+
+
+def rebuilt_grid(test, ceilings: list[dict], label_names, per_class: int, path: str) -> str:
+    """Rows = classes; columns = `per_class` real test images, then the same images rebuilt by each autoencoder."""
+    from dermdiff.image_grid import image_grid
+
+    labels = np.asarray(test["label"])
+    rows = []
+    for k in range(len(label_names)):
+        picked = np.flatnonzero(labels == k)[:per_class].tolist()
+        row = [test[i]["image"] for i in picked] + [None] * (per_class - len(picked))
+        for ceiling in ceilings:
+            row += [ceiling["rebuilt_test"][i] for i in picked] + [None] * (per_class - len(picked))
+        rows.append(row)
+    blank = np.full((8, 8, 3), 255, np.uint8)
+    sides = [img.size[0] for row in rows for img in row if img is not None]
+    image_grid([[blank if img is None else img for img in row] for row in rows], cell=max(128, *sides),
+               fill="white").save(path)
+    return path
+
+
 def class_grid(real_rows, sets: dict, label_names, per_class: int, path: str) -> str:
     """Rows = classes; columns = `per_class` real images, then `per_class` of each generator; >= 128 px cells."""
     from dermdiff.image_grid import image_grid
@@ -242,6 +325,7 @@ def run(args) -> dict:
     from dermdiff.metrics.features import ClassifierFeatures
 
     generators = parse_generators(args.generator)
+    autoencoders = parse_generators(args.autoencoder, "--autoencoder", "autoencoder")
     os.makedirs(args.out, exist_ok=True)
     splits = load_splits(args)
     train, test = splits["train"], splits["test"]
@@ -256,9 +340,16 @@ def run(args) -> dict:
     indices = proportional_indices(np.asarray(train["label"]), count, args.seed)
     sets = {name: generated_set(name, folder, train, indices, args) for name, folder in generators}
     results = [measure_generator(name, sets[name], label_index, reference, extractor, real, args) for name in sets]
-    grid = class_grid(test, sets, label_names, args.per_class, os.path.join(args.out, "classes_real_vs_generated.png"))
+    grid = class_grid(test, sets, label_names, args.per_class,
+                      os.path.join(args.out, "classes_real_vs_generated.png")) if sets else None
+    ceilings = [measure_autoencoder(name, folder, train, indices, reference, extractor, real, args)
+                for name, folder in autoencoders]
+    rebuilt = rebuilt_grid(test, ceilings, label_names, args.per_class,
+                           os.path.join(args.out, "classes_real_vs_rebuilt.png")) if ceilings else None
     summary = {"data": args.data or "phantom", "split_seed": args.split_seed, "train": len(train), "test": len(test),
                "reference_test_balanced_accuracy": real["reference"], "generators": results, "grid": grid,
+               "autoencoders": [{k: v for k, v in c.items() if k != "rebuilt_test"} for c in ceilings],
+               "rebuilt_grid": rebuilt,
                "settings": {key: value for key, value in vars(args).items() if key not in ("markdown",)}}
     with open(os.path.join(args.out, "latent_vs_pixel.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=1, default=str)
@@ -269,26 +360,53 @@ def run(args) -> dict:
 # report
 # ----------------------------------------------------------------------------------------------------------------
 def markdown(summary: dict) -> str:
+    from dermdiff.metrics.classification import format_entry
+
     ref = summary["reference_test_balanced_accuracy"]
     settings = summary["settings"]
+    names = [g["name"] for g in summary["generators"]] + [a["name"] for a in summary.get("autoencoders", [])]
     lines = [
-        f"# Generator quality: {', '.join(g['name'] for g in summary['generators'])} ({summary['data']})", "",
+        f"# Generator quality: {', '.join(names)} ({summary['data']})", "",
         f"Splits: make_splits(seed={summary['split_seed']}), train {summary['train']} / test {summary['test']} images. "
         f"Reference classifier: {settings['backbone']} at {settings['classifier_resolution']} px, "
         f"{settings['num_epochs']} epochs on the real train split, balanced accuracy on the real test split "
         f"{ref['value']:.3f}. Sampling: {settings['scheduler']}, {settings['num_inference_steps']} steps.", "",
-        "| generator | side | N | recognised (bal. acc.) | / real (>= 0.8) | CAS bal. acc. | CAS ratio (>= 0.6) "
-        "| domain FD | real floor | FD / floor (<= 3) | nearest-train SSIM > 0.9 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for g in summary["generators"]:
-        lines.append(
-            f"| {g['name']} | {g['side']} | {g['n']} | {g['recognisability']['value']:.3f} | "
-            f"{g['recognisability_ratio']:.2f} | {g['cas']['value']:.3f} | {g['cas_ratio']:.2f} | "
-            f"{g['domain_fd']['value']:.3g} | {g['floor']['value']:.3g} | {g['fd_over_floor']:.2f} | "
-            f"{g['memorised']} of {g['n']} |")
-    lines += ["", f"Per-class grid (real | {' | '.join(g['name'] for g in summary['generators'])}): "
-              f"`{summary['grid']}`", ""]
+    if summary["generators"]:
+        lines += [
+            "| generator | side | N | recognised (bal. acc.) | / real (>= 0.8) | CAS bal. acc. | CAS ratio (>= 0.6) "
+            "| domain FD | real floor | FD / floor (<= 3) | nearest-train SSIM > 0.9 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for g in summary["generators"]:
+            lines.append(
+                f"| {g['name']} | {g['side']} | {g['n']} | {g['recognisability']['value']:.3f} | "
+                f"{g['recognisability_ratio']:.2f} | {g['cas']['value']:.3f} | {g['cas_ratio']:.2f} | "
+                f"{g['domain_fd']['value']:.3g} | {g['floor']['value']:.3g} | {g['fd_over_floor']:.2f} | "
+                f"{g['memorised']} of {g['n']} |")
+        lines += ["", f"Per-class grid (real | {' | '.join(g['name'] for g in summary['generators'])}): "
+                  f"`{summary['grid']}`", ""]
+    if summary.get("autoencoders"):
+        lines += [
+            "Autoencoder ceilings (what a generator that reproduced its training images exactly would score through "
+            "each autoencoder): recognised = the reference classifier on the real test images rebuilt, paired with "
+            "them as they are; CAS and FD on the N chosen train images rebuilt.", "",
+            "| autoencoder | latent channels | test PSNR (dB) | recognised (bal. acc.) | / real | rebuilt - real "
+            "| CAS bal. acc. | CAS ratio | domain FD | real floor | FD / floor |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for a in summary["autoencoders"]:
+            lines.append(
+                f"| {a['name']} | {a['latent_channels']} | {a['test_psnr']:.2f} | {format_entry(a['recognisability'])} | "
+                f"{a['recognisability_ratio']:.2f} | {format_entry(a['paired_difference'], signed=True)} | "
+                f"{format_entry(a['cas'])} | {a['cas_ratio']:.2f} | {a['domain_fd']['value']:.3g} | "
+                f"{a['floor']['value']:.3g} | {a['fd_over_floor']:.2f} |")
+        lines += ["", "Recall on the rebuilt test images, per class:", "",
+                  "| autoencoder | " + " | ".join(summary["autoencoders"][0]["recall"]) + " |",
+                  "|---|" + "---|" * len(summary["autoencoders"][0]["recall"])]
+        lines += [f"| {a['name']} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in a["recall"].values())
+                  + " |" for a in summary["autoencoders"]]
+        lines += ["", f"Per-class grid (real test images | rebuilt by each autoencoder): `{summary['rebuilt_grid']}`", ""]
     return "\n".join(lines)
 
 
@@ -296,6 +414,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="any dataset dermdiff reads (default with --quick: the phantom)")
     parser.add_argument("--generator", action="append", default=[], help="NAME=PIPELINE_DIR; repeat per generator")
+    parser.add_argument("--autoencoder", action="append", default=[],
+                        help="NAME=AUTOENCODER_DIR (any AutoencoderKL folder); repeat: adds its ceiling row")
     parser.add_argument("--out", required=True, help="run folder (generated sets, classifiers, json, grid)")
     parser.add_argument("--markdown", default=None, help="also write the table here")
     parser.add_argument("--image_size", type=int, default=128, help="side real images are loaded at (>= generators')")
@@ -315,8 +435,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="phantom unless --data, tiny classifier and sets: checks the script end to end in minutes")
     args = parser.parse_args(argv)
-    if not args.generator:
-        parser.error("give at least one --generator NAME=PIPELINE_DIR")
+    if not args.generator and not args.autoencoder:
+        parser.error("give at least one --generator NAME=PIPELINE_DIR or --autoencoder NAME=AUTOENCODER_DIR")
     if args.data is None and not args.quick:
         parser.error("give --data (e.g. /work/shared/data/ham10000), or --quick for the phantom")
     if args.quick:

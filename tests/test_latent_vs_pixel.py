@@ -55,3 +55,28 @@ def test_bad_generator_flags_are_named(tmp_path, capsys):
         bench.parse_generators(["nowhere"])
     with pytest.raises(FileNotFoundError, match="--generator a: pipeline folder .*missing does not exist"):
         bench.parse_generators([f"a={tmp_path / 'missing'}"])
+
+
+def test_autoencoder_ceiling_rows(tmp_path):
+    latent_pipeline().vae.save_pretrained(str(tmp_path / "vae"))
+    out = tmp_path / "run"
+    argv = ["--quick", "--autoencoder", f"tiny={tmp_path / 'vae'}", "--out", str(out),
+            "--markdown", str(tmp_path / "table.md")]
+    assert bench.main(argv) == 0
+    summary = json.loads((out / "latent_vs_pixel.json").read_text())
+    assert summary["generators"] == [] and summary["grid"] is None
+    (ceiling,) = summary["autoencoders"]
+    reference = summary["reference_test_balanced_accuracy"]["value"]
+    assert ceiling["n"] == 12 and ceiling["latent_channels"] == 4 and ceiling["test_psnr"] > 0
+    assert ceiling["recognisability_ratio"] == pytest.approx(ceiling["recognisability"]["value"] / reference)
+    # paired: rebuilt - real on the same test images
+    assert ceiling["paired_difference"]["value"] == pytest.approx(ceiling["recognisability"]["value"] - reference)
+    assert ceiling["fd_over_floor"] == pytest.approx(ceiling["domain_fd"]["value"] / ceiling["floor"]["value"])
+    assert (out / "cas" / "autoencoder-tiny" / "config.json").is_file()
+    # real | rebuilt, 2 test images per class, every cell at least 128 px
+    with Image.open(summary["rebuilt_grid"]) as grid:
+        assert grid.size == (2 * 2 * 128, 5 * 128)
+    table = (tmp_path / "table.md").read_text()
+    assert "| tiny | 4 |" in table and "rebuilt by each autoencoder" in table
+    with pytest.raises(FileNotFoundError, match="--autoencoder b: autoencoder folder .*missing does not exist"):
+        bench.parse_generators([f"b={tmp_path / 'missing'}"], "--autoencoder", "autoencoder")
