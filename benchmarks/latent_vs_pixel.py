@@ -275,6 +275,8 @@ def measure_autoencoder(name, folder, train, indices, reference, extractor, real
             "paired_difference": comparison["difference"]["overall"]["balanced_accuracy"],
             "recall": {label: comparison["b"]["per_class"][label]["sensitivity"]["value"]
                        for label in real["label_names"]},
+            "real_recall": {label: comparison["a"]["per_class"][label]["sensitivity"]["value"]
+                            for label in real["label_names"]},
             "cas": cas, "cas_ratio": cas["value"] / real["reference"]["value"],
             "domain_fd": fd, "floor": floor, "fd_over_floor": fd["value"] / floor["value"],
             "rebuilt_test": rebuilt_test}
@@ -401,11 +403,12 @@ def markdown(summary: dict) -> str:
                 f"{a['recognisability_ratio']:.2f} | {format_entry(a['paired_difference'], signed=True)} | "
                 f"{format_entry(a['cas'])} | {a['cas_ratio']:.2f} | {a['domain_fd']['value']:.3g} | "
                 f"{a['floor']['value']:.3g} | {a['fd_over_floor']:.2f} |")
-        lines += ["", "Recall on the rebuilt test images, per class:", "",
-                  "| autoencoder | " + " | ".join(summary["autoencoders"][0]["recall"]) + " |",
-                  "|---|" + "---|" * len(summary["autoencoders"][0]["recall"])]
-        lines += [f"| {a['name']} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in a["recall"].values())
-                  + " |" for a in summary["autoencoders"]]
+        first = summary["autoencoders"][0]
+        recalls = [("real test images", first["real_recall"])] + [(a["name"], a["recall"]) for a in summary["autoencoders"]]
+        lines += ["", "Recall of the reference classifier per class, on the real test images and on them rebuilt:", "",
+                  "| images | " + " | ".join(first["recall"]) + " |", "|---|" + "---|" * len(first["recall"])]
+        lines += [f"| {name} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in recall.values()) + " |"
+                  for name, recall in recalls]
         lines += ["", f"Per-class grid (real test images | rebuilt by each autoencoder): `{summary['rebuilt_grid']}`", ""]
     return "\n".join(lines)
 

@@ -77,6 +77,7 @@ def test_autoencoder_ceiling_rows(tmp_path):
     with Image.open(summary["rebuilt_grid"]) as grid:
         assert grid.size == (2 * 2 * 128, 5 * 128)
     table = (tmp_path / "table.md").read_text()
-    assert "| tiny | 4 |" in table and "rebuilt by each autoencoder" in table
+    assert "| tiny | 4 |" in table and "rebuilt by each autoencoder" in table and "| real test images |" in table
+    assert set(ceiling["real_recall"]) == set(ceiling["recall"])
     with pytest.raises(FileNotFoundError, match="--autoencoder b: autoencoder folder .*missing does not exist"):
         bench.parse_generators([f"b={tmp_path / 'missing'}"], "--autoencoder", "autoencoder")
