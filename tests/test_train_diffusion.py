@@ -376,6 +376,45 @@ def test_validation_maps_cover_conditions_by_skin_types():
     assert maps[0].boxes == [(4, 4, 12, 12)]
 
 
+def test_grid_skin_types_are_those_the_training_data_has(caplog):
+    from dermdiff.conditions import get_registry
+    from dermdiff.loops.diffusion import grid_skin_types
+
+    assert grid_skin_types((1, 3, 6), [1, 2, 3, 4, 5, 6, None]) == (1, 3, 6)
+    assert grid_skin_types((1, 3, 6), None) == (1, 3, 6)  # no skin_type column: nothing to check against
+    assert grid_skin_types((1, 3, 6), [None] * 5) == (None,)  # HAM10000: no Fitzpatrick labels at all
+    assert grid_skin_types((1, 3, 6), [2, 2, 4, 5, None]) == (2, 4, 5)  # none requested present: lightest, middle, darkest
+    assert grid_skin_types((1, 3, 6), [5]) == (5,)
+    assert grid_skin_types((None, 6), [None, 6]) == (None, 6)
+    with caplog.at_level("WARNING"):
+        assert grid_skin_types((1, 3, 6), [1, 2, 3]) == (1, 3)
+    assert "validation_skin_types [6] do not occur in the training data" in caplog.text
+    assert [m.skin_type for m in validation_maps(get_registry("phantom"), 16, (None,))] == [None] * 5
+
+
+def test_grid_of_data_without_skin_types_has_one_unknown_column(tmp_path, model_config):
+    """A dataset with no Fitzpatrick labels (HAM10000, DermaMNIST) gets a grid of unknown skin, not of I / III / VI."""
+    from PIL import Image
+
+    from dermdiff.data import phantom_dataset, registry_of, save_image_folder
+    from dermdiff.semantic_map import SemanticMap
+
+    rows = phantom_dataset(n=8, size=16, seed=0)
+    registry = registry_of(rows)
+    unknown = lambda row: {"skin_type": None,  # noqa: E731  (the map's R channel says it too: loaders read it)
+                           "semantic_map": SemanticMap.decode(row["semantic_map"], registry).with_skin_type(None).to_pil()}
+    rows = rows.map(unknown)
+    data = save_image_folder(rows, str(tmp_path / "no-skin-types"))
+    out = tmp_path / "run"
+    reset_accelerate()
+    argv = tiny_args(model_config, out, "--max_train_steps", "1", "--validation_steps", "1",
+                     "--ddpm_num_inference_steps", "1")
+    argv[:3] = ["--train_data_dir", data]  # instead of --phantom --phantom_num_images 8
+    assert script.main(script.parse_args(argv)) == 0
+    with Image.open(out / "samples" / "validation-0000001.png") as grid:
+        assert grid.size[0] == 16  # one column (rows: the 5 phantom conditions)
+
+
 def test_config_rejects_bad_values(tmp_path):
     with pytest.raises(ValueError, match="condition_dropout"):
         DiffusionTrainingConfig(output_dir=str(tmp_path), condition_dropout=-0.1)

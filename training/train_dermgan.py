@@ -25,7 +25,7 @@ from accelerate.utils import set_seed
 
 from dermdiff.data.transforms import model_transform
 from dermdiff.errors import ArgumentParser, UsageError, run_script
-from dermdiff.loops.diffusion import validation_maps
+from dermdiff.loops.diffusion import grid_skin_types, skin_type_column, validation_maps
 from dermdiff.loops.gan import DermGANLossWeights
 from dermdiff.loops.gan_cli import (
     add_data_arguments,
@@ -129,8 +129,9 @@ def main(args: argparse.Namespace) -> int:
     set_seed(args.seed)  # the initial weights too, so the same seed repeats the run
     generator, discriminator = build_models(args, registry)
     weights = loss_weights(args)
-    maps = validation_maps(registry, args.resolution, args.validation_skin_types)
-    task = dermgan_task(generator, discriminator, weights, maps, len(args.validation_skin_types), monitor, args.seed)
+    skin_types = grid_skin_types(args.validation_skin_types, skin_type_column(train_rows))
+    maps = validation_maps(registry, args.resolution, skin_types)
+    task = dermgan_task(generator, discriminator, weights, maps, len(skin_types), monitor, args.seed)
     settings = {f"lambda_{k}": v for k, v in vars(weights).items()} | {"upsample": generator.config.upsample}
     run = run_training(args, task, examples, settings, fid_evaluation(args, rows))
     push(

@@ -71,6 +71,8 @@ from dermdiff.loops.diffusion import (
     DiffusionTrainingConfig,
     FIDEvaluation,
     default_noise_scheduler,
+    grid_skin_types,
+    skin_type_column,
     train_diffusion,
 )
 from dermdiff.loops.fid_tracking import add_fid_arguments, check_fid_args, fid_reference_rows
@@ -263,6 +265,7 @@ def push(args, run, registry, dataset_label: str) -> str:
 
 def main(args: argparse.Namespace) -> int:
     dataset, heldout, registry, dataset_label = load_datasets(args)
+    args.config.validation_skin_types = grid_skin_types(args.config.validation_skin_types, skin_type_column(dataset))
     set_seed(args.seed)  # the initial weights too
     if args.pretrained_model_name_or_path:
         unet, noise_scheduler, vae = pretrained_components(args, registry)

@@ -19,6 +19,7 @@ map channels (`SemanticMap.to_channels`) and, for a model with a class embedding
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
@@ -89,7 +90,8 @@ class DiffusionTrainingConfig(TrainingRunConfig):
     validation_steps: int = field(default=500, metadata={"help": "Sample a grid every N updates (0 = never).",
                                                          "group": RUNS})
     validation_skin_types: Sequence[int] = field(default=(1, 3, 6), metadata={
-        "help": "Skin types of the grid's columns (rows are conditions).", "group": RUNS})
+        "help": "Skin types of the grid's columns (rows are conditions); types the training data lacks are left "
+                "out (grid_skin_types).", "group": RUNS})
     validation_inference_steps: int = field(default=50, metadata={
         "help": "DDIM steps for validation grids.", "flag": "ddpm_num_inference_steps", "group": RUNS})
     validation_guidance_scale: float = field(default=1.0, metadata={"help": "Guidance scale of the grid.",
@@ -103,7 +105,8 @@ class DiffusionTrainingConfig(TrainingRunConfig):
             raise ValueError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
         if self.validation_steps < 0:
             raise ValueError(f"validation_steps must be >= 0 (0 = never), got {self.validation_steps}")
-        self.validation_skin_types = tuple(validate_skin_type(t) for t in self.validation_skin_types)
+        self.validation_skin_types = tuple(None if t is None else validate_skin_type(t)
+                                           for t in self.validation_skin_types)
         check_augment(self.augment)
         if self.random_flip and self.augment != "none":
             raise ValueError(f"random_flip and augment={self.augment!r} both flip; give one (augment='flip')")
@@ -250,7 +253,46 @@ def diffusion_loss(model, noise_scheduler, batch: dict, condition_dropout: float
 # ----------------------------------------------------------------------------------------------------------------
 # validation
 # ----------------------------------------------------------------------------------------------------------------
-def validation_maps(registry, resolution: int, skin_types: Sequence[int] = (1, 3, 6)) -> list[SemanticMap]:
+def grid_skin_types(requested: Sequence[int | None], present: Sequence[int | None] | None) -> tuple[int | None, ...]:
+    """The validation grid's columns: the requested skin types the training data has (`present`: its
+    `skin_type` column; None when the data has no such column, and then `requested` is kept as it is).
+
+    Why: a model trained only on images of unknown skin type (HAM10000, ISIC: no Fitzpatrick labels) has never
+    seen a map whose skin channel says I, III or VI, and draws texture instead of lesions for one; a grid of
+    those hides what the model has learnt. Requested types the data lacks are dropped with a warning; when
+    none is left, the grid shows up to three types the data does have (lightest, middle, darkest), or one
+    column of unknown skin (`None`) when it has no labelled type at all.
+
+    Example:
+        >>> grid_skin_types((1, 3, 6), [None, None])
+        (None,)
+        >>> grid_skin_types((1, 3, 6), [1, 2, 3, None])
+        (1, 3)
+    """
+    if present is None:
+        return tuple(requested)
+    known = sorted({int(t) for t in present if t is not None})
+    kept = tuple(t for t in requested if t is None and None in present or t in known)
+    if len(kept) < len(requested):
+        missing = [t for t in requested if t not in kept]
+        # the standard logger: this runs before any Accelerator exists (accelerate's logger needs one)
+        logging.getLogger(__name__).warning(
+            f"validation_skin_types {missing} do not occur in the training data (its types: "
+            f"{known + ['unknown'] * (None in present) or 'none'}); the grid leaves them out")
+    if kept:
+        return kept
+    if not known:
+        return (None,)
+    return tuple(dict.fromkeys([known[0], known[len(known) // 2], known[-1]]))
+
+
+def skin_type_column(dataset) -> list | None:
+    """The `skin_type` column of training rows (None where unknown), or None when the rows have no such column."""
+    names = getattr(dataset, "column_names", None) or []
+    return list(dataset["skin_type"]) if "skin_type" in names else None
+
+
+def validation_maps(registry, resolution: int, skin_types: Sequence[int | None] = (1, 3, 6)) -> list[SemanticMap]:
     """Fixed maps for the validation grid: one row per condition, one column per skin type.
 
     Each map holds one centred box half the image wide, so rows differ only in condition and columns
