@@ -223,15 +223,15 @@ def measure_generator(name, generated, label_index, reference, extractor, real, 
             "memorised": nearest["num_flagged"], "median_nearest_ssim": nearest["median_nearest_ssim"]}
 
 
-def rebuild(vae, images, batch_size: int) -> list:
-    """Every image through the autoencoder and back, D(mu(x)), as PIL images of the same size."""
+def rebuild(vae, images, batch_size: int):
+    """Every image through the autoencoder and back, D(mu(x)): (originals, reconstructions) as [-1, 1] tensors."""
     import torch
 
-    from dermdiff.loops.autoencoder import reconstruct, to_pil
+    from dermdiff.data.transforms import pixel_values
+    from dermdiff.loops.autoencoder import reconstruct
 
-    pixels = torch.stack([torch.from_numpy(np.asarray(img.convert("RGB"), np.float32)).permute(2, 0, 1)
-                          for img in images]) / 127.5 - 1
-    return to_pil(reconstruct(vae, pixels, batch_size))
+    pixels = torch.stack([pixel_values(img, (img.height, img.width)) for img in images])
+    return pixels, reconstruct(vae, pixels, batch_size)
 
 
 def measure_autoencoder(name, folder, train, indices, reference, extractor, real, args) -> dict:
@@ -243,24 +243,22 @@ def measure_autoencoder(name, folder, train, indices, reference, extractor, real
     ones whose maps the generators draw) rebuilt, in place of generated images: the set a generator that
     reproduced its training images exactly would decode to.
     """
-    import torch
-
     from dermdiff.hardcase.loop import paired
-    from dermdiff.loops.autoencoder import load_vae, psnr
+    from dermdiff.loops.autoencoder import load_vae, psnr, to_pil
     from dermdiff.loops.classifier import predict
     from dermdiff.metrics.fid import fid_with_ci
     from dermdiff.metrics.floor import real_floor
 
     vae = load_vae(folder).eval()
     test = real["test"]
-    rebuilt_test = rebuild(vae, list(test["image"]), args.batch_size)
-    as_tensor = lambda images: torch.stack([torch.from_numpy(np.asarray(i.convert("RGB"), np.float32)) for i in images])
-    quality = psnr(as_tensor(rebuilt_test) / 127.5 - 1, as_tensor(test["image"]) / 127.5 - 1)
+    originals, reconstructions = rebuild(vae, list(test["image"]), args.batch_size)
+    quality = psnr(reconstructions, originals)
+    rebuilt_test = to_pil(reconstructions)
     before = predict(reference, test)
     after = predict(reference, image_rows(rebuilt_test, test["label"]))
     comparison = paired(before, after, real["label_names"], args.n_boot, args.seed, names=("real", "rebuilt"))
     chosen = train.select(indices)
-    rebuilt_train = rebuild(vae, list(chosen["image"]), args.batch_size)
+    rebuilt_train = to_pil(rebuild(vae, list(chosen["image"]), args.batch_size)[1])
     cas_model = train_or_load(image_rows(rebuilt_train, chosen["label"]),
                               os.path.join(args.out, "cas", f"autoencoder-{name}"), args, real["label_names"])
     cas = balanced_accuracy(cas_model, test, args)
@@ -284,8 +282,6 @@ def measure_autoencoder(name, folder, train, indices, reference, extractor, real
 
 def rebuilt_grid(test, ceilings: list[dict], label_names, per_class: int, path: str) -> str:
     """Rows = classes; columns = `per_class` real test images, then the same images rebuilt by each autoencoder."""
-    from dermdiff.image_grid import image_grid
-
     labels = np.asarray(test["label"])
     rows = []
     for k in range(len(label_names)):
@@ -294,17 +290,11 @@ def rebuilt_grid(test, ceilings: list[dict], label_names, per_class: int, path: 
         for ceiling in ceilings:
             row += [ceiling["rebuilt_test"][i] for i in picked] + [None] * (per_class - len(picked))
         rows.append(row)
-    blank = np.full((8, 8, 3), 255, np.uint8)
-    sides = [img.size[0] for row in rows for img in row if img is not None]
-    image_grid([[blank if img is None else img for img in row] for row in rows], cell=max(128, *sides),
-               fill="white").save(path)
-    return path
+    return save_grid(rows, path)
 
 
 def class_grid(real_rows, sets: dict, label_names, per_class: int, path: str) -> str:
     """Rows = classes; columns = `per_class` real images, then `per_class` of each generator; >= 128 px cells."""
-    from dermdiff.image_grid import image_grid
-
     rows = []
     for k, name in enumerate(label_names):
         row = [img for img, lab in zip(real_rows["image"], real_rows["label"]) if lab == k][:per_class]
@@ -314,11 +304,17 @@ def class_grid(real_rows, sets: dict, label_names, per_class: int, path: str) ->
             picked = [img for img, smap in zip(images, maps) if smap.condition == name][:per_class]
             row += picked + [None] * (per_class - len(picked))
         rows.append(row)
+    return save_grid(rows, path)
+
+
+def save_grid(rows, path: str) -> str:
+    """Rows of images (None = an empty white cell) as one picture, every cell >= 128 px (nearest upscaling)."""
+    from dermdiff.image_grid import image_grid
+
     sides = [img.size[0] for row in rows for img in row if img is not None]
     blank = np.full((8, 8, 3), 255, np.uint8)
-    grid = image_grid([[blank if img is None else img for img in row] for row in rows], cell=max(128, *sides),
-                      fill="white")
-    grid.save(path)
+    image_grid([[blank if img is None else img for img in row] for row in rows], cell=max(128, *sides),
+               fill="white").save(path)
     return path
 
 
@@ -458,7 +454,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    """Parse, measure, print and write the table; a bad input (a --generator or --autoencoder folder that does not
+    exist, ...) is one stderr line and exit status 2, not a traceback (`dermdiff.errors.run_script`)."""
+    from dermdiff.errors import run_script
+
+    return run_script(parse_args, measure_and_report, argv)
+
+
+def measure_and_report(args) -> int:
     summary = run(args)
     table = markdown(summary)
     print(table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from unittest import mock
 
@@ -81,3 +82,16 @@ def test_autoencoder_ceiling_rows(tmp_path):
     assert set(ceiling["real_recall"]) == set(ceiling["recall"])
     with pytest.raises(FileNotFoundError, match="--autoencoder b: autoencoder folder .*missing does not exist"):
         bench.parse_generators([f"b={tmp_path / 'missing'}"], "--autoencoder", "autoencoder")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--autoencoder", "nowhere"], "--autoencoder takes NAME=AUTOENCODER_DIR, got 'nowhere'"),
+    (["--autoencoder", "b=MISSING"], "--autoencoder b: autoencoder folder .*missing does not exist"),
+    (["--generator", "a=MISSING"], "--generator a: pipeline folder .*missing does not exist"),
+])
+def test_bad_named_folders_are_one_line_usage_errors(tmp_path, capsys, flags, message):
+    flags = [flag.replace("MISSING", str(tmp_path / "missing")) for flag in flags]
+    assert bench.main(["--quick", "--out", str(tmp_path / "run"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert re.search(f"error: {message}", err), err
