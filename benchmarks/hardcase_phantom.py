@@ -69,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_config_arguments(parser, GenerationSettings, defaults=GENERATION_DEFAULTS)
     parser.add_argument("--backbone", default="resnet18", help="Classifier backbone.")
     # the classifier settings this benchmark takes; patience 3 (not 5): the measured runs used it
-    add_config_arguments(parser, ClassifierTrainingConfig, only=("num_epochs", "patience", "balance"),
+    add_config_arguments(parser, ClassifierTrainingConfig, only=("num_epochs", "patience", "min_epochs", "balance"),
                          defaults={"patience": 3})
     parser.add_argument(
         "--seed_control",
@@ -125,6 +125,7 @@ def main(args) -> dict:
         "resolution": args.phantom_size,
         "num_epochs": args.num_epochs,
         "patience": args.patience,
+        "min_epochs": args.min_epochs,
         "balance": args.balance,
         "checkpoints_total_limit": 1,
     }

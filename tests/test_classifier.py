@@ -346,6 +346,42 @@ def test_early_stopping_rule():
     assert stopping.stopped and stopping.best_epoch == 1 and stopping.best_score == 0.6
 
 
+def test_early_stopping_waits_for_min_epochs():
+    """Patience runs out at epoch 3, but the run must train 6 epochs first; after that the same rule holds."""
+    from dermdiff.loops.classifier import _EarlyStopping
+
+    model = torch.nn.Linear(2, 2)
+    stopping = _EarlyStopping(patience=2, min_epochs=6)
+    scores = [0.6, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+    stopped = []
+    for epoch, score in enumerate(scores):
+        stopping.update(score, epoch, model)
+        stopped.append(stopping.stopped)
+    assert stopped == [False] * 5 + [True, True] and stopping.best_epoch == 0
+
+
+def test_training_runs_min_epochs_before_stopping_early(tmp_path, monkeypatch):
+    """A validation score that never improves: patience 1 stops after epoch 1, unless the run must train 3 epochs
+    first (then it stops right after epoch 2, still short of num_epochs)."""
+    import dermdiff.loops.classifier as loop
+
+    monkeypatch.setattr(loop, "_validation_scores", lambda *args: {"val_balanced_accuracy": 0.5})
+    train, val = _colour_dataset(16, seed=0), _colour_dataset(8, seed=1)
+    epochs = {}
+    for min_epochs in (0, 3):
+        config = _tiny_config(num_epochs=5, patience=1, min_epochs=min_epochs)
+        _, history = train_classifier(train, val, config, output_dir=str(tmp_path / f"min{min_epochs}"))
+        assert history["stopped_early"] and history["best_epoch"] == 0
+        epochs[min_epochs] = [record["epoch"] for record in history["epochs"]]
+    assert epochs == {0: [0, 1], 3: [0, 1, 2]}
+
+
+def test_min_epochs_checked_against_num_epochs():
+    assert ClassifierTrainingConfig(num_epochs=4, min_epochs=4).min_epochs == 4
+    with pytest.raises(ValueError, match=r"^min_epochs must be between 0 and num_epochs \(4\), got 5$"):
+        ClassifierTrainingConfig(num_epochs=4, min_epochs=5)
+
+
 def test_torch_dataset_input_and_predict():
     from torch.utils.data import TensorDataset
 

@@ -60,7 +60,7 @@ def add_imbalanced_phantom_arguments(group) -> None:
 
 CLASSIFIER_GROUP = "classifier (dermdiff.loops.classifier)"
 # the ClassifierTrainingConfig fields the hard-case scripts take as flags (the backbone's come from classifier_flags)
-CLASSIFIER_FLAGS = ("resolution", "num_epochs", "batch_size", "learning_rate", "balance", "patience")
+CLASSIFIER_FLAGS = ("resolution", "num_epochs", "batch_size", "learning_rate", "balance", "patience", "min_epochs")
 
 
 def add_classifier_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ fine-tuning a given model) and `training/train_classifier.py` is only its comman
 2. balance the classes if asked (`balance="sampler"`: class-balanced `WeightedRandomSampler`;
    `"loss"`: class-weighted cross-entropy, weight n / (K n_k));
 3. train with accelerate; after each epoch measure the validation balanced accuracy, keep the best
-   weights, stop after `patience` epochs without improvement, and save an atomic checkpoint
+   weights, stop after `patience` epochs without improvement (never before `min_epochs`), and save an atomic checkpoint
    (`dermdiff.loops.common`: `checkpoint-<step>` with the model as a `save_pretrained` folder plus
    this loop's early-stopping state), so `resume_from_checkpoint="latest"` continues where it stopped;
 4. write the best model to `output_dir` with `save_pretrained` (label names in its config). The
@@ -243,12 +243,16 @@ def evaluate_classifier(
 
 
 class _EarlyStopping:
-    """Best validation score, its epoch and weights, epochs since it, and the per-epoch history."""
+    """Best validation score, its epoch and weights, epochs since it, and the per-epoch history.
+
+    The run stops after `patience` epochs without a better score, but never before `min_epochs` epochs are done.
+    """
 
     SAVED_FIELDS = ("best_score", "best_epoch", "bad_epochs", "stopped", "history")
 
-    def __init__(self, patience: Optional[int]):
+    def __init__(self, patience: Optional[int], min_epochs: int = 0):
         self.patience = patience
+        self.min_epochs = min_epochs
         self.best_score = -math.inf
         self.best_epoch = -1
         self.bad_epochs = 0
@@ -263,7 +267,7 @@ class _EarlyStopping:
             self.best_weights = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
             return True
         self.bad_epochs += 1
-        if self.patience is not None and self.bad_epochs >= self.patience:
+        if self.patience is not None and self.bad_epochs >= self.patience and epoch + 1 >= self.min_epochs:
             self.stopped = True
         return False
 
@@ -423,7 +427,7 @@ def train_classifier(
     model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
 
     # 4. checkpoint hooks (model as a save_pretrained folder + early-stopping state), resume
-    stopping = _EarlyStopping(config.patience)
+    stopping = _EarlyStopping(config.patience, config.min_epochs)
     register_pretrained_hooks(accelerator, ["classifier"])
 
     def save_state_hook(models, weights, folder):

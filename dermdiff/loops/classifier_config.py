@@ -45,6 +45,9 @@ class ClassifierTrainingConfig:
                                                   "negative_flag": "no_augment"})
     patience: Optional[int] = field(default=5, metadata={
         "help": "Epochs without a better validation balanced accuracy before stopping (0 or None: never stop early)."})
+    min_epochs: int = field(default=0, metadata={
+        "help": "Epochs always trained before early stopping may end the run (Lightning's min_epochs): a noisy "
+                "validation curve at the start must not stop a run, or a seed control, after a few epochs."})
     label_smoothing: float = field(default=0.0, metadata={"help": "Cross-entropy label smoothing."})
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, data order, sampler and augmentation."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per update."})
@@ -77,6 +80,8 @@ class ClassifierTrainingConfig:
             self.patience = None
         if self.patience is not None and self.patience < 0:
             raise ValueError(f"patience must be >= 0 (0 or None: never stop early), got {self.patience}")
+        if not 0 <= self.min_epochs <= self.num_epochs:
+            raise ValueError(f"min_epochs must be between 0 and num_epochs ({self.num_epochs}), got {self.min_epochs}")
         if self.resolution is not None and self.resolution < 8:
             raise ValueError(f"resolution must be >= 8, got {self.resolution}")
         if self.learning_rate <= 0:
