@@ -453,6 +453,7 @@ def test_script_flags_are_the_config_fields(capsys):
     for flag, value, message in (("--patience", "-1", "--patience must be >= 0"),
                                  ("--train_batch_size", "0", "--train_batch_size must be >= 1, got 0"),
                                  ("--n_boot", "-1", "--n_boot must be >= 0, got -1"),
+                                 ("--min_epochs", "11", "--min_epochs must be between 0 and --num_epochs (10), got 11"),
                                  ("--balance", "over", "argument --balance: invalid choice: 'over'")):
         with pytest.raises(SystemExit) as stop:
             script.parse_args(["--train_data_dir", "x", flag, value])

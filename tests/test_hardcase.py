@@ -666,6 +666,11 @@ def test_hardcase_data_and_classifier_flags_keep_their_defaults_and_refuse_bad_v
     with pytest.raises(SystemExit) as stop:
         script.parse_args(["--phantom", "--generator", "g", "--patience", "-1"])
     assert stop.value.code == 2 and "--patience must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        script.parse_args(["--phantom", "--generator", "g", "--num_epochs", "4", "--min_epochs", "5"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "--min_epochs must be between 0 and --num_epochs (4), got 5" in err
+    assert "Traceback" not in err
     # --n_boot is the config's field (HardCaseConfig / AugmentationConfig), checked by check_n_boot
     assert script.parse_args(["--phantom", "--generator", "g", "--n_boot", "7"]).config.n_boot == 7
     with pytest.raises(SystemExit) as stop:
