@@ -357,6 +357,11 @@ def run(args) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 # report
 # ----------------------------------------------------------------------------------------------------------------
+def guidance_label(scale) -> str:
+    """The guidance scale as the table states it (None: each pipeline's saved default, which may differ)."""
+    return "each pipeline's default" if scale is None else f"{scale:g}"
+
+
 def markdown(summary: dict) -> str:
     from dermdiff.metrics.classification import format_entry
 
@@ -368,7 +373,8 @@ def markdown(summary: dict) -> str:
         f"Splits: make_splits(seed={summary['split_seed']}), train {summary['train']} / test {summary['test']} images. "
         f"Reference classifier: {settings['backbone']} at {settings['classifier_resolution']} px, "
         f"{settings['num_epochs']} epochs on the real train split, balanced accuracy on the real test split "
-        f"{ref['value']:.3f}. Sampling: {settings['scheduler']}, {settings['num_inference_steps']} steps.", "",
+        f"{ref['value']:.3f}. Sampling: {settings['scheduler']}, {settings['num_inference_steps']} steps, "
+        f"guidance {guidance_label(settings.get('guidance_scale'))}.", "",
     ]
     if summary["generators"]:
         lines += [

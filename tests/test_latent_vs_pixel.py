@@ -42,6 +42,9 @@ def test_quick_table_grid_and_reuse(tmp_path):
         assert grid.size == (2 * 3 * 128, 5 * 128)
     table = (tmp_path / "table.md").read_text()
     assert "| pixel | 16 | 12 |" in table and "| latent | 16 | 12 |" in table
+    # the header says which guidance drew the sets (rows at different scales are otherwise indistinguishable)
+    assert "steps, guidance each pipeline's default." in table
+    assert bench.guidance_label(2.0) == "2" and bench.guidance_label(1.5) == "1.5"
     # a rerun with the same settings reuses the generated sets and classifiers instead of redoing them
     with mock.patch("dermdiff.metrics.generated.generate_evaluation_set", side_effect=AssertionError("resampled")), \
             mock.patch("dermdiff.loops.classifier.train_classifier", side_effect=AssertionError("retrained")):
