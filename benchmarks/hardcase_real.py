@@ -74,13 +74,17 @@ DATASETS = {
 
 # the settings this benchmark runs differently from the library's defaults (--help shows these): one round of
 # two strategies, fewer images per case, at most 300 cases (HardCaseConfig); a 25-step DDIM sampler, fast enough
-# for a CPU (GenerationSettings); batch 64 and patience 3 (ClassifierTrainingConfig). The measured results in
-# benchmarks/results/ used these. From 2026-12-07 every classifier (baseline, rounds, seed control) also trains at
-# least 5 epochs before early stopping may end it: with patience 3 alone a seed control stopped at epoch 4 of 10 on a
-# noisy validation curve and scored 0.30 balanced accuracy, so "final - control" measured an early stop.
+# for a CPU (GenerationSettings); batch 64 and no early stopping (ClassifierTrainingConfig): every classifier
+# (baseline, rounds, seed control) trains all --num_epochs of its cosine schedule and keeps its best-validation
+# epoch, so "after - before" and "final - control" compare models trained alike. Early stopping voided the seed
+# control twice on HAM10000: the validation balanced accuracy is flat and noisy for the first half of the schedule
+# (0.16-0.39 in epochs 0-4, 0.44-0.49 in epochs 5-9), so with patience 3 a control stopped at epoch 4 of 10 (0.30 test
+# balanced accuracy, 2026-11-30) and with patience 3 + --min_epochs 5 at epoch 5 with its best at epoch 1 (0.298,
+# 2026-12-07), while the models it was compared with ran all 10 epochs. Results in benchmarks/results/ dated before
+# 2026-12-07 used patience 3.
 LOOP_DEFAULTS = {"rounds": 1, "strategies": ("map", "sdedit"), "per_case": 2, "max_cases": 300}
 GENERATION_DEFAULTS = {"num_inference_steps": 25, "scheduler": "ddim"}
-CLASSIFIER_DEFAULTS = {"batch_size": 64, "patience": 3, "min_epochs": 5}
+CLASSIFIER_DEFAULTS = {"batch_size": 64, "patience": 0}
 
 
 @dataclass

@@ -29,16 +29,18 @@ def test_hardcase_real_runs_and_shows_its_own_defaults(capsys):
         1, ("map", "sdedit"), 2, 300)
     assert (args.config.generation.num_inference_steps, args.config.generation.scheduler) == (25, "ddim")
     assert args.config.classifier == args.classifier
-    assert (args.classifier["batch_size"], args.classifier["patience"], args.classifier["resolution"]) == (64, 3, 28)
-    assert args.classifier["min_epochs"] == 5  # no stop before epoch 5 (a seed control once stopped at 4 of 10)
+    # every classifier trains all its epochs (patience 0 = never stop early; a seed control stopped early twice)
+    assert (args.classifier["batch_size"], args.classifier["patience"], args.classifier["resolution"]) == (64, 0, 28)
+    assert bench.ClassifierTrainingConfig(**args.classifier).patience is None and args.classifier["min_epochs"] == 0
     with pytest.raises(SystemExit):
         bench.parse_args(["--help"])
     shown = " ".join(capsys.readouterr().out.split())
     assert "--batch_size BATCH_SIZE Training batch size per process. (default: 64)" in shown
     assert "--num_inference_steps NUM_INFERENCE_STEPS Denoising steps (diffusion only). (default: 25)" in shown
-    assert "--min_epochs MIN_EPOCHS Epochs always trained before early stopping" in shown
+    assert "--patience PATIENCE" in shown and "(default: 0)" in shown
+    assert bench.parse_args(["--num_epochs", "3"]).classifier["num_epochs"] == 3
     with pytest.raises(SystemExit):
-        bench.parse_args(["--num_epochs", "3"])  # the default 5 no longer fits: the error names the flag
+        bench.parse_args(["--num_epochs", "3", "--min_epochs", "5"])  # a bad value still names its flag
     err = capsys.readouterr().err
     assert "--min_epochs must be between 0 and --num_epochs (3), got 5" in err and "Traceback" not in err
 
