@@ -75,13 +75,10 @@ DATASETS = {
 # the settings this benchmark runs differently from the library's defaults (--help shows these): one round of
 # two strategies, fewer images per case, at most 300 cases (HardCaseConfig); a 25-step DDIM sampler, fast enough
 # for a CPU (GenerationSettings); batch 64 and no early stopping (ClassifierTrainingConfig): every classifier
-# (baseline, rounds, seed control) trains all --num_epochs of its cosine schedule and keeps its best-validation
-# epoch, so "after - before" and "final - control" compare models trained alike. Early stopping voided the seed
-# control twice on HAM10000: the validation balanced accuracy is flat and noisy for the first half of the schedule
-# (0.16-0.39 in epochs 0-4, 0.44-0.49 in epochs 5-9), so with patience 3 a control stopped after epoch 4 of 0-9 with
-# its best at epoch 1 (0.298 test balanced accuracy, 2026-11-30), and with patience 3 + --min_epochs 5 at the same
-# point (five epochs done is what --min_epochs 5 asks; 2026-12-07), while the models it was compared with ran all 10
-# epochs. Results in benchmarks/results/ dated before 2026-12-07 used patience 3.
+# (baseline, rounds, seed control) trains all --num_epochs and keeps its best-validation epoch, so "after - before"
+# and "final - control" compare models trained alike. On HAM10000 the validation score is flat and noisy for the
+# first half of the schedule, and early stopping (patience 3, with or without --min_epochs 5) voided the seed
+# control twice (benchmarks/results/hardcase_ham10000_latent.md). Results dated before 2026-12-07 used patience 3.
 LOOP_DEFAULTS = {"rounds": 1, "strategies": ("map", "sdedit"), "per_case": 2, "max_cases": 300}
 GENERATION_DEFAULTS = {"num_inference_steps": 25, "scheduler": "ddim"}
 CLASSIFIER_DEFAULTS = {"batch_size": 64, "patience": 0}
