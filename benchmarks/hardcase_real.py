@@ -37,6 +37,7 @@ from dermdiff.data.splits import parse_stratify_by, save_composition
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop, seed_control, seed_control_markdown
 from dermdiff.hardcase.cli import load_generator, load_splits
 from dermdiff.loops.classifier import ClassifierTrainingConfig, evaluate_classifier, train_classifier
+from dermdiff.loops.data_flags import add_split_seed_argument
 from dermdiff.metrics.classification import metrics_to_markdown
 from dermdiff.pipelines.generation_settings import GenerationSettings
 
@@ -101,8 +102,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--generator", default=None, help="Saved pipeline trained on --export_train, for the loop round(s)."
     )
-    # the loop, sampling and classifier flags come from their configs; --seed (HardCaseConfig's) also seeds the
-    # splits and the classifier
+    # which lesions go to which split is fixed by --split_seed alone, so that a generator trained on --export_train's
+    # split stays valid for every loop seed; --seed (HardCaseConfig's) seeds the loop and its classifiers
+    add_split_seed_argument(parser)
+    # the loop, sampling and classifier flags come from their configs
     add_config_arguments(parser, HardCaseConfig, defaults=LOOP_DEFAULTS, only=(
         "rounds", "strategies", "per_case", "max_cases", "margin", "reference_filter", "seed", "n_boot"))
     add_config_arguments(parser, GenerationSettings, defaults=GENERATION_DEFAULTS,
@@ -118,11 +121,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default=None, help="Default outputs/bench-hardcase-<dataset>.")
     args = parser.parse_args(argv)
     spec = DATASETS[args.dataset]
-    args.phantom, args.data_dir, args.split_fractions, args.split_seed, args.stratify_by = (
+    args.phantom, args.data_dir, args.split_fractions, args.stratify_by = (
         False,
         os.path.join(DATA_ROOT, spec["path"]),
         spec["split_fractions"],
-        args.seed,
         spec["stratify_by"],
     )
     args.loader_kwargs = dict(spec["loader_kwargs"], **({"limit": args.limit} if args.limit else {}))

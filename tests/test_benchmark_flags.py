@@ -45,6 +45,15 @@ def test_hardcase_real_runs_and_shows_its_own_defaults(capsys):
     assert "--min_epochs must be between 0 and --num_epochs (3), got 5" in err and "Traceback" not in err
 
 
+
+def test_hardcase_real_loop_seed_leaves_the_splits_alone():
+    """A generator trained on --export_train's split must stay valid when the loop runs with another seed."""
+    bench = load_benchmark("hardcase_real")
+    assert (bench.parse_args([]).split_seed, bench.parse_args([]).seed) == (0, 0)
+    args = bench.parse_args(["--seed", "1"])
+    assert (args.split_seed, args.config.seed, args.classifier["seed"]) == (0, 1, 1)
+    assert bench.parse_args(["--seed", "1", "--split_seed", "2"]).split_seed == 2
+
 LATENT_VS_PIXEL = ["--out", "run", "--generator", "a=DIR", "--data", "DATA"]
 
 
