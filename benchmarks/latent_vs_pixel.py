@@ -49,7 +49,12 @@ import numpy as np
 
 from dermdiff.config_args import add_config_arguments, config_from_args, with_flag
 from dermdiff.loops.classifier_config import ClassifierTrainingConfig
-from dermdiff.loops.data_flags import add_phantom_arguments, add_split_seed_argument, add_stratify_argument
+from dermdiff.loops.data_flags import (
+    add_estimate_skin_type_argument,
+    add_phantom_arguments,
+    add_split_seed_argument,
+    add_stratify_argument,
+)
 from dermdiff.pipelines.generation_settings import GenerationSettings
 
 DATA_ROOT = os.environ.get("DERMDIFF_DATA", "/work/shared/data")
@@ -86,6 +91,10 @@ def load_splits(args):
         rows = phantom_dataset(n=args.phantom_num_images, size=args.image_size, seed=args.phantom_seed)
     else:
         rows = load_any(args.data, size=args.image_size)
+    if args.estimate_skin_type:  # the generators then draw each map's measured skin tone (train with the same flag)
+        from dermdiff.data.skin_types import estimate_skin_types
+
+        rows = estimate_skin_types(rows)
     return make_splits(rows, seed=args.split_seed, stratify_by=parse_stratify_by(args.stratify_by))
 
 
@@ -130,6 +139,8 @@ def generated_set(name: str, folder: str, train, indices: np.ndarray, args):
     out = os.path.join(args.out, "generated", name)
     settings = {"pipeline": os.path.abspath(folder), "rows": indices.tolist(), "steps": args.num_inference_steps,
                 "scheduler": args.scheduler, "guidance_scale": args.guidance_scale, "seed": args.seed}
+    if args.estimate_skin_type:  # other maps, other images (sets written before the flag existed stay valid)
+        settings["estimate_skin_type"] = True
     stamp = os.path.join(out, "settings.json")
     if os.path.isfile(stamp) and json.load(open(stamp, encoding="utf-8")) == settings:
         return read_generated_set(out)
@@ -426,6 +437,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--image_size", type=int, default=128, help="side real images are loaded at (>= generators')")
     add_split_seed_argument(parser)
     add_stratify_argument(parser)
+    add_estimate_skin_type_argument(parser)
     parser.add_argument("--num_generated", type=int, default=None, help="images per generator (default: train size)")
     add_config_arguments(parser, SamplingSettings, defaults=GENERATION_DEFAULTS,
                          only=("num_inference_steps", "scheduler", "guidance_scale", "batch_size"))

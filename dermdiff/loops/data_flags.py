@@ -49,6 +49,7 @@ def add_data_source_arguments(parser: argparse.ArgumentParser, default_resolutio
     data.add_argument("--dataset_config_name", default=None, help="Config name of --dataset_name.")
     data.add_argument("--cache_dir", default=None, help="Where Hub datasets are cached.")
     add_phantom_arguments(data)
+    add_estimate_skin_type_argument(data)
     data.add_argument(
         "--resolution", type=int, default=default_resolution, help="Image side in pixels (images are resized)."
     )
@@ -62,6 +63,13 @@ def add_phantom_arguments(group, num_images: int = 2000, switch: bool = True) ->
         group.add_argument("--phantom", action="store_true", help="Use the built-in procedural phantom.")
     group.add_argument("--phantom_num_images", type=int, default=num_images, help="Phantom images to generate.")
     group.add_argument("--phantom_seed", type=int, default=0, help="Seed of the phantom images.")
+
+
+def add_estimate_skin_type_argument(group) -> None:
+    """`--estimate_skin_type`: fill unknown skin types from the images (`dermdiff.data.skin_types`)."""
+    group.add_argument("--estimate_skin_type", action="store_true",
+                       help="Where the data records no skin type (HAM10000, ISIC, DermaMNIST), estimate it from the "
+                            "ITA of the skin around the lesion and write it into the maps (dermdiff.data.skin_types).")
 
 
 def add_split_seed_argument(group) -> None:
@@ -147,6 +155,11 @@ def load_training_rows(args: argparse.Namespace, **phantom_kwargs) -> TrainingRo
         hub = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
         rows, name = hub["train"], args.dataset_name
         hub_heldout = next((hub[s] for s in HELDOUT_SPLITS if s in hub), None)
+    if getattr(args, "estimate_skin_type", False):
+        from ..data.skin_types import estimate_skin_types
+
+        rows = estimate_skin_types(rows)
+        hub_heldout = None if hub_heldout is None else estimate_skin_types(hub_heldout)
     train, heldout = select_split(rows, getattr(args, "train_split", None), getattr(args, "split_seed", 0), name)
     return TrainingRows(train, heldout if heldout is not None else hub_heldout, registry_of(train), name)
 
