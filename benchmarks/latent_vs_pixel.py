@@ -15,6 +15,9 @@ Given saved generator folders (any `DermDiffPipeline`, with or without a VAE) tr
   vs real test through the same extractor, at the generated set's size); target <= 3 x the floor;
 - memorisation (`metrics.memorisation.nearest_neighbours`): nearest training image by SSIM for every
   generated image; count above 0.9 (target 0 of N);
+- skin tone: whether each generated image's skin has the ITA-estimated Fitzpatrick type of the real train image
+  whose map it draws (`dermdiff.data.skin_types`); with `--estimate_skin_type` the maps carry that type, for
+  generators trained with the same flag;
 - a picture per run: one row per class, real | each generator, every image upscaled with nearest
   neighbour to at least 128 px (`dermdiff.image_grid`), so a person can judge it.
 
@@ -227,11 +230,34 @@ def measure_generator(name, generated, label_index, reference, extractor, real, 
                        seed=args.seed)
     nearest = nearest_neighbours(images, real["train_images"], k=5, size=args.memorisation_size,
                                  ssim_threshold=0.9, verbose=False)
-    return {"name": name, "n": len(images), "side": images[0].size[0],
+    if [smap.condition for smap in maps] != real["chosen_conditions"]:
+        raise ValueError(f"{name}: the generated set's maps are not the chosen train rows' (stale generated/{name}?)")
+    tone = skin_tone_agreement(images, maps, real["chosen_ita"], args)
+    return {"skin_tone": tone, "name": name, "n": len(images), "side": images[0].size[0],
             "recognisability": recognised, "recognisability_ratio": recognised["value"] / real["reference"]["value"],
             "cas": cas, "cas_ratio": cas["value"] / real["reference"]["value"],
             "domain_fd": fd, "floor": floor, "fd_over_floor": fd["value"] / floor["value"],
             "memorised": nearest["num_flagged"], "median_nearest_ssim": nearest["median_nearest_ssim"]}
+
+
+def skin_tone_agreement(images, maps, real_ita, args) -> dict:
+    """Does each generated image have the skin tone of the real image whose map it draws?
+
+    Share of generated images whose ITA-estimated Fitzpatrick type (`dermdiff.data.skin_types`) equals the real
+    image's, with a bootstrap interval, and the median |ITA difference| in degrees. A generator that ignores skin
+    tone still scores the chance agreement of the two type distributions: compare rows, not with 1.0.
+    """
+    from dermdiff.data.skin_types import surrounding_skin_ita
+    from dermdiff.skin_tone import ita_to_skin_type
+
+    pairs = [(surrounding_skin_ita(image, smap.resize(image.size[::-1]).lesion_mask), real)
+             for image, smap, real in zip(images, maps, real_ita)]
+    pairs = np.array([pair for pair in pairs if None not in pair], dtype=float).reshape(-1, 2)
+    same = (ita_to_skin_type(pairs[:, 0]) == ita_to_skin_type(pairs[:, 1])).astype(float)
+    rng = np.random.default_rng(args.seed)
+    boot = [same[rng.integers(0, len(same), len(same))].mean() for _ in range(args.n_boot)]
+    return {"n": int(len(same)), "same_type": {"value": float(same.mean()), "ci": np.percentile(boot, [2.5, 97.5]).tolist()},
+            "median_abs_ita_difference": float(np.median(np.abs(pairs[:, 0] - pairs[:, 1])))}
 
 
 def rebuild(vae, images, batch_size: int):
@@ -331,14 +357,17 @@ def save_grid(rows, path: str) -> str:
 
 def run(args) -> dict:
     from dermdiff.data import registry_of
+    from dermdiff.data.skin_types import surrounding_skin_ita
     from dermdiff.metrics.features import ClassifierFeatures
+    from dermdiff.semantic_map import SemanticMap
 
     generators = parse_generators(args.generator)
     autoencoders = parse_generators(args.autoencoder, "--autoencoder", "autoencoder")
     os.makedirs(args.out, exist_ok=True)
     splits = load_splits(args)
     train, test = splits["train"], splits["test"]
-    label_names = list(registry_of(train).names)
+    registry = registry_of(train)
+    label_names = list(registry.names)
     label_index = {name: k for k, name in enumerate(label_names)}
     reference = train_or_load(train, os.path.join(args.out, "reference_classifier"), args, label_names)
     extractor = ClassifierFeatures(reference, resolution=args.classifier_resolution)
@@ -347,6 +376,10 @@ def run(args) -> dict:
     real["train_features"] = features(extractor, real["train_images"], args)
     count = args.num_generated or len(train)
     indices = proportional_indices(np.asarray(train["label"]), count, args.seed)
+    chosen = [train[int(i)] for i in indices]
+    real["chosen_conditions"] = [row["label_name"] for row in chosen]
+    real["chosen_ita"] = [surrounding_skin_ita(row["image"], SemanticMap.decode(row["semantic_map"], registry).lesion_mask)
+                          for row in chosen]
     sets = {name: generated_set(name, folder, train, indices, args) for name, folder in generators}
     results = [measure_generator(name, sets[name], label_index, reference, extractor, real, args) for name in sets]
     grid = class_grid(test, sets, label_names, args.per_class,
@@ -389,16 +422,21 @@ def markdown(summary: dict) -> str:
     ]
     if summary["generators"]:
         lines += [
+            "Skin tone: the ITA-estimated Fitzpatrick type of each generated image's skin (outside the lesion and the "
+            "vignette, `dermdiff.data.skin_types`) against that of the real train image whose map it draws. A "
+            "generator that ignores skin tone still scores the two type distributions' chance agreement.", "",
             "| generator | side | N | recognised (bal. acc.) | / real (>= 0.8) | CAS bal. acc. | CAS ratio (>= 0.6) "
-            "| domain FD | real floor | FD / floor (<= 3) | nearest-train SSIM > 0.9 |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| domain FD | real floor | FD / floor (<= 3) | nearest-train SSIM > 0.9 | skin type as the real image's "
+            "| median abs. ITA difference |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for g in summary["generators"]:
             lines.append(
                 f"| {g['name']} | {g['side']} | {g['n']} | {g['recognisability']['value']:.3f} | "
                 f"{g['recognisability_ratio']:.2f} | {g['cas']['value']:.3f} | {g['cas_ratio']:.2f} | "
                 f"{g['domain_fd']['value']:.3g} | {g['floor']['value']:.3g} | {g['fd_over_floor']:.2f} | "
-                f"{g['memorised']} of {g['n']} |")
+                f"{g['memorised']} of {g['n']} | {format_entry(g['skin_tone']['same_type'])} | "
+                f"{g['skin_tone']['median_abs_ita_difference']:.1f} deg |")
         lines += ["", f"Per-class grid (real | {' | '.join(g['name'] for g in summary['generators'])}): "
                   f"`{summary['grid']}`", ""]
     if summary.get("autoencoders"):

@@ -34,6 +34,7 @@ def test_quick_table_grid_and_reuse(tmp_path):
         assert g["floor"]["kind"] == "train-vs-reference" and g["floor"]["sizes"][0] == 12
         assert g["fd_over_floor"] == pytest.approx(g["domain_fd"]["value"] / g["floor"]["value"])
         assert (out / "cas" / g["name"] / "config.json").is_file()
+        assert 1 <= g["skin_tone"]["n"] <= 12 and 0 <= g["skin_tone"]["same_type"]["value"] <= 1
     # the two generators drew the same train-split maps: their sets have the same class labels, in order
     labels = [(out / "generated" / name / "metadata.csv").read_text().splitlines()[1:] for name in ("pixel", "latent")]
     assert [row.split(",")[2] for row in labels[0]] == [row.split(",")[2] for row in labels[1]]
@@ -42,6 +43,7 @@ def test_quick_table_grid_and_reuse(tmp_path):
         assert grid.size == (2 * 3 * 128, 5 * 128)
     table = (tmp_path / "table.md").read_text()
     assert "| pixel | 16 | 12 |" in table and "| latent | 16 | 12 |" in table
+    assert "skin type as the real image's" in table and " deg |" in table
     # the header says which guidance drew the sets (rows at different scales are otherwise indistinguishable)
     assert "steps, guidance each pipeline's default." in table
     assert bench.guidance_label(2.0) == "2" and bench.guidance_label(1.5) == "1.5"
@@ -49,6 +51,22 @@ def test_quick_table_grid_and_reuse(tmp_path):
     with mock.patch("dermdiff.metrics.generated.generate_evaluation_set", side_effect=AssertionError("resampled")), \
             mock.patch("dermdiff.loops.classifier.train_classifier", side_effect=AssertionError("retrained")):
         assert bench.main(argv) == 0
+
+
+def test_skin_tone_agreement_compares_each_image_with_its_real_one():
+    from argparse import Namespace
+
+    from dermdiff.data.skin_types import surrounding_skin_ita
+    from dermdiff.semantic_map import SemanticMap
+
+    light, brown = (Image.new("RGB", (16, 16), colour) for colour in ((224, 172, 140), (141, 85, 54)))
+    maps = [SemanticMap.from_annotations("nv", None, boxes=[[4, 4, 8, 8]], size=(16, 16), registry="ham10000")] * 4
+    real = [surrounding_skin_ita(image) for image in (light, light, brown, brown)]
+    args = Namespace(seed=0, n_boot=50)
+    same = bench.skin_tone_agreement([light, light, brown, brown], maps, real, args)
+    assert same["n"] == 4 and same["same_type"]["value"] == 1.0 and same["median_abs_ita_difference"] == 0.0
+    swapped = bench.skin_tone_agreement([brown, brown, light, light], maps, real, args)
+    assert swapped["same_type"]["value"] == 0.0 and swapped["median_abs_ita_difference"] > 30
 
 
 def test_bad_generator_flags_are_named(tmp_path, capsys):

@@ -36,14 +36,14 @@ MEASURE_SIDE = 128
 SOURCE_COLUMN = "skin_type_source"
 
 
-def estimated_skin_type(image, lesion_mask: np.ndarray | None = None) -> int | None:
-    """Fitzpatrick type 1..6 read from the ITA of the image's skin outside `lesion_mask` (`None`: too little skin).
+def surrounding_skin_ita(image, lesion_mask: np.ndarray | None = None) -> float | None:
+    """Median ITA (degrees) of the image's skin outside `lesion_mask` and the vignette (`None`: too little skin).
 
     Args:
         image: PIL image or (H, W, 3) uint8 array.
         lesion_mask (`(H, W)` bool array, *optional*): lesion pixels, left out of the measurement.
     """
-    from ..skin_tone import image_ita, ita_to_skin_type, srgb_to_lab
+    from ..skin_tone import image_ita, srgb_to_lab
 
     image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
     image = image.convert("RGB")
@@ -61,7 +61,15 @@ def estimated_skin_type(image, lesion_mask: np.ndarray | None = None) -> int | N
     skin = skin & (srgb_to_lab(image)[..., 0] > VIGNETTE_MAX_LIGHTNESS)
     if skin.mean() < MIN_SKIN_FRACTION:
         return None
-    return ita_to_skin_type(image_ita(image, skin_mask=skin))
+    return image_ita(image, skin_mask=skin)
+
+
+def estimated_skin_type(image, lesion_mask: np.ndarray | None = None) -> int | None:
+    """Fitzpatrick type 1..6 read from `surrounding_skin_ita` (`None`: too little skin to measure)."""
+    from ..skin_tone import ita_to_skin_type
+
+    ita = surrounding_skin_ita(image, lesion_mask)
+    return None if ita is None else ita_to_skin_type(ita)
 
 
 def estimate_skin_types(dataset, num_proc: int | None = None):
