@@ -8,8 +8,8 @@ from PIL import Image
 from test_data import good_rows, write_folder
 from test_data_flags import parse
 
-from dermdiff.data import load_any, phantom_dataset, registry_of
-from dermdiff.data.skin_types import estimate_skin_types, estimated_skin_type, skin_type_counts
+from dermdiff.data import estimate_skin_types, load_any, phantom_dataset, registry_of
+from dermdiff.data.skin_types import estimated_skin_type, skin_type_counts
 from dermdiff.loops.data_flags import load_training_rows
 from dermdiff.semantic_map import SemanticMap
 

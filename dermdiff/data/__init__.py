@@ -61,6 +61,7 @@ _EXPORTS = {
     "write_phantom": ".phantom",
     "phantom_dataset": ".phantom",
     "generate_phantom_sample": ".phantom",
+    "estimate_skin_types": ".skin_types",
 }
 
 
