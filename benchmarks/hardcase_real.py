@@ -37,7 +37,7 @@ from dermdiff.data.splits import parse_stratify_by, save_composition
 from dermdiff.hardcase import HardCaseConfig, report_markdown, run_hardcase_loop, seed_control, seed_control_markdown
 from dermdiff.hardcase.cli import load_generator, load_splits
 from dermdiff.loops.classifier import ClassifierTrainingConfig, evaluate_classifier, train_classifier
-from dermdiff.loops.data_flags import add_split_seed_argument
+from dermdiff.loops.data_flags import add_estimate_skin_type_argument, add_split_seed_argument
 from dermdiff.metrics.classification import metrics_to_markdown
 from dermdiff.pipelines.generation_settings import GenerationSettings
 
@@ -105,6 +105,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     # which lesions go to which split is fixed by --split_seed alone, so that a generator trained on --export_train's
     # split stays valid for every loop seed; --seed (HardCaseConfig's) seeds the loop and its classifiers
     add_split_seed_argument(parser)
+    add_estimate_skin_type_argument(parser)  # for a generator trained with --estimate_skin_type
     # the loop, sampling and classifier flags come from their configs
     add_config_arguments(parser, HardCaseConfig, defaults=LOOP_DEFAULTS, only=(
         "rounds", "strategies", "per_case", "max_cases", "margin", "reference_filter", "seed", "n_boot"))

@@ -93,3 +93,20 @@ def test_trainers_estimate_with_one_flag(tmp_path):
     assert None not in filled.train["skin_type"] and filled.train["skin_type"][0] == 3
     smap = SemanticMap.decode(filled.train[1]["semantic_map"], filled.registry)
     assert smap.skin_type == filled.train["skin_type"][1]
+
+
+def test_the_hard_case_loop_estimates_without_moving_the_splits(monkeypatch):
+    """A generator trained with --estimate_skin_type is given typed maps by the loop; the splits stay the same."""
+    import argparse
+
+    import dermdiff.data
+    from dermdiff.hardcase.cli import load_splits
+
+    data = without_skin_types(phantom_dataset(n=60, size=16, seed=1))
+    monkeypatch.setattr(dermdiff.data, "load_any", lambda path, **kwargs: data, raising=False)
+    args = argparse.Namespace(phantom=False, data_dir="any", loader_kwargs={}, split_fractions=None, split_seed=0)
+    plain = load_splits(args)
+    typed = load_splits(argparse.Namespace(**vars(args), estimate_skin_type=True))
+    for name in plain:
+        assert typed[name]["image_id"] == plain[name]["image_id"]
+        assert set(plain[name]["skin_type"]) == {None} and None not in typed[name]["skin_type"]

@@ -12,6 +12,7 @@ from ..classifier_flags import add_backbone_arguments, check_backbone_arguments
 from ..config_args import add_config_arguments, argument_group, cli_fields, config_from_args, flag_dest
 from ..loops.classifier_config import ClassifierTrainingConfig
 from ..loops.data_flags import (
+    add_estimate_skin_type_argument,
     add_loader_kwargs_argument,
     add_phantom_arguments,
     add_split_seed_argument,
@@ -32,6 +33,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--data_dir", default=None, help="Any layout dermdiff.data.load_any reads (folder, HAM10000, .npz)."
     )
     add_loader_kwargs_argument(data, "--data_dir")
+    add_estimate_skin_type_argument(data)  # for a generator trained with the same flag: the mined maps carry the type
     # 1000 phantom images (not the generators' 2000): the hard-case loop trains a classifier per round on them,
     # and the documented commands and measured results use this default
     add_phantom_arguments(data, num_images=1000)
@@ -144,6 +146,10 @@ def load_splits(args: argparse.Namespace):
         )
     else:
         dataset = load_any(args.data_dir, **(args.loader_kwargs or {}))
+        if getattr(args, "estimate_skin_type", False):
+            from ..data.skin_types import estimate_skin_types
+
+            dataset = estimate_skin_types(dataset)
     use_column = args.split_fractions is None
     stratify_by = parse_stratify_by(getattr(args, "stratify_by", ""))
     parts = dict(
