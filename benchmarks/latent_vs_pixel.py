@@ -233,11 +233,12 @@ def measure_generator(name, generated, label_index, reference, extractor, real, 
     if [smap.condition for smap in maps] != real["chosen_conditions"]:
         raise ValueError(f"{name}: the generated set's maps are not the chosen train rows' (stale generated/{name}?)")
     tone = skin_tone_agreement(images, maps, real["chosen_ita"], args)
-    return {"skin_tone": tone, "name": name, "n": len(images), "side": images[0].size[0],
+    return {"name": name, "n": len(images), "side": images[0].size[0],
             "recognisability": recognised, "recognisability_ratio": recognised["value"] / real["reference"]["value"],
             "cas": cas, "cas_ratio": cas["value"] / real["reference"]["value"],
             "domain_fd": fd, "floor": floor, "fd_over_floor": fd["value"] / floor["value"],
-            "memorised": nearest["num_flagged"], "median_nearest_ssim": nearest["median_nearest_ssim"]}
+            "memorised": nearest["num_flagged"], "median_nearest_ssim": nearest["median_nearest_ssim"],
+            "skin_tone": tone}
 
 
 def skin_tone_agreement(images, maps, real_ita, args) -> dict:
@@ -253,6 +254,9 @@ def skin_tone_agreement(images, maps, real_ita, args) -> dict:
     pairs = [(surrounding_skin_ita(image, smap.resize(image.size[::-1]).lesion_mask), real)
              for image, smap, real in zip(images, maps, real_ita)]
     pairs = np.array([pair for pair in pairs if None not in pair], dtype=float).reshape(-1, 2)
+    if not len(pairs):  # no image showed enough skin to measure
+        return {"n": 0, "same_type": {"value": float("nan"), "ci": [float("nan")] * 2},
+                "median_abs_ita_difference": float("nan")}
     same = (ita_to_skin_type(pairs[:, 0]) == ita_to_skin_type(pairs[:, 1])).astype(float)
     rng = np.random.default_rng(args.seed)
     boot = [same[rng.integers(0, len(same), len(same))].mean() for _ in range(args.n_boot)]
