@@ -278,7 +278,7 @@ def test_push_to_hub_sends_the_pipeline_and_card_but_never_the_token(tmp_path, m
     with mock.patch("dermdiff.hub.create_repo", fake_create_repo), \
             mock.patch("dermdiff.hub.upload_folder", fake_upload_folder):
         run(model_config, out, "--max_train_steps", "2", "--checkpointing_steps", "1", "--report_to", "tensorboard",
-            "--push_to_hub", "--hub_model_id", "someone/dermdiff-tiny", "--hub_token", token)
+            "--push_to_hub", "--hub_model_id", "someone/dermdiff-tiny", "--hub_token", token, "--estimate_skin_type")
 
     assert calls["create_repo"]["repo_id"] == "someone/dermdiff-tiny" and calls["create_repo"]["token"] == token
     assert calls["upload_folder"]["token"] == token and calls["upload_folder"]["folder_path"] == str(out)
@@ -288,7 +288,8 @@ def test_push_to_hub_sends_the_pipeline_and_card_but_never_the_token(tmp_path, m
         assert name in sent, name
     assert not [name for name in sent if name.startswith(("checkpoint-", "logs")) or ".tmp" in name]
     card = (out / "README.md").read_text()
-    facts = ("phantom", "16 px", "training steps: 2", "Not a diagnostic device", "Limitations", "licence: generated")
+    facts = ("phantom", "16 px", "training steps: 2", "Not a diagnostic device", "Limitations", "licence: generated",
+             "unknown ones estimated from the images' ITA")
     for fact in facts:
         assert fact in card, fact
     # the token appears in no log record, no printed line and no file of the run (trackers, card, configs)

@@ -146,6 +146,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "ddpm_num_steps": args.ddpm_num_steps,
         "map_shapes": ",".join(args.map_shapes),
         "pretrained_model_name_or_path": args.pretrained_model_name_or_path,
+        "estimate_skin_type": args.estimate_skin_type,
     })
     return args
 
@@ -251,6 +252,9 @@ def push(args, run, registry, dataset_label: str) -> str:
             "condition_dropout": args.condition_dropout,
             "use_ema": args.use_ema,
             **({"fine-tuned from": args.pretrained_model_name_or_path} if args.pretrained_model_name_or_path else {}),
+            # the maps' skin types were read from the images (ITA), not recorded: a user should know what "type" means
+            **({"skin types": "unknown ones estimated from the images' ITA (dermdiff.data.skin_types)"}
+               if args.estimate_skin_type else {}),
         },
         usage=(
             "from dermdiff import DermDiffPipeline\n"
