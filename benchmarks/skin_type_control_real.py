@@ -28,6 +28,9 @@ import json
 import os
 
 import numpy as np
+from latent_vs_pixel import parse_generators, pipeline_side  # the sibling benchmark's NAME=DIR and image-side rules
+
+from dermdiff.loops.data_flags import add_split_seed_argument
 
 DATA_ROOT = os.environ.get("DERMDIFF_DATA", "/work/shared/data")
 
@@ -39,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="run folder (json, grids)")
     parser.add_argument("--markdown", default=None, help="also write the table here")
     parser.add_argument("--image_size", type=int, default=128, help="side real images and maps are loaded at")
-    parser.add_argument("--split_seed", type=int, default=0, help="make_splits seed (the generator's train split)")
+    add_split_seed_argument(parser)  # the generator's train split
     parser.add_argument("--maps_per_class", type=int, default=2)
     parser.add_argument("--num_inference_steps", type=int, default=20)
     parser.add_argument("--scheduler", default="dpm")
@@ -48,6 +51,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.generator:
         parser.error("give at least one --generator NAME=PIPELINE_DIR")
+    try:
+        args.generators = parse_generators(args.generator)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
     if args.maps_per_class < 1:
         parser.error(f"--maps_per_class must be >= 1, got {args.maps_per_class}")
     return args
@@ -88,12 +95,11 @@ def sweep_generator(name, folder, rows, registry, args) -> dict:
 
     from dermdiff.data.skin_types import surrounding_skin_ita
     from dermdiff.hardcase.cli import load_generator
-    from dermdiff.latent_maps import vae_factor
     from dermdiff.semantic_map import SemanticMap
     from pipelines.sweeps import skin_type_sweep
 
     pipe = load_generator(folder, scheduler=args.scheduler)
-    side = pipe.unet.config.sample_size * vae_factor(getattr(pipe, "vae", None))  # a DermDiffPipeline's image side
+    side = pipeline_side(pipe)
     images, itas = [], []
     for index, row in enumerate(rows):
         smap = SemanticMap.decode(row["semantic_map"], registry).resize(side)
@@ -116,8 +122,7 @@ def run(args) -> dict:
     registry = registry_of(train)
     chosen = [train[i] for i in chosen_rows(train, args.maps_per_class, args.seed)]
     results = []
-    for value in args.generator:
-        name, _, folder = value.partition("=")
+    for name, folder in args.generators:
         swept = sweep_generator(name, folder, chosen, registry, args)
         grid = image_grid([[row["image"], *images] for row, images in zip(chosen, swept["images"])], cell=128)
         path = os.path.join(args.out, f"skin_type_sweep_{name}.jpg")
